@@ -1,0 +1,35 @@
+"""The Keras emitter: builds exactly the model the plan describes, as one flat functional model."""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InfeasibleError
+from .plan import Plan, plan as make_plan
+from .spec import SpecBase
+from .weights import load_by_name
+
+
+def compile(spec: SpecBase, *, planned: Plan | None = None, safe_mode: bool = True) -> Any:
+    """Spec -> `keras.Model` named after the spec, with the contract's names and trainable flags."""
+    import keras
+
+    planned = planned or make_plan(spec)
+    if not planned.ok:
+        raise InfeasibleError(f"infeasible: {planned.failure_message()}")
+    backbone = spec.backbone.build(spec.input.hwc)
+    last = planned.backbone[-1].index
+    if last != len(backbone.layers) - 1:  # `output:` cut
+        backbone = keras.Model(backbone.input, backbone.layers[last].output)
+    weights = spec.backbone.weights
+    if weights not in (None, "imagenet"):
+        load_by_name(backbone, weights, spec, safe_mode=safe_mode)
+    set_frozen(backbone, planned.frozen_through)
+    outputs = spec.head.build(backbone.output)
+    return keras.Model(backbone.input, outputs, name=spec.name)
+
+
+def set_frozen(backbone_layers: Any, frozen_through: int) -> None:
+    """Backbone layers 0..frozen_through stop training; the rest train (Keras idiom)."""
+    layers = getattr(backbone_layers, "layers", backbone_layers)
+    for index, layer in enumerate(layers):
+        layer.trainable = index > frozen_through

@@ -1,0 +1,21 @@
+"""The plugin hooks. Built-in backbones and heads are registered through these same hooks."""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tlc")
+hookimpl = pluggy.HookimplMarker("tlc")
+
+
+@hookspec
+def tlc_backbones() -> list[type]:
+    """Return the `tlc.Backbone` subclasses this plugin adds.
+
+    Each class has a `type: Literal["name"]` field; "name" is what specs write as
+    `backbone.type`. A name already taken is refused with a warning.
+    """
+
+
+@hookspec
+def tlc_heads() -> list[type]:
+    """Return the `tlc.Head` subclasses this plugin adds (`head.type` in specs)."""

@@ -1,0 +1,229 @@
+"""The static plan: every layer's name, kind, output shape, params and trainable flag, computed
+without TensorFlow, plus the first layer that does not fit and the smallest feasible input.
+
+Backbones and heads that describe their layers are planned by arithmetic; those that only
+`build` are planned by building them symbolically (see `introspect`), with the same result.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .components import FieldError
+from .layers import DoesNotFit, Layer, Shape, format_shape
+from .spec import MAX_SIDE, SpecBase
+
+Loc = tuple
+
+
+@dataclass(frozen=True)
+class PlannedLayer:
+    index: int | None  # the freeze index for backbone layers (0 = input); None for head layers
+    name: str
+    kind: str
+    output_shape: Shape
+    params: int
+    trainable_params: int
+    trainable: bool
+    part: str  # "backbone" or "head"
+    stochastic: bool = False
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "name": self.name, "kind": self.kind,
+                "output_shape": list(self.output_shape), "params": self.params,
+                "trainable": self.trainable}
+
+
+@dataclass(frozen=True)
+class Failure:
+    layer: str | None
+    input_shape: Shape | None
+    message: str  # e.g. "needs at least 4x4"
+    size_limited: bool = True  # a larger input could fix it
+
+
+@dataclass
+class Plan:
+    spec: SpecBase
+    input_shape: Shape
+    layers: list[PlannedLayer]
+    failure: Failure | None = None
+    min_input: tuple[int, int] | None = None
+    frozen_through: int = -1  # backbone layers 0..frozen_through are frozen
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def output_shape(self) -> Shape | None:
+        return self.layers[-1].output_shape if self.ok else None
+
+    @property
+    def backbone(self) -> list[PlannedLayer]:
+        return [layer for layer in self.layers if layer.part == "backbone"]
+
+    def params(self) -> dict[str, int]:
+        total = sum(layer.params for layer in self.layers)
+        trainable = sum(layer.trainable_params for layer in self.layers)
+        return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+
+    def failure_message(self) -> str:
+        f = self.failure
+        assert f is not None
+        text = f"{f.layer} {f.message}" if f.layer else f.message
+        if f.input_shape is not None:
+            text += f", got {format_shape(f.input_shape)} (from input {format_shape(self.input_shape)})"
+        if self.min_input is not None:
+            text += f"; smallest feasible input is {format_shape(self.min_input)}"
+        elif f.size_limited:
+            text += f"; no input up to {MAX_SIDE}x{MAX_SIDE} is feasible"
+        return text
+
+
+def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = True) -> Plan:
+    """Plan `spec` (at `input_shape` if given). Invalid references raise `SpecError`."""
+    shape = tuple(input_shape or spec.input.hwc)
+    try:
+        result = _plan(spec, shape)
+    except FieldError as exc:
+        raise spec.error(exc.loc, exc.message) from None
+    if result.failure and search and result.failure.size_limited:
+        result.min_input = smallest_input(lambda h, w: _feasible(spec, (h, w, shape[2])), shape)
+    return result
+
+
+def _feasible(spec: SpecBase, shape: Shape) -> bool:
+    try:
+        return _plan(spec, shape).ok
+    except FieldError:
+        return False
+
+
+def _plan(spec: SpecBase, shape: Shape) -> Plan:
+    from . import introspect
+
+    described = spec.backbone.layers(shape)
+    if described is None:
+        described, failure = introspect.backbone_layers(spec.backbone, shape)
+        if failure is not None:
+            return Plan(spec, shape, [], failure)
+    described = cut(spec, described)
+    frozen = frozen_through(spec.freeze, described, ("freeze",))
+    result = Plan(spec, shape, [], frozen_through=frozen)
+    current = _walk(result, described, shape, "backbone", lambda i: i > frozen)
+    if current is None:
+        return result
+    head = spec.head.layers(current)
+    if head is None:
+        head, failure = introspect.head_layers(spec.head, current)
+        if failure is not None:
+            result.failure = failure
+            return result
+    _check_unique_names([*described, *head])
+    _walk(result, head, current, "head", lambda i: True)
+    result.warnings += _warnings(spec, result)
+    return result
+
+
+def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
+          trains: Callable[[int], bool]) -> Shape | None:
+    """Append planned layers; on the first that does not fit, record the failure and stop."""
+    for i, layer in enumerate(layers):
+        try:
+            out = layer.output_shape(shape)
+            if min(out, default=1) < 1:
+                raise DoesNotFit("would produce an empty output", need=(1, 1))
+        except DoesNotFit as exc:
+            result.failure = Failure(layer.name, shape, str(exc), size_limited=exc.need is not None)
+            return None
+        can_train, never_trains = layer.weights(shape)
+        trainable = trains(i)
+        result.layers.append(PlannedLayer(
+            index=i if part == "backbone" else None, name=layer.name, kind=layer.kind,
+            output_shape=out, params=can_train + never_trains,
+            trainable_params=can_train if trainable else 0, trainable=trainable, part=part,
+            stochastic=layer.stochastic,
+        ))
+        shape = out
+    return shape
+
+
+def cut(spec: SpecBase, layers: list[Layer]) -> list[Layer]:
+    """Apply `backbone.output`: keep the layers up to and including it."""
+    output = spec.backbone.output
+    if output is None:
+        return layers
+    return layers[: _layer_index(output, layers, ("backbone", "output"), first=1) + 1]
+
+
+def frozen_through(policy: Any, layers: list[Any], loc: Loc) -> int:
+    """The last frozen backbone index for a freeze policy (-1: nothing frozen).
+
+    Mirrors the Keras idiom `for l in base.layers[:N + 1]: l.trainable = False`.
+    """
+    if policy == "none":
+        return -1
+    if policy == "all":
+        return len(layers) - 1
+    return _layer_index(policy.up_to, layers, loc + ("up_to",), first=0)
+
+
+def _layer_index(ref: int | str, layers: list[Any], loc: Loc, first: int) -> int:
+    last = len(layers) - 1
+    if isinstance(ref, int):
+        if not first <= ref <= last:
+            raise FieldError(loc, f"layer index {ref} is out of range; the backbone's layers are "
+                                  f"{first}..{last} ({layers[first].name} .. {layers[last].name})")
+        return ref
+    names = [layer.name for layer in layers]
+    if ref in names[first:]:
+        return names.index(ref)
+    hint = difflib.get_close_matches(ref, names, n=1)
+    did = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise FieldError(loc, f"no backbone layer named {ref!r}{did}; layers: {', '.join(names[first:])}")
+
+
+def _check_unique_names(layers: list[Layer]) -> None:
+    seen: set[str] = set()
+    for layer in layers:
+        if layer.name in seen:
+            raise FieldError(("head",), f"layer name {layer.name!r} is used twice (backbone and head); "
+                                        "cut the backbone with `output:` or use `head: {type: none}`")
+        seen.add(layer.name)
+
+
+def _warnings(spec: SpecBase, result: Plan) -> list[str]:
+    out = []
+    if result.frozen_through > 0 and spec.backbone.weights is None:
+        out.append("backbone layers are frozen but weights is null: they keep their random initial values")
+    return out
+
+
+def smallest_input(feasible: Callable[[int, int], bool], shape: Shape) -> tuple[int, int] | None:
+    """Smallest feasible (height, width), using that feasibility is monotone in each side.
+
+    First the smallest feasible square side s (doubling, then bisection), then each side alone
+    with the other held at s.
+    """
+    side = max(shape[0], shape[1], 1)
+    while not feasible(side, side):
+        if side >= MAX_SIDE:
+            return None
+        side = min(side * 2, MAX_SIDE)
+    side = _bisect(lambda s: feasible(s, s), side)
+    return (_bisect(lambda h: feasible(h, side), side), _bisect(lambda w: feasible(side, w), side))
+
+
+def _bisect(ok: Callable[[int], bool], high: int) -> int:
+    """Smallest n in 1..high with ok(n), given ok(high) and monotonicity."""
+    low = 0  # not ok (sentinel)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if ok(mid):
+            high = mid
+        else:
+            low = mid
+    return high

@@ -1,0 +1,189 @@
+"""Which backbone and head types exist, and where each came from.
+
+Third-party plugins are modules named by entry points in the group `tlc`; the built-ins are
+registered through the very same hooks. One bad plugin (fails to import, raises in a hook,
+returns something odd, reuses a taken name) is recorded as a failure and skipped; everything
+else keeps working. `TLC_PLUGINS` (comma-separated entry-point names, or empty for none)
+restricts which third-party plugins load.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import typing
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+
+from . import hookspecs
+from .components import Backbone, Head
+
+BUILTIN_MODULES = (
+    "tlc.plugins.conv_stack",
+    "tlc.plugins.vgg16",
+    "tlc.plugins.dense_head",
+    "tlc.plugins.no_head",
+)
+ENTRY_POINT_GROUP = "tlc"
+KINDS = {"backbone": ("tlc_backbones", Backbone), "head": ("tlc_heads", Head)}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a plugin comes from: its name and the distribution that ships it."""
+
+    plugin: str
+    distribution: str
+    version: str
+    builtin: bool = False
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} ({self.distribution} {self.version})"
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    name: str
+    kind: str  # "backbone" | "head"
+    cls: type
+    source: Source
+
+
+@dataclass(frozen=True)
+class Failure:
+    source: Source
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.error}"
+
+
+@dataclass
+class Registry:
+    types: dict[str, dict[str, TypeInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    failures: list[Failure] = field(default_factory=list)
+    plugins: list[Source] = field(default_factory=list)
+
+    @property
+    def backbones(self) -> dict[str, TypeInfo]:
+        return self.types["backbone"]
+
+    @property
+    def heads(self) -> dict[str, TypeInfo]:
+        return self.types["head"]
+
+    def classes(self, kind: str) -> list[type]:
+        return [info.cls for info in self.types[kind].values()]
+
+
+_third_party = True
+_registry: Registry | None = None
+
+
+def disable_third_party() -> None:
+    """`--no-plugins`: only the built-in types. Takes effect on the next `get_registry`."""
+    global _third_party, _registry
+    _third_party, _registry = False, None
+
+
+def reset() -> None:
+    """Forget the loaded registry (tests, or after installing a plugin at run time)."""
+    global _third_party, _registry
+    _third_party, _registry = True, None
+
+
+def get_registry() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = _load(third_party=_third_party)
+    return _registry
+
+
+def _load(third_party: bool) -> Registry:
+    registry = Registry()
+    pm = pluggy.PluginManager("tlc")
+    pm.add_hookspecs(hookspecs)
+    tlc_version = _version("tlc")
+    ordered: list[tuple[object, Source]] = []
+    for module_name in BUILTIN_MODULES:
+        module = importlib.import_module(module_name)
+        source = Source(module_name, "tlc", tlc_version, builtin=True)
+        pm.register(module, name=module_name)
+        ordered.append((module, source))
+    if third_party:
+        for entry_point in _selected_entry_points():
+            dist = entry_point.dist
+            source = Source(entry_point.name, dist.name if dist else "?", dist.version if dist else "?")
+            try:
+                module = entry_point.load()
+                pm.register(module, name=f"ep:{entry_point.name}")
+            except Exception as exc:  # a broken plugin must not break tlc
+                registry.failures.append(Failure(source, f"failed to load: {_describe(exc)}"))
+                continue
+            ordered.append((module, source))
+    for module, source in ordered:
+        registry.plugins.append(source)
+        for kind in KINDS:
+            _collect(registry, pm, module, source, kind)
+    return registry
+
+
+def _selected_entry_points() -> list[metadata.EntryPoint]:
+    found = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    wanted = os.environ.get("TLC_PLUGINS")
+    if wanted is None:
+        return found
+    names = {n.strip() for n in wanted.split(",") if n.strip()}
+    return [ep for ep in found if ep.name in names]
+
+
+def _collect(registry: Registry, pm: pluggy.PluginManager, module: object, source: Source, kind: str):
+    hook_name, base = KINDS[kind]
+    impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is module]
+    for impl in impls:
+        try:
+            returned = list(impl.function() or [])
+        except Exception as exc:
+            registry.failures.append(Failure(source, f"{hook_name}() raised {_describe(exc)}"))
+            continue
+        for cls in returned:
+            name = type_name(cls, base)
+            if name is None:
+                registry.failures.append(Failure(
+                    source,
+                    f"{hook_name}() returned {cls!r}, which is not a tlc.{base.__name__} subclass "
+                    'with a field like type: Literal["name"]',
+                ))
+                continue
+            taken = registry.types[kind].get(name)
+            if taken is not None:
+                registry.failures.append(Failure(
+                    source, f"{kind} type {name!r} is already registered by {taken.source}; ignored"
+                ))
+                continue
+            registry.types[kind][name] = TypeInfo(name, kind, cls, source)
+
+
+def type_name(cls: object, base: type) -> str | None:
+    """The `type` literal of a Backbone/Head subclass, or None if it is not one."""
+    if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base):
+        return None
+    field_info = cls.model_fields.get("type")
+    if field_info is None:
+        return None
+    args = typing.get_args(field_info.annotation)
+    if typing.get_origin(field_info.annotation) is not typing.Literal or len(args) != 1:
+        return None
+    return args[0] if isinstance(args[0], str) else None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "dev"

@@ -1,0 +1,82 @@
+"""Load weights into a backbone by layer name, so one spec's trained model feeds the next.
+
+Keras 3's `load_weights(by_name=True)` only reads legacy `.h5` files, so for a `.keras` model
+we load it (safe mode: no lambda deserialisation) and copy `get_weights()` layer by layer.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+LOC = ("backbone", "weights")
+
+
+def load_by_name(backbone: Any, path: str, spec: Any, *, safe_mode: bool = True) -> int:
+    """Copy weights from `path` into every weighted layer of `backbone`; returns how many."""
+    if not os.path.isfile(path):
+        raise spec.error(LOC, f"file not found: {path}")
+    if path.endswith(".keras"):
+        source = _load_model(path, spec, safe_mode)
+        return _copy_by_name(backbone, source, path, spec)
+    if path.endswith((".h5", ".hdf5")) and not path.endswith(".weights.h5"):
+        _load(lambda: backbone.load_weights(path, by_name=True), path, spec)
+    elif path.endswith(".weights.h5"):
+        _load(lambda: backbone.load_weights(path), path, spec)
+    else:
+        raise spec.error(LOC, f"expected a .keras model or a .weights.h5 / .h5 file, got {path}")
+    return sum(1 for layer in backbone.layers if layer.weights)
+
+
+def _load_model(path: str, spec: Any, safe_mode: bool):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except Exception as exc:
+        hint = " (it contains code; pass --unsafe only if you trust it)" if "safe_mode" in str(exc) else ""
+        raise spec.error(LOC, f"cannot load {path}: {_first_line(exc)}{hint}") from None
+
+
+def _load(action, path: str, spec: Any) -> None:
+    try:
+        action()
+    except Exception as exc:
+        raise spec.error(LOC, f"cannot load weights from {path}: {_first_line(exc)}") from None
+
+
+def _copy_by_name(backbone: Any, source: Any, path: str, spec: Any) -> int:
+    available = {layer.name: layer for layer in _all_layers(source)}
+    copied, missing = 0, []
+    for layer in backbone.layers:
+        if not layer.weights:
+            continue
+        donor = available.get(layer.name)
+        if donor is None or not donor.weights:
+            missing.append(layer.name)
+            continue
+        values = donor.get_weights()
+        mine = [tuple(w.shape) for w in layer.weights]
+        theirs = [tuple(v.shape) for v in values]
+        if mine != theirs:
+            raise spec.error(LOC, f"layer {layer.name!r}: weights in {path} have shapes {theirs}, "
+                                  f"the backbone needs {mine} (different input channels or filters?)")
+        layer.set_weights(values)
+        copied += 1
+    if missing:
+        raise spec.error(LOC, f"{path} has no weights for backbone layer(s) {', '.join(missing)}; "
+                              "weights are matched by layer name")
+    return copied
+
+
+def _all_layers(model: Any):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _all_layers(layer)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+

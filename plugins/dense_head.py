@@ -1,0 +1,43 @@
+"""`dense`: a classifier on the backbone's feature map (pooling, hidden Dense layers, output)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from tlc import hookimpl
+from tlc.components import Head
+from tlc.fields import ActivationName, Count, Rate, WindowPair
+from tlc.layers import Dense, Dropout, Flatten, GlobalPooling2D, Layer, Pooling2D, Shape, pair
+
+
+class DenseHead(Head):
+    type: Literal["dense"] = "dense"
+    pool_size: WindowPair | None = None
+    pooling: Literal["flatten", "avg", "max"] = "flatten"
+    units: Annotated[list[Count], Field(max_length=32)] = []
+    activation: ActivationName = "relu"
+    dropout: Rate = 0
+    classes: Count
+    output_activation: Literal["softmax", "sigmoid", "linear"] = "softmax"
+
+    def layers(self, feature_shape: Shape) -> list[Layer]:
+        out: list[Layer] = []
+        if self.pool_size is not None:
+            out.append(Pooling2D("head_avgpool", mode="avg", pool_size=pair(self.pool_size)))
+        out.append({
+            "flatten": Flatten("head_flatten"),
+            "avg": GlobalPooling2D("head_gap", mode="avg"),
+            "max": GlobalPooling2D("head_gmp", mode="max"),
+        }[self.pooling])
+        for k, units in enumerate(self.units, start=1):
+            out.append(Dense(f"head_dense{k}", units=units, activation=self.activation))
+            if self.dropout > 0:
+                out.append(Dropout(f"head_dropout{k}", rate=self.dropout))
+        out.append(Dense("predictions", units=self.classes, activation=self.output_activation))
+        return out
+
+
+@hookimpl
+def tlc_heads():
+    return [DenseHead]

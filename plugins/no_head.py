@@ -1,0 +1,20 @@
+"""`none`: no head; the model's output is the backbone's output (a feature extractor)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from tlc import hookimpl
+from tlc.components import Head
+from tlc.layers import Layer, Shape
+
+
+class NoHead(Head):
+    type: Literal["none"] = "none"
+
+    def layers(self, feature_shape: Shape) -> list[Layer]:
+        return []
+
+
+@hookimpl
+def tlc_heads():
+    return [NoHead]
