@@ -10,23 +10,34 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
-from rich.console import Console
 
 from . import __version__
 from .errors import EXIT_INFEASIBLE, TlcError, UsageError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+# The tlc process uses no pydantic plugins; skipping their entry-point scan saves start-up time.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
 
 app = typer.Typer(
     name="tlc", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Transfer-learning models as short YAML specs: check, build, summarize, train.",
 )
-out = Console()
-err = Console(stderr=True)
 _state = {"debug": False}
 
 SpecArg = Annotated[Path, typer.Argument(help="A spec YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def say(text: str, *, error: bool = False, label: str = "", color: str = "red") -> None:
+    """One plain line (rich is imported only for tables and progress bars)."""
+    prefix = typer.style(f"{label}:", fg=color, bold=True) + " " if label else ""
+    typer.echo(prefix + text, err=error)
+
+
+def rich_console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
 
 
 def command(fn: Callable) -> Callable:
@@ -41,16 +52,16 @@ def command(fn: Callable) -> Callable:
         except TlcError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            say(str(exc), error=True, label="error")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted", highlight=False)
+            say("interrupted", error=True)
             raise typer.Exit(130) from None
         except Exception as exc:  # a bug in tlc or a plugin: still no traceback by default
             if _state["debug"]:
                 raise
-            err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}\n"
-                      "Run again with --debug for the traceback.", highlight=False, soft_wrap=True)
+            say(f"{type(exc).__name__}: {exc}\nRun again with --debug for the traceback.",
+                error=True, label="internal error")
             raise typer.Exit(EXIT_INFEASIBLE) from None
 
     return app.command()(wrapper)
@@ -58,7 +69,7 @@ def command(fn: Callable) -> Callable:
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"tlc {__version__}")
+        say(f"tlc {__version__}")
         raise typer.Exit()
 
 
@@ -80,7 +91,7 @@ def warn_plugin_failures() -> None:
     from .registry import get_registry
 
     for failure in get_registry().failures:
-        err.print(f"[yellow]warning:[/] {failure}", highlight=False, soft_wrap=True)
+        say(str(failure), error=True, label="warning", color="yellow")
 
 
 def emit_json(value) -> None:
@@ -102,9 +113,9 @@ def check(
         emit_json(objects[0] if len(objects) == 1 else objects)
     else:
         for outcome in outcomes:
-            (out if outcome.exit_code == 0 else err).print(outcome.line(), highlight=False, soft_wrap=True)
+            say(outcome.line(), error=outcome.exit_code != 0)
             for warning in outcome.as_dict()["warnings"]:
-                err.print(f"[yellow]warning:[/] {outcome.path}: {warning}", highlight=False, soft_wrap=True)
+                say(f"{outcome.path}: {warning}", error=True, label="warning", color="yellow")
     raise typer.Exit(worst(outcomes))
 
 
@@ -121,11 +132,11 @@ def summarize(spec: SpecArg, as_json: JsonOpt = False) -> None:
     elif outcome.error is not None:
         raise outcome.error
     else:
-        out.print(summary_table(outcome.plan))
+        rich_console().print(summary_table(outcome.plan))
         if outcome.plan.ok:
-            out.print(totals_line(outcome.plan), highlight=False)
+            say(totals_line(outcome.plan))
         else:
-            err.print(outcome.line(), highlight=False, soft_wrap=True)
+            say(outcome.line(), error=True)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -152,8 +163,8 @@ def build(
     model = emit(loaded, planned=planned, safe_mode=not unsafe)
     write_with(target, model.save)
     p = planned.params()
-    out.print(f"wrote {target}: {p['total']:,} params ({p['trainable']:,} trainable, "
-              f"{p['non_trainable']:,} frozen)", highlight=False)
+    say(f"wrote {target}: {p['total']:,} params ({p['trainable']:,} trainable, "
+        f"{p['non_trainable']:,} frozen)")
 
 
 @command
@@ -175,9 +186,9 @@ def plugins(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(plugins_dict(registry))
         return
-    out.print(plugins_table(registry))
+    rich_console().print(plugins_table(registry))
     for failure in registry.failures:
-        err.print(f"[yellow]failed:[/] {failure}", highlight=False, soft_wrap=True)
+        say(str(failure), error=True, label="failed", color="yellow")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class StrictModel(BaseModel):
     """Pydantic model that refuses unknown keys: a typo in a spec must not pass silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class FieldError(Exception):

@@ -1,14 +1,19 @@
 """Rich renderings for people: the summary table and the plugin list."""
 from __future__ import annotations
 
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from .layers import format_shape
 from .plan import Plan
 from .registry import Registry
 
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.table import Table
+
 
 def summary_table(plan: Plan) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{plan.spec.name}  (input {format_shape(plan.input_shape)})", title_justify="left")
     for column, justify in (("index", "right"), ("name", "left"), ("kind", "left"),
                             ("output shape", "left"), ("params", "right"), ("trainable", "center")):
@@ -31,6 +36,8 @@ def totals_line(plan: Plan) -> str:
 
 
 def plugins_table(registry: Registry) -> Table:
+    from rich.table import Table
+
     table = Table(title="backbone and head types")
     for column in ("type", "kind", "plugin", "distribution", "version"):
         table.add_column(column)

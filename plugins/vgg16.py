@@ -81,7 +81,7 @@ def imagenet_weights_file(include_top: bool) -> str:
     import keras
 
     name = WEIGHTS_FILE[include_top]
-    cache = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
+    cache = os.path.join(_keras_home(), "models")
     try:
         return keras.utils.get_file(name, WEIGHTS_URL + name, cache_subdir="models")
     except Exception as exc:
@@ -90,6 +90,15 @@ def imagenet_weights_file(include_top: bool) -> str:
             f"Without network access, copy {name} into {cache}/ (from {WEIGHTS_URL + name}) "
             "and run again, or use weights: null or a path."
         ) from None
+
+
+def _keras_home() -> str:
+    try:  # where keras.utils.get_file really looks (KERAS_HOME, ~/.keras or /tmp/.keras)
+        from keras.src.backend.config import keras_home
+
+        return keras_home()
+    except ImportError:  # pragma: no cover - a future Keras moving its private module
+        return os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
 
 
 @hookimpl

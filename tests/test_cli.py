@@ -1,0 +1,168 @@
+"""The CLI contract: exit codes, JSON shapes, files written, and no TensorFlow where promised."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import EXAMPLES, REPO, tlc
+
+DIGITS = """
+input: {shape: [8, 8, 1]}
+backbone:
+  type: conv_stack
+  blocks: [{filters: 4, convs: 2, dropout: 0.25}]
+freeze: {up_to: block1_conv2}
+head: {type: dense, units: [8], classes: 3}
+"""
+
+
+@pytest.mark.parametrize("command", ["check", "summarize"])
+def test_check_and_summarize_never_import_tensorflow(command):
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from tlc.cli import app\n"
+        f"r = CliRunner().invoke(app, [{command!r}, {str(EXAMPLES / 'vgg16_too_small_48.yaml')!r}, '--json'])\n"
+        "assert r.exit_code == 1, r.output\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn', 'matplotlib'))\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_schema_and_plugins_never_import_tensorflow():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom tlc.cli import app\n"
+        "for args in (['schema'], ['plugins', '--json']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_check_json_single_ok(write):
+    result = tlc("check", write(DIGITS), "--json")
+    assert result.exit_code == 0
+    obj = json.loads(result.stdout)
+    assert obj["ok"] is True and obj["error"] is None and obj["min_input"] is None
+    assert obj["input_shape"] == [8, 8, 1] and obj["output_shape"] == [3]
+    # conv 1*9*4+4=40, conv 4*9*4+4=148 (frozen), dense 16*8+8=136, predictions 8*3+3=27
+    assert obj["params"] == {"total": 351, "trainable": 163, "non_trainable": 188}
+    assert set(obj) == {"spec", "ok", "input_shape", "output_shape", "error", "min_input", "params", "warnings"}
+    assert obj["warnings"] == ["backbone layers are frozen but weights is null: they keep their random initial values"]
+
+
+def test_check_several_mixed_worst_exit_code_and_json_list(write):
+    good = write(DIGITS, "good.yaml")
+    small = EXAMPLES / "vgg16_too_small_48.yaml"
+    bad = write("input: {shape: [8, 8, 1]}\n", "bad.yaml")
+    result = tlc("check", good, small, "--json")
+    assert result.exit_code == 1
+    objs = json.loads(result.stdout)
+    assert [o["ok"] for o in objs] == [True, False]
+    assert objs[1]["error"] == {
+        "layer": "head_avgpool", "input_shape": [1, 1, 512],
+        "message": "head_avgpool needs at least 4x4, got 1x1x512 (from input 48x48x3); "
+                   "smallest feasible input is 128x128"}
+    assert objs[1]["min_input"] == [128, 128] and objs[1]["params"] is None
+    result = tlc("check", good, small, bad, "--json")
+    assert result.exit_code == 2
+    invalid = json.loads(result.stdout)[2]
+    assert invalid["ok"] is False and invalid["error"]["layer"] is None
+    assert invalid["error"]["message"].splitlines()[0].endswith("bad.yaml:1:1: backbone: required field is missing")
+
+
+def test_check_text_message_from_the_contract():
+    result = tlc("check", EXAMPLES / "vgg16_too_small_48.yaml")
+    assert result.exit_code == 1
+    assert ("vgg16_too_small_48.yaml: infeasible: head_avgpool needs at least 4x4, got 1x1x512 "
+            "(from input 48x48x3); smallest feasible input is 128x128") in result.stderr
+
+
+def test_summarize_json_layers_and_indices(write):
+    result = tlc("summarize", write(DIGITS), "--json")
+    assert result.exit_code == 0
+    obj = json.loads(result.stdout)
+    names = [(l["index"], l["name"], l["trainable"]) for l in obj["layers"]]
+    assert names == [(0, "input", False), (1, "block1_conv1", False), (2, "block1_conv2", False),
+                     (3, "block1_pool", True), (4, "block1_dropout", True),
+                     (None, "head_flatten", True), (None, "head_dense1", True), (None, "predictions", True)]
+    assert obj["layers"][2] == {"index": 2, "name": "block1_conv2", "kind": "Conv2D",
+                                "output_shape": [4, 4, 4], "params": 148, "trainable": False}
+
+
+def test_summarize_table_shows_layers_and_totals(write):
+    result = tlc("summarize", write(DIGITS))
+    assert result.exit_code == 0
+    assert "block1_conv2" in result.stdout and "frozen" in result.stdout
+    assert "total params: 351   trainable: 163   frozen (non-trainable): 188" in result.stdout
+
+
+def test_summarize_infeasible_shows_partial_table_and_exit_1():
+    result = tlc("summarize", EXAMPLES / "vgg16_too_small_48.yaml")
+    assert result.exit_code == 1
+    assert "block5_pool" in result.stdout
+    assert "smallest feasible input is 128x128" in result.stderr
+
+
+def test_build_writes_model_atomically_that_keras_loads(write, tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.chdir(tmp_path)
+    spec = write("name: tiny\n" + DIGITS)
+    result = tlc("build", spec)
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "models" / "tiny.keras"
+    assert target.is_file()
+    assert [p.name for p in target.parent.iterdir()] == ["tiny.keras"]  # no temporary left
+    model = keras.saving.load_model(target)
+    assert model.name == "tiny" and model.count_params() == 351
+    assert [l.trainable for l in model.layers][1:4] == [False, False, True]
+    assert "wrote models/tiny.keras: 351 params (163 trainable, 188 frozen)" in result.stdout
+
+
+def test_build_infeasible_exit_1_nothing_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = tlc("build", EXAMPLES / "vgg16_too_small_48.yaml")
+    assert result.exit_code == 1
+    assert "infeasible: head_avgpool" in result.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_schema_is_json_schema_with_every_type():
+    result = tlc("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    text = json.dumps(schema)
+    for name in ("conv_stack", "vgg16", "dense", "none"):
+        assert f'"{name}"' in text
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) >= {"input", "backbone", "head"}
+
+
+def test_version():
+    result = tlc("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("tlc 0.")
+
+
+def test_plugins_lists_builtins_with_their_source():
+    result = tlc("plugins", "--json")
+    assert result.exit_code == 0
+    listed = {(t["type"], t["kind"], t["plugin"], t["distribution"]) for t in json.loads(result.stdout)["types"]}
+    assert {("conv_stack", "backbone", "tlc.plugins.conv_stack", "tlc"), ("vgg16", "backbone", "tlc.plugins.vgg16", "tlc"),
+            ("dense", "head", "tlc.plugins.dense_head", "tlc"), ("none", "head", "tlc.plugins.no_head", "tlc")} <= listed
+
+
+def test_console_script_runs_as_a_process():
+    tlc_bin = REPO / ".venv" / "bin" / "tlc"
+    exe = str(tlc_bin) if tlc_bin.exists() else "tlc"
+    done = subprocess.run([exe, "check", str(EXAMPLES / "vgg16_too_small_48.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "smallest feasible input is 128x128" in done.stderr
