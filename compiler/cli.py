@@ -23,6 +23,7 @@ app = typer.Typer(
     help="Transfer-learning models as short YAML specs: check, build, summarize, train.",
 )
 _state = {"debug": False}
+KERAS_COMMANDS = {"build", "train", "predict", "extract"}  # the only ones that need TensorFlow
 
 SpecArg = Annotated[Path, typer.Argument(help="A spec YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -46,6 +47,10 @@ def command(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            if fn.__name__ in KERAS_COMMANDS:
+                from .quiet import import_keras_quietly
+
+                import_keras_quietly(enabled=not _state["debug"])
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
@@ -189,6 +194,100 @@ def plugins(as_json: JsonOpt = False) -> None:
     rich_console().print(plugins_table(registry))
     for failure in registry.failures:
         say(str(failure), error=True, label="failed", color="yellow")
+
+
+@command
+def train(
+    spec: SpecArg,
+    epochs: Annotated[Optional[int], typer.Option(  # noqa: UP007
+        "--epochs", min=1, help="Override train.epochs (with phases: every phase's epochs).")] = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Folder for run folders.")] = Path("runs"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache frozen-prefix features.")] = False,
+    unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")] = False,
+) -> None:
+    """Train a spec; writes runs/<name>/ (model, history, metrics, plot, resolved spec)."""
+    from .spec import load_spec
+    from .train.loop import train as run_training
+    from .train.progress import RichReporter
+
+    warn_plugin_failures()
+    loaded = load_spec(spec)
+    try:
+        with RichReporter() as reporter:
+            result = run_training(loaded, runs, epochs=epochs, resume=resume, use_cache=not no_cache,
+                                  reporter=reporter, safe_mode=not unsafe)
+    except KeyboardInterrupt:
+        again = f"tlc train {spec} --resume" + (f" --runs {runs}" if runs != Path("runs") else "")
+        say(f"interrupted; completed epochs are saved. Resume with: {again}", error=True)
+        raise typer.Exit(130) from None
+    final = result.metrics["final"]
+    shown = ", ".join(f"{k} {final[k]:.4f}" for k in ("accuracy", "val_accuracy") if k in final)
+    say(f"wrote {result.folder}: {shown} after {result.metrics['epochs']} epochs "
+        f"in {result.metrics['train_seconds']:.1f} s")
+
+
+@command
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<name>).", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")] = Path("compare.png"),
+) -> None:
+    """Compare runs: accuracy per epoch and training time (PNG), and a table of the results."""
+    from .atomic import write_with
+    from .train.plots import compare_plot
+    from .train.runs import read_run
+    from .views import compare_table
+
+    loaded = [(path.name, *read_run(path)) for path in runs]
+    write_with(output, compare_plot(loaded))
+    rich_console().print(compare_table(loaded))
+    say(f"wrote {output}")
+
+
+@command
+def predict(
+    model: Annotated[Path, typer.Argument(help="A .keras model (e.g. runs/<name>/model.keras) or a spec.",
+                                          show_default=False)],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 3,
+    as_json: JsonOpt = False,
+    unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")] = False,
+) -> None:
+    """Classify images: the top classes with their probabilities."""
+    from . import infer
+
+    loaded = infer.load(model, safe_mode=not unsafe)
+    results = infer.predict(loaded, infer.image_files(images), top)
+    if as_json:
+        emit_json(results)
+        return
+    for result in results:
+        best = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in result["top"])
+        say(f"{result['image']}: {best}")
+
+
+@command
+def extract(
+    spec: Annotated[Path, typer.Argument(help="A spec (or .keras model) whose output is the feature.",
+                                         show_default=False)],
+    data: Annotated[Path, typer.Argument(help="An .npz with array x, an image, or a folder of images.",
+                                         show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to save the .npy features.")] = Path(
+        "features.npy"),
+    unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")] = False,
+) -> None:
+    """Run a feature extractor (e.g. VGG16 cut at fc2) over data and save the features (.npy)."""
+    import numpy as np
+
+    from . import infer
+    from .atomic import write_text, write_with
+
+    if output.suffix != ".npy":
+        raise UsageError(f"--output must end in .npy, got {output}")
+    features, sources = infer.extract(infer.load(spec, safe_mode=not unsafe), data)
+    write_with(output, lambda tmp: np.save(tmp, features))
+    write_text(output.with_suffix(".sources.txt"), "\n".join(sources) + "\n")
+    say(f"wrote {output}: features {tuple(features.shape)} (row order in {output.with_suffix('.sources.txt')})")
 
 
 def main() -> None:

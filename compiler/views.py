@@ -56,3 +56,22 @@ def plugins_dict(registry: Registry) -> dict:
     failed = [{"plugin": f.source.plugin, "distribution": f.source.distribution,
                "version": f.source.version, "error": f.error} for f in registry.failures]
     return {"types": types, "failed": failed}
+
+
+def compare_table(runs: list[tuple[str, dict, list[dict]]]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="runs")
+    table.add_column("run", no_wrap=True)
+    for column in ("epochs", "val acc", "acc", "time (s)", "trainable", "frozen"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, metrics, _rows in runs:
+        final, params = metrics.get("final", {}), metrics.get("params", {})
+        table.add_row(name, str(metrics.get("epochs", "")), _fmt(final.get("val_accuracy")),
+                      _fmt(final.get("accuracy")), f"{metrics.get('train_seconds', 0):.1f}",
+                      f"{params.get('trainable', 0):,}", f"{params.get('non_trainable', 0):,}")
+    return table
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

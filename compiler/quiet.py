@@ -1,0 +1,28 @@
+"""Import Keras/TensorFlow without their C++ start-up chatter on the user's terminal.
+
+TensorFlow 2.21 prints absl/oneDNN notices from its shared libraries while they load, even with
+TF_CPP_MIN_LOG_LEVEL=3. We point file descriptor 2 at /dev/null only while the import runs;
+errors raised by the import still propagate normally. `--debug` skips this.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_done = False
+
+
+def import_keras_quietly(enabled: bool = True) -> None:
+    global _done
+    if _done or "keras" in sys.modules or not enabled:
+        return
+    _done = True
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

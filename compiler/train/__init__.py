@@ -1,0 +1,1 @@
+"""Training: data sources, the resumable loop, feature caching, run folders and plots."""

@@ -1,0 +1,101 @@
+"""Frozen-prefix feature caching: compute what never changes once, train the rest on it.
+
+The prefix is every layer before the first one that trains (has trainable weights) or is random
+at training time (Dropout and friends), so results match an uncached run up to floating-point
+noise. Features are stored under the run folder, keyed by a hash of the data and of the prefix's
+configuration and weights, so a resumed or repeated run reuses them and any change invalidates them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+              "GaussianDropout", "AlphaDropout")
+IN_MEMORY_LIMIT = 512 * 2**20  # larger feature arrays are memory-mapped from the cache file
+
+
+@dataclass
+class Split:
+    """What to train in a phase: the whole model on images, or its tail on cached features."""
+
+    model: Any
+    x_train: np.ndarray
+    x_val: np.ndarray
+    note: str
+    cached_through: str | None = None  # name of the last cached layer
+
+
+def boundary(model) -> tuple[int, str]:
+    """Index of the first layer that must run during training, and why it is that one."""
+    for index, layer in enumerate(model.layers[1:], start=1):
+        if type(layer).__name__ in STOCHASTIC:
+            return index, f"{layer.name} is random during training"
+        if layer.trainable and layer.trainable_weights:
+            return index, f"{layer.name} trains"
+    return len(model.layers), "every layer is frozen"
+
+
+def _is_chain(model, start: int) -> bool:
+    layers = model.layers
+    return all(layers[i].input is layers[i - 1].output for i in range(max(start, 1), len(layers)))
+
+
+def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, enabled: bool) -> Split:
+    if not enabled:
+        return Split(model, x_train, x_val, "feature cache: off (--no-cache)")
+    k, why = boundary(model)
+    if k <= 1:
+        return Split(model, x_train, x_val, f"feature cache: not used ({why}; nothing before it is frozen)")
+    if k >= len(model.layers):
+        return Split(model, x_train, x_val, f"feature cache: not used ({why}; nothing to train)")
+    if not _is_chain(model, k):
+        return Split(model, x_train, x_val, "feature cache: not used (the model is not a plain chain of layers)")
+    import keras
+
+    last = model.layers[k - 1]
+    prefix = keras.Model(model.input, last.output)
+    key = _key(model.layers[1:k], x_train, x_val)
+    features = [_features(prefix, x, cache_dir / f"{key}-{part}.npy") for part, x in (("train", x_train), ("val", x_val))]
+    _drop_stale(cache_dir, key)
+    tail_input = keras.Input(shape=features[0].shape[1:], name=f"{last.name}_features")
+    x = tail_input
+    for layer in model.layers[k:]:
+        x = layer(x)  # the same layer objects: training the tail trains the model
+    tail = keras.Model(tail_input, x, name=f"{model.name}_tail")
+    return Split(tail, features[0], features[1],
+                 f"feature cache: on, layers 1..{k - 1} computed once (up to {last.name}; {why})", last.name)
+
+
+def _features(prefix, x: np.ndarray, path: Path) -> np.ndarray:
+    if path.is_file():
+        return np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
+    features = prefix.predict(x, batch_size=256, verbose=0) if len(x) else np.zeros((0, *prefix.output.shape[1:]), "float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, features)
+    tmp.replace(path)
+    return features
+
+
+def _key(layers, x_train: np.ndarray, x_val: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in (x_train, x_val):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for layer in layers:
+        digest.update(json.dumps(layer.get_config(), sort_keys=True, default=str).encode())
+        for weight in layer.get_weights():
+            digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _drop_stale(cache_dir: Path, key: str) -> None:
+    for old in cache_dir.glob("*.npy"):
+        if not old.name.startswith(key):
+            old.unlink(missing_ok=True)

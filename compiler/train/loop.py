@@ -1,0 +1,215 @@
+"""`tlc train`: phases of epochs, one `fit` call per epoch, checkpointed and resumable.
+
+Per-epoch shuffling and Dropout seeds are derived from (seed, epoch), so a run resumed after a
+kill replays exactly what the uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..components import FieldError
+from ..emit import set_frozen
+from ..errors import RunError
+from ..plan import frozen_through, plan as make_plan
+from . import cache, data as datasets
+from .plots import accuracy_plot
+from .runs import RunFolder, State
+
+
+@dataclass(frozen=True)
+class Phase:
+    freeze: Any
+    frozen_through: int
+    epochs: int
+    learning_rate: float
+    first_epoch: int
+
+
+class Reporter:
+    """Progress hooks; the CLI shows a rich progress bar, the library stays quiet."""
+
+    def note(self, text: str) -> None: ...
+    def epoch_started(self, epoch: int, total: int, steps: int) -> None: ...
+    def batch_done(self) -> None: ...
+    def epoch_done(self, epoch: int, row: dict) -> None: ...
+
+
+@dataclass
+class Result:
+    folder: Path
+    metrics: dict
+    model: Any = None
+
+
+def schedule(spec, planned, epochs: int | None) -> list[Phase]:
+    """The phases to run: `train.phases`, or one phase with the spec's own freeze policy."""
+    t = spec.train
+    steps = [(p.freeze, p.epochs, p.learning_rate, ("train", "phases", i, "freeze")) for i, p in enumerate(t.phases)]
+    if not steps:
+        steps = [(spec.freeze, t.epochs, None, ("freeze",))]
+    out, first = [], 0
+    for policy, n, lr, loc in steps:
+        try:
+            through = frozen_through(policy, planned.backbone, loc)
+        except FieldError as exc:
+            raise spec.error(exc.loc, exc.message) from None
+        n = epochs or n
+        out.append(Phase(policy, through, n, lr or t.optimizer.learning_rate, first))
+        first += n
+    return out
+
+
+def train(spec, runs_dir: str | Path = "runs", *, epochs: int | None = None, resume: bool = False,
+          use_cache: bool = True, reporter: Reporter | None = None, safe_mode: bool = True) -> Result:
+    import keras
+
+    from ..emit import compile as emit
+
+    reporter = reporter or Reporter()
+    if spec.train is None:
+        raise spec.error((), "tlc train needs a `train:` section (data, epochs, ...)")
+    if spec.train.distribute == "multi_worker":
+        raise RunError("train.distribute: multi_worker is not implemented yet; use none or mirrored")
+    planned = make_plan(spec)
+    phases = schedule(spec, planned, epochs)
+    total = phases[-1].first_epoch + phases[-1].epochs
+    dataset = datasets.load(spec)
+    folder = RunFolder(runs_dir, spec.name)
+    state = folder.start(spec, resume=resume)
+    keras.utils.set_random_seed(spec.train.seed)
+    scope = _strategy_scope(spec)
+    with scope:
+        if state.checkpoint:
+            model = keras.saving.load_model(folder.checkpoint_path(state), compile=True, safe_mode=safe_mode)
+            reporter.note(f"resuming {spec.name} after epoch {state.epochs_done} of {total}")
+        else:
+            model = emit(spec, planned=planned, safe_mode=safe_mode)
+        loss = _loss(spec, model, dataset)
+    n_backbone = len(planned.backbone)
+    for phase in phases:
+        end = phase.first_epoch + phase.epochs
+        if state.epochs_done >= end:
+            continue
+        resuming_inside = state.checkpoint is not None and state.epochs_done > phase.first_epoch
+        if not resuming_inside:
+            set_frozen(model.layers[:n_backbone], phase.frozen_through)
+            with scope:
+                model.compile(optimizer=_optimizer(spec, phase.learning_rate), loss=loss, metrics=["accuracy"])
+        started = time.perf_counter()
+        part = cache.split(model, dataset.x_train, dataset.x_val, folder.cache_dir, enabled=use_cache)
+        if part.model is not model:
+            part.model.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"])
+        state.train_seconds += time.perf_counter() - started
+        reporter.note(part.note)
+        if part.note not in state.notes:
+            state.notes.append(part.note)
+        for epoch in range(max(state.epochs_done, phase.first_epoch), end):
+            row, seconds = _epoch(part, dataset, spec, epoch, total, reporter)
+            state.rows.append(row)
+            state.epochs_done = epoch + 1
+            state.train_seconds += seconds
+            folder.save_epoch(model, state)
+            reporter.epoch_done(epoch, row)
+    metrics = _metrics(spec, model, state, phases, dataset, resume)
+    plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", [p.first_epoch for p in phases])
+    return Result(folder.finish(model, state, metrics, spec, plot), metrics, model)
+
+
+def _epoch(part: cache.Split, dataset, spec, epoch: int, total: int, reporter: Reporter):
+    import keras
+
+    t = spec.train
+    order = np.random.default_rng([t.seed, epoch]).permutation(len(part.x_train))
+    _reseed_random_layers(part.model, t.seed, epoch)
+    steps = -(-len(order) // t.batch_size)
+    reporter.epoch_started(epoch, total, steps)
+
+    class Progress(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            reporter.batch_done()
+
+    validation = (part.x_val, dataset.y_val) if len(dataset.y_val) else None
+    started = time.perf_counter()
+    history = part.model.fit(np.asarray(part.x_train)[order], dataset.y_train[order], batch_size=t.batch_size,
+                             epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0,
+                             validation_data=validation, callbacks=[Progress()])
+    seconds = time.perf_counter() - started
+    row = {"epoch": epoch, **{k: float(v[-1]) for k, v in sorted(history.history.items())}}
+    return row, seconds
+
+
+def _reseed_random_layers(model, seed: int, epoch: int) -> None:
+    """Dropout masks depend only on (seed, epoch, layer), not on what ran before."""
+    rng = np.random.default_rng([seed, epoch, 7])
+    for layer in model.layers:
+        for generator in getattr(layer, "_seed_generators", None) or []:
+            generator.state.assign(np.array([rng.integers(2**31), 0], dtype=generator.state.dtype))
+
+
+def _loss(spec, model, dataset):
+    import keras
+
+    out = tuple(model.output.shape[1:])
+    if out != (dataset.num_classes,):
+        if len(out) != 1:
+            raise RunError(f"tlc train needs a classifier head; the model outputs {out} "
+                           "(use head: {type: dense, classes: N})")
+        raise RunError(f"the head has {out[0]} classes but the data has {dataset.num_classes} "
+                       f"({', '.join(dataset.class_names)}); set head.classes: {dataset.num_classes}")
+    activation = getattr(spec.head, "output_activation", "softmax")
+    if activation == "sigmoid":
+        raise RunError("tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=activation == "linear")
+
+
+def _optimizer(spec, learning_rate: float):
+    import keras
+
+    kind = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    return kind[spec.train.optimizer.type](learning_rate=learning_rate)
+
+
+class _strategy_scope:
+    """A re-enterable scope: tf.distribute.MirroredStrategy for `distribute: mirrored`, else nothing."""
+
+    def __init__(self, spec):
+        self.strategy = None
+        if spec.train.distribute == "mirrored":
+            import tensorflow as tf
+
+            self.strategy = tf.distribute.MirroredStrategy()
+        self._active = []
+
+    def __enter__(self):
+        if self.strategy is not None:
+            self._active.append(self.strategy.scope())
+            self._active[-1].__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._active:
+            self._active.pop().__exit__(*exc)
+        return False
+
+
+def _metrics(spec, model, state: State, phases, dataset, resumed: bool) -> dict:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = model.count_params()
+    return {
+        "name": spec.name,
+        "train_seconds": round(state.train_seconds, 3),
+        "epochs": state.epochs_done,
+        "final": state.rows[-1] if state.rows else {},
+        "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
+        "classes": dataset.class_names,
+        "examples": {"train": int(len(dataset.y_train)), "validation": int(len(dataset.y_val))},
+        "phases": [{"freeze": p.freeze if isinstance(p.freeze, str) else {"up_to": p.freeze.up_to},
+                    "epochs": p.epochs, "learning_rate": p.learning_rate} for p in phases],
+        "feature_cache": state.notes,
+        "resumed": resumed,
+    }

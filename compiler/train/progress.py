@@ -1,0 +1,41 @@
+"""A rich progress display for `tlc train`: an epoch bar, a batch bar, and one line per epoch."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .loop import Reporter
+
+
+class RichReporter(Reporter):
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=True)
+        self.epochs = None
+        self.batches = None
+
+    def __enter__(self) -> RichReporter:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def epoch_started(self, epoch: int, total: int, steps: int) -> None:
+        if self.epochs is None:
+            self.epochs = self.progress.add_task("epochs", total=total, completed=epoch)
+        if self.batches is not None:
+            self.progress.remove_task(self.batches)
+        self.batches = self.progress.add_task(f"epoch {epoch + 1}", total=steps)
+
+    def batch_done(self) -> None:
+        self.progress.advance(self.batches)
+
+    def epoch_done(self, epoch: int, row: dict) -> None:
+        self.progress.advance(self.epochs)
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+        self.console.print(f"epoch {epoch + 1}: {metrics}", highlight=False)

@@ -1,0 +1,230 @@
+"""`tlc train` on tiny digits runs: the run folder, transfer, phases, resume, caching, compare."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import tlc
+from tlc.errors import RunError
+from tlc.train.loop import Reporter, train
+from tlc.train.runs import read_run
+
+from .conftest import tlc as run
+
+pytestmark = pytest.mark.slow
+
+SOURCE = """
+name: {name}
+input: {{shape: [8, 8, 1]}}
+backbone:
+  type: conv_stack
+  blocks: [{{filters: 8, convs: 2{dropout}}}]
+head: {{type: dense, units: [16], classes: 3}}
+train:
+  data: {{type: digits, classes: [{classes}]}}
+  epochs: 3
+  batch_size: 32
+  seed: 1
+"""
+
+
+def digits(write, name="src", classes="0, 1, 2", dropout=", dropout: 0.25", extra=""):
+    return write(SOURCE.format(name=name, classes=classes, dropout=dropout) + extra, f"{name}.yaml")
+
+
+def rows_of(folder):
+    with open(folder / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_folder_is_complete(write, tmp_path):
+    result = train(tlc.load_spec(digits(write)), tmp_path / "runs")
+    folder = tmp_path / "runs" / "src"
+    assert result.folder == folder
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "accuracy.png", "history.csv", "metrics.json", "model.keras", "spec.lock.yaml"]
+    rows = rows_of(folder)
+    assert list(rows[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["train_seconds"] > 0
+    assert metrics["final"] == {k: float(v) if k != "epoch" else 2 for k, v in rows[-1].items()}
+    assert metrics["params"] == {"total": 1243, "trainable": 1243, "non_trainable": 0}
+    assert metrics["classes"] == ["0", "1", "2"]
+    assert (folder / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    relocked = tlc.load_spec(folder / "spec.lock.yaml")  # the lock file is itself a valid spec
+    assert relocked.model_dump() == tlc.load_spec(digits(write)).model_dump()
+    assert not (tmp_path / "runs" / "src.partial").exists()
+
+
+def test_loaded_model_predicts_like_the_trained_one(write, tmp_path):
+    import keras
+    from tlc.train import data
+
+    spec = tlc.load_spec(digits(write))
+    result = train(spec, tmp_path)
+    x = data.load(spec).x_val[:20]
+    loaded = keras.saving.load_model(result.folder / "model.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_transfer_loads_frozen_source_features_and_beats_scratch_early(write, tmp_path):
+    runs = tmp_path / "runs"
+    source_path = digits(write, "source", classes="0, 1, 2, 3, 4")
+    source_path.write_text(source_path.read_text().replace("classes: 3", "classes: 5"))
+    source = train(tlc.load_spec(source_path), runs, epochs=6)
+    tail = "\n".join(line for line in SOURCE.splitlines() if "classes: [" not in line and "epochs" not in line)
+    common = dict(classes="5, 6, 7, 8, 9")
+    transfer_spec = digits(write, "transfer", **common,
+                           extra="freeze: all\n").read_text().replace(
+        "type: conv_stack", f"type: conv_stack\n  weights: {runs / 'source' / 'model.keras'}")
+    transfer_path = write(transfer_spec.replace("classes: 3", "classes: 5"), "transfer.yaml")
+    scratch_path = write(digits(write, "scratch", **common).read_text().replace("classes: 3", "classes: 5"), "scratch.yaml")
+    transfer = train(tlc.load_spec(transfer_path), runs, epochs=2)
+    scratch = train(tlc.load_spec(scratch_path), runs, epochs=2)
+    for name in ("block1_conv1", "block1_conv2"):
+        for a, b in zip(transfer.model.get_layer(name).get_weights(), source.model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)  # frozen: unchanged by training
+        assert transfer.model.get_layer(name).trainable is False
+    assert transfer.metrics["params"]["non_trainable"] == 80 + 584
+    first = lambda r: read_run(r.folder)[1][0]
+    assert first(transfer)["accuracy"] > first(scratch)["accuracy"]
+    assert "feature cache: on, layers 1..3" in transfer.metrics["feature_cache"][0]
+
+
+def test_phases_change_trainable_flags_and_learning_rate(write, tmp_path):
+    import keras
+
+    extra = ("  phases:\n"
+             "    - {freeze: all, epochs: 2, learning_rate: 0.01}\n"
+             "    - {freeze: {up_to: block1_conv1}, epochs: 1, learning_rate: 0.0001}\n")
+    result = train(tlc.load_spec(digits(write, extra=extra)), tmp_path)
+    assert [r["epoch"] for r in rows_of(result.folder)] == ["0", "1", "2"]
+    assert [p["learning_rate"] for p in result.metrics["phases"]] == [0.01, 0.0001]
+    model = keras.saving.load_model(result.folder / "model.keras")
+    flags = {l.name: l.trainable for l in model.layers}
+    assert flags["block1_conv1"] is False and flags["block1_conv2"] is True
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.0001)
+    notes = result.metrics["feature_cache"]
+    assert notes[0].startswith("feature cache: on") and notes[1].startswith("feature cache: on, layers 1..1")
+
+
+class StopAfter(Reporter):
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def epoch_done(self, epoch, row):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_interrupted_run_resumes_to_the_same_result(write, tmp_path, cache):
+    spec = tlc.load_spec(digits(write, extra="freeze: {up_to: 1}\n"))
+    whole = train(spec, tmp_path / "a", use_cache=cache)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, tmp_path / "b", use_cache=cache, reporter=StopAfter(2))
+    partial = tmp_path / "b" / "src.partial"
+    assert [r["epoch"] for r in rows_of(partial)] == ["0", "1"]
+    assert not (tmp_path / "b" / "src").exists()
+    resumed = train(spec, tmp_path / "b", resume=True, use_cache=cache)
+    assert rows_of(resumed.folder) == rows_of(whole.folder)
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert resumed.metrics["resumed"] is True
+
+
+def test_resume_refuses_a_changed_spec_or_nothing_to_resume(write, tmp_path):
+    path = digits(write)
+    with pytest.raises(RunError, match="nothing to resume"):
+        train(tlc.load_spec(path), tmp_path, resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(tlc.load_spec(path), tmp_path, reporter=StopAfter(1))
+    path.write_text(path.read_text().replace("units: [16]", "units: [12]"))
+    with pytest.raises(RunError, match="the spec changed"):
+        train(tlc.load_spec(path), tmp_path, resume=True)
+
+
+def test_cached_and_uncached_runs_agree(write, tmp_path):
+    spec = tlc.load_spec(digits(write, dropout="", extra="freeze: {up_to: block1_pool}\n"))
+    cached = train(spec, tmp_path / "c")
+    plain = train(spec, tmp_path / "p", use_cache=False)
+    assert cached.metrics["feature_cache"] == [
+        "feature cache: on, layers 1..4 computed once (up to head_flatten; head_dense1 trains)"]
+    assert plain.metrics["feature_cache"] == ["feature cache: off (--no-cache)"]
+    for a, b in zip(rows_of(cached.folder), rows_of(plain.folder)):
+        for key in ("accuracy", "val_accuracy", "loss"):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=2e-3)
+
+
+def test_cache_is_reused_and_invalidated(write, tmp_path):
+    path = digits(write, dropout="", extra="freeze: all\n")
+    train(tlc.load_spec(path), tmp_path)
+    files = sorted((tmp_path / "src" / "cache").glob("*.npy"))
+    assert len(files) == 2
+    from tlc.train import cache
+
+    calls = []
+    real = cache._features
+
+    def spy(prefix, x, target):
+        calls.append(target.is_file())
+        return real(prefix, x, target)
+
+    import shutil
+
+    shutil.copytree(tmp_path / "src" / "cache", tmp_path / "src.partial" / "cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cache, "_features", spy)
+        spec = tlc.load_spec(path)
+        folder = tmp_path / "src.partial"
+        model = __import__("tlc").compile(spec)
+        from tlc.train import data as datasets
+
+        d = datasets.load(spec)
+        cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
+        assert calls == [False, False]  # new random weights: a different key, recomputed
+        calls.clear()
+        cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
+        assert calls == [True, True]  # same weights and data: reused
+    assert len(list((folder / "cache").glob("*.npy"))) == 2  # the stale pair was removed
+
+
+def test_dropout_stops_the_cached_prefix(write, tmp_path):
+    spec = tlc.load_spec(digits(write, extra="freeze: all\n"))
+    result = train(spec, tmp_path, epochs=1)
+    assert result.metrics["feature_cache"] == [
+        "feature cache: on, layers 1..3 computed once (up to block1_pool; block1_dropout is random during training)"]
+
+
+def test_cli_train_and_compare(write, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = digits(write)
+    result = run("train", spec, "--epochs", "1", "--runs", "out")
+    assert result.exit_code == 0, result.output
+    assert "wrote out/src: accuracy" in result.output and "after 1 epochs" in result.output
+    result = run("compare", "out/src", "-o", "cmp.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    assert "src" in result.stdout and "wrote cmp.png" in result.stdout
+    result = run("compare", "nowhere")
+    assert result.exit_code == 1 and "nowhere is not a finished tlc run" in result.output
+
+
+def test_cli_train_errors(write, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    no_train = write("input: {shape: [8, 8, 1]}\nbackbone: {type: conv_stack, blocks: [{filters: 2}]}\n"
+                     "head: {type: dense, classes: 3}\n", "nt.yaml")
+    result = run("train", no_train)
+    assert result.exit_code == 2 and "nt.yaml:1:1: tlc train needs a `train:` section" in result.output
+    wrong = digits(write, "wrong", classes="0, 1")
+    result = run("train", wrong, "--epochs", "1")
+    assert result.exit_code == 1
+    assert "the head has 3 classes but the data has 2 (0, 1); set head.classes: 2" in result.output
+    resized = digits(write, "big").read_text().replace("[8, 8, 1]", "[16, 16, 1]")
+    result = run("train", write(resized, "big.yaml"), "--epochs", "1")
+    assert result.exit_code == 2
+    assert "train.data.resize: the images are 8x8 but input.shape is 16x16; set train.data.resize: [16, 16]" in result.output
