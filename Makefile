@@ -14,8 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The seed article's experiment on scikit-learn's digits: train on 0-4, then 5-9 with the
+# frozen features (transfer) and from scratch; compare accuracy per epoch, time and params.
 demo: $(STAMP)
-	$(BIN)/python bench/demo.py
+	-$(BIN)/tlc check spec_examples/*.yaml
+	$(BIN)/tlc train spec_examples/digits_source.yaml --runs runs
+	$(BIN)/tlc train spec_examples/digits_transfer.yaml --runs runs
+	$(BIN)/tlc train spec_examples/digits_scratch.yaml --runs runs
+	$(BIN)/tlc compare runs/digits_transfer runs/digits_scratch -o runs/compare.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -58,6 +58,33 @@ def head_layers(head: Any, feature_shape: Shape):
     return [_describe(layer) for layer in model.layers[1:]], None
 
 
+def failing_layer(backbone: Any, feasible: Shape, shape: Shape) -> tuple[str, Shape] | None:
+    """(name, input shape) of the first layer that fails when a backbone built at `feasible`
+    is run on `shape`, or None if that cannot be told (Keras private API, guarded)."""
+    import keras
+
+    try:
+        model = backbone.model_copy(update={"weights": None}).build(tuple(feasible))
+    except Exception:
+        return None
+    reached: dict = {}
+
+    def track(operation):
+        def call(*args, **kwargs):
+            reached["name"] = operation.name
+            reached["shape"] = tuple(int(d) for d in args[0].shape[1:]) if args and hasattr(args[0], "shape") else None
+            return operation(*args, **kwargs)
+
+        return call
+
+    try:
+        model._run_through_graph(keras.KerasTensor((None, *shape)), operation_fn=track)
+    except Exception:
+        if "name" in reached:
+            return reached["name"], reached["shape"]
+    return None
+
+
 def _describe(layer: Any) -> BuiltLayer:
     import keras
 
@@ -77,12 +104,11 @@ def _count(weights) -> int:
 def _failure(exc: Exception, shape: Shape):
     from .plan import Failure
 
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    layer = _layer_named_in(str(exc))
-    return Failure(layer, tuple(shape), f"could not be built by Keras: {first}", size_limited=True)
+    return Failure(None, tuple(shape), f"could not be built by Keras: {keras_message(exc)}", size_limited=True)
 
 
-def _layer_named_in(text: str) -> str | None:
-    """Keras 3 reports `Exception encountered when calling Conv2D.call()` plus the layer name."""
-    match = re.search(r"name=['\"]?([\w.-]+)", text) or re.search(r"layer ['\"]([\w.-]+)['\"]", text)
-    return match.group(1) if match else None
+def keras_message(exc: Exception) -> str:
+    """The informative line of a Keras error (not the `Exception encountered when calling` wrapper)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    useful = [line for line in lines if line and not line.startswith("Exception encountered when calling")]
+    return useful[0] if useful else type(exc).__name__

@@ -7,6 +7,7 @@ Backbones and heads that describe their layers are planned by arithmetic; those 
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -91,8 +92,24 @@ def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = Tru
     except FieldError as exc:
         raise spec.error(exc.loc, exc.message) from None
     if result.failure and search and result.failure.size_limited:
-        result.min_input = smallest_input(lambda h, w: _feasible(spec, (h, w, shape[2])), shape)
+        result.min_input = smallest_input(functools.cache(lambda h, w: _feasible(spec, (h, w, shape[2]))), shape)
+        if result.failure.layer is None and result.min_input:
+            result.failure = _locate_symbolic_failure(spec, result.failure, result.min_input, shape)
     return result
+
+
+def _locate_symbolic_failure(spec: SpecBase, failure: Failure, min_input, shape: Shape) -> Failure:
+    """For a backbone planned by building: which layer fails at `shape`, found by re-running the
+    graph of a feasible build at the smaller size."""
+    from . import introspect
+
+    if spec.backbone.layers(shape) is not None:
+        return failure
+    found = introspect.failing_layer(spec.backbone, (*min_input, shape[2]), shape)
+    if found is None:
+        return failure
+    layer, reached = found
+    return Failure(layer, reached, failure.message, failure.size_limited)
 
 
 def _feasible(spec: SpecBase, shape: Shape) -> bool:

@@ -13,6 +13,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
@@ -59,11 +60,13 @@ class Failure:
         return f"{self.source}: {self.error}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Registry:
     types: dict[str, dict[str, TypeInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: list[Failure] = field(default_factory=list)
     plugins: list[Source] = field(default_factory=list)
+    spec_model: Any = None  # the pydantic Spec model for these types, built on first use
+    manager: Any = None  # the pluggy PluginManager
 
     @property
     def backbones(self) -> dict[str, TypeInfo]:
@@ -100,10 +103,29 @@ def get_registry() -> Registry:
     return _registry
 
 
+def register_module(module: object, name: str | None = None) -> None:
+    """Register an in-process plugin module (tests, notebooks) through the same hooks.
+
+    `reset()` forgets it again.
+    """
+    registry = get_registry()
+    name = name or getattr(module, "__name__", repr(module))
+    source = Source(name, "(in-process)", "-")
+    try:
+        registry.manager.register(module, name=name)
+    except Exception as exc:
+        registry.failures.append(Failure(source, f"failed to register: {_describe(exc)}"))
+        return
+    registry.plugins.append(source)
+    for kind in KINDS:
+        _collect(registry, registry.manager, module, source, kind)
+    registry.spec_model = None
+
+
 def _load(third_party: bool) -> Registry:
-    registry = Registry()
     pm = pluggy.PluginManager("tlc")
     pm.add_hookspecs(hookspecs)
+    registry = Registry(manager=pm)
     tlc_version = _version("tlc")
     ordered: list[tuple[object, Source]] = []
     for module_name in BUILTIN_MODULES:

@@ -126,23 +126,17 @@ class SpecBase(StrictModel):
         return self._document.error(loc, message)
 
 
-_models: dict[int, type[SpecBase]] = {}
-
-
 def spec_model(registry: Registry | None = None) -> type[SpecBase]:
-    """The `Spec` model for the registry's types (cached per registry)."""
+    """The `Spec` model for the registry's types (built once per registry)."""
     registry = registry or get_registry()
-    model = _models.get(id(registry))
-    if model is None:
-        model = create_model(
+    if registry.spec_model is None:
+        registry.spec_model = create_model(
             "Spec",
             __base__=SpecBase,
             backbone=(_union(registry.classes("backbone"), Backbone), ...),
             head=(_union(registry.classes("head"), Head), ...),
         )
-        _models.clear()
-        _models[id(registry)] = model
-    return model
+    return registry.spec_model
 
 
 def _union(classes: list[type], base: type) -> Any:
