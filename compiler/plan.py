@@ -129,6 +129,8 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
             return Plan(spec, shape, [], failure)
     described = cut(spec, described)
     frozen = frozen_through(spec.freeze, described, ("freeze",))
+    for i, phase in enumerate(spec.train.phases if spec.train else []):
+        frozen_through(phase.freeze, described, ("train", "phases", i, "freeze"))
     result = Plan(spec, shape, [], frozen_through=frozen)
     current = _walk(result, described, shape, "backbone", lambda i: i > frozen)
     if current is None:

@@ -135,3 +135,12 @@ def test_build_output_must_be_keras(write):
     path = write("input: {shape: [8, 8, 1]}\nbackbone: {type: conv_stack, blocks: [{filters: 2}]}\n" + GOOD_TAIL)
     result = tlc("build", path, "-o", "model.h5")
     assert result.exit_code == 2 and "--output must end in .keras" in result.output
+
+
+def test_phase_freeze_references_are_checked_without_training(write):
+    path = write("input: {shape: [64, 64, 3]}\nbackbone: {type: vgg16}\nhead: {type: none}\n"
+                 "train:\n  data: {type: digits}\n  phases:\n    - {freeze: all, epochs: 1}\n"
+                 "    - {freeze: {up_to: block9_pool}, epochs: 1}\n")
+    result = tlc("check", path)
+    assert result.exit_code == 2
+    assert "spec.yaml:8:24: train.phases[1].freeze.up_to: no backbone layer named 'block9_pool'" in result.output
