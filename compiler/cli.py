@@ -292,3 +292,7 @@ def extract(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

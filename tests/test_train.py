@@ -170,9 +170,9 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
     calls = []
     real = cache._features
 
-    def spy(prefix, x, target):
+    def spy(prefix, x, target, batch_size):
         calls.append(target.is_file())
-        return real(prefix, x, target)
+        return real(prefix, x, target, batch_size)
 
     import shutil
 

@@ -46,7 +46,8 @@ def _is_chain(model, start: int) -> bool:
     return all(layers[i].input is layers[i - 1].output for i in range(max(start, 1), len(layers)))
 
 
-def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, enabled: bool) -> Split:
+def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, enabled: bool,
+          batch_size: int = 32) -> Split:
     if not enabled:
         return Split(model, x_train, x_val, "feature cache: off (--no-cache)")
     k, why = boundary(model)
@@ -61,7 +62,8 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
     last = model.layers[k - 1]
     prefix = keras.Model(model.input, last.output)
     key = _key(model.layers[1:k], x_train, x_val)
-    features = [_features(prefix, x, cache_dir / f"{key}-{part}.npy") for part, x in (("train", x_train), ("val", x_val))]
+    features = [_features(prefix, x, cache_dir / f"{key}-{part}.npy", batch_size)
+                for part, x in (("train", x_train), ("val", x_val))]
     _drop_stale(cache_dir, key)
     tail_input = keras.Input(shape=features[0].shape[1:], name=f"{last.name}_features")
     x = tail_input
@@ -72,10 +74,15 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
                  f"feature cache: on, layers 1..{k - 1} computed once (up to {last.name}; {why})", last.name)
 
 
-def _features(prefix, x: np.ndarray, path: Path) -> np.ndarray:
+def _features(prefix, x: np.ndarray, path: Path, batch_size: int) -> np.ndarray:
+    """The prefix's output for `x`, from the cache file or computed (at the training batch size:
+    large batches of big feature maps are slower on CPU caches) and saved."""
     if path.is_file():
         return np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
-    features = prefix.predict(x, batch_size=256, verbose=0) if len(x) else np.zeros((0, *prefix.output.shape[1:]), "float32")
+    if len(x):
+        features = prefix.predict(x, batch_size=batch_size, verbose=0)
+    else:
+        features = np.zeros((0, *prefix.output.shape[1:]), "float32")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.npy")
     np.save(tmp, features)

@@ -66,11 +66,20 @@ def schedule(spec, planned, epochs: int | None) -> list[Phase]:
 
 def train(spec, runs_dir: str | Path = "runs", *, epochs: int | None = None, resume: bool = False,
           use_cache: bool = True, reporter: Reporter | None = None, safe_mode: bool = True) -> Result:
+    """Train `spec` into `runs_dir/<name>/`; see the module docstring for the guarantees."""
+    try:
+        return _train(spec, runs_dir, epochs, resume, use_cache, reporter or Reporter(), safe_mode)
+    except OSError as exc:  # disk full, unwritable folder: the previous run folder is untouched
+        where = exc.filename or runs_dir
+        raise RunError(f"cannot write {where}: {exc.strerror or exc}; "
+                       f"{Path(runs_dir) / spec.name} (if any) is untouched") from None
+
+
+def _train(spec, runs_dir, epochs, resume, use_cache, reporter, safe_mode) -> Result:
     import keras
 
     from ..emit import compile as emit
 
-    reporter = reporter or Reporter()
     if spec.train is None:
         raise spec.error((), "tlc train needs a `train:` section (data, epochs, ...)")
     if spec.train.distribute == "multi_worker":
@@ -101,7 +110,8 @@ def train(spec, runs_dir: str | Path = "runs", *, epochs: int | None = None, res
             with scope:
                 model.compile(optimizer=_optimizer(spec, phase.learning_rate), loss=loss, metrics=["accuracy"])
         started = time.perf_counter()
-        part = cache.split(model, dataset.x_train, dataset.x_val, folder.cache_dir, enabled=use_cache)
+        part = cache.split(model, dataset.x_train, dataset.x_val, folder.cache_dir, enabled=use_cache,
+                           batch_size=spec.train.batch_size)
         if part.model is not model:
             part.model.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"])
         state.train_seconds += time.perf_counter() - started

@@ -63,10 +63,7 @@ class RunFolder:
             return state
         if self.work.exists():
             shutil.rmtree(self.work)
-        try:
-            self.work.mkdir(parents=True)
-        except OSError as exc:
-            raise RunError(f"cannot create {self.work}: {exc.strerror}") from None
+        self.work.mkdir(parents=True)
         return State(spec_hash=spec_hash)
 
     @property
