@@ -31,6 +31,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/check_speed.py
+	$(BIN)/python bench/cache_speed.py
+	$(BIN)/python bench/overhead.py
 
 clean:
 	rm -rf $(VENV) models runs bench/out .pytest_cache

@@ -153,17 +153,24 @@ def _parse(path: Path) -> tuple[Any, dict, dict]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{name}: not UTF-8 text (byte {exc.start})") from None
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader already rejects control characters here
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
         raise SpecError(f"{where}: YAML syntax error: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:  # e.g. a reader error on control characters
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        where = f"{name}:{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}"
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(f"{where}: character {char} is not allowed in YAML") from None
+    except yaml.YAMLError as exc:
         raise SpecError(f"{name}: YAML error: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None or not isinstance(node, yaml.MappingNode):
         where = Mark.of(name, node) if node is not None else Mark(name, 1, 1)
         raise SpecError(f"{where}: a spec must be a mapping of keys such as input, backbone, head")

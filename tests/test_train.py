@@ -228,3 +228,11 @@ def test_cli_train_errors(write, tmp_path, monkeypatch):
     result = run("train", write(resized, "big.yaml"), "--epochs", "1")
     assert result.exit_code == 2
     assert "train.data.resize: the images are 8x8 but input.shape is 16x16; set train.data.resize: [16, 16]" in result.output
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_nothing(write, tmp_path):
+    path = digits(write)
+    path.write_text(path.read_text().replace("type: conv_stack", "type: conv_stack\n  weights: missing.keras"))
+    with pytest.raises(tlc.SpecError, match="backbone.weights: file not found"):
+        train(tlc.load_spec(path), tmp_path / "runs")
+    assert list((tmp_path / "runs").iterdir()) == []

@@ -1,10 +1,11 @@
-"""`tlc train`: phases of epochs, one `fit` call per epoch, checkpointed and resumable.
+"""`tlc train`: phases of epochs, one `fit` call per phase, checkpointed after every epoch.
 
 Per-epoch shuffling and Dropout seeds are derived from (seed, epoch), so a run resumed after a
 kill replays exactly what the uninterrupted run would have done.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,22 +77,31 @@ def train(spec, runs_dir: str | Path = "runs", *, epochs: int | None = None, res
 
 
 def _train(spec, runs_dir, epochs, resume, use_cache, reporter, safe_mode) -> Result:
-    import keras
-
-    from ..emit import compile as emit
-
     if spec.train is None:
         raise spec.error((), "tlc train needs a `train:` section (data, epochs, ...)")
     if spec.train.distribute == "multi_worker":
         raise RunError("train.distribute: multi_worker is not implemented yet; use none or mirrored")
     planned = make_plan(spec)
     phases = schedule(spec, planned, epochs)
-    total = phases[-1].first_epoch + phases[-1].epochs
     dataset = datasets.load(spec)
     folder = RunFolder(runs_dir, spec.name)
     state = folder.start(spec, resume=resume)
+    try:
+        return _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume)
+    except BaseException:
+        if state.checkpoint is None:  # nothing worth resuming: leave nothing behind
+            shutil.rmtree(folder.work, ignore_errors=True)
+        raise
+
+
+def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume) -> Result:
+    import keras
+
+    from ..emit import compile as emit
+
+    total = phases[-1].first_epoch + phases[-1].epochs
     keras.utils.set_random_seed(spec.train.seed)
-    scope = _strategy_scope(spec)
+    scope = StrategyScope(spec)
     with scope:
         if state.checkpoint:
             model = keras.saving.load_model(folder.checkpoint_path(state), compile=True, safe_mode=safe_mode)
@@ -118,39 +128,56 @@ def _train(spec, runs_dir, epochs, resume, use_cache, reporter, safe_mode) -> Re
         reporter.note(part.note)
         if part.note not in state.notes:
             state.notes.append(part.note)
-        for epoch in range(max(state.epochs_done, phase.first_epoch), end):
-            row, seconds = _epoch(part, dataset, spec, epoch, total, reporter)
-            state.rows.append(row)
-            state.epochs_done = epoch + 1
-            state.train_seconds += seconds
-            folder.save_epoch(model, state)
-            reporter.epoch_done(epoch, row)
+        _fit(part, dataset, spec, range(max(state.epochs_done, phase.first_epoch), end), total,
+             reporter, state, lambda: folder.save_epoch(model, state))
     metrics = _metrics(spec, model, state, phases, dataset, resume)
     plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", [p.first_epoch for p in phases])
     return Result(folder.finish(model, state, metrics, spec, plot), metrics, model)
 
 
-def _epoch(part: cache.Split, dataset, spec, epoch: int, total: int, reporter: Reporter):
+def _fit(part: cache.Split, dataset, spec, epochs: range, total: int, reporter: Reporter,
+         state: State, checkpoint) -> None:
+    """One `fit` call for a run of epochs (re-creating Keras's data pipeline per epoch is slow);
+    epoch-level work happens in a callback: reseed Dropout, record the row, checkpoint."""
     import keras
 
     t = spec.train
-    order = np.random.default_rng([t.seed, epoch]).permutation(len(part.x_train))
-    _reseed_random_layers(part.model, t.seed, epoch)
-    steps = -(-len(order) // t.batch_size)
-    reporter.epoch_started(epoch, total, steps)
+    steps = -(-len(part.x_train) // t.batch_size)
 
-    class Progress(keras.callbacks.Callback):
+    class EpochWork(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            _reseed_random_layers(part.model, t.seed, epoch)
+            reporter.epoch_started(epoch, total, steps)
+            self.started = time.perf_counter()
+
         def on_train_batch_end(self, batch, logs=None):
             reporter.batch_done()
 
+        def on_epoch_end(self, epoch, logs=None):
+            state.train_seconds += time.perf_counter() - self.started
+            row = {"epoch": epoch, **{k: float(v) for k, v in sorted((logs or {}).items())}}
+            state.rows.append(row)
+            state.epochs_done = epoch + 1
+            checkpoint()
+            reporter.epoch_done(epoch, row)
+
     validation = (part.x_val, dataset.y_val) if len(dataset.y_val) else None
-    started = time.perf_counter()
-    history = part.model.fit(np.asarray(part.x_train)[order], dataset.y_train[order], batch_size=t.batch_size,
-                             epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0,
-                             validation_data=validation, callbacks=[Progress()])
-    seconds = time.perf_counter() - started
-    row = {"epoch": epoch, **{k: float(v[-1]) for k, v in sorted(history.history.items())}}
-    return row, seconds
+    part.model.fit(_batches(part.x_train, dataset.y_train, t.seed, epochs, t.batch_size),
+                   epochs=epochs.stop, initial_epoch=epochs.start, steps_per_epoch=steps, verbose=0, shuffle=False,
+                   validation_data=validation, validation_batch_size=t.batch_size, callbacks=[EpochWork()])
+
+
+def _batches(x, y, seed: int, epochs: range, batch_size: int):
+    """Batches for `epochs`, each epoch in the order `default_rng([seed, epoch])` gives, so that a
+    resumed run sees exactly the batches an uninterrupted one would."""
+    import tensorflow as tf
+
+    orders = np.stack([np.random.default_rng([seed, e]).permutation(len(x)) for e in epochs])
+    xs, ys = tf.constant(np.asarray(x)), tf.constant(y)
+    return (tf.data.Dataset.from_tensor_slices(orders)
+            .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+            .map(lambda ids: (tf.gather(xs, ids), tf.gather(ys, ids)))
+            .prefetch(2))
 
 
 def _reseed_random_layers(model, seed: int, epoch: int) -> None:
@@ -184,7 +211,7 @@ def _optimizer(spec, learning_rate: float):
     return kind[spec.train.optimizer.type](learning_rate=learning_rate)
 
 
-class _strategy_scope:
+class StrategyScope:
     """A re-enterable scope: tf.distribute.MirroredStrategy for `distribute: mirrored`, else nothing."""
 
     def __init__(self, spec):
