@@ -6,9 +6,11 @@ or only implements `build` (Keras), in which case tlc plans it by building it sy
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .fields import by_kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from .layers import Layer, Shape
@@ -32,6 +34,13 @@ class FieldError(Exception):
         self.loc, self.message = tuple(loc), message
 
 
+class WeightsFile(StrictModel):
+    """`weights: {path: ..., sha256: ...}`: a weights file whose checksum is verified before loading."""
+
+    path: Annotated[str, Field(min_length=1)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
 class Backbone(StrictModel):
     """A feature extractor: from an input image to a feature map.
 
@@ -40,8 +49,11 @@ class Backbone(StrictModel):
     """
 
     type: str
-    weights: Annotated[str, Field(min_length=1)] | None = None
-    output: Annotated[str, Field(min_length=1)] | Annotated[int, Field(strict=True, ge=0)] | None = None
+    weights: Optional[by_kind("null, imagenet, a path, or {path, sha256}",  # noqa: UP007
+                              str=Annotated[str, Field(min_length=1)], map=WeightsFile)] = None
+    output: Optional[by_kind("a layer name or index",  # noqa: UP007
+                             str=Annotated[str, Field(min_length=1)],
+                             int=Annotated[int, Field(strict=True, ge=0)])] = None
 
     supports_imagenet: ClassVar[bool] = False
 
@@ -51,6 +63,15 @@ class Backbone(StrictModel):
         if value == "imagenet" and not cls.supports_imagenet:
             raise ValueError("this backbone has no imagenet weights; use null or a path to a model")
         return value
+
+    @property
+    def weights_file(self) -> tuple[str, str | None] | None:
+        """(path, expected sha256 or None) when weights come from a file; None otherwise."""
+        if isinstance(self.weights, WeightsFile):
+            return self.weights.path, self.weights.sha256.lower()
+        if self.weights in (None, "imagenet"):
+            return None
+        return self.weights, None
 
     def layers(self, input_shape: Shape) -> list[Layer] | None:
         """Static description: `[tlc.layers.Input(...), ...]`, or None to be planned by building."""

@@ -1,12 +1,15 @@
 """The Keras emitter: builds exactly the model the plan describes, as one flat functional model."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .errors import InfeasibleError
 from .plan import Plan, plan as make_plan
 from .spec import SpecBase
 from .weights import load_by_name
+
+MAX_PARAMS = int(os.environ.get("TLC_MAX_PARAMS", 1_000_000_000))  # keeps hostile specs from exhausting memory
 
 
 def compile(spec: SpecBase, *, planned: Plan | None = None, safe_mode: bool = True) -> Any:
@@ -16,13 +19,17 @@ def compile(spec: SpecBase, *, planned: Plan | None = None, safe_mode: bool = Tr
     planned = planned or make_plan(spec)
     if not planned.ok:
         raise InfeasibleError(f"infeasible: {planned.failure_message()}")
+    total = planned.params()["total"]
+    if total > MAX_PARAMS:
+        raise spec.error((), f"the model would have {total:,} parameters, more than the limit of "
+                             f"{MAX_PARAMS:,} (raise it with the TLC_MAX_PARAMS environment variable)")
     backbone = spec.backbone.build(spec.input.hwc)
     last = planned.backbone[-1].index
     if last != len(backbone.layers) - 1:  # `output:` cut
         backbone = keras.Model(backbone.input, backbone.layers[last].output)
-    weights = spec.backbone.weights
-    if weights not in (None, "imagenet"):
-        load_by_name(backbone, weights, spec, safe_mode=safe_mode)
+    if spec.backbone.weights_file:
+        path, sha256 = spec.backbone.weights_file
+        load_by_name(backbone, path, spec, safe_mode=safe_mode, sha256=sha256)
     set_frozen(backbone, planned.frozen_through)
     outputs = spec.head.build(backbone.output)
     return keras.Model(backbone.input, outputs, name=spec.name)

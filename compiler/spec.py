@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .components import Backbone, Head, StrictModel
+from .fields import by_kind
 from .errors import SpecError
 from .loader import Document, Loc, format_loc, load_document
 from .registry import Registry, get_registry
@@ -33,7 +34,6 @@ MAX_CHANNELS = int(os.environ.get("TLC_MAX_CHANNELS", 1024))
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 Side = Annotated[int, Strict(), Field(gt=0, le=MAX_SIDE)]
-SizePair = Union[Side, Annotated[list[Side], Field(min_length=2, max_length=2)]]
 
 
 class InputSpec(StrictModel):
@@ -58,7 +58,8 @@ class InputSpec(StrictModel):
 class FreezeUpTo(StrictModel):
     """Freeze backbone layers 1..N (a layer index, or a layer name)."""
 
-    up_to: Union[Annotated[int, Strict(), Field(ge=0)], Annotated[str, Field(min_length=1)]]
+    up_to: by_kind("a layer index or name", int=Annotated[int, Strict(), Field(ge=0)],
+                   str=Annotated[str, Field(min_length=1)])
 
 
 def _freeze_kind(value: Any) -> str:
@@ -172,7 +173,7 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
 
 def _resolve_paths(doc: Document, data: dict) -> None:
     """Relative paths are relative to the folder of the file that wrote them."""
-    for loc in (("backbone", "weights"), ("train", "data", "path")):
+    for loc in (("backbone", "weights"), ("backbone", "weights", "path"), ("train", "data", "path")):
         parent = data
         for part in loc[:-1]:
             parent = parent.get(part) if isinstance(parent, dict) else None

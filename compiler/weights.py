@@ -5,6 +5,7 @@ we load it (safe mode: no lambda deserialisation) and copy `get_weights()` layer
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -12,10 +13,19 @@ from typing import Any
 LOC = ("backbone", "weights")
 
 
-def load_by_name(backbone: Any, path: str, spec: Any, *, safe_mode: bool = True) -> int:
-    """Copy weights from `path` into every weighted layer of `backbone`; returns how many."""
+def load_by_name(backbone: Any, path: str, spec: Any, *, safe_mode: bool = True, sha256: str | None = None) -> int:
+    """Copy weights from `path` into every weighted layer of `backbone`; returns how many.
+
+    With `sha256`, the file's checksum is verified before anything in it is read.
+    """
+    loc = LOC + ("path",) if sha256 else LOC
     if not os.path.isfile(path):
-        raise spec.error(LOC, f"file not found: {path}")
+        raise spec.error(loc, f"file not found: {path}")
+    if sha256:
+        actual = file_sha256(path)
+        if actual != sha256:
+            raise spec.error(LOC + ("sha256",), f"{path} has sha256 {actual}, not the expected {sha256}; "
+                                                 "refusing to load it")
     if path.endswith(".keras"):
         source = _load_model(path, spec, safe_mode)
         return _copy_by_name(backbone, source, path, spec)
@@ -26,6 +36,14 @@ def load_by_name(backbone: Any, path: str, spec: Any, *, safe_mode: bool = True)
     else:
         raise spec.error(LOC, f"expected a .keras model or a .weights.h5 / .h5 file, got {path}")
     return sum(1 for layer in backbone.layers if layer.weights)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _load_model(path: str, spec: Any, safe_mode: bool):

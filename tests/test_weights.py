@@ -86,3 +86,30 @@ def test_imagenet_offline_names_the_file_to_cache(tmp_path, monkeypatch):
     assert f"copy vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 into {tmp_path / 'kh' / 'models'}/" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "models").exists()
+
+
+def test_weights_with_sha256_are_verified_before_loading(write, tmp_path):
+    import hashlib
+
+    _, path = _saved_source(write, tmp_path)
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    text = "extends: source.yaml\nname: pinned\nbackbone:\n  weights: {{path: source.keras, sha256: '{}'}}\n"
+    ok = run("build", write(text.format(good), "pinned.yaml"), "-o", tmp_path / "ok.keras")
+    assert ok.exit_code == 0, ok.output
+    bad = run("build", write(text.format("0" * 64), "pinned.yaml"), "-o", tmp_path / "bad.keras")
+    assert bad.exit_code == 2
+    assert f"pinned.yaml:4:41: backbone.weights.sha256: {path} has sha256 {good}, not the expected {'0' * 64}" \
+        in bad.output
+    assert not (tmp_path / "bad.keras").exists()
+    malformed = run("check", write(text.format("abc"), "pinned.yaml"))
+    assert malformed.exit_code == 2 and "backbone.weights.sha256: String should match pattern" in malformed.output
+
+
+def test_parameter_limit_for_build(write, tmp_path, monkeypatch):
+    import tlc.emit
+
+    monkeypatch.setattr(tlc.emit, "MAX_PARAMS", 100_000)
+    result = run("build", EXAMPLES / "vgg16_partly_frozen.yaml", "-o", tmp_path / "m.keras")
+    assert result.exit_code == 2
+    assert ("the model would have 14,847,301 parameters, more than the limit of 100,000 "
+            "(raise it with the TLC_MAX_PARAMS environment variable)") in result.output
