@@ -205,6 +205,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache frozen-prefix features.")] = False,
     unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")] = False,
+    devices: Annotated[Optional[int], typer.Option(  # noqa: UP007
+        "--devices", min=1, max=64, help="Split the CPU into N logical devices (distribute: mirrored).")] = None,
 ) -> None:
     """Train a spec; writes runs/<name>/ (model, history, metrics, plot, resolved spec)."""
     from .spec import load_spec
@@ -216,15 +218,15 @@ def train(
     try:
         with RichReporter() as reporter:
             result = run_training(loaded, runs, epochs=epochs, resume=resume, use_cache=not no_cache,
-                                  reporter=reporter, safe_mode=not unsafe)
+                                  reporter=reporter, safe_mode=not unsafe, devices=devices)
     except KeyboardInterrupt:
         again = f"tlc train {spec} --resume" + (f" --runs {runs}" if runs != Path("runs") else "")
         say(f"interrupted; completed epochs are saved. Resume with: {again}", error=True)
         raise typer.Exit(130) from None
     final = result.metrics["final"]
     shown = ", ".join(f"{k} {final[k]:.4f}" for k in ("accuracy", "val_accuracy") if k in final)
-    say(f"wrote {result.folder}: {shown} after {result.metrics['epochs']} epochs "
-        f"in {result.metrics['train_seconds']:.1f} s")
+    done = f"wrote {result.folder}" if result.wrote else "done (a non-chief worker: the chief writes the run folder)"
+    say(f"{done}: {shown} after {result.metrics['epochs']} epochs in {result.metrics['train_seconds']:.1f} s")
 
 
 @command

@@ -120,10 +120,10 @@ def _feasible(spec: SpecBase, shape: Shape) -> bool:
 
 
 def _plan(spec: SpecBase, shape: Shape) -> Plan:
-    from . import introspect
-
     described = spec.backbone.layers(shape)
     if described is None:
+        from . import introspect  # Keras-based planning, only for types without a static description
+
         described, failure = introspect.backbone_layers(spec.backbone, shape)
         if failure is not None:
             return Plan(spec, shape, [], failure)
@@ -137,6 +137,8 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
         return result
     head = spec.head.layers(current)
     if head is None:
+        from . import introspect
+
         head, failure = introspect.head_layers(spec.head, current)
         if failure is not None:
             result.failure = failure

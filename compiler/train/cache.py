@@ -47,9 +47,9 @@ def _is_chain(model, start: int) -> bool:
 
 
 def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, enabled: bool,
-          batch_size: int = 32) -> Split:
+          batch_size: int = 32, off_because: str = "--no-cache") -> Split:
     if not enabled:
-        return Split(model, x_train, x_val, "feature cache: off (--no-cache)")
+        return Split(model, x_train, x_val, f"feature cache: off ({off_because})")
     k, why = boundary(model)
     if k <= 1:
         return Split(model, x_train, x_val, f"feature cache: not used ({why}; nothing before it is frozen)")

@@ -18,6 +18,7 @@ from ..emit import set_frozen
 from ..errors import RunError
 from ..plan import frozen_through, plan as make_plan
 from . import cache, data as datasets
+from .distribute import Strategy, fit_multi_worker
 from .plots import accuracy_plot
 from .runs import RunFolder, State
 
@@ -45,6 +46,7 @@ class Result:
     folder: Path
     metrics: dict
     model: Any = None
+    wrote: bool = True  # False on a non-chief distributed worker
 
 
 def schedule(spec, planned, epochs: int | None) -> list[Phase]:
@@ -66,43 +68,49 @@ def schedule(spec, planned, epochs: int | None) -> list[Phase]:
 
 
 def train(spec, runs_dir: str | Path = "runs", *, epochs: int | None = None, resume: bool = False,
-          use_cache: bool = True, reporter: Reporter | None = None, safe_mode: bool = True) -> Result:
-    """Train `spec` into `runs_dir/<name>/`; see the module docstring for the guarantees."""
+          use_cache: bool = True, reporter: Reporter | None = None, safe_mode: bool = True,
+          devices: int | None = None) -> Result:
+    """Train `spec` into `runs_dir/<name>/`; see the module docstring for the guarantees.
+
+    `devices` splits the CPU into that many logical devices first (to try `mirrored` locally).
+    """
     try:
-        return _train(spec, runs_dir, epochs, resume, use_cache, reporter or Reporter(), safe_mode)
+        return _train(spec, runs_dir, epochs, resume, use_cache, reporter or Reporter(), safe_mode, devices)
     except OSError as exc:  # disk full, unwritable folder: the previous run folder is untouched
         where = exc.filename or runs_dir
         raise RunError(f"cannot write {where}: {exc.strerror or exc}; "
                        f"{Path(runs_dir) / spec.name} (if any) is untouched") from None
 
 
-def _train(spec, runs_dir, epochs, resume, use_cache, reporter, safe_mode) -> Result:
+def _train(spec, runs_dir, epochs, resume, use_cache, reporter, safe_mode, devices) -> Result:
     if spec.train is None:
         raise spec.error((), "tlc train needs a `train:` section (data, epochs, ...)")
-    if spec.train.distribute == "multi_worker":
-        raise RunError("train.distribute: multi_worker is not implemented yet; use none or mirrored")
+    if devices and spec.train.distribute != "mirrored":
+        raise RunError("--devices only applies to train.distribute: mirrored")
+    strategy = Strategy(spec.train.distribute, devices)  # before any other TensorFlow work
     planned = make_plan(spec)
     phases = schedule(spec, planned, epochs)
     dataset = datasets.load(spec)
-    folder = RunFolder(runs_dir, spec.name)
+    folder = RunFolder(runs_dir, spec.name, writer=strategy.is_chief)
     state = folder.start(spec, resume=resume)
     try:
-        return _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume)
+        return _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume, strategy)
     except BaseException:
-        if state.checkpoint is None:  # nothing worth resuming: leave nothing behind
+        if state.checkpoint is None and folder.writer:  # nothing worth resuming: leave nothing behind
             shutil.rmtree(folder.work, ignore_errors=True)
         raise
 
 
-def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume) -> Result:
+def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume,
+         strategy: Strategy) -> Result:
     import keras
 
     from ..emit import compile as emit
 
     total = phases[-1].first_epoch + phases[-1].epochs
     keras.utils.set_random_seed(spec.train.seed)
-    scope = StrategyScope(spec)
-    with scope:
+    scope = strategy.scope
+    with scope():
         if state.checkpoint:
             model = keras.saving.load_model(folder.checkpoint_path(state), compile=True, safe_mode=safe_mode)
             reporter.note(f"resuming {spec.name} after epoch {state.epochs_done} of {total}")
@@ -117,54 +125,81 @@ def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, saf
         resuming_inside = state.checkpoint is not None and state.epochs_done > phase.first_epoch
         if not resuming_inside:
             set_frozen(model.layers[:n_backbone], phase.frozen_through)
-            with scope:
+            with scope():
                 model.compile(optimizer=_optimizer(spec, phase.learning_rate), loss=loss, metrics=["accuracy"])
         started = time.perf_counter()
-        part = cache.split(model, dataset.x_train, dataset.x_val, folder.cache_dir, enabled=use_cache,
-                           batch_size=spec.train.batch_size)
+        multi_worker = strategy.kind == "multi_worker"
+        part = cache.split(model, dataset.x_train, dataset.x_val, folder.cache_dir,
+                           enabled=use_cache and not multi_worker, batch_size=spec.train.batch_size,
+                           off_because="multi_worker: each worker trains the whole model" if multi_worker
+                           else "--no-cache")
         if part.model is not model:
-            part.model.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"])
+            with scope():
+                part.model.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"])
         state.train_seconds += time.perf_counter() - started
         reporter.note(part.note)
         if part.note not in state.notes:
             state.notes.append(part.note)
-        _fit(part, dataset, spec, range(max(state.epochs_done, phase.first_epoch), end), total,
-             reporter, state, lambda: folder.save_epoch(model, state))
-    metrics = _metrics(spec, model, state, phases, dataset, resume)
+        epochs = range(max(state.epochs_done, phase.first_epoch), end)
+        steps = -(-len(part.x_train) // spec.train.batch_size)
+        hooks = EpochHooks(part.model, spec.train.seed, total, steps, reporter, state,
+                           lambda: folder.save_epoch(model, state))
+        if multi_worker:
+            fit_multi_worker(strategy, part.model, part.x_train, dataset.y_train, part.x_val, dataset.y_val,
+                             loss, spec.train.batch_size, spec.train.seed, epochs, hooks, _batches)
+        else:
+            _fit(part, dataset, spec, epochs, hooks)
+    metrics = _metrics(spec, model, state, phases, dataset, resume, strategy)
     plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", [p.first_epoch for p in phases])
-    return Result(folder.finish(model, state, metrics, spec, plot), metrics, model)
+    return Result(folder.finish(model, state, metrics, spec, plot), metrics, model, folder.writer)
 
 
-def _fit(part: cache.Split, dataset, spec, epochs: range, total: int, reporter: Reporter,
-         state: State, checkpoint) -> None:
-    """One `fit` call for a run of epochs (re-creating Keras's data pipeline per epoch is slow);
-    epoch-level work happens in a callback: reseed Dropout, record the row, checkpoint."""
+class EpochHooks:
+    """The per-epoch work every way of running epochs shares (Keras `fit`, the multi-worker loop):
+    reseed Dropout, report progress, record the history row, checkpoint."""
+
+    def __init__(self, model, seed: int, total: int, steps: int, reporter: Reporter, state: State, checkpoint):
+        self.model, self.seed, self.total, self.steps = model, seed, total, steps
+        self.reporter, self.state, self.checkpoint = reporter, state, checkpoint
+
+    def begin(self, epoch: int) -> None:
+        _reseed_random_layers(self.model, self.seed, epoch)
+        self.reporter.epoch_started(epoch, self.total, self.steps)
+        self.started = time.perf_counter()
+
+    def batch(self) -> None:
+        self.reporter.batch_done()
+
+    def end(self, epoch: int, logs: dict) -> None:
+        self.state.train_seconds += time.perf_counter() - self.started
+        row = {"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items())}}
+        self.state.rows.append(row)
+        self.state.epochs_done = epoch + 1
+        self.checkpoint()
+        self.reporter.epoch_done(epoch, row)
+
+
+def _fit(part: cache.Split, dataset, spec, epochs: range, hooks: EpochHooks) -> None:
+    """One `fit` call for a run of epochs (re-creating Keras's data pipeline per epoch is slow)."""
     import keras
 
     t = spec.train
-    steps = -(-len(part.x_train) // t.batch_size)
 
-    class EpochWork(keras.callbacks.Callback):
+    class Hooks(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            _reseed_random_layers(part.model, t.seed, epoch)
-            reporter.epoch_started(epoch, total, steps)
-            self.started = time.perf_counter()
+            hooks.begin(epoch)
 
         def on_train_batch_end(self, batch, logs=None):
-            reporter.batch_done()
+            hooks.batch()
 
         def on_epoch_end(self, epoch, logs=None):
-            state.train_seconds += time.perf_counter() - self.started
-            row = {"epoch": epoch, **{k: float(v) for k, v in sorted((logs or {}).items())}}
-            state.rows.append(row)
-            state.epochs_done = epoch + 1
-            checkpoint()
-            reporter.epoch_done(epoch, row)
+            hooks.end(epoch, logs or {})
 
     validation = (part.x_val, dataset.y_val) if len(dataset.y_val) else None
     part.model.fit(_batches(part.x_train, dataset.y_train, t.seed, epochs, t.batch_size),
-                   epochs=epochs.stop, initial_epoch=epochs.start, steps_per_epoch=steps, verbose=0, shuffle=False,
-                   validation_data=validation, validation_batch_size=t.batch_size, callbacks=[EpochWork()])
+                   epochs=epochs.stop, initial_epoch=epochs.start, steps_per_epoch=hooks.steps, verbose=0,
+                   shuffle=False, validation_data=validation, validation_batch_size=t.batch_size,
+                   callbacks=[Hooks()])
 
 
 def _batches(x, y, seed: int, epochs: range, batch_size: int):
@@ -211,30 +246,7 @@ def _optimizer(spec, learning_rate: float):
     return kind[spec.train.optimizer.type](learning_rate=learning_rate)
 
 
-class StrategyScope:
-    """A re-enterable scope: tf.distribute.MirroredStrategy for `distribute: mirrored`, else nothing."""
-
-    def __init__(self, spec):
-        self.strategy = None
-        if spec.train.distribute == "mirrored":
-            import tensorflow as tf
-
-            self.strategy = tf.distribute.MirroredStrategy()
-        self._active = []
-
-    def __enter__(self):
-        if self.strategy is not None:
-            self._active.append(self.strategy.scope())
-            self._active[-1].__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._active:
-            self._active.pop().__exit__(*exc)
-        return False
-
-
-def _metrics(spec, model, state: State, phases, dataset, resumed: bool) -> dict:
+def _metrics(spec, model, state: State, phases, dataset, resumed: bool, strategy: Strategy) -> dict:
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     total = model.count_params()
     return {
@@ -249,4 +261,5 @@ def _metrics(spec, model, state: State, phases, dataset, resumed: bool) -> dict:
                     "epochs": p.epochs, "learning_rate": p.learning_rate} for p in phases],
         "feature_cache": state.notes,
         "resumed": resumed,
+        "distribute": {"strategy": strategy.kind, "replicas": strategy.replicas},
     }

@@ -45,9 +45,12 @@ def lock_text(spec) -> str:
 
 
 class RunFolder:
-    def __init__(self, runs_dir: str | os.PathLike, name: str):
+    """`writer=False` (a non-chief distributed worker) reads state to resume but writes nothing."""
+
+    def __init__(self, runs_dir: str | os.PathLike, name: str, *, writer: bool = True):
         self.final = Path(runs_dir) / name
         self.work = Path(runs_dir) / f"{name}.partial"
+        self.writer = writer
 
     def start(self, spec, *, resume: bool) -> State:
         spec_hash = hashlib.sha256(lock_text(spec).encode()).hexdigest()
@@ -61,9 +64,10 @@ class RunFolder:
                 raise RunError(f"the spec changed since {self.work} was started; "
                                "run without --resume to start over")
             return state
-        if self.work.exists():
-            shutil.rmtree(self.work)
-        self.work.mkdir(parents=True)
+        if self.writer:
+            if self.work.exists():
+                shutil.rmtree(self.work)
+            self.work.mkdir(parents=True)
         return State(spec_hash=spec_hash)
 
     @property
@@ -75,6 +79,8 @@ class RunFolder:
 
     def save_epoch(self, model, state: State) -> None:
         """Checkpoint, then state (the commit point), then history; then drop old checkpoints."""
+        if not self.writer:
+            return
         name = f"ckpt-{state.epochs_done}.keras"
         previous = state.checkpoint
         write_with(self.work / name, model.save)
@@ -85,6 +91,8 @@ class RunFolder:
             (self.work / previous).unlink(missing_ok=True)
 
     def finish(self, model, state: State, metrics: dict, spec, plot) -> Path:
+        if not self.writer:
+            return self.final
         write_with(self.work / "model.keras", model.save)
         write_text(self.work / "history.csv", history_csv(state.rows))
         write_text(self.work / "metrics.json", json.dumps(metrics, indent=2) + "\n")

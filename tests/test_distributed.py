@@ -1,0 +1,91 @@
+"""tf.distribute: MirroredStrategy over 2 logical CPU devices, and two MultiWorkerMirroredStrategy
+workers on 127.0.0.1 (TF_CONFIG); only the chief writes, and accuracy matches one process."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+import tlc
+from tlc.train.loop import train
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SPEC = """
+name: dist
+input: {{shape: [8, 8, 1]}}
+backbone: {{type: conv_stack, blocks: [{{filters: 16, convs: 2}}]}}
+head: {{type: dense, units: [32], classes: 10}}
+train: {{data: {{type: digits}}, epochs: 4, batch_size: 32, seed: 0, distribute: {mode}}}
+"""
+TLC = str(REPO / ".venv" / "bin" / "tlc") if (REPO / ".venv" / "bin" / "tlc").exists() else "tlc"
+
+
+def _final(folder):
+    return json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The reference: the same spec trained in this process without distribution."""
+    out = tmp_path_factory.mktemp("single")
+    path = out / "dist.yaml"
+    path.write_text(SPEC.format(mode="none"))
+    return train(tlc.load_spec(path), out / "runs").metrics
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_mirrored_on_two_logical_cpus(write, tmp_path, single):
+    spec = write(SPEC.format(mode="mirrored"))
+    done = subprocess.run([TLC, "train", str(spec), "--devices", "2", "--runs", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    metrics = _final(tmp_path / "runs" / "dist")
+    assert metrics["distribute"] == {"strategy": "mirrored", "replicas": 2}
+    assert metrics["epochs"] == 4
+    assert abs(metrics["final"]["val_accuracy"] - single["final"]["val_accuracy"]) < 0.08
+
+
+def test_two_workers_on_localhost(write, tmp_path, single):
+    spec = write(SPEC.format(mode="multi_worker"))
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen([TLC, "train", str(spec), "--runs", str(tmp_path / f"runs{index}")],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    chief = tmp_path / "runs0" / "dist"
+    assert sorted(p.name for p in chief.iterdir()) == [
+        "accuracy.png", "history.csv", "metrics.json", "model.keras", "spec.lock.yaml"]
+    assert not (tmp_path / "runs1").exists()  # only the chief writes
+    assert "the chief writes the run folder" in outputs[1][0]
+    metrics = _final(chief)
+    assert metrics["distribute"] == {"strategy": "multi_worker", "replicas": 2}
+    assert metrics["feature_cache"] == ["feature cache: off (multi_worker: each worker trains the whole model)"]
+    assert len((chief / "history.csv").read_text().splitlines()) == 1 + 4
+    assert abs(metrics["final"]["val_accuracy"] - single["final"]["val_accuracy"]) < 0.08
+
+
+def test_multi_worker_without_tf_config_is_a_clear_error(write, tmp_path):
+    spec = write(SPEC.format(mode="multi_worker"))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    done = subprocess.run([TLC, "train", str(spec), "--runs", str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 1
+    assert "multi_worker needs the TF_CONFIG environment variable" in done.stderr
