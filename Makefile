@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/check_speed.py
 	$(BIN)/python bench/cache_speed.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/distributed.py
 
 clean:
 	rm -rf $(VENV) models runs bench/out .pytest_cache

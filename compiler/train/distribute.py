@@ -73,21 +73,32 @@ def fit_multi_worker(strategy: Strategy, model: Any, x, y, x_val, y_val, loss: A
     """The custom loop: one `strategy.run` per global batch; metrics are reduced across workers."""
     import tensorflow as tf
 
-    steps = -(-len(x) // batch_size)
+    steps = len(x) // batch_size + (len(x) % batch_size >= strategy.replicas)
     per_example = loss.__class__.from_config({**loss.get_config(), "reduction": "none"})
     optimizer = model.optimizer
 
-    if batch_size % strategy.replicas:
-        raise RunError(f"train.batch_size ({batch_size}) must be divisible by the number of "
-                       f"replicas ({strategy.replicas}) under multi_worker")
+    replicas = strategy.replicas
 
     def shard(context):
-        """This worker's slice of every global batch: all workers build the same seeded batches."""
-        per_replica = context.get_per_replica_batch_size(batch_size)
-        start = context.input_pipeline_id * per_replica
-        return batches(x, y, seed, epochs, batch_size).map(
-            lambda images, labels: (images[start:start + per_replica], labels[start:start + per_replica],
-                                    tf.shape(labels)[0]))
+        """This worker's slices of every global batch: all workers build the same seeded batches
+        and each of the N replicas takes a near-equal share (never an empty one: a last global
+        batch smaller than N is dropped)."""
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def slices(images, labels):
+            n = tf.shape(labels)[0]
+
+            def part(j):
+                r = tf.cast(first + j, tf.int32)
+                lo, hi = n * r // replicas, n * (r + 1) // replicas
+                return images[lo:hi], labels[lo:hi], n
+
+            return tf.data.Dataset.range(local).map(part)
+
+        return (batches(x, y, seed, epochs, batch_size)
+                .filter(lambda images, labels: tf.shape(labels)[0] >= replicas)
+                .flat_map(slices))
 
     dataset = strategy.tf.distribute_datasets_from_function(shard)
 
