@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -161,7 +162,7 @@ def load_spec(path: str | os.PathLike) -> SpecBase:
 def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     registry = registry or get_registry()
     data = dict(doc.data)
-    data.setdefault("name", Path(doc.path).stem)
+    data.setdefault("name", default_name(doc.path))
     _resolve_paths(doc, data)
     try:
         spec = spec_model(registry).model_validate(data)
@@ -169,6 +170,12 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
         raise _located(doc, data, exc.errors(include_url=False), registry) from None
     spec._document = doc
     return spec
+
+
+def default_name(path: str | os.PathLike) -> str:
+    """The file's stem, made safe for file names (`my model.yaml` -> `my_model`)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem).lstrip("._-")[:100]
+    return name or "spec"
 
 
 def _resolve_paths(doc: Document, data: dict) -> None:

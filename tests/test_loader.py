@@ -86,3 +86,9 @@ def test_dates_stay_strings_and_non_utf8_is_refused(write, tmp_path):
 def test_merge_keys_are_refused_with_a_hint(write):
     with pytest.raises(SpecError, match=r"merge keys \(<<\) are not supported; use extends"):
         load_document(write("a: &a {x: 1}\nb:\n  <<: *a\n"))
+
+
+def test_default_name_is_a_safe_version_of_the_file_stem(write):
+    write(BASE, "base.yaml")
+    assert tlc.load_spec(write("extends: base.yaml\n", "my model (v2).yaml")).name == "my_model__v2_"
+    assert tlc.load_spec(write("extends: base.yaml\n", "..hidden.yaml")).name == "hidden"
