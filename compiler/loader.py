@@ -17,9 +17,9 @@ import yaml
 
 from .errors import SpecError
 
-MAX_FILE_BYTES = 1_000_000
-MAX_NODES = 20_000  # after alias expansion
-MAX_DEPTH = 40
+MAX_FILE_BYTES = int(os.environ.get("TLC_MAX_SPEC_BYTES", 1_000_000))
+MAX_NODES = int(os.environ.get("TLC_MAX_YAML_NODES", 20_000))  # after alias expansion
+MAX_DEPTH = int(os.environ.get("TLC_MAX_YAML_DEPTH", 40))
 MAX_EXTENDS = 16
 
 _TAG = "tag:yaml.org,2002:"
@@ -148,7 +148,8 @@ def _parse(path: Path) -> tuple[Any, dict, dict]:
     except OSError as exc:
         raise SpecError(f"{name}: cannot read: {exc.strerror}") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise SpecError(f"{name}: larger than {MAX_FILE_BYTES} bytes; specs are short YAML files")
+        raise SpecError(f"{name}: larger than {MAX_FILE_BYTES} bytes; specs are short YAML files "
+                        "(raise the limit with TLC_MAX_SPEC_BYTES)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -194,9 +195,10 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise self.fail(node, f"more than {MAX_NODES} YAML nodes (after expanding aliases)")
+            raise self.fail(node, f"more than {MAX_NODES} YAML nodes (after expanding aliases; "
+                                  "raise the limit with TLC_MAX_YAML_NODES)")
         if depth > MAX_DEPTH:
-            raise self.fail(node, f"nested deeper than {MAX_DEPTH} levels")
+            raise self.fail(node, f"nested deeper than {MAX_DEPTH} levels (raise the limit with TLC_MAX_YAML_DEPTH)")
         self.values[loc] = Mark.of(self.file, node)
         if isinstance(node, yaml.MappingNode):
             if node.tag != _TAG + "map":

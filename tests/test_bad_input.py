@@ -56,7 +56,8 @@ BAD = {
         "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
         "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
-        r"spec\.yaml:\d+:\d+: more than 20000 YAML nodes \(after expanding aliases\)"),
+        r"spec\.yaml:\d+:\d+: more than 20000 YAML nodes \(after expanding aliases; raise the limit with "
+        r"TLC_MAX_YAML_NODES\)"),
     "huge_number": (
         "input: {shape: [99999999999999999999999, 32, 3]}\nbackbone: {type: vgg16}\nhead: {type: none}\n",
         r"spec\.yaml:1:16: input\.shape: height and width must be at most 8192 \(raise the limit with "

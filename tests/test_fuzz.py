@@ -100,7 +100,7 @@ def test_deep_nesting_is_bounded(tmp_path, depth):
     result = tlc("check", path)
     assert result.exit_code == 2 and "Traceback" not in result.output
     if depth > 40:
-        assert "nested deeper than 40 levels" in result.output
+        assert "nested deeper than 40 levels (raise the limit with TLC_MAX_YAML_DEPTH)" in result.output
 
 
 @settings(max_examples=max(3, EXAMPLES_N // 20), deadline=None, derandomize=True,

@@ -121,9 +121,11 @@ class StopAfter(Reporter):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("cache", [True, False])
-def test_interrupted_run_resumes_to_the_same_result(write, tmp_path, cache):
-    spec = tlc.load_spec(digits(write, extra="freeze: {up_to: 1}\n"))
+@pytest.mark.parametrize("cache,distribute", [(True, "none"), (False, "none"), (True, "mirrored")])
+def test_interrupted_run_resumes_to_the_same_result(write, tmp_path, cache, distribute):
+    path = digits(write, extra="freeze: {up_to: 1}\n")
+    path.write_text(path.read_text().replace("  seed: 1\n", f"  seed: 1\n  distribute: {distribute}\n"))
+    spec = tlc.load_spec(path)
     whole = train(spec, tmp_path / "a", use_cache=cache)
     with pytest.raises(KeyboardInterrupt):
         train(spec, tmp_path / "b", use_cache=cache, reporter=StopAfter(2))

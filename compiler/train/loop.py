@@ -129,12 +129,12 @@ def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, saf
                 model.compile(optimizer=_optimizer(spec, phase.learning_rate), loss=loss, metrics=["accuracy"])
         started = time.perf_counter()
         multi_worker = strategy.kind == "multi_worker"
-        part = cache.split(model, dataset.x_train, dataset.x_val, folder.cache_dir,
-                           enabled=use_cache and not multi_worker, batch_size=spec.train.batch_size,
-                           off_because="multi_worker: each worker trains the whole model" if multi_worker
-                           else "--no-cache")
-        if part.model is not model:
-            with scope():
+        with scope():  # the cached tail shares the model's layers and optimizer, so the same scope
+            part = cache.split(model, dataset.x_train, dataset.x_val, folder.cache_dir,
+                               enabled=use_cache and not multi_worker, batch_size=spec.train.batch_size,
+                               off_because="multi_worker: each worker trains the whole model" if multi_worker
+                               else "--no-cache")
+            if part.model is not model:
                 part.model.compile(optimizer=model.optimizer, loss=loss, metrics=["accuracy"])
         state.train_seconds += time.perf_counter() - started
         reporter.note(part.note)
