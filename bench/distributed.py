@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from _timing import BIN
+
+from tlc.train.distribute import local_cluster
 
 SPEC = """
 name: dist_bench
@@ -25,26 +26,14 @@ train: {data: {type: digits}, epochs: 6, batch_size: 64, seed: 0, distribute: mu
 """
 
 
-def _ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def run(workers: int, folder: Path) -> tuple[float, dict]:
     spec = folder / "spec.yaml"
     spec.write_text(SPEC)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _ports(workers)]}
     start = time.perf_counter()
     procs = [subprocess.Popen([str(BIN / "tlc"), "train", str(spec), "--runs", str(folder / f"runs{i}")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "TF_CONFIG": json.dumps(
-                                  {"cluster": cluster, "task": {"type": "worker", "index": i}})})
-             for i in range(workers)]
+                              env={**os.environ, "TF_CONFIG": config})
+             for i, config in enumerate(local_cluster(workers))]
     for p in procs:
         _, err = p.communicate()
         if p.returncode:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 
 import pytest
 
 import tlc
+from tlc.train.distribute import local_cluster
 from tlc.train.loop import train
 
 from .conftest import REPO
@@ -39,16 +39,6 @@ def single(tmp_path_factory):
     return train(tlc.load_spec(path), out / "runs").metrics
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_mirrored_on_two_logical_cpus(write, tmp_path, single):
     spec = write(SPEC.format(mode="mirrored"))
     done = subprocess.run([TLC, "train", str(spec), "--devices", "2", "--runs", str(tmp_path / "runs")],
@@ -62,12 +52,10 @@ def test_mirrored_on_two_logical_cpus(write, tmp_path, single):
 
 def test_two_workers_on_localhost(write, tmp_path, single):
     spec = write(SPEC.format(mode="multi_worker"))
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    workers = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen([TLC, "train", str(spec), "--runs", str(tmp_path / f"runs{index}")],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    workers = [subprocess.Popen([TLC, "train", str(spec), "--runs", str(tmp_path / f"runs{index}")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TF_CONFIG": config})
+               for index, config in enumerate(local_cluster(2))]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     chief = tmp_path / "runs0" / "dist"

@@ -17,6 +17,22 @@ import numpy as np
 from ..errors import RunError
 
 
+def local_cluster(workers: int) -> list[str]:
+    """`TF_CONFIG` values for `workers` processes on this machine (free 127.0.0.1 ports), one per
+    worker index: for trying multi_worker locally, in tests and in bench/distributed.py."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(workers)]
+
+
 def split_cpu(devices: int) -> None:
     """Expose the CPU as `devices` logical devices (for trying MirroredStrategy on one machine)."""
     import tensorflow as tf
