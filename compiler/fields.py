@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, Discriminator, Field, Strict, Tag
+from pydantic import AfterValidator, BaseModel, Discriminator, Field, Strict, Tag
 
-_KINDS = (("<map>", dict), ("<list>", list), ("<bool>", bool), ("<int>", int), ("<float>", float), ("<str>", str))
+# A validated mapping is a model instance when serialised, so BaseModel counts as a map.
+_KINDS = (("<map>", (dict, BaseModel)), ("<list>", list), ("<bool>", bool), ("<int>", int),
+          ("<float>", float), ("<str>", str))
 
 
 def _kind(value: Any) -> str:

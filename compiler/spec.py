@@ -64,7 +64,8 @@ class FreezeUpTo(StrictModel):
 
 
 def _freeze_kind(value: Any) -> str:
-    return "<up_to>" if isinstance(value, dict) else "<policy>"
+    """Validation sees a dict, serialisation a FreezeUpTo instance: both are `{up_to: ...}`."""
+    return "<up_to>" if isinstance(value, (dict, FreezeUpTo)) else "<policy>"
 
 
 Freeze = Annotated[

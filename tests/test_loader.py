@@ -92,3 +92,17 @@ def test_default_name_is_a_safe_version_of_the_file_stem(write):
     write(BASE, "base.yaml")
     assert tlc.load_spec(write("extends: base.yaml\n", "my model (v2).yaml")).name == "my_model__v2_"
     assert tlc.load_spec(write("extends: base.yaml\n", "..hidden.yaml")).name == "hidden"
+
+
+def test_resolved_spec_round_trips_through_serialisation(write, recwarn):
+    path = write("input: {shape: [8, 8, 1]}\n"
+                 "backbone: {type: conv_stack, weights: {path: w.keras, sha256: '" + "a" * 64 + "'},\n"
+                 "           blocks: [{filters: 2, kernel_size: [3, 1]}], output: 1}\n"
+                 "freeze: {up_to: block1_conv1}\nhead: {type: dense, classes: 2}\n")
+    spec = tlc.load_spec(path)
+    dumped = spec.model_dump(mode="json")
+    assert dumped["freeze"] == {"up_to": "block1_conv1"}
+    assert dumped["backbone"]["weights"]["sha256"] == "a" * 64
+    assert dumped["backbone"]["blocks"][0]["kernel_size"] == [3, 1]
+    assert not [w for w in recwarn if "serializ" in str(w.message).lower()]
+    assert type(spec).model_validate(dumped).model_dump(mode="json") == dumped
