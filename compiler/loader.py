@@ -68,8 +68,12 @@ class Document:
         return Path(self.mark(loc).file).parent
 
     def error(self, loc: Loc, message: str, *, key: bool = False) -> SpecError:
-        where = self.mark(loc, key=key)
-        return SpecError(f"{where}: {format_loc(loc)}{': ' if loc else ''}{message}")
+        return SpecError(located(self.mark(loc, key=key), loc, message))
+
+
+def located(mark: Mark, loc: Loc, message: str) -> str:
+    """`file:line:col: field.path: message`, the one format of every spec error."""
+    return f"{mark}: {format_loc(loc)}{': ' if loc else ''}{message}"
 
 
 def format_loc(loc: Loc) -> str:
@@ -111,8 +115,8 @@ def _load(path: Path, chain: tuple[str, ...]) -> Document:
     return Document(
         path,
         merged,
-        {loc: m for loc, m in values.items() if _exists(merged, loc)},
-        {loc: m for loc, m in keys.items() if _exists(merged, loc)},
+        {loc: m for loc, m in values.items() if exists(merged, loc)},
+        {loc: m for loc, m in keys.items() if exists(merged, loc)},
     )
 
 
@@ -126,7 +130,8 @@ def deep_merge(base: Any, override: Any) -> Any:
     return override
 
 
-def _exists(data: Any, loc: Loc) -> bool:
+def exists(data: Any, loc: Loc) -> bool:
+    """Whether the path `loc` (keys and list indices) exists in `data`."""
     for part in loc:
         if isinstance(data, dict) and part in data:
             data = data[part]

@@ -26,7 +26,7 @@ from pydantic import (
 from .components import Backbone, Head, StrictModel
 from .fields import by_kind
 from .errors import SpecError
-from .loader import Document, Loc, format_loc, load_document
+from .loader import Document, Loc, exists, format_loc, load_document, located
 from .registry import Registry, get_registry
 
 MAX_SIDE = int(os.environ.get("TLC_MAX_SIDE", 8192))  # largest input height/width
@@ -206,11 +206,11 @@ def _located(doc: Document, data: dict, errors: list[dict], registry: Registry) 
     lines = []
     for err in errors:
         loc = _data_loc(data, err["loc"])
-        if err["type"] == "union_tag_invalid" and _exists_in(data, loc + ("type",)):
+        if err["type"] == "union_tag_invalid" and exists(data, loc + ("type",)):
             loc = loc + ("type",)
-        lines.append((doc.mark(loc, key=err["type"] == "extra_forbidden"), loc, _message(err, loc, data, registry)))
+        lines.append((doc.mark(loc, key=err["type"] == "extra_forbidden"), loc, _message(err, loc, registry)))
     lines.sort(key=lambda item: (item[0].file != str(doc.path), item[0].line, item[0].col))
-    rendered = [f"{mark}: {format_loc(loc)}{': ' if loc else ''}{msg}" for mark, loc, msg in lines]
+    rendered = [located(mark, loc, msg) for mark, loc, msg in lines]
     return SpecError("\n".join(dict.fromkeys(rendered)))
 
 
@@ -232,15 +232,7 @@ def _data_loc(data: Any, loc: tuple) -> Loc:
     return tuple(out)
 
 
-def _exists_in(data: Any, loc: Loc) -> bool:
-    for part in loc:
-        if not isinstance(data, dict) or part not in data:
-            return False
-        data = data[part]
-    return True
-
-
-def _message(err: dict, loc: Loc, data: dict, registry: Registry) -> str:
+def _message(err: dict, loc: Loc, registry: Registry) -> str:
     kind = err["type"]
     if kind in ("union_tag_invalid", "union_tag_not_found") and loc and loc[0] in ("backbone", "head"):
         what = loc[0]
