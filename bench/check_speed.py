@@ -2,6 +2,8 @@
 
 Both start a fresh Python process, as a user would. The Keras script imports Keras, builds
 VGG16 (weights=None) at 48x48 and adds the 4x4 pooling head, which raises. Target: >= 20x.
+It is the fastest Keras route available here: Keras 3's `numpy` backend, which would avoid
+TensorFlow, imports JAX modules and fails without JAX installed.
 """
 from __future__ import annotations
 
