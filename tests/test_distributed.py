@@ -77,3 +77,36 @@ def test_multi_worker_without_tf_config_is_a_clear_error(write, tmp_path):
                           env=env, timeout=300)
     assert done.returncode == 1
     assert "multi_worker needs the TF_CONFIG environment variable" in done.stderr
+
+
+def test_two_workers_killed_then_resumed_continue_from_the_checkpoint(write, tmp_path):
+    import signal
+    import time
+
+    spec = write(SPEC.format(mode="multi_worker").replace("epochs: 4", "epochs: 5"))
+    runs = tmp_path / "runs"  # shared by both workers, as on a shared filesystem
+
+    def start(*extra):
+        return [subprocess.Popen([TLC, "train", str(spec), "--runs", str(runs), *extra], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CONFIG": config})
+                for config in local_cluster(2)]
+
+    workers = start()
+    state = runs / "dist.partial" / "state.json"
+    deadline = time.time() + 300
+    while not (state.is_file() and '"epochs_done": 2' in state.read_text()):
+        assert all(w.poll() is None for w in workers) and time.time() < deadline
+        time.sleep(0.05)
+    for w in workers:
+        w.send_signal(signal.SIGKILL)
+        w.wait()
+    before = json.loads(state.read_text())["rows"]
+    workers = start("--resume")
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    assert "resuming dist after epoch 2 of 5" in outputs[0][1]
+    rows = [line.split(",") for line in (runs / "dist" / "history.csv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3, 4]
+    assert [float(r[1]) for r in rows[:2]] == pytest.approx([b["accuracy"] for b in before[:2]])
+    assert float(rows[2][1]) > float(rows[1][1]) > float(rows[0][1])  # continued, not restarted
+    assert not (runs / "dist.partial").exists()
