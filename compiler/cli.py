@@ -165,8 +165,9 @@ def build(
     if target.suffix != ".keras":
         raise UsageError(f"--output must end in .keras, got {target}")
     planned = plan(loaded)
-    model = emit(loaded, planned=planned, safe_mode=not unsafe)
-    write_with(target, model.save)
+    with rich_console(stderr=True).status(f"building {loaded.name} ({planned.params()['total']:,} params)"):
+        model = emit(loaded, planned=planned, safe_mode=not unsafe)
+        write_with(target, model.save)
     p = planned.params()
     say(f"wrote {target}: {p['total']:,} params ({p['trainable']:,} trainable, "
         f"{p['non_trainable']:,} frozen)")
@@ -286,7 +287,13 @@ def extract(
 
     if output.suffix != ".npy":
         raise UsageError(f"--output must end in .npy, got {output}")
-    features, sources = infer.extract(infer.load(spec, safe_mode=not unsafe), data)
+    from rich.progress import Progress
+
+    loaded = infer.load(spec, safe_mode=not unsafe)
+    with Progress(console=rich_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("extracting", total=None)
+        features, sources = infer.extract(loaded, data,
+                                          progress=lambda done, total: bar.update(task, completed=done, total=total))
     write_with(output, lambda tmp: np.save(tmp, features))
     write_text(output.with_suffix(".sources.txt"), "\n".join(sources) + "\n")
     say(f"wrote {output}: features {tuple(features.shape)} (row order in {output.with_suffix('.sources.txt')})")

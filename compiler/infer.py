@@ -127,8 +127,12 @@ def _output_activation(model) -> str | None:
     return activation if isinstance(activation, str) else None
 
 
-def extract(loaded: Loaded, data: Path, batch_size: int = 64) -> tuple[np.ndarray, list[str]]:
-    """Features for an .npz (array `x`) or image files/folders; returns (features, sources)."""
+def extract(loaded: Loaded, data: Path, batch_size: int = 64,
+            progress: Any = None) -> tuple[np.ndarray, list[str]]:
+    """Features for an .npz (array `x`) or image files/folders; returns (features, sources).
+
+    `progress(done, total)` is called after every batch.
+    """
     if data.suffix == ".npz":
         try:
             with np.load(data, allow_pickle=False) as arrays:
@@ -143,4 +147,9 @@ def extract(loaded: Loaded, data: Path, batch_size: int = 64) -> tuple[np.ndarra
     else:
         files = image_files([data])
         x, sources = load_images(files, loaded.input_shape), [str(f) for f in files]
-    return loaded.model.predict(loaded.preprocess(x), batch_size=batch_size, verbose=0), sources
+    x, parts = loaded.preprocess(x), []
+    for start in range(0, len(x), batch_size):
+        parts.append(np.asarray(loaded.model.predict_on_batch(x[start:start + batch_size])))
+        if progress:
+            progress(min(start + batch_size, len(x)), len(x))
+    return np.concatenate(parts), sources
