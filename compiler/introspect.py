@@ -21,15 +21,10 @@ class BuiltLayer(Layer):
     out: Shape = ()
     can_train: int = 0
     never_trains: int = 0
-    random_at_training: bool = False
 
     @property
     def kind(self) -> str:  # type: ignore[override]
         return self.keras_kind
-
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.random_at_training
 
     def output_shape(self, shape: Shape) -> Shape:
         return self.out
@@ -86,14 +81,10 @@ def failing_layer(backbone: Any, feasible: Shape, shape: Shape) -> tuple[str, Sh
 
 
 def _describe(layer: Any) -> BuiltLayer:
-    import keras
-
     return BuiltLayer(
         name=layer.name, keras_kind=type(layer).__name__,
         out=tuple(int(d) for d in layer.output.shape[1:]),
         can_train=_count(layer.trainable_weights), never_trains=_count(layer.non_trainable_weights),
-        random_at_training=isinstance(layer, (keras.layers.Dropout, keras.layers.GaussianNoise,
-                                              keras.layers.GaussianDropout, keras.layers.SpatialDropout2D)),
     )
 
 

@@ -48,7 +48,6 @@ class Layer:
 
     name: str
     kind: ClassVar[str] = "Layer"
-    stochastic: ClassVar[bool] = False  # random at training time (feature caching stops here)
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape
@@ -182,7 +181,6 @@ class GlobalPooling2D(Layer):
 @dataclass(frozen=True)
 class Dropout(Layer):
     kind: ClassVar[str] = "Dropout"
-    stochastic: ClassVar[bool] = True
     rate: float = 0.5
 
     def to_keras(self):

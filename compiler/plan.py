@@ -28,7 +28,6 @@ class PlannedLayer:
     trainable_params: int
     trainable: bool
     part: str  # "backbone" or "head"
-    stochastic: bool = False
 
     def as_dict(self) -> dict:
         return {"index": self.index, "name": self.name, "kind": self.kind,
@@ -166,7 +165,6 @@ def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
             index=i if part == "backbone" else None, name=layer.name, kind=layer.kind,
             output_shape=out, params=can_train + never_trains,
             trainable_params=can_train if trainable else 0, trainable=trainable, part=part,
-            stochastic=layer.stochastic,
         ))
         shape = out
     return shape

@@ -28,7 +28,6 @@ class Split:
     x_train: np.ndarray
     x_val: np.ndarray
     note: str
-    cached_through: str | None = None  # name of the last cached layer
 
 
 def boundary(model) -> tuple[int, str]:
@@ -71,7 +70,7 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
         x = layer(x)  # the same layer objects: training the tail trains the model
     tail = keras.Model(tail_input, x, name=f"{model.name}_tail")
     return Split(tail, features[0], features[1],
-                 f"feature cache: on, layers 1..{k - 1} computed once (up to {last.name}; {why})", last.name)
+                 f"feature cache: on, layers 1..{k - 1} computed once (up to {last.name}; {why})")
 
 
 def _features(prefix, x: np.ndarray, path: Path, batch_size: int) -> np.ndarray:
