@@ -4,6 +4,8 @@ Anything else that escapes is a bug and the CLI reports it as one.
 """
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_INFEASIBLE = 1  # also: a run that failed for a reason outside the spec (data, disk)
 EXIT_INVALID = 2
@@ -37,3 +39,11 @@ class UsageError(TlcError):
     """A command-line argument is wrong (exit 2, like other invalid input)."""
 
     exit_code = EXIT_INVALID
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one readable line for a message: its first informative line, without
+    Keras's `Exception encountered when calling ...` wrapper or terminal colour codes."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    useful = [line for line in lines if line and not line.startswith("Exception encountered when calling")]
+    return useful[0] if useful else type(exc).__name__

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RunError, SpecError
+from .errors import RunError, SpecError, one_line
 from .train.data import IMAGE_SUFFIXES
 
 
@@ -48,7 +48,7 @@ def load(source: str | Path, *, safe_mode: bool = True) -> Loaded:
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:
-        raise RunError(f"{path}: cannot load the model: {str(exc).splitlines()[0]}") from None
+        raise RunError(f"{path}: cannot load the model: {one_line(exc)}") from None
     spec, names = None, None
     lock, metrics = path.parent / "spec.lock.yaml", path.parent / "metrics.json"
     if lock.is_file():

@@ -6,10 +6,10 @@ Building is symbolic (no data), with `weights` set to null so planning never dow
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import one_line
 from .layers import Layer, Shape
 
 
@@ -95,11 +95,4 @@ def _count(weights) -> int:
 def _failure(exc: Exception, shape: Shape):
     from .plan import Failure
 
-    return Failure(None, tuple(shape), f"could not be built by Keras: {keras_message(exc)}", size_limited=True)
-
-
-def keras_message(exc: Exception) -> str:
-    """The informative line of a Keras error (not the `Exception encountered when calling` wrapper)."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
-    useful = [line for line in lines if line and not line.startswith("Exception encountered when calling")]
-    return useful[0] if useful else type(exc).__name__
+    return Failure(None, tuple(shape), f"could not be built by Keras: {one_line(exc)}", size_limited=True)

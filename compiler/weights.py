@@ -9,6 +9,8 @@ import hashlib
 import os
 from typing import Any
 
+from .errors import one_line
+
 
 LOC = ("backbone", "weights")
 
@@ -53,14 +55,14 @@ def _load_model(path: str, spec: Any, safe_mode: bool):
         return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:
         hint = " (it contains code; pass --unsafe only if you trust it)" if "safe_mode" in str(exc) else ""
-        raise spec.error(LOC, f"cannot load {path}: {_first_line(exc)}{hint}") from None
+        raise spec.error(LOC, f"cannot load {path}: {one_line(exc)}{hint}") from None
 
 
 def _load(action, path: str, spec: Any) -> None:
     try:
         action()
     except Exception as exc:
-        raise spec.error(LOC, f"cannot load weights from {path}: {_first_line(exc)}") from None
+        raise spec.error(LOC, f"cannot load weights from {path}: {one_line(exc)}") from None
 
 
 def _copy_by_name(backbone: Any, source: Any, path: str, spec: Any) -> int:
@@ -92,9 +94,3 @@ def _all_layers(model: Any):
         yield layer
         if hasattr(layer, "layers"):  # a nested model
             yield from _all_layers(layer)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-

@@ -145,3 +145,13 @@ def test_phase_freeze_references_are_checked_without_training(write):
     result = tlc("check", path)
     assert result.exit_code == 2
     assert "spec.yaml:8:24: train.phases[1].freeze.up_to: no backbone layer named 'block9_pool'" in result.output
+
+
+def test_exceptions_become_one_readable_line():
+    from tlc.errors import one_line
+
+    keras_style = ValueError("Exception encountered when calling Conv2D.call().\n\n"
+                             "\x1b[1mComputed output size would be zero or negative.\x1b[0m\n\nArguments received ...")
+    assert one_line(keras_style) == "Computed output size would be zero or negative."
+    assert one_line(OSError()) == "OSError"  # an empty message still says something
+    assert one_line(RuntimeError("boom\nmore")) == "boom"
