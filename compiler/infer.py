@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RunError, SpecError, one_line
-from .train.data import IMAGE_SUFFIXES
+from .train.data import IMAGE_SUFFIXES, as_images, read_images
 
 
 @dataclass
@@ -86,17 +86,7 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def load_images(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
-    import keras
-
-    h, w, c = shape
-    images = []
-    for file in files:
-        try:
-            img = keras.utils.load_img(file, color_mode="grayscale" if c == 1 else "rgb", target_size=(h, w))
-        except Exception as exc:
-            raise RunError(f"{file}: not a readable image ({type(exc).__name__})") from None
-        images.append(keras.utils.img_to_array(img) / 255.0)
-    return np.stack(images).astype("float32")
+    return read_images(files, shape[:2], shape[2])
 
 
 def predict(loaded: Loaded, files: list[Path], top: int) -> list[dict]:
@@ -139,8 +129,7 @@ def extract(loaded: Loaded, data: Path, batch_size: int = 64,
                 x = arrays["x"]
         except (OSError, KeyError, ValueError) as exc:
             raise SpecError(f"{data}: needs an array named x ({exc})") from None
-        x = x[..., None] if x.ndim == 3 else x
-        x = x.astype("float32") / (255.0 if np.issubdtype(x.dtype, np.integer) else 1.0)
+        x = as_images(x)
         if x.shape[1:] != loaded.input_shape:
             raise SpecError(f"{data}: images are {x.shape[1:]}, the model needs {loaded.input_shape}")
         sources = [f"{data}[{i}]" for i in range(len(x))]

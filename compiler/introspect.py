@@ -84,11 +84,12 @@ def _describe(layer: Any) -> BuiltLayer:
     return BuiltLayer(
         name=layer.name, keras_kind=type(layer).__name__,
         out=tuple(int(d) for d in layer.output.shape[1:]),
-        can_train=_count(layer.trainable_weights), never_trains=_count(layer.non_trainable_weights),
+        can_train=count_weights(layer.trainable_weights), never_trains=count_weights(layer.non_trainable_weights),
     )
 
 
-def _count(weights) -> int:
+def count_weights(weights) -> int:
+    """How many numbers a list of Keras weights holds."""
     return sum(math.prod(int(d) for d in w.shape) for w in weights)
 
 

@@ -63,19 +63,15 @@ def _npz(data, spec):
             x, y = arrays["x"], arrays["y"]
     except (OSError, ValueError) as exc:
         raise spec.error(("train", "data", "path"), f"cannot read {path}: {exc}") from None
-    if x.ndim == 3:
-        x = x[..., None]
+    x = as_images(x)
     if x.ndim != 4 or len(x) != len(y):
         raise spec.error(("train", "data", "path"),
                          f"x must be (n, h, w[, c]) and y (n,); got {x.shape} and {y.shape}")
-    x = x.astype("float32") / (255.0 if np.issubdtype(x.dtype, np.integer) else 1.0)
     y = y.astype("int64").reshape(-1)
     return x, y, [str(c) for c in range(int(y.max()) + 1)]
 
 
 def _directory(data, spec):
-    import keras
-
     root = _required_path(data, spec)
     if not root.is_dir():
         raise spec.error(("train", "data", "path"), f"not a folder: {root}")
@@ -84,16 +80,15 @@ def _directory(data, spec):
         raise spec.error(("train", "data", "path"), f"{root} needs one sub-folder per class (found {len(names)})")
     h, w, c = spec.input.hwc
     size = tuple(data.resize or (h, w))
-    images, labels = [], []
+    files, labels = [], []
     for label, name in enumerate(names):
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() in IMAGE_SUFFIXES:
-                img = keras.utils.load_img(file, color_mode="grayscale" if c == 1 else "rgb", target_size=size)
-                images.append(keras.utils.img_to_array(img) / 255.0)
+                files.append(file)
                 labels.append(label)
-    if not images:
+    if not files:
         raise spec.error(("train", "data", "path"), f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return np.stack(images).astype("float32"), np.array(labels, dtype="int64"), names
+    return read_images(files, size, c), np.array(labels, dtype="int64"), names
 
 
 def _cifar10(data, spec):
@@ -110,6 +105,27 @@ def _cifar10(data, spec):
     x = np.concatenate([x_train, x_test]).astype("float32") / 255.0
     y = np.concatenate([y_train, y_test]).reshape(-1).astype("int64")
     return x, y, list(CIFAR10_NAMES)
+
+
+def as_images(x: np.ndarray) -> np.ndarray:
+    """An array of images (n, h, w[, c]) as float32 with a channel axis; integers are scaled by 1/255."""
+    if x.ndim == 3:
+        x = x[..., None]
+    return x.astype("float32") / (255.0 if np.issubdtype(x.dtype, np.integer) else 1.0)
+
+
+def read_images(files: list[Path], size: tuple[int, int], channels: int) -> np.ndarray:
+    """Image files resized to `size`, as float32 in [0, 1]; an unreadable file is an error naming it."""
+    import keras
+
+    images = []
+    for file in files:
+        try:
+            img = keras.utils.load_img(file, color_mode="grayscale" if channels == 1 else "rgb", target_size=size)
+        except Exception as exc:
+            raise RunError(f"{file}: not a readable image ({type(exc).__name__})") from None
+        images.append(keras.utils.img_to_array(img) / 255.0)
+    return np.stack(images).astype("float32")
 
 
 SOURCES = {"digits": _digits, "npz": _npz, "directory": _directory, "cifar10": _cifar10}

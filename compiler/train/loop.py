@@ -16,6 +16,7 @@ import numpy as np
 from ..components import FieldError
 from ..emit import set_frozen
 from ..errors import RunError
+from ..introspect import count_weights
 from ..plan import frozen_through, plan as make_plan
 from . import cache, data as datasets
 from .distribute import Strategy, fit_multi_worker
@@ -247,7 +248,7 @@ def _optimizer(spec, learning_rate: float):
 
 
 def _metrics(spec, model, state: State, phases, dataset, resumed: bool, strategy: Strategy) -> dict:
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    trainable = count_weights(model.trainable_weights)
     total = model.count_params()
     return {
         "name": spec.name,
