@@ -1,6 +1,7 @@
 """Side-by-side timing helpers shared by the bench scripts."""
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -11,21 +12,30 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def time_process(argv: list[str], runs: int, expect_rc: int | None = None) -> tuple[float, float]:
-    """(median, best) wall time of running `argv` as a fresh process, start-up included.
+def time_interleaved(commands: dict[str, tuple[list[str], int]], rounds: int,
+                     expect_rc: dict[str, int] | None = None) -> dict[str, tuple[float, float]]:
+    """{label: (median, best)} wall time of fresh processes, start-up included.
 
-    Both are reported because a shared VM is noisy: the median is typical, the best is
-    the machine's floor.
+    `commands` maps a label to (argv, runs per round). Rounds alternate between the commands, so
+    both sides see the same machine: on a shared VM the load drifts, and timing one side after
+    the other would put the drift into the ratio. The median is typical, the best is the
+    machine's floor. The warm-up run may write bytecode even where PYTHONDONTWRITEBYTECODE is
+    set (as on CI machines): a user's second run never recompiles sources, so neither do we.
     """
-    subprocess.run(argv, capture_output=True, cwd=REPO)  # warm-up: bytecode and file caches
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
-        times.append(time.perf_counter() - start)
-        if expect_rc is not None and done.returncode != expect_rc:
-            raise SystemExit(f"{argv} exited {done.returncode}, expected {expect_rc}:\n{done.stderr}")
-    return statistics.median(times), min(times)
+    warm = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    for argv, _ in commands.values():
+        subprocess.run(argv, capture_output=True, cwd=REPO, env=warm)  # bytecode and file caches
+    for _ in range(rounds):
+        for label, (argv, runs) in commands.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+                times[label].append(time.perf_counter() - start)
+                want = (expect_rc or {}).get(label)
+                if want is not None and done.returncode != want:
+                    raise SystemExit(f"{argv} exited {done.returncode}, expected {want}:\n{done.stderr}")
+    return {label: (statistics.median(t), min(t)) for label, t in times.items()}
 
 
 PEAK_HOOK = ("import atexit, resource, sys\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from _timing import BIN, REPO, time_process
+from _timing import BIN, REPO, time_interleaved
 
 SPEC = REPO / "spec_examples" / "vgg16_too_small_48.yaml"
 KERAS_SCRIPT = """
@@ -24,12 +24,15 @@ except ValueError as exc:
 """
 
 
-def main(runs: int = 15) -> None:
-    tlc_med, tlc_best = time_process([str(BIN / "tlc"), "check", str(SPEC)], runs, expect_rc=1)
-    keras_med, keras_best = time_process([sys.executable, "-c", KERAS_SCRIPT], 5)
+def main(rounds: int = 6) -> None:
+    got = time_interleaved({
+        "tlc check (process)": ([str(BIN / "tlc"), "check", str(SPEC)], 4),
+        "keras import + build (process)": ([sys.executable, "-c", KERAS_SCRIPT], 1),
+    }, rounds, expect_rc={"tlc check (process)": 1})
+    (tlc_med, tlc_best), (keras_med, keras_best) = got.values()
     print(f"{'':32s}{'median':>10s}{'best':>10s}")
-    print(f"{'tlc check (process)':32s}{tlc_med * 1000:8.0f}ms{tlc_best * 1000:8.0f}ms")
-    print(f"{'keras import + build (process)':32s}{keras_med * 1000:8.0f}ms{keras_best * 1000:8.0f}ms")
+    for label, (med, best) in got.items():
+        print(f"{label:32s}{med * 1000:8.0f}ms{best * 1000:8.0f}ms")
     print(f"speed-up: {keras_med / tlc_med:.1f}x (medians), {keras_best / tlc_best:.1f}x (best)  [target >= 20x]")
 
 

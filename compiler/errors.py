@@ -47,3 +47,11 @@ def one_line(exc: BaseException) -> str:
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
     useful = [line for line in lines if line and not line.startswith("Exception encountered when calling")]
     return useful[0] if useful else type(exc).__name__
+
+
+def did_you_mean(word: str, options) -> str:
+    """' (did you mean 'x'?)' for the closest of `options`, or '' when nothing is close."""
+    import difflib  # only error paths need it; keeps it out of every start-up
+
+    hint = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""

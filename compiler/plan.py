@@ -6,12 +6,12 @@ Backbones and heads that describe their layers are planned by arithmetic; those 
 """
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .components import FieldError
+from .errors import did_you_mean
 from .layers import DoesNotFit, Layer, Shape, format_shape
 from .spec import MAX_SIDE, SpecBase
 
@@ -200,9 +200,7 @@ def _layer_index(ref: int | str, layers: list[Any], loc: Loc, first: int) -> int
     names = [layer.name for layer in layers]
     if ref in names[first:]:
         return names.index(ref)
-    hint = difflib.get_close_matches(ref, names, n=1)
-    did = f" (did you mean {hint[0]!r}?)" if hint else ""
-    raise FieldError(loc, f"no backbone layer named {ref!r}{did}; layers: {', '.join(names[first:])}")
+    raise FieldError(loc, f"no backbone layer named {ref!r}{did_you_mean(ref, names)}; layers: {', '.join(names[first:])}")
 
 
 def _check_unique_names(layers: list[Layer]) -> None:

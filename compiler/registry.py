@@ -126,7 +126,8 @@ def _load(third_party: bool) -> Registry:
     pm = pluggy.PluginManager("tlc")
     pm.add_hookspecs(hookspecs)
     registry = Registry(manager=pm)
-    tlc_version = _version("tlc")
+    from . import __version__ as tlc_version
+
     ordered: list[tuple[object, Source]] = []
     for module_name in BUILTIN_MODULES:
         module = importlib.import_module(module_name)
@@ -202,10 +203,3 @@ def type_name(cls: object, base: type) -> str | None:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "dev"

@@ -5,7 +5,6 @@ plugin types validate (and appear in the JSON Schema) exactly like built-in ones
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
@@ -25,7 +24,7 @@ from pydantic import (
 
 from .components import Backbone, Head, StrictModel
 from .fields import by_kind
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
 from .loader import Document, Loc, exists, format_loc, load_document, located
 from .registry import Registry, get_registry
 
@@ -102,7 +101,7 @@ class TrainSpec(StrictModel):
     data: DataSpec
     epochs: Annotated[int, Strict(), Field(gt=0, le=100_000)] = 10
     batch_size: Annotated[int, Strict(), Field(gt=0, le=65_536)] = 32
-    optimizer: OptimizerSpec = OptimizerSpec()
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = 0
     phases: list[PhaseSpec] = []
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
@@ -240,9 +239,7 @@ def _message(err: dict, loc: Loc, registry: Registry) -> str:
         if kind == "union_tag_not_found":
             return f"missing 'type'; registered {what} types: {known}"
         tag = err.get("ctx", {}).get("tag")
-        hint = difflib.get_close_matches(str(tag), registry.types[what], n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return (f"unknown {what} type {tag!r}{did}; registered {what} types: {known}. "
+        return (f"unknown {what} type {tag!r}{did_you_mean(str(tag), registry.types[what])}; registered {what} types: {known}. "
                 f"A plugin providing it may not be installed (see `tlc plugins`)")
     if kind == "extra_forbidden":
         return f"unknown key {loc[-1]!r}" if loc else "unknown key"
