@@ -172,9 +172,9 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
     calls = []
     real = cache._features
 
-    def spy(prefix, x, target, batch_size):
+    def spy(forward, out_shape, x, target, batch_size):
         calls.append(target.is_file())
-        return real(prefix, x, target, batch_size)
+        return real(forward, out_shape, x, target, batch_size)
 
     import shutil
 
@@ -193,6 +193,27 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
         cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
         assert calls == [True, True]  # same weights and data: reused
     assert len(list((folder / "cache").glob("*.npy"))) == 2  # the stale pair was removed
+
+
+def test_cached_features_equal_the_prefix_output_for_any_length(write, tmp_path):
+    """The last partial batch is padded to the traced shape; the padding must not leak out."""
+    from tlc.train import cache
+
+    spec = tlc.load_spec(digits(write, dropout="", extra="freeze: all\n"))
+    model = tlc.compile(spec)
+    x = np.random.default_rng(0).random((37, 8, 8, 1), dtype=np.float32)
+    part = cache.split(model, x, x[:5], tmp_path / "cache", enabled=True, batch_size=16)
+    prefix_out = model.get_layer("head_flatten").output
+    import keras
+
+    expected = keras.Model(model.input, prefix_out).predict(x, verbose=0)
+    assert part.x_train.shape == (37, *prefix_out.shape[1:])
+    np.testing.assert_allclose(part.x_train, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(part.x_val, expected[:5], rtol=1e-5, atol=1e-6)
+    # validation on features runs in batches of up to 64 MB, never below the training batch
+    assert part.eval_batch_size == cache.EVAL_BATCH_BYTES // (4 * part.x_train.shape[1])
+    empty = cache.split(model, x, x[:0], tmp_path / "cache2", enabled=True, batch_size=16)
+    assert empty.x_val.shape == (0, *prefix_out.shape[1:])
 
 
 def test_dropout_stops_the_cached_prefix(write, tmp_path):

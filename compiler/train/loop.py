@@ -196,11 +196,12 @@ def _fit(part: cache.Split, dataset, spec, epochs: range, hooks: EpochHooks) -> 
         def on_epoch_end(self, epoch, logs=None):
             hooks.end(epoch, logs or {})
 
-    validation = (part.x_val, dataset.y_val) if len(dataset.y_val) else None
+    validation = None
+    if len(dataset.y_val):
+        validation = _in_order(part.x_val, dataset.y_val, part.eval_batch_size or t.batch_size)
     part.model.fit(_batches(part.x_train, dataset.y_train, t.seed, epochs, t.batch_size),
                    epochs=epochs.stop, initial_epoch=epochs.start, steps_per_epoch=hooks.steps, verbose=0,
-                   shuffle=False, validation_data=validation, validation_batch_size=t.batch_size,
-                   callbacks=[Hooks()])
+                   shuffle=False, validation_data=validation, callbacks=[Hooks()])
 
 
 def _batches(x, y, seed: int, epochs: range, batch_size: int):
@@ -214,6 +215,14 @@ def _batches(x, y, seed: int, epochs: range, batch_size: int):
             .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
             .map(lambda ids: (tf.gather(xs, ids), tf.gather(ys, ids)))
             .prefetch(2))
+
+
+def _in_order(x, y, batch_size: int):
+    """Validation batches as one pipeline built once: given NumPy arrays, Keras would convert
+    them again for every epoch's evaluation."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((tf.constant(np.asarray(x)), tf.constant(y))).batch(batch_size)
 
 
 def _reseed_random_layers(model, seed: int, epoch: int) -> None:
