@@ -31,7 +31,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/check_speed.py
-	$(BIN)/python bench/cache_speed.py
+	$(BIN)/python bench/cache_speed.py --size 32 --rounds 3
+	$(BIN)/python bench/cache_speed.py --size 64 --rounds 1
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/distributed.py
 

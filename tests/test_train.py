@@ -216,6 +216,20 @@ def test_cached_features_equal_the_prefix_output_for_any_length(write, tmp_path)
     assert empty.x_val.shape == (0, *prefix_out.shape[1:])
 
 
+def test_features_over_the_memory_limit_are_memory_mapped_and_train_the_same(write, tmp_path, monkeypatch):
+    from tlc.train import cache
+
+    spec = tlc.load_spec(digits(write, dropout="", extra="freeze: all\n"))
+    in_memory = train(spec, tmp_path / "m", epochs=2)
+    monkeypatch.setattr(cache, "IN_MEMORY_LIMIT", 1024)
+    model = tlc.compile(spec)
+    x = np.zeros((40, 8, 8, 1), "float32")
+    part = cache.split(model, x, x[:8], tmp_path / "c", enabled=True)
+    assert isinstance(part.x_train, np.memmap) and part.x_train.shape[0] == 40
+    mapped = train(spec, tmp_path / "mm", epochs=2)
+    assert rows_of(mapped.folder) == rows_of(in_memory.folder)
+
+
 def test_dropout_stops_the_cached_prefix(write, tmp_path):
     spec = tlc.load_spec(digits(write, extra="freeze: all\n"))
     result = train(spec, tmp_path, epochs=1)
