@@ -4,16 +4,13 @@ A subclass adds `type: Literal["name"]` and its own fields; validation is strict
 are errors). It either describes its layers statically (`layers`, fast and TensorFlow-free)
 or only implements `build` (Keras), in which case tlc plans it by building it symbolically.
 """
-from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .fields import by_kind
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .layers import Layer, Shape
+from .layers import Layer, Shape
 
 
 class StrictModel(BaseModel):

@@ -1,5 +1,4 @@
 """Reusable, validated field types for backbone and head models (built-in and plugin)."""
-from __future__ import annotations
 
 from typing import Annotated, Any, Union
 

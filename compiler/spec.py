@@ -3,7 +3,6 @@
 `backbone` and `head` are discriminated unions on `type`, built from the plugin registry, so
 plugin types validate (and appear in the JSON Schema) exactly like built-in ones.
 """
-from __future__ import annotations
 
 import os
 import re

@@ -1,5 +1,4 @@
 """`conv_stack`: a custom stack of conv blocks, e.g. the seed article's feature extractor."""
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

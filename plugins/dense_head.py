@@ -1,5 +1,4 @@
 """`dense`: a classifier on the backbone's feature map (pooling, hidden Dense layers, output)."""
-from __future__ import annotations
 
 from typing import Annotated, Literal
 

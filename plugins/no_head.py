@@ -1,5 +1,4 @@
 """`none`: no head; the model's output is the backbone's output (a feature extractor)."""
-from __future__ import annotations
 
 from typing import Literal
 

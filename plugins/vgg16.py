@@ -1,5 +1,4 @@
 """`vgg16`: keras.applications.VGG16 with its own layer names, planned from the same table."""
-from __future__ import annotations
 
 import os
 from typing import Literal
@@ -29,7 +28,7 @@ class VGG16(Backbone):
     supports_imagenet = True
 
     @model_validator(mode="after")
-    def _keras_rules(self) -> VGG16:
+    def _keras_rules(self) -> "VGG16":
         if "classes" in self.model_fields_set and not self.include_top:
             raise ValueError("classes is only used with include_top: true")
         if self.weights == "imagenet" and self.include_top and self.classes != 1000:
