@@ -195,6 +195,24 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
     assert len(list((folder / "cache").glob("*.npy"))) == 2  # the stale pair was removed
 
 
+def test_a_rerun_with_another_head_reuses_the_finished_runs_features(write, tmp_path):
+    path = digits(write, dropout="", extra="freeze: all\n")
+    first = train(tlc.load_spec(path), tmp_path)
+    assert "computed once" in first.metrics["feature_cache"][0]
+    kept = sorted(p.name for p in (first.folder / "cache").glob("*.npy"))
+    path.write_text(path.read_text().replace("units: [16]", "units: [24]"))
+    second = train(tlc.load_spec(path), tmp_path)
+    assert second.metrics["feature_cache"] == [
+        "feature cache: on, layers 1..4 reused from the cache (up to head_flatten; head_dense1 trains)"]
+    assert sorted(p.name for p in (second.folder / "cache").glob("*.npy")) == kept
+    # another backbone: different features, recomputed, and the stale pair is gone
+    path.write_text(path.read_text().replace("filters: 8", "filters: 4"))
+    third = train(tlc.load_spec(path), tmp_path)
+    assert "computed once" in third.metrics["feature_cache"][0]
+    now = sorted(p.name for p in (third.folder / "cache").glob("*.npy"))
+    assert len(now) == 2 and not set(now) & set(kept)
+
+
 def test_cached_features_equal_the_prefix_output_for_any_length(write, tmp_path):
     """The last partial batch is padded to the traced shape; the padding must not leak out."""
     from tlc.train import cache

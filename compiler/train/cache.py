@@ -68,7 +68,9 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
     # costs ~5% more here, mostly per-batch overhead).
     forward = tf.function(lambda batch: prefix(batch, training=False))
     out_shape = tuple(last.output.shape[1:])
-    features = [_features(forward, out_shape, x, cache_dir / f"{key}-{part}.npy", batch_size)
+    files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
+    how = "reused from the cache" if all(f.is_file() for f in files.values()) else "computed once"
+    features = [_features(forward, out_shape, x, files[part], batch_size)
                 for part, x in (("train", x_train), ("val", x_val))]
     _drop_stale(cache_dir, key)
     tail_input = keras.Input(shape=features[0].shape[1:], name=f"{last.name}_features")
@@ -81,7 +83,7 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
     per_example = max(1, int(np.prod(out_shape)) * features[0].itemsize)
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
     return Split(tail, features[0], features[1],
-                 f"feature cache: on, layers 1..{k - 1} computed once (up to {last.name}; {why})",
+                 f"feature cache: on, layers 1..{k - 1} {how} (up to {last.name}; {why})",
                  eval_batch_size)
 
 

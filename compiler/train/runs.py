@@ -68,7 +68,22 @@ class RunFolder:
             if self.work.exists():
                 shutil.rmtree(self.work)
             self.work.mkdir(parents=True)
+            self._carry_over_cache()
         return State(spec_hash=spec_hash)
+
+    def _carry_over_cache(self) -> None:
+        """Start from the finished run's feature cache: re-running a spec after changing its head
+        reuses the frozen features (the cache keys decide what still matches; the rest is dropped).
+        Hard links cost nothing and leave the finished run untouched."""
+        old = self.final / "cache"
+        if not old.is_dir():
+            return
+        self.cache_dir.mkdir()
+        for file in old.glob("*.npy"):
+            try:
+                os.link(file, self.cache_dir / file.name)
+            except OSError:  # a file system without hard links
+                shutil.copy2(file, self.cache_dir / file.name)
 
     @property
     def cache_dir(self) -> Path:
