@@ -110,6 +110,11 @@ def test_phases_change_trainable_flags_and_learning_rate(write, tmp_path):
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.0001)
     notes = result.metrics["feature_cache"]
     assert notes[0].startswith("feature cache: on") and notes[1].startswith("feature cache: on, layers 1..1")
+    assert len(list((result.folder / "cache").glob("*.npy"))) == 4  # both phases' features kept
+    again = train(tlc.load_spec(digits(write, extra=extra)), tmp_path)
+    assert [n.split(" (")[0] for n in again.metrics["feature_cache"]] == [
+        "feature cache: on, layers 1..3 reused from the cache",
+        "feature cache: on, layers 1..1 reused from the cache"]
 
 
 class StopAfter(Reporter):
@@ -187,12 +192,15 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
         from tlc.train import data as datasets
 
         d = datasets.load(spec)
-        cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
+        part = cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
         assert calls == [False, False]  # new random weights: a different key, recomputed
         calls.clear()
         cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
         assert calls == [True, True]  # same weights and data: reused
-    assert len(list((folder / "cache").glob("*.npy"))) == 2  # the stale pair was removed
+    assert len(list((folder / "cache").glob("*.npy"))) == 4  # kept until the run ends
+    cache.drop_unused(folder / "cache", [part.key])
+    assert sorted(p.name for p in (folder / "cache").glob("*.npy")) == [
+        f"{part.key}-train.npy", f"{part.key}-val.npy"]
 
 
 def test_a_rerun_with_another_head_reuses_the_finished_runs_features(write, tmp_path):

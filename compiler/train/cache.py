@@ -30,6 +30,7 @@ class Split:
     x_val: np.ndarray
     note: str
     eval_batch_size: int | None = None  # None: the training batch size
+    key: str | None = None  # the cache key of the features, when cached
 
 
 def boundary(model) -> tuple[int, str]:
@@ -72,7 +73,6 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
     how = "reused from the cache" if all(f.is_file() for f in files.values()) else "computed once"
     features = [_features(forward, out_shape, x, files[part], batch_size)
                 for part, x in (("train", x_train), ("val", x_val))]
-    _drop_stale(cache_dir, key)
     tail_input = keras.Input(shape=features[0].shape[1:], name=f"{last.name}_features")
     x = tail_input
     for layer in model.layers[k:]:
@@ -84,7 +84,7 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
     return Split(tail, features[0], features[1],
                  f"feature cache: on, layers 1..{k - 1} {how} (up to {last.name}; {why})",
-                 eval_batch_size)
+                 eval_batch_size, key)
 
 
 def _features(forward, out_shape: tuple, x: np.ndarray, path: Path, batch_size: int) -> np.ndarray:
@@ -122,7 +122,9 @@ def _key(layers, x_train: np.ndarray, x_val: np.ndarray) -> str:
     return digest.hexdigest()[:20]
 
 
-def _drop_stale(cache_dir: Path, key: str) -> None:
+def drop_unused(cache_dir: Path, keys: list[str]) -> None:
+    """At the end of a run: keep the features its phases used, drop the rest. (Not earlier: a
+    run's later phases may still need features carried over from the previous run.)"""
     for old in cache_dir.glob("*.npy"):
-        if not old.name.startswith(key):
+        if old.name.split("-")[0] not in keys:
             old.unlink(missing_ok=True)

@@ -141,6 +141,8 @@ def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, saf
         reporter.note(part.note)
         if part.note not in state.notes:
             state.notes.append(part.note)
+        if part.key and part.key not in state.cache_keys:
+            state.cache_keys.append(part.key)
         epochs = range(max(state.epochs_done, phase.first_epoch), end)
         steps = -(-len(part.x_train) // spec.train.batch_size)
         hooks = EpochHooks(part.model, spec.train.seed, total, steps, reporter, state,
@@ -150,6 +152,8 @@ def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, saf
                              loss, spec.train.batch_size, spec.train.seed, epochs, hooks, _batches)
         else:
             _fit(part, dataset, spec, epochs, hooks)
+    if folder.writer:
+        cache.drop_unused(folder.cache_dir, state.cache_keys)
     metrics = _metrics(spec, model, state, phases, dataset, resume, strategy)
     plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", [p.first_epoch for p in phases])
     return Result(folder.finish(model, state, metrics, spec, plot), metrics, model, folder.writer)

@@ -36,6 +36,7 @@ class State:
     train_seconds: float = 0.0
     checkpoint: str | None = None
     notes: list[str] = field(default_factory=list)
+    cache_keys: list[str] = field(default_factory=list)  # feature cache entries this run used
 
 
 def lock_text(spec) -> str:
