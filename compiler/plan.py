@@ -200,7 +200,8 @@ def _layer_index(ref: int | str, layers: list[Any], loc: Loc, first: int) -> int
     names = [layer.name for layer in layers]
     if ref in names[first:]:
         return names.index(ref)
-    raise FieldError(loc, f"no backbone layer named {ref!r}{did_you_mean(ref, names)}; layers: {', '.join(names[first:])}")
+    raise FieldError(loc, f"no backbone layer named {ref!r}{did_you_mean(ref, names)}; "
+                          f"layers: {', '.join(names[first:])}")
 
 
 def _check_unique_names(layers: list[Layer]) -> None:

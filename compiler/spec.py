@@ -238,7 +238,8 @@ def _message(err: dict, loc: Loc, registry: Registry) -> str:
         if kind == "union_tag_not_found":
             return f"missing 'type'; registered {what} types: {known}"
         tag = err.get("ctx", {}).get("tag")
-        return (f"unknown {what} type {tag!r}{did_you_mean(str(tag), registry.types[what])}; registered {what} types: {known}. "
+        hint = did_you_mean(str(tag), registry.types[what])
+        return (f"unknown {what} type {tag!r}{hint}; registered {what} types: {known}. "
                 f"A plugin providing it may not be installed (see `tlc plugins`)")
     if kind == "extra_forbidden":
         return f"unknown key {loc[-1]!r}" if loc else "unknown key"
