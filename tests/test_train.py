@@ -299,3 +299,15 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_nothing(write, tmp_path)
     with pytest.raises(tlc.SpecError, match="backbone.weights: file not found"):
         train(tlc.load_spec(path), tmp_path / "runs")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_full_disk_while_caching_features_is_a_clear_error_and_leaves_nothing(write, tmp_path, monkeypatch):
+    import errno
+
+    def full(handle, header):
+        raise OSError(errno.ENOSPC, "No space left on device", str(handle.name))
+
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", full)
+    with pytest.raises(RunError, match="No space left on device"):
+        train(tlc.load_spec(digits(write, extra="freeze: all\n")), tmp_path / "runs")
+    assert list((tmp_path / "runs").iterdir()) == []

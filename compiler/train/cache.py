@@ -89,23 +89,22 @@ def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, ena
 
 def _features(forward, out_shape: tuple, x: np.ndarray, path: Path, batch_size: int) -> np.ndarray:
     """The prefix's output for `x`, from the cache file or computed (at the training batch size:
-    large batches of big feature maps are slower on CPU caches) straight into that file, so memory
-    holds one batch at a time however large the dataset."""
+    large batches of big feature maps are slower on CPU caches) and appended batch by batch to
+    that file, so memory holds one batch however large the dataset. (Plain writes, not a
+    writable memory map: a full disk must be an error, not a SIGBUS.)"""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.npy")
-        if len(x):
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype="float32", shape=(len(x), *out_shape))
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("float32")), "fortran_order": False,
+                  "shape": (len(x), *out_shape)}
+        with open(tmp, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
             for start in range(0, len(x), batch_size):
                 batch = x[start:start + batch_size]
                 n = len(batch)
                 if n < batch_size:  # padded, so that every call has the one traced shape
                     batch = np.concatenate([batch, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
-                out[start:start + n] = forward(batch).numpy()[:n]
-            out.flush()
-            del out
-        else:
-            np.save(tmp, np.zeros((0, *out_shape), "float32"))
+                handle.write(np.ascontiguousarray(forward(batch).numpy()[:n], dtype="float32").tobytes())
         tmp.replace(path)
     return np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
 
