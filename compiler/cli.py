@@ -29,6 +29,7 @@ KERAS_COMMANDS = {"build", "train", "predict", "extract"}  # the only ones that 
 
 SpecArg = Annotated[Path, typer.Argument(help="A spec YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+UnsafeOpt = Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")]
 
 
 def say(text: str, *, error: bool = False, label: str = "", color: str = "red") -> None:
@@ -152,8 +153,7 @@ def build(
     spec: SpecArg,
     output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "-o", "--output", help="Where to write the .keras model [default: models/<name>.keras].")] = None,
-    unsafe: Annotated[bool, typer.Option(
-        "--unsafe", help="Allow loading weights from .keras files that contain code.")] = False,
+    unsafe: UnsafeOpt = False,
 ) -> None:
     """Compile a spec and save the Keras model (written atomically)."""
     from .atomic import write_with
@@ -207,7 +207,7 @@ def train(
     runs: Annotated[Path, typer.Option("--runs", help="Folder for run folders.")] = Path("runs"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache frozen-prefix features.")] = False,
-    unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")] = False,
+    unsafe: UnsafeOpt = False,
     devices: Annotated[Optional[int], typer.Option(  # noqa: UP007
         "--devices", min=1, max=64, help="Split the CPU into N logical devices (distribute: mirrored).")] = None,
 ) -> None:
@@ -256,7 +256,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 3,
     as_json: JsonOpt = False,
-    unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")] = False,
+    unsafe: UnsafeOpt = False,
 ) -> None:
     """Classify images: the top classes with their probabilities."""
     from . import infer
@@ -279,18 +279,18 @@ def extract(
                                          show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to save the .npy features.")] = Path(
         "features.npy"),
-    unsafe: Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")] = False,
+    unsafe: UnsafeOpt = False,
 ) -> None:
     """Run a feature extractor (e.g. VGG16 cut at fc2) over data and save the features (.npy)."""
     import numpy as np
+
+    from rich.progress import Progress
 
     from . import infer
     from .atomic import write_text, write_with
 
     if output.suffix != ".npy":
         raise UsageError(f"--output must end in .npy, got {output}")
-    from rich.progress import Progress
-
     loaded = infer.load(spec, safe_mode=not unsafe)
     with Progress(console=rich_console(stderr=True), transient=True) as bar:
         task = bar.add_task("extracting", total=None)
