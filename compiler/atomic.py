@@ -37,3 +37,22 @@ def write_with(target: str | os.PathLike, writer: Callable[[Path], None]) -> Non
     """`writer(tmp_path)` writes the content (e.g. `model.save`, `fig.savefig`)."""
     with replacing(target) as tmp:
         writer(tmp)
+
+
+def write_npy_rows(target: str | os.PathLike, shape: tuple, chunks) -> None:
+    """A float32 .npy of `shape` written chunk by chunk (each an array of rows), so memory holds
+    one chunk however large the array. Plain writes, not a writable memory map: a full disk must
+    be a clear error, not a SIGBUS."""
+    import numpy as np
+
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("float32")), "fortran_order": False,
+              "shape": tuple(shape)}
+    with replacing(target) as tmp:
+        with open(tmp, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            written = 0
+            for chunk in chunks:
+                handle.write(np.ascontiguousarray(chunk, "float32").tobytes())
+                written += len(chunk)
+        if written != shape[0]:
+            raise RuntimeError(f"wrote {written} rows of {target}, expected {shape[0]}")

@@ -25,7 +25,6 @@ app = typer.Typer(
     help="Transfer-learning models as short YAML specs: check, build, summarize, train.",
 )
 _state = {"debug": False}
-KERAS_COMMANDS = {"build", "train", "predict", "extract"}  # the only ones that need TensorFlow
 
 SpecArg = Annotated[Path, typer.Argument(help="A spec YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -39,9 +38,9 @@ def say(text: str, *, error: bool = False, label: str = "", color: str = "red") 
 
 
 def rich_console(stderr: bool = False):
-    from rich.console import Console
+    from .console import console
 
-    return Console(stderr=stderr)
+    return console(stderr)
 
 
 def command(fn: Callable) -> Callable:
@@ -50,10 +49,6 @@ def command(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            if fn.__name__ in KERAS_COMMANDS:
-                from .quiet import import_keras_quietly
-
-                import_keras_quietly(enabled=not _state["debug"])
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
@@ -73,6 +68,14 @@ def command(fn: Callable) -> Callable:
             raise typer.Exit(EXIT_INFEASIBLE) from None
 
     return app.command()(wrapper)
+
+
+def keras_ready() -> None:
+    """Import TensorFlow (without its C++ chatter unless --debug) once the input has been
+    validated: a bad spec fails in the time `check` takes, not after a 5 s import."""
+    from .quiet import import_keras_quietly
+
+    import_keras_quietly(enabled=not _state["debug"])
 
 
 def _version(value: bool) -> None:
@@ -123,7 +126,7 @@ def check(
         for outcome in outcomes:
             say(outcome.line(), error=outcome.exit_code != 0)
             for warning in outcome.as_dict()["warnings"]:
-                say(f"{outcome.path}: {warning}", error=True, label="warning", color="yellow")
+                say(warning, error=True, label="warning", color="yellow")
     raise typer.Exit(worst(outcomes))
 
 
@@ -157,16 +160,14 @@ def build(
 ) -> None:
     """Compile a spec and save the Keras model (written atomically)."""
     from .atomic import write_with
-    from .emit import compile as emit
-    from .plan import plan
-    from .spec import load_spec
+    from .emit import compile as emit, require_buildable
 
     warn_plugin_failures()
-    loaded = load_spec(spec)
+    loaded, planned = require_buildable(spec)
     target = output or Path("models") / f"{loaded.name}.keras"
     if target.suffix != ".keras":
         raise UsageError(f"--output must end in .keras, got {target}")
-    planned = plan(loaded)
+    keras_ready()
     with rich_console(stderr=True).status(f"building {loaded.name} ({planned.params()['total']:,} params)"):
         model = emit(loaded, planned=planned, safe_mode=not unsafe)
         write_with(target, model.save)
@@ -210,14 +211,16 @@ def train(
     unsafe: UnsafeOpt = False,
     devices: Annotated[Optional[int], typer.Option(  # noqa: UP007
         "--devices", min=1, max=64, help="Split the CPU into N logical devices (distribute: mirrored).")] = None,
+    seed: Annotated[Optional[int], typer.Option(  # noqa: UP007
+        "--seed", min=0, max=2**32 - 1, help="Override train.seed (e.g. to repeat a run over seeds).")] = None,
 ) -> None:
     """Train a spec; writes runs/<name>/ (model, history, metrics, plot, resolved spec)."""
-    from .spec import load_spec
-    from .train.loop import train as run_training
+    from .train.loop import preflight, train as run_training
     from .train.progress import RichReporter
 
     warn_plugin_failures()
-    loaded = load_spec(spec)
+    loaded = preflight(spec, epochs, seed)
+    keras_ready()
     try:
         with RichReporter() as reporter:
             result = run_training(loaded, runs, epochs=epochs, resume=resume, use_cache=not no_cache,
@@ -237,15 +240,19 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (runs/<name>).", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")] = Path("compare.png"),
 ) -> None:
-    """Compare runs: accuracy per epoch and training time (PNG), and a table of the results."""
+    """Compare runs: accuracy per epoch and training time (PNG), and a table of the results.
+    Runs of the same spec (e.g. several seeds) are one row: their mean and range."""
     from .atomic import write_with
+    from .comparison import load_groups, verdict
     from .train.plots import compare_plot
-    from .train.runs import read_run
     from .views import compare_table
 
-    loaded = [(path.name, *read_run(path)) for path in runs]
-    write_with(output, compare_plot(loaded))
-    rich_console().print(compare_table(loaded))
+    groups = load_groups(runs)
+    write_with(output, compare_plot(groups))
+    rich_console().print(compare_table(groups))
+    sentence = verdict(groups)
+    if sentence:
+        say(sentence)
     say(f"wrote {output}")
 
 
@@ -261,8 +268,11 @@ def predict(
     """Classify images: the top classes with their probabilities."""
     from . import infer
 
+    infer.validate(model)
+    files = infer.image_files(images)
+    keras_ready()
     loaded = infer.load(model, safe_mode=not unsafe)
-    results = infer.predict(loaded, infer.image_files(images), top)
+    results = infer.predict(loaded, files, top)
     if as_json:
         emit_json(results)
         return
@@ -282,23 +292,24 @@ def extract(
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Run a feature extractor (e.g. VGG16 cut at fc2) over data and save the features (.npy)."""
-    import numpy as np
-
     from rich.progress import Progress
 
     from . import infer
-    from .atomic import write_text, write_with
+    from .atomic import write_text
 
     if output.suffix != ".npy":
         raise UsageError(f"--output must end in .npy, got {output}")
+    infer.validate(spec)
+    if not data.exists():
+        raise UsageError(f"{data}: file not found")
+    keras_ready()
     loaded = infer.load(spec, safe_mode=not unsafe)
     with Progress(console=rich_console(stderr=True), transient=True) as bar:
         task = bar.add_task("extracting", total=None)
-        features, sources = infer.extract(loaded, data,
-                                          progress=lambda done, total: bar.update(task, completed=done, total=total))
-    write_with(output, lambda tmp: np.save(tmp, features))
+        shape, sources = infer.extract(loaded, data, output,
+                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
     write_text(output.with_suffix(".sources.txt"), "\n".join(sources) + "\n")
-    say(f"wrote {output}: features {tuple(features.shape)} (row order in {output.with_suffix('.sources.txt')})")
+    say(f"wrote {output}: features {shape} (row order in {output.with_suffix('.sources.txt')})")
 
 
 def main() -> None:

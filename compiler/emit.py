@@ -35,6 +35,22 @@ def compile(spec: SpecBase, *, planned: Plan | None = None, safe_mode: bool = Tr
     return keras.Model(backbone.input, outputs, name=spec.name)
 
 
+def require_buildable(path) -> tuple[SpecBase, Plan]:
+    """Load, validate and plan a spec file, and check its weights file exists, all without
+    TensorFlow: what `build` and `train` do before importing Keras (exit 2 or 1 early)."""
+    from .plan import missing_weights
+    from .spec import load_spec
+
+    spec = load_spec(path)
+    planned = make_plan(spec)
+    if not planned.ok:
+        raise InfeasibleError(f"infeasible: {planned.failure_message()}")
+    missing = missing_weights(spec)
+    if missing is not None:
+        raise missing
+    return spec, planned
+
+
 def set_frozen(backbone_layers: Any, frozen_through: int) -> None:
     """Backbone layers 0..frozen_through stop training; the rest train (Keras idiom)."""
     layers = getattr(backbone_layers, "layers", backbone_layers)

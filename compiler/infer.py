@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .errors import RunError, SpecError, one_line
-from .train.data import IMAGE_SUFFIXES, as_images, read_images
+from .data import IMAGE_SUFFIXES, Examples, as_images
+from .data.pipeline import Feed
 
 
 @dataclass
@@ -27,24 +28,48 @@ class Loaded:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(int(d) for d in self.model.input_shape[1:])  # type: ignore[return-value]
 
-    def preprocess(self, images: np.ndarray) -> np.ndarray:
-        return images if self.spec is None else np.asarray(self.spec.backbone.preprocess(images), "float32")
+    @property
+    def preprocess(self):
+        """The backbone's preprocessing (images in [0, 1] -> network input), when the spec is known."""
+        return None if self.spec is None else self.spec.backbone.preprocess
+
+    def feed(self, files: list[Path]) -> Feed:
+        """Image files through the data pipeline; an unreadable one is an error naming it."""
+        from .data.images import unreadable
+
+        paths = np.array([str(f) for f in files])
+        bad = unreadable(paths, self.input_shape[2])
+        if len(bad):
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise RunError(f"{paths[bad[0]]}: not a readable image{more}")
+        return Feed(Examples(np.zeros(len(paths), "int64"), files=paths), self.input_shape, self.preprocess)
+
+
+def validate(source: str | Path):
+    """Check a model source without TensorFlow: a valid, buildable spec (returned) or an
+    existing .keras file (None)."""
+    from .emit import require_buildable
+
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml"):
+        return require_buildable(path)[0]
+    if path.suffix != ".keras":
+        raise SpecError(f"{path}: expected a .keras model or a spec .yaml")
+    if not path.is_file():
+        raise SpecError(f"{path}: file not found")
+    return None
 
 
 def load(source: str | Path, *, safe_mode: bool = True) -> Loaded:
+    spec = validate(source)
     import keras
 
     from .emit import compile as emit
     from .spec import load_spec
 
     path = Path(source)
-    if path.suffix in (".yaml", ".yml"):
-        spec = load_spec(path)
+    if spec is not None:
         return Loaded(emit(spec, safe_mode=safe_mode), spec, _imagenet_names(spec))
-    if path.suffix != ".keras":
-        raise SpecError(f"{path}: expected a .keras model or a spec .yaml")
-    if not path.is_file():
-        raise SpecError(f"{path}: file not found")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:
@@ -85,17 +110,13 @@ def image_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def load_images(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
-    return read_images(files, shape[:2], shape[2])
-
-
-def predict(loaded: Loaded, files: list[Path], top: int) -> list[dict]:
+def predict(loaded: Loaded, files: list[Path], top: int, batch_size: int = 64) -> list[dict]:
     activation = _output_activation(loaded.model)
     if activation not in ("softmax", "sigmoid", "linear"):
         raise RunError(f"the model outputs {tuple(loaded.model.output.shape[1:])} features per image "
                        f"({loaded.model.layers[-1].name}), not class scores; use tlc extract")
-    x = loaded.preprocess(load_images(files, loaded.input_shape))
-    scores = loaded.model.predict(x, verbose=0)
+    scores = np.concatenate([np.asarray(loaded.model.predict_on_batch(x))
+                             for x, _ in loaded.feed(files).in_order(batch_size)])
     if activation == "linear":  # logits
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
         scores /= scores.sum(axis=1, keepdims=True)
@@ -117,12 +138,15 @@ def _output_activation(model) -> str | None:
     return activation if isinstance(activation, str) else None
 
 
-def extract(loaded: Loaded, data: Path, batch_size: int = 64,
-            progress: Any = None) -> tuple[np.ndarray, list[str]]:
-    """Features for an .npz (array `x`) or image files/folders; returns (features, sources).
+def extract(loaded: Loaded, data: Path, output: Path, batch_size: int = 64,
+            progress: Any = None) -> tuple[tuple, list[str]]:
+    """Features for an .npz (array `x`) or image files/folders, streamed batch by batch into the
+    .npy `output` (written atomically); returns (shape, sources).
 
     `progress(done, total)` is called after every batch.
     """
+    from .atomic import write_npy_rows
+
     if data.suffix == ".npz":
         try:
             with np.load(data, allow_pickle=False) as arrays:
@@ -132,13 +156,21 @@ def extract(loaded: Loaded, data: Path, batch_size: int = 64,
         x = as_images(x)
         if x.shape[1:] != loaded.input_shape:
             raise SpecError(f"{data}: images are {x.shape[1:]}, the model needs {loaded.input_shape}")
+        feed = Feed(Examples(np.zeros(len(x), "int64"), images=x), loaded.input_shape, loaded.preprocess)
         sources = [f"{data}[{i}]" for i in range(len(x))]
     else:
         files = image_files([data])
-        x, sources = load_images(files, loaded.input_shape), [str(f) for f in files]
-    x, parts = loaded.preprocess(x), []
-    for start in range(0, len(x), batch_size):
-        parts.append(np.asarray(loaded.model.predict_on_batch(x[start:start + batch_size])))
-        if progress:
-            progress(min(start + batch_size, len(x)), len(x))
-    return np.concatenate(parts), sources
+        feed, sources = loaded.feed(files), [str(f) for f in files]
+    shape = (len(feed), *(int(d) for d in loaded.model.output.shape[1:]))
+
+    def chunks():
+        done = 0
+        for x, _ in feed.in_order(batch_size):
+            features = np.asarray(loaded.model.predict_on_batch(x))
+            done += len(features)
+            if progress:
+                progress(done, len(feed))
+            yield features
+
+    write_npy_rows(output, shape, chunks())
+    return shape, sources

@@ -83,16 +83,21 @@ class Plan:
         return text
 
 
-def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = True) -> Plan:
-    """Plan `spec` (at `input_shape` if given). Invalid references raise `SpecError`."""
+def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = True,
+         min_input: bool = False) -> Plan:
+    """Plan `spec` (at `input_shape` if given). Invalid references raise `SpecError`.
+
+    `search`: find the smallest feasible input when the spec is infeasible; `min_input`: find it
+    for a feasible spec too (how far the input could shrink, for `check` and `summarize`).
+    """
     shape = tuple(input_shape or spec.input.hwc)
     try:
         result = _plan(spec, shape)
     except FieldError as exc:
         raise spec.error(exc.loc, exc.message) from None
-    if result.failure and search and result.failure.size_limited:
+    if (result.failure and search and result.failure.size_limited) or (result.ok and min_input):
         result.min_input = smallest_input(functools.cache(lambda h, w: _feasible(spec, (h, w, shape[2]))), shape)
-        if result.failure.layer is None and result.min_input:
+        if result.failure and result.failure.layer is None and result.min_input:
             result.failure = _locate_symbolic_failure(spec, result.failure, result.min_input, shape)
     return result
 
@@ -214,10 +219,26 @@ def _check_unique_names(layers: list[Layer]) -> None:
 
 
 def _warnings(spec: SpecBase, result: Plan) -> list[str]:
+    """Located warnings (`file:line:col: field: message`): things that are valid but likely wrong."""
     out = []
     if result.frozen_through > 0 and spec.backbone.weights is None:
-        out.append("backbone layers are frozen but weights is null: they keep their random initial values")
+        out.append(str(spec.error(("freeze",), "backbone layers are frozen but weights is null: "
+                                               "they keep their random initial values")))
+    missing = missing_weights(spec)
+    if missing is not None:
+        out.append(str(missing) + " (build and train need it)")
     return out
+
+
+def missing_weights(spec: SpecBase):
+    """A located `SpecError` when `backbone.weights` names a file that does not exist, else None."""
+    import os
+
+    source = spec.backbone.weights_file
+    if source is None or os.path.isfile(source[0]):
+        return None
+    loc = ("backbone", "weights", "path") if source[1] else ("backbone", "weights")
+    return spec.error(loc, f"file not found: {source[0]}")
 
 
 def smallest_input(feasible: Callable[[int, int], bool], shape: Shape) -> tuple[int, int] | None:

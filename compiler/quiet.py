@@ -6,10 +6,26 @@ errors raised by the import still propagate normally. `--debug` skips this.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 _done = False
+
+
+@contextlib.contextmanager
+def fd2_silenced():
+    """Point file descriptor 2 at /dev/null for the duration (C libraries write there directly:
+    TensorFlow's start-up notices, libjpeg's 'Improper call to JPEG library' on a broken file)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def import_keras_quietly(enabled: bool = True) -> None:
@@ -17,12 +33,5 @@ def import_keras_quietly(enabled: bool = True) -> None:
     if _done or "keras" in sys.modules or not enabled:
         return
     _done = True
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with fd2_silenced():
+        import keras  # noqa: F401

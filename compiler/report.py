@@ -53,13 +53,14 @@ class Outcome:
         if not p.ok:
             return f"{self.path}: infeasible: {p.failure_message()}"
         params = p.params()
+        smallest = f"; smallest input {format_shape(p.min_input)}" if p.min_input else ""
         return (f"{self.path}: ok: output {format_shape(p.output_shape)}, {params['total']:,} params "
-                f"({params['trainable']:,} trainable, {params['non_trainable']:,} frozen)")
+                f"({params['trainable']:,} trainable, {params['non_trainable']:,} frozen){smallest}")
 
 
 def examine(path: str) -> Outcome:
     try:
-        return Outcome(path, plan=plan(load_spec(path)))
+        return Outcome(path, plan=plan(load_spec(path), min_input=True))
     except SpecError as exc:
         return Outcome(path, error=exc)
 

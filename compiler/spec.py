@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from .components import Backbone, Head, StrictModel
@@ -78,14 +79,54 @@ Freeze = Annotated[
 class OptimizerSpec(StrictModel):
     type: Literal["adam", "sgd", "rmsprop"] = "adam"
     learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.001
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: Annotated[int, Strict(), Field(ge=0, le=100_000)] = 0
+
+
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class DataSpec(StrictModel):
-    type: Literal["digits", "npz", "directory", "cifar10"]
+    type: Literal["digits", "npz", "directory", "csv", "cifar10"]
     path: str | None = None
     classes: Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)] | None = None
-    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    validation_split: Fraction = 0.2
+    test_split: Fraction = 0.0
     resize: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = None
+    on_error: Literal["error", "skip"] = "error"
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> "DataSpec":
+        if self.validation_split + self.test_split >= 1:
+            raise ValueError("validation_split + test_split must be below 1 (training needs examples); "
+                             f"received: {self.validation_split} + {self.test_split}")
+        return self
+
+
+Factor = Annotated[float, Field(ge=0, le=1)]
+
+
+class AugmentSpec(StrictModel):
+    """Random image transformations for training images (Keras preprocessing layers)."""
+
+    flip: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = None
+    rotation: Factor = 0.0
+    zoom: Factor = 0.0
+    translation: Factor = 0.0
+    contrast: Factor = 0.0
+    brightness: Factor = 0.0
+    views: Annotated[int, Strict(), Field(ge=1, le=1000)] | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.flip or self.rotation or self.zoom or self.translation or self.contrast
+                    or self.brightness)
+
+
+class EarlyStoppingSpec(StrictModel):
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    patience: Annotated[int, Strict(), Field(ge=0, le=100_000)] = 3
+    restore_best: bool = True
 
 
 class PhaseSpec(StrictModel):
@@ -104,6 +145,10 @@ class TrainSpec(StrictModel):
     seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = 0
     phases: list[PhaseSpec] = []
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    augment: AugmentSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    class_weight: Literal["balanced"] | None = None
 
 
 class SpecBase(StrictModel):

@@ -58,20 +58,27 @@ def plugins_dict(registry: Registry) -> dict:
     return {"types": types, "failed": failed}
 
 
-def compare_table(runs: list[tuple[str, dict, list[dict]]]) -> Table:
+def compare_table(groups) -> Table:
+    """One row per run name; with several runs (seeds), the mean and the range."""
     from rich.table import Table
 
-    table = Table(title="runs")
+    from .comparison import Group
+
+    table = Table(title="runs (validation accuracy after epoch 1 and at the end; several runs: their mean)",
+                  title_justify="left")
     table.add_column("run", no_wrap=True)
-    for column in ("epochs", "val acc", "acc", "time (s)", "trainable", "frozen"):
+    for column in ("runs", "epochs", "acc@1", "acc@end", "test", "secs", "trainable", "frozen"):
         table.add_column(column, justify="right", no_wrap=True)
-    for name, metrics, _rows in runs:
-        final, params = metrics.get("final", {}), metrics.get("params", {})
-        table.add_row(name, str(metrics.get("epochs", "")), _fmt(final.get("val_accuracy")),
-                      _fmt(final.get("accuracy")), f"{metrics.get('train_seconds', 0):.1f}",
-                      f"{params.get('trainable', 0):,}", f"{params.get('non_trainable', 0):,}")
+    for g in groups:
+        g: Group
+        params = g.metrics[0].get("params", {})
+        table.add_row(g.name, str(len(g.metrics)), str(g.metrics[0].get("epochs", "")), _spread(g.at(0)),
+                      _spread(g.at(-1)), _spread(g.tests), f"{g.seconds():.1f}", f"{params.get('trainable', 0):,}",
+                      f"{params.get('non_trainable', 0):,}")
     return table
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{sum(values) / len(values):.3f}"

@@ -50,12 +50,67 @@ def test_check_json_single_ok(write):
     result = tlc("check", write(DIGITS), "--json")
     assert result.exit_code == 0
     obj = json.loads(result.stdout)
-    assert obj["ok"] is True and obj["error"] is None and obj["min_input"] is None
+    # min_input for a feasible spec too: two valid 3x3 convs and a 2x2 pool need 6x6
+    assert obj["ok"] is True and obj["error"] is None and obj["min_input"] == [6, 6]
     assert obj["input_shape"] == [8, 8, 1] and obj["output_shape"] == [3]
     # conv 1*9*4+4=40, conv 4*9*4+4=148 (frozen), dense 16*8+8=136, predictions 8*3+3=27
     assert obj["params"] == {"total": 351, "trainable": 163, "non_trainable": 188}
     assert set(obj) == {"spec", "ok", "input_shape", "output_shape", "error", "min_input", "params", "warnings"}
-    assert obj["warnings"] == ["backbone layers are frozen but weights is null: they keep their random initial values"]
+    assert [w.rsplit("/", 1)[-1] for w in obj["warnings"]] == ["spec.yaml:5:9: freeze: backbone layers are frozen but weights is null: "
+                               "they keep their random initial values"]
+    text = tlc("check", write(DIGITS))
+    assert "ok: output 3, 351 params (163 trainable, 188 frozen); smallest input 6x6" in text.stdout
+
+
+def test_min_input_of_a_feasible_spec_is_what_keras_accepts(write):
+    """For a feasible spec, the reported minimum builds in Keras and one pixel less does not."""
+    import tlc as api
+    from .helpers import keras_builds
+
+    path = write("input: {shape: [64, 48, 3]}\nbackbone: {type: conv_stack, blocks: "
+                 "[{filters: 4, kernel_size: [5, 3], pool_size: [3, 2]}, {filters: 4, strides: 2}]}\n"
+                 "head: {type: dense, classes: 2}\n")
+    h, w = json.loads(tlc("check", path, "--json").stdout)["min_input"]
+    spec = api.load_spec(path)
+    assert keras_builds(spec, h, w)
+    assert not keras_builds(spec, h - 1, w) and not keras_builds(spec, h, w - 1)
+
+
+def test_missing_weights_file_warns_in_check_and_fails_build_and_train_early(write, tmp_path):
+    path = write(DIGITS.replace("type: conv_stack", "type: conv_stack\n  weights: runs/src/model.keras")
+                 + "train: {data: {type: digits, classes: [0, 1, 2]}}\n")
+    result = tlc("check", path, "--json")
+    assert result.exit_code == 0
+    warning = [w for w in json.loads(result.stdout)["warnings"] if "not found" in w]
+    assert warning == [f"{path}:4:12: backbone.weights: file not found: {tmp_path / 'runs/src/model.keras'} "
+                       "(build and train need it)"]
+    text = tlc("check", path)
+    assert text.exit_code == 0 and "spec.yaml:4:12: backbone.weights: file not found" in text.stderr
+    for command in ("build", "train"):
+        result = tlc(command, path)
+        assert result.exit_code == 2, result.output
+        assert "spec.yaml:4:12: backbone.weights: file not found" in result.stderr
+
+
+def test_build_and_train_reject_a_bad_spec_before_importing_tensorflow(write):
+    """A bad spec under build/train fails as fast as under check: no TensorFlow import first."""
+    bad = write("input: {shape: [8, 8, 1]}\nbackbone: {type: conv_stak, blocks: [{filters: 4}]}\n"
+                "head: {type: dense, classes: 3}\ntrain: {data: {type: digits}}\n")
+    small = write(DIGITS.replace("[8, 8, 1]", "[5, 5, 1]") + "train: {data: {type: digits}}\n", "small.yaml")
+    nodata = write(DIGITS + "train: {data: {type: directory, path: nowhere}}\n", "nodata.yaml")
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from tlc.cli import app\n"
+        "codes = []\n"
+        f"for args in (['build', {str(bad)!r}], ['train', {str(bad)!r}], ['build', {str(small)!r}],\n"
+        f"             ['train', {str(small)!r}], ['train', {str(nodata)!r}], ['predict', 'x.keras', 'y.png']):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    codes.append(r.exit_code)\n"
+        "print(codes, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[2, 2, 1, 1, 2, 2] []", done.stderr
 
 
 def test_check_several_mixed_worst_exit_code_and_json_list(write):

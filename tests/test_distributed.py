@@ -60,7 +60,7 @@ def test_two_workers_on_localhost(write, tmp_path, single):
     assert [w.returncode for w in workers] == [0, 0], outputs
     chief = tmp_path / "runs0" / "dist"
     assert sorted(p.name for p in chief.iterdir()) == [
-        "accuracy.png", "history.csv", "metrics.json", "model.keras", "spec.lock.yaml"]
+        "accuracy.png", "history.csv", "logs", "metrics.json", "model.keras", "spec.lock.yaml", "split.json"]
     assert not (tmp_path / "runs1").exists()  # only the chief writes
     assert "the chief writes the run folder" in outputs[1][0]
     metrics = _final(chief)

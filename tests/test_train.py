@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tlc
+from tlc.data.pipeline import Feed
 from tlc.errors import RunError
 from tlc.train.loop import Reporter, train
 from tlc.train.runs import read_run
@@ -35,6 +36,17 @@ def digits(write, name="src", classes="0, 1, 2", dropout=", dropout: 0.25", extr
     return write(SOURCE.format(name=name, classes=classes, dropout=dropout) + extra, f"{name}.yaml")
 
 
+def tensorboard_scalars(folder) -> set:
+    """(tag, step) of every scalar in a TensorBoard log folder, read back with TensorFlow."""
+    import tensorflow as tf
+
+    out = set()
+    for file in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(file)):
+            out |= {(value.tag, event.step) for value in event.summary.value}
+    return out
+
+
 def rows_of(folder):
     with open(folder / "history.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -45,7 +57,11 @@ def test_run_folder_is_complete(write, tmp_path):
     folder = tmp_path / "runs" / "src"
     assert result.folder == folder
     assert sorted(p.name for p in folder.iterdir()) == [
-        "accuracy.png", "history.csv", "metrics.json", "model.keras", "spec.lock.yaml"]
+        "accuracy.png", "history.csv", "logs", "metrics.json", "model.keras", "spec.lock.yaml", "split.json"]
+    assert tensorboard_scalars(folder / "logs" / "train") == {
+        (tag, step) for tag in ("accuracy", "loss") for step in range(3)}
+    assert tensorboard_scalars(folder / "logs" / "validation") == {
+        (tag, step) for tag in ("accuracy", "loss") for step in range(3)}
     rows = rows_of(folder)
     assert list(rows[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
@@ -62,37 +78,44 @@ def test_run_folder_is_complete(write, tmp_path):
 
 def test_loaded_model_predicts_like_the_trained_one(write, tmp_path):
     import keras
-    from tlc.train import data
+    from tlc import data
 
     spec = tlc.load_spec(digits(write))
     result = train(spec, tmp_path)
-    x = data.load(spec).x_val[:20]
+    x = data.load(spec).val.images[:20]
     loaded = keras.saving.load_model(result.folder / "model.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-6)
 
 
-def test_transfer_loads_frozen_source_features_and_beats_scratch_early(write, tmp_path):
+def test_transfer_loads_frozen_source_features_and_beats_scratch_on_scarce_data(tmp_path):
+    """The demo's story, on its own specs: with ~45 training images of 5-9, the source's frozen
+    features put transfer ahead of scratch after one epoch (by 0.11-0.16 in every seed seen;
+    asserted on the mean over three seeds, with a margin, so one unlucky seed cannot fail it)."""
+    import shutil
+
+    from .conftest import EXAMPLES
+
+    shutil.copytree(EXAMPLES, tmp_path / "spec_examples")
     runs = tmp_path / "runs"
-    source_path = digits(write, "source", classes="0, 1, 2, 3, 4")
-    source_path.write_text(source_path.read_text().replace("classes: 3", "classes: 5"))
-    source = train(tlc.load_spec(source_path), runs, epochs=6)
-    tail = "\n".join(line for line in SOURCE.splitlines() if "classes: [" not in line and "epochs" not in line)
-    common = dict(classes="5, 6, 7, 8, 9")
-    transfer_spec = digits(write, "transfer", **common,
-                           extra="freeze: all\n").read_text().replace(
-        "type: conv_stack", f"type: conv_stack\n  weights: {runs / 'source' / 'model.keras'}")
-    transfer_path = write(transfer_spec.replace("classes: 3", "classes: 5"), "transfer.yaml")
-    scratch_path = write(digits(write, "scratch", **common).read_text().replace("classes: 3", "classes: 5"), "scratch.yaml")
-    transfer = train(tlc.load_spec(transfer_path), runs, epochs=2)
-    scratch = train(tlc.load_spec(scratch_path), runs, epochs=2)
-    for name in ("block1_conv1", "block1_conv2"):
-        for a, b in zip(transfer.model.get_layer(name).get_weights(), source.model.get_layer(name).get_weights()):
-            np.testing.assert_array_equal(a, b)  # frozen: unchanged by training
-        assert transfer.model.get_layer(name).trainable is False
-    assert transfer.metrics["params"]["non_trainable"] == 80 + 584
-    first = lambda r: read_run(r.folder)[1][0]
-    assert first(transfer)["accuracy"] > first(scratch)["accuracy"]
-    assert "feature cache: on, layers 1..3" in transfer.metrics["feature_cache"][0]
+    source = train(tlc.load_spec(tmp_path / "spec_examples" / "digits_source.yaml"), runs)
+    first = {"transfer": [], "scratch": []}
+    for seed in range(3):
+        for kind in first:
+            spec = tlc.load_spec(tmp_path / "spec_examples" / f"digits_{kind}_scarce.yaml")
+            spec = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
+            result = train(spec, tmp_path / f"seed{seed}", epochs=1)
+            first[kind].append(read_run(result.folder)[1][0]["val_accuracy"])
+            if kind == "transfer":
+                for name in ("block1_conv1", "block1_conv2"):
+                    for a, b in zip(result.model.get_layer(name).get_weights(),
+                                    source.model.get_layer(name).get_weights()):
+                        np.testing.assert_array_equal(a, b)  # loaded, and frozen: unchanged by training
+                    assert result.model.get_layer(name).trainable is False
+                assert result.metrics["params"]["non_trainable"] == 320 + 9248
+                assert "feature cache: on, layers 1..3" in result.metrics["feature_cache"][0]
+    gap = np.mean(first["transfer"]) - np.mean(first["scratch"])
+    ahead = sum(t > s for t, s in zip(first["transfer"], first["scratch"]))
+    assert gap >= 0.05 and ahead >= 2, f"first-epoch val accuracy, transfer {first['transfer']} vs scratch {first['scratch']}"
 
 
 def test_phases_change_trainable_flags_and_learning_rate(write, tmp_path):
@@ -177,9 +200,9 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
     calls = []
     real = cache._features
 
-    def spy(forward, out_shape, x, target, batch_size):
+    def spy(forward, out_shape, batches, rows, target, batch_size):
         calls.append(target.is_file())
-        return real(forward, out_shape, x, target, batch_size)
+        return real(forward, out_shape, batches, rows, target, batch_size)
 
     import shutil
 
@@ -189,13 +212,13 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
         spec = tlc.load_spec(path)
         folder = tmp_path / "src.partial"
         model = __import__("tlc").compile(spec)
-        from tlc.train import data as datasets
+        from tlc import data as datasets
 
-        d = datasets.load(spec)
-        part = cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
+        feeds = datasets.feeds(spec, datasets.load(spec))
+        part = cache.split(model, *feeds, folder / "cache", enabled=True)
         assert calls == [False, False]  # new random weights: a different key, recomputed
         calls.clear()
-        cache.split(model, d.x_train, d.x_val, folder / "cache", enabled=True)
+        cache.split(model, *feeds, folder / "cache", enabled=True)
         assert calls == [True, True]  # same weights and data: reused
     assert len(list((folder / "cache").glob("*.npy"))) == 4  # kept until the run ends
     cache.drop_unused(folder / "cache", [part.key])
@@ -228,18 +251,19 @@ def test_cached_features_equal_the_prefix_output_for_any_length(write, tmp_path)
     spec = tlc.load_spec(digits(write, dropout="", extra="freeze: all\n"))
     model = tlc.compile(spec)
     x = np.random.default_rng(0).random((37, 8, 8, 1), dtype=np.float32)
-    part = cache.split(model, x, x[:5], tmp_path / "cache", enabled=True, batch_size=16)
+    part = cache.split(model, Feed.of(x), Feed.of(x[:5]), tmp_path / "cache", enabled=True, batch_size=16)
     prefix_out = model.get_layer("head_flatten").output
     import keras
 
     expected = keras.Model(model.input, prefix_out).predict(x, verbose=0)
-    assert part.x_train.shape == (37, *prefix_out.shape[1:])
-    np.testing.assert_allclose(part.x_train, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(part.x_val, expected[:5], rtol=1e-5, atol=1e-6)
+    features = part.train.examples.images
+    assert features.shape == (37, *prefix_out.shape[1:])
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(part.val.examples.images, expected[:5], rtol=1e-5, atol=1e-6)
     # validation on features runs in batches of up to 64 MB, never below the training batch
-    assert part.eval_batch_size == cache.EVAL_BATCH_BYTES // (4 * part.x_train.shape[1])
-    empty = cache.split(model, x, x[:0], tmp_path / "cache2", enabled=True, batch_size=16)
-    assert empty.x_val.shape == (0, *prefix_out.shape[1:])
+    assert part.eval_batch_size == cache.EVAL_BATCH_BYTES // (4 * features.shape[1])
+    empty = cache.split(model, Feed.of(x), Feed.of(x[:0]), tmp_path / "cache2", enabled=True, batch_size=16)
+    assert empty.val.examples.images.shape == (0, *prefix_out.shape[1:])
 
 
 def test_features_over_the_memory_limit_are_memory_mapped_and_train_the_same(write, tmp_path, monkeypatch):
@@ -247,11 +271,14 @@ def test_features_over_the_memory_limit_are_memory_mapped_and_train_the_same(wri
 
     spec = tlc.load_spec(digits(write, dropout="", extra="freeze: all\n"))
     in_memory = train(spec, tmp_path / "m", epochs=2)
+    from tlc.data import pipeline
+
     monkeypatch.setattr(cache, "IN_MEMORY_LIMIT", 1024)
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT", 1024)  # and read back batch by batch
     model = tlc.compile(spec)
     x = np.zeros((40, 8, 8, 1), "float32")
-    part = cache.split(model, x, x[:8], tmp_path / "c", enabled=True)
-    assert isinstance(part.x_train, np.memmap) and part.x_train.shape[0] == 40
+    part = cache.split(model, Feed.of(x), Feed.of(x[:8]), tmp_path / "c", enabled=True)
+    assert isinstance(part.train.examples.images, np.memmap) and len(part.train) == 40
     mapped = train(spec, tmp_path / "mm", epochs=2)
     assert rows_of(mapped.folder) == rows_of(in_memory.folder)
 

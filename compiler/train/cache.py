@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_npy_rows
+from ..data.pipeline import IN_MEMORY_LIMIT, Feed
+
 STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
               "GaussianDropout", "AlphaDropout")
-IN_MEMORY_LIMIT = 512 * 2**20  # larger feature arrays are memory-mapped from the cache file
 EVAL_BATCH_BYTES = 64 * 2**20  # validating the tail on features: batches up to this size
 
 
@@ -26,8 +28,8 @@ class Split:
     """What to train in a phase: the whole model on images, or its tail on cached features."""
 
     model: Any
-    x_train: np.ndarray
-    x_val: np.ndarray
+    train: Feed
+    val: Feed
     note: str
     eval_batch_size: int | None = None  # None: the training batch size
     key: str | None = None  # the cache key of the features, when cached
@@ -48,77 +50,92 @@ def _is_chain(model, start: int) -> bool:
     return all(layers[i].input is layers[i - 1].output for i in range(max(start, 1), len(layers)))
 
 
-def split(model, x_train: np.ndarray, x_val: np.ndarray, cache_dir: Path, *, enabled: bool,
+def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
           batch_size: int = 32, off_because: str = "--no-cache") -> Split:
     if not enabled:
-        return Split(model, x_train, x_val, f"feature cache: off ({off_because})")
+        return Split(model, train, val, f"feature cache: off ({off_because})")
     k, why = boundary(model)
     if k <= 1:
-        return Split(model, x_train, x_val, f"feature cache: not used ({why}; nothing before it is frozen)")
+        return Split(model, train, val, f"feature cache: not used ({why}; nothing before it is frozen)")
     if k >= len(model.layers):
-        return Split(model, x_train, x_val, f"feature cache: not used ({why}; nothing to train)")
+        return Split(model, train, val, f"feature cache: not used ({why}; nothing to train)")
     if not _is_chain(model, k):
-        return Split(model, x_train, x_val, "feature cache: not used (the model is not a plain chain of layers)")
+        return Split(model, train, val, "feature cache: not used (the model is not a plain chain of layers)")
+    augment = train.augment
+    views = augment.spec.views if augment is not None else None
+    if augment is not None and not views:
+        return Split(model, train, val, "feature cache: off (augmentation changes the training images every "
+                                        "epoch; set train.augment.views: K to cache K augmented views)")
     import keras
     import tensorflow as tf
 
     last = model.layers[k - 1]
     prefix = keras.Model(model.input, last.output)
-    key = _key(model.layers[1:k], x_train, x_val)
+    key = _key(model.layers[1:k], train, val)
     # One graph, traced once for one batch shape, for train and validation alike (`predict`
     # costs ~5% more here, mostly per-batch overhead).
     forward = tf.function(lambda batch: prefix(batch, training=False))
     out_shape = tuple(last.output.shape[1:])
     files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
     how = "reused from the cache" if all(f.is_file() for f in files.values()) else "computed once"
-    features = [_features(forward, out_shape, x, files[part], batch_size)
-                for part, x in (("train", x_train), ("val", x_val))]
-    tail_input = keras.Input(shape=features[0].shape[1:], name=f"{last.name}_features")
+    train_batches = [train.in_order(batch_size)] if not views else \
+        [train.augmented_view(v, batch_size) for v in range(views)]
+    features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"], batch_size),
+                _features(forward, out_shape, [val.in_order(batch_size)], len(val), files["val"], batch_size))
+    tail_input = keras.Input(shape=out_shape, name=f"{last.name}_features")
     x = tail_input
     for layer in model.layers[k:]:
         x = layer(x)  # the same layer objects: training the tail trains the model
     tail = keras.Model(tail_input, x, name=f"{model.name}_tail")
     # The tail's forward pass is cheap, so validation runs in few large batches (per-batch overhead
     # would dominate); the mean over the same examples is the same up to float rounding.
-    per_example = max(1, int(np.prod(out_shape)) * features[0].itemsize)
+    per_example = max(1, int(np.prod(out_shape)) * 4)
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
-    return Split(tail, features[0], features[1],
-                 f"feature cache: on, layers 1..{k - 1} {how} (up to {last.name}; {why})",
-                 eval_batch_size, key)
+    note = f"feature cache: on, layers 1..{k - 1} {how} (up to {last.name}; {why})"
+    if views:
+        size = features[0].nbytes / 2**20
+        note += (f"; {views} augmented views of {len(train):,} training images "
+                 f"({size:,.1f} MB on disk, {size / views:,.1f} MB per view)")
+    return Split(tail, Feed.of(features[0], train.examples.labels, views=views or 1),
+                 Feed.of(features[1], val.examples.labels), note, eval_batch_size, key)
 
 
-def _features(forward, out_shape: tuple, x: np.ndarray, path: Path, batch_size: int) -> np.ndarray:
-    """The prefix's output for `x`, from the cache file or computed (at the training batch size:
-    large batches of big feature maps are slower on CPU caches) and appended batch by batch to
-    that file, so memory holds one batch however large the dataset. (Plain writes, not a
-    writable memory map: a full disk must be an error, not a SIGBUS.)"""
+def _features(forward, out_shape: tuple, batches: list, rows: int, path: Path, batch_size: int) -> np.ndarray:
+    """The prefix's output for every batch of `batches` (tf.data of (images, labels)), from the
+    cache file or computed and appended batch by batch to it, so memory holds one batch however
+    large the dataset. Every call gets one batch shape: a short last batch is padded."""
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npy")
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("float32")), "fortran_order": False,
-                  "shape": (len(x), *out_shape)}
-        with open(tmp, "wb") as handle:
-            np.lib.format.write_array_header_1_0(handle, header)
-            for start in range(0, len(x), batch_size):
-                batch = x[start:start + batch_size]
-                n = len(batch)
-                if n < batch_size:  # padded, so that every call has the one traced shape
-                    batch = np.concatenate([batch, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
-                handle.write(np.ascontiguousarray(forward(batch).numpy()[:n], dtype="float32").tobytes())
-        tmp.replace(path)
+        def chunks():
+            for dataset in batches:
+                for images, _ in dataset:
+                    n = int(images.shape[0])
+                    if n < batch_size:
+                        images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), "float32")])
+                    yield forward(images).numpy()[:n]
+
+        write_npy_rows(path, (rows, *out_shape), chunks())
     return np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
 
 
-def _key(layers, x_train: np.ndarray, x_val: np.ndarray) -> str:
+def _key(layers, train: Feed, val: Feed) -> str:
     digest = hashlib.sha256()
-    for array in (x_train, x_val):
-        digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+    for feed in (train, val):
+        digest.update(f"{feed.hwc}|{_name(feed.preprocess)}|".encode())
+        feed.examples.fingerprint(digest)
+    if train.augment is not None:
+        digest.update(f"{train.augment.spec.model_dump_json()}|{train.augment.seed}".encode())
     for layer in layers:
         digest.update(json.dumps(layer.get_config(), sort_keys=True, default=str).encode())
         for weight in layer.get_weights():
             digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()[:20]
+
+
+def _name(function) -> str:
+    if function is None:
+        return "none"
+    owner = getattr(function, "__self__", None)  # a bound backbone method: its config decides it
+    return f"{getattr(function, '__qualname__', function)}:{owner.model_dump_json() if owner is not None else ''}"
 
 
 def drop_unused(cache_dir: Path, keys: list[str]) -> None:

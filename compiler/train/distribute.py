@@ -84,37 +84,51 @@ class Strategy:
         return self.tf.scope() if self.tf else contextlib.nullcontext()
 
 
-def fit_multi_worker(strategy: Strategy, model: Any, x, y, x_val, y_val, loss: Any, batch_size: int,
-                     seed: int, epochs: range, hooks: Any, batches) -> None:
-    """The custom loop: one `strategy.run` per global batch; metrics are reduced across workers."""
+def worker_slices(feed: Any, seed: int, epochs: range, batch_size: int, replicas: int, first: int, local: int):
+    """One worker's share of every global batch, as index slices (nothing loaded yet): all workers
+    build the same seeded index batches, and replicas first..first+local-1 of the N take their
+    near-equal slices (never an empty one: a last global batch smaller than N is dropped).
+    Yields (epoch, batch, ids, global batch size)."""
     import tensorflow as tf
 
-    steps = len(x) // batch_size + (len(x) % batch_size >= strategy.replicas)
+    def slices(epoch, batch, ids):
+        n = tf.shape(ids)[0]
+
+        def part(j):
+            r = tf.cast(first + j, tf.int32)
+            lo, hi = n * r // replicas, n * (r + 1) // replicas
+            return epoch, batch, ids[lo:hi], n
+
+        return tf.data.Dataset.range(local).map(part)
+
+    return (feed.index_batches(seed, epochs, batch_size)
+            .filter(lambda epoch, batch, ids: tf.shape(ids)[0] >= replicas)
+            .flat_map(slices))
+
+
+def fit_multi_worker(strategy: Strategy, model: Any, train: Any, val: Any, loss: Any, batch_size: int,
+                     seed: int, epochs: range, hooks: Any, class_weight: dict | None = None) -> None:
+    """The custom loop: one `strategy.run` per global batch; metrics are reduced across workers.
+
+    `train` and `val` are data Feeds. Every worker builds the same seeded index batches and
+    loads only its replicas' slices of them, so each worker reads (decodes) only its own files.
+    """
+    import tensorflow as tf
+
+    steps = len(train) // batch_size + (len(train) % batch_size >= strategy.replicas)
     per_example = loss.__class__.from_config({**loss.get_config(), "reduction": "none"})
     optimizer = model.optimizer
-
     replicas = strategy.replicas
+    load = train.loader(training=True)
+    classes = int(model.output.shape[-1])
+    weight_of = tf.constant([(class_weight or {}).get(c, 1.0) for c in range(classes)], tf.float32)
 
     def shard(context):
-        """This worker's slices of every global batch: all workers build the same seeded batches
-        and each of the N replicas takes a near-equal share (never an empty one: a last global
-        batch smaller than N is dropped)."""
         local = replicas // context.num_input_pipelines
-        first = context.input_pipeline_id * local
-
-        def slices(images, labels):
-            n = tf.shape(labels)[0]
-
-            def part(j):
-                r = tf.cast(first + j, tf.int32)
-                lo, hi = n * r // replicas, n * (r + 1) // replicas
-                return images[lo:hi], labels[lo:hi], n
-
-            return tf.data.Dataset.range(local).map(part)
-
-        return (batches(x, y, seed, epochs, batch_size)
-                .filter(lambda images, labels: tf.shape(labels)[0] >= replicas)
-                .flat_map(slices))
+        return (worker_slices(train, seed, epochs, batch_size, replicas, context.input_pipeline_id * local, local)
+                .map(lambda epoch, batch, ids, n: (*load(epoch, batch, ids), n),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
 
     dataset = strategy.tf.distribute_datasets_from_function(shard)
 
@@ -122,7 +136,7 @@ def fit_multi_worker(strategy: Strategy, model: Any, x, y, x_val, y_val, loss: A
         images, labels, global_size = inputs
         with tf.GradientTape() as tape:
             scores = model(images, training=True)
-            losses = per_example(labels, scores)
+            losses = per_example(labels, scores) * tf.gather(weight_of, labels)
             mean = tf.reduce_sum(losses) / tf.cast(global_size, losses.dtype)
         grads = tape.gradient(mean, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -142,9 +156,14 @@ def fit_multi_worker(strategy: Strategy, model: Any, x, y, x_val, y_val, loss: A
             totals += [float(v) for v in train_step(iterator)]
             hooks.batch()
         logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
-        if len(y_val):  # every worker holds the whole model: evaluate locally, outside `fit`
-            scores = np.concatenate([np.asarray(model(x_val[i:i + batch_size], training=False))
-                                     for i in range(0, len(x_val), batch_size)])
-            logs["val_loss"] = float(np.mean(per_example(y_val, scores)))
-            logs["val_accuracy"] = float(np.mean(np.argmax(scores, axis=-1) == y_val))
+        if len(val):  # every worker holds the whole model: evaluate locally, outside `fit`
+            losses, hits = [], []
+            for images, labels in val.in_order(batch_size):
+                scores = model(images, training=False)
+                losses.append(np.asarray(per_example(labels, scores)))
+                hits.append(np.argmax(scores, axis=-1) == labels.numpy())
+            logs["val_loss"] = float(np.mean(np.concatenate(losses)))
+            logs["val_accuracy"] = float(np.mean(np.concatenate(hits)))
         hooks.end(epoch, logs)
+        if hooks.stopped:
+            break

@@ -36,26 +36,83 @@ def accuracy_plot(rows: list[dict], title: str, phase_starts: list[int]):
     return write
 
 
-def compare_plot(runs: list[tuple[str, dict, list[dict]]]):
-    """A writer for the seed article's figures: validation accuracy per epoch and training time."""
+def compare_plot(groups):
+    """A writer for the seed article's figures: validation accuracy per epoch (the mean over a
+    group's runs, with their range shaded) and training time."""
 
     def write(path: Path) -> None:
         plt = _pyplot()
         fig, (acc, secs) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110,
                                         gridspec_kw={"width_ratios": [2, 1]})
-        for name, _metrics, rows in runs:
-            key = "val_accuracy" if rows and "val_accuracy" in rows[0] else "accuracy"
-            acc.plot([int(r["epoch"]) + 1 for r in rows], [r[key] for r in rows], "-o", markersize=4,
-                     label=f"{name} ({key.replace('_', ' ')})")
+        for i, group in enumerate(groups):
+            epochs, mean, low, high = group.curve()
+            runs = f", mean of {len(group.rows)} runs" if len(group.rows) > 1 else ""
+            acc.plot(epochs, mean, "-o", markersize=4, color=f"C{i}",
+                     label=f"{group.name} ({group.key.replace('_', ' ')}{runs})")
+            if len(group.rows) > 1:
+                acc.fill_between(epochs, low, high, color=f"C{i}", alpha=0.15)
         acc.set(title="accuracy per epoch", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
         acc.grid(alpha=0.3)
         acc.legend(loc="lower right")
-        names = [name for name, _, _ in runs]
-        seconds = [metrics.get("train_seconds", 0.0) for _, metrics, _ in runs]
-        bars = secs.bar(names, seconds, color=[f"C{i}" for i in range(len(runs))])
+        names = [group.name for group in groups]
+        bars = secs.bar(names, [group.seconds() for group in groups], color=[f"C{i}" for i in range(len(groups))])
         secs.bar_label(bars, fmt="%.1f s")
-        secs.set(title="training time", ylabel="seconds")
+        secs.set(title="training time (mean per run)", ylabel="seconds")
         secs.tick_params(axis="x", labelrotation=20)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+    return write
+
+
+def confusion_plot(matrix, names: list[str], title: str):
+    """A writer for `confusion.png`: counts as a labelled heat map (rows true, columns predicted),
+    each cell also shaded by its share of the true class so rare classes stay readable."""
+
+    def write(path: Path) -> None:
+        import numpy as np
+
+        plt = _pyplot()
+        k = len(names)
+        side = min(max(4.5, 0.55 * k + 2.5), 16)
+        fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=110)
+        shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+        ax.set_xticks(range(k), names, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
+        ax.set_yticks(range(k), names)
+        ax.set(xlabel="predicted class", ylabel="true class", title=title)
+        if k <= 30:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=9 if k <= 12 else 6,
+                            color="white" if shares[i, j] > 0.5 else "black")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+    return write
+
+
+def examples_grid(images, captions: list[str], title: str):
+    """A writer for a grid of images (in [0, 1]) with a caption under each (misclassified.png)."""
+
+    def write(path: Path) -> None:
+        import math
+
+        plt = _pyplot()
+        n = len(images)
+        cols = min(n, 4)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), dpi=110, squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, image, caption in zip(axes.ravel(), images, captions):
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
+                      vmin=0, vmax=1)
+            ax.set_title(caption, fontsize=8)
+        fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)

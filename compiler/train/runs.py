@@ -37,6 +37,10 @@ class State:
     checkpoint: str | None = None
     notes: list[str] = field(default_factory=list)
     cache_keys: list[str] = field(default_factory=list)  # feature cache entries this run used
+    phases_done: int = 0
+    phase_starts: list[int] = field(default_factory=list)  # the epoch each phase started at
+    early: dict = field(default_factory=dict)  # early stopping's memory in the current phase
+    stops: list[dict] = field(default_factory=list)  # why phases stopped early
 
 
 def lock_text(spec) -> str:
@@ -90,6 +94,18 @@ class RunFolder:
     def cache_dir(self) -> Path:
         return self.work / "cache"
 
+    @property
+    def best_path(self) -> Path:
+        return self.work / "best.weights.h5"
+
+    def save_best(self, model) -> None:
+        """The best epoch's weights so far (early stopping's `restore_best`)."""
+        if self.writer:
+            write_with(self.best_path, model.save_weights)
+
+    def best_exists(self) -> bool:
+        return self.best_path.is_file()
+
     def checkpoint_path(self, state: State) -> Path | None:
         return self.work / state.checkpoint if state.checkpoint else None
 
@@ -106,15 +122,18 @@ class RunFolder:
         if previous and previous != name:
             (self.work / previous).unlink(missing_ok=True)
 
-    def finish(self, model, state: State, metrics: dict, spec, plot) -> Path:
+    def finish(self, model, state: State, metrics: dict, spec, plot, extra: dict[str, str] | None = None) -> Path:
+        """Write the run's files into the work folder, then swap it in for the final one."""
         if not self.writer:
             return self.final
+        for name, text in (extra or {}).items():
+            write_text(self.work / name, text)
         write_with(self.work / "model.keras", model.save)
         write_text(self.work / "history.csv", history_csv(state.rows))
         write_text(self.work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_text(self.work / "spec.lock.yaml", lock_text(spec))
         write_with(self.work / "accuracy.png", plot)
-        for leftover in [STATE, state.checkpoint]:
+        for leftover in [STATE, state.checkpoint, self.best_path.name]:
             if leftover:
                 (self.work / leftover).unlink(missing_ok=True)
         old = self.final.with_name(f"{self.final.name}.old-{os.getpid()}")

@@ -1,0 +1,76 @@
+"""The data layer, below train, evaluate, predict, extract and export: sources that give file
+lists or arrays, a stratified seeded split, and one tf.data pipeline (`Feed`).
+
+Memory does not depend on the number of images: files are decoded batch by batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import RunError
+from .sources import IMAGE_SUFFIXES, Examples, as_images, read
+from .split import stratified
+
+__all__ = ["Dataset", "Examples", "IMAGE_SUFFIXES", "as_images", "load"]
+
+
+@dataclass
+class Dataset:
+    train: Examples
+    val: Examples
+    test: Examples
+    class_names: list[str]
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (on_error: skip)
+    indices: dict = field(default_factory=dict)  # part -> indices into the source's examples
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load(spec, *, check_files: bool = True) -> Dataset:
+    """The spec's `train.data`: read, checked for unreadable files, split."""
+    data = spec.train.data
+    examples, names = read(spec)
+    skipped: list[str] = []
+    if examples.streamed and check_files:
+        from .images import unreadable
+
+        bad = unreadable(examples.files, spec.input.hwc[2])
+        if len(bad) and data.on_error == "error":
+            more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+            raise RunError(f"{examples.files[bad[0]]}: not a readable image{more}; "
+                           "remove it, or set train.data.on_error: skip")
+        if len(bad):
+            skipped = [str(f) for f in examples.files[bad]]
+            examples = examples.take(np.setdiff1d(np.arange(len(examples)), bad))
+    train, val, test = stratified(examples.labels, data.validation_split, data.test_split, spec.train.seed)
+    if len(train) == 0:
+        raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
+    return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped,
+                   {"train": train, "val": val, "test": test})
+
+
+def check_source(spec) -> None:
+    """The data source's path, checked without reading it (a fast, located error)."""
+    from .sources import _required_path
+
+    if spec.train.data.type in ("npz", "directory", "csv"):
+        _required_path(spec.train.data, spec)
+
+
+def feeds(spec, dataset: Dataset):
+    """(train, validation) feeds for `tlc train`: training batches augmented, both preprocessed."""
+    from .pipeline import Feed
+
+    augment = None
+    a = spec.train.augment
+    if a is not None and a.active:
+        from .augment import Augmenter
+
+        augment = Augmenter(a, spec.train.seed)
+    preprocess = spec.backbone.preprocess
+    return (Feed(dataset.train, spec.input.hwc, preprocess, augment),
+            Feed(dataset.val, spec.input.hwc, preprocess))

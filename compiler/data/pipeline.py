@@ -1,0 +1,137 @@
+"""One tf.data pipeline for every use of data: training epochs, evaluation in order, feature
+extraction. A `Feed` turns index batches into model inputs: it decodes files in parallel (or
+gathers rows of an in-memory or memory-mapped array), augments training batches, and applies
+the backbone's preprocessing.
+
+Training batches are built from per-epoch orders `default_rng([seed, epoch]).permutation(n)`, so
+a resumed run sees exactly the batches an uninterrupted run would; a distributed worker slices
+index batches before loading, so it reads only its own files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .images import decode_many
+from .sources import Examples
+
+IN_MEMORY_LIMIT = 512 * 2**20  # larger arrays are read from their memory map batch by batch
+
+
+@dataclass
+class Feed:
+    examples: Examples
+    hwc: tuple[int, int, int]
+    preprocess: Callable | None = None
+    augment: Any = None  # an Augmenter, for training batches
+    views: int = 1  # an array of `views` stacked copies (cached augmented views): epoch e reads view e mod views
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @classmethod
+    def of(cls, images: np.ndarray, labels: np.ndarray | None = None, views: int = 1) -> Feed:
+        """A feed over a ready array (cached features, or images already preprocessed)."""
+        n = len(images) // views
+        labels = np.zeros(n, "int64") if labels is None else labels
+        return cls(Examples(labels, images=images), tuple(images.shape[1:]), views=views)
+
+    @property
+    def element_shape(self) -> tuple:
+        return tuple(self.examples.images.shape[1:]) if self.examples.images is not None else self.hwc
+
+    # --- index batches -------------------------------------------------------------------------
+    def index_batches(self, seed: int, epochs: range, batch_size: int):
+        """(epoch, batch number, example indices) for every training batch of `epochs`."""
+        import tensorflow as tf
+
+        n = len(self)
+        orders = np.stack([np.random.default_rng([seed, e]).permutation(n) for e in epochs]) if len(epochs) \
+            else np.zeros((0, n), "int64")
+        numbers = np.asarray(list(epochs), dtype="int64")
+
+        def one_epoch(epoch, order):
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            return batches.enumerate().map(lambda b, ids: (epoch, b, ids))
+
+        return tf.data.Dataset.from_tensor_slices((numbers, orders)).flat_map(one_epoch)
+
+    def ordered_batches(self, batch_size: int):
+        import tensorflow as tf
+
+        ids = tf.data.Dataset.range(len(self)).batch(batch_size)
+        return ids.enumerate().map(lambda b, i: (tf.constant(-1, tf.int64), b, i))
+
+    # --- loading -------------------------------------------------------------------------------
+    def loader(self, training: bool) -> Callable:
+        """(epoch, batch, ids) -> (inputs, labels), as a tf.data map function."""
+        import tensorflow as tf
+
+        ex = self.examples
+        labels = tf.constant(ex.labels)
+        n = len(self)
+        if ex.files is not None:
+            files, (h, w, c) = tf.constant(ex.files), self.hwc
+
+            def rows(epoch, ids):
+                return decode_many(tf.gather(files, ids), (h, w), c)
+        elif ex.images.nbytes <= IN_MEMORY_LIMIT or not isinstance(ex.images, np.memmap):
+            images = tf.constant(np.asarray(ex.images))
+
+            def rows(epoch, ids):
+                return tf.gather(images, ids + self._offset(epoch, n))
+        else:
+            mapped, shape = ex.images, tuple(ex.images.shape[1:])
+
+            def rows(epoch, ids):
+                out = tf.numpy_function(lambda i: np.asarray(mapped[np.asarray(i)], "float32"),
+                                        [ids + self._offset(epoch, n)], tf.float32)
+                out.set_shape((None, *shape))
+                return out
+
+        augment = self.augment if training else None
+        preprocess = self.preprocess
+
+        def load(epoch, batch, ids):
+            x = rows(epoch, ids)
+            if augment is not None:
+                x = augment(x, ids, epoch)
+            if preprocess is not None:
+                x = preprocess(x)
+            return x, tf.gather(labels, ids)
+
+        return load
+
+    def _offset(self, epoch, n: int):
+        import tensorflow as tf
+
+        if self.views == 1:
+            return tf.constant(0, tf.int64)
+        return (tf.math.floormod(tf.maximum(epoch, 0), self.views)) * n
+
+    def epochs(self, seed: int, epochs: range, batch_size: int):
+        """Training batches for `epochs` (shuffled, augmented), decoded in parallel and prefetched."""
+        import tensorflow as tf
+
+        return (self.index_batches(seed, epochs, batch_size)
+                .map(self.loader(training=True), num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+
+    def in_order(self, batch_size: int):
+        """Every example once, in order, without augmentation (validation, test, features)."""
+        import tensorflow as tf
+
+        return (self.ordered_batches(batch_size)
+                .map(self.loader(training=False), num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+
+    def augmented_view(self, view: int, batch_size: int):
+        """Every training example once, in order, augmented as view `view` (for cached views)."""
+        import tensorflow as tf
+
+        ids = tf.data.Dataset.range(len(self)).batch(batch_size)
+        batches = ids.enumerate().map(lambda b, i: (tf.constant(view, tf.int64), b, i))
+        return (batches.map(self.loader(training=True), num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,222 @@
+"""Where examples come from: each source gives image files (streamed later) or an in-memory array,
+with integer labels and class names.
+
+`directory` and `csv` give file lists, so nothing is decoded here and memory does not depend on
+the number of images; `digits`, `npz` and `cifar10` are arrays already (small, or shipped so),
+scaled to [0, 1] and fitted to the spec's input once.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RunError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+PATH = ("train", "data", "path")
+
+
+@dataclass
+class Examples:
+    """Labelled examples: image files (`files`) or images in [0, 1] at the spec's input (`images`)."""
+
+    labels: np.ndarray
+    files: np.ndarray | None = None  # str paths
+    images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def streamed(self) -> bool:
+        return self.files is not None
+
+    def take(self, indices: np.ndarray) -> Examples:
+        return Examples(self.labels[indices],
+                        None if self.files is None else self.files[indices],
+                        None if self.images is None else self.images[indices])
+
+    def fingerprint(self, digest) -> None:
+        """Feed what identifies these examples into a hash (for the feature cache key)."""
+        digest.update(np.ascontiguousarray(self.labels).tobytes())
+        if self.files is not None:
+            for name in self.files:
+                stat = os.stat(name)
+                digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        else:
+            digest.update(str(self.images.shape).encode())
+            digest.update(np.ascontiguousarray(self.images).tobytes())
+
+
+def read(spec) -> tuple[Examples, list[str]]:
+    """The spec's `train.data` source, with `classes` picked and relabelled."""
+    data = spec.train.data
+    examples, names = SOURCES[data.type](data, spec)
+    examples, names = select_classes(examples, names, data.classes, spec)
+    if len(names) < 2:
+        raise spec.error(("train", "data"), f"needs at least 2 classes; found {len(names)} ({', '.join(names)})")
+    if examples.images is not None:
+        examples.images = fit_to_input(examples.images, spec)
+    return examples, names
+
+
+def _digits(data, spec):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images[..., None] / 16.0).astype("float32")
+    return Examples(digits.target.astype("int64"), images=images), [str(i) for i in range(10)]
+
+
+def _npz(data, spec):
+    path = _required_path(data, spec)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays or "y" not in arrays:
+                raise spec.error(PATH, f"{path} must contain arrays 'x' and 'y'; found {', '.join(arrays.files)}")
+            x, y = arrays["x"], arrays["y"]
+    except (OSError, ValueError) as exc:
+        raise spec.error(PATH, f"cannot read {path}: {exc}") from None
+    x = as_images(x)
+    if x.ndim != 4 or len(x) != len(y):
+        raise spec.error(PATH, f"x must be (n, h, w[, c]) and y (n,); got {x.shape} and {y.shape}")
+    y = y.astype("int64").reshape(-1)
+    return Examples(y, images=x), [str(c) for c in range(int(y.max()) + 1)]
+
+
+def _directory(data, spec):
+    root = _required_path(data, spec)
+    if not root.is_dir():
+        raise spec.error(PATH, f"not a folder: {root}")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(names) < 2:
+        raise spec.error(PATH, f"{root} needs one sub-folder per class, at least 2 (found {len(names)})")
+    files, labels = [], []
+    for label, name in enumerate(names):
+        found = sorted(str(f) for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise spec.error(PATH, f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        files += found
+        labels += [label] * len(found)
+    return Examples(np.array(labels, dtype="int64"), files=np.array(files)), names
+
+
+def _csv(data, spec):
+    """A csv file with columns `path,label`: paths relative to the csv file, labels names or integers."""
+    path = _required_path(data, spec)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            if not {"path", "label"} <= set(columns):
+                raise spec.error(PATH, f"{path} needs the columns path,label; found {','.join(columns) or 'none'}")
+            rows = [({k.strip(): (v or "").strip() for k, v in row.items() if k}, reader.line_num) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise spec.error(PATH, f"cannot read {path}: {exc}") from None
+    if not rows:
+        raise spec.error(PATH, f"{path} has no rows")
+    files = []
+    for row, line in rows:
+        file = path.parent / row["path"]
+        if not row["path"] or not file.is_file():
+            raise spec.error(PATH, f"{path}:{line}: image not found: {row['path'] or '(empty path)'}")
+        files.append(str(file))
+    raw = [row["label"] for row, _ in rows]
+    if all(label.isdigit() for label in raw):
+        labels = np.array([int(label) for label in raw], dtype="int64")
+        names = [str(c) for c in range(int(labels.max()) + 1)]
+    else:
+        names = sorted(set(raw))
+        index = {name: i for i, name in enumerate(names)}
+        labels = np.array([index[label] for label in raw], dtype="int64")
+    return Examples(labels, files=np.array(files)), names
+
+
+def _cifar10(data, spec):
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as exc:
+        raise RunError(
+            f"train.data: cifar10 could not be downloaded ({type(exc).__name__}). Without network access, "
+            "copy cifar-10-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) "
+            f"to {os.path.expanduser('~/.keras/datasets/cifar-10-batches-py.tar.gz')} and run again."
+        ) from None
+    x = np.concatenate([x_train, x_test]).astype("float32") / 255.0
+    y = np.concatenate([y_train, y_test]).reshape(-1).astype("int64")
+    return Examples(y, images=x), list(CIFAR10_NAMES)
+
+
+SOURCES = {"digits": _digits, "npz": _npz, "directory": _directory, "csv": _csv, "cifar10": _cifar10}
+
+
+def as_images(x: np.ndarray) -> np.ndarray:
+    """An array of images (n, h, w[, c]) as float32 with a channel axis; integers are scaled by 1/255."""
+    if x.ndim == 3:
+        x = x[..., None]
+    return x.astype("float32") / (255.0 if np.issubdtype(x.dtype, np.integer) else 1.0)
+
+
+def _required_path(data, spec) -> Path:
+    if not data.path:
+        raise spec.error(("train", "data"), f"type {data.type} needs a path")
+    path = Path(data.path)
+    if not path.exists():
+        raise spec.error(PATH, f"not found: {path}")
+    return path
+
+
+def select_classes(examples: Examples, names: list[str], classes, spec) -> tuple[Examples, list[str]]:
+    """Keep `classes` (in that order) and relabel them 0..k-1."""
+    if classes is None:
+        return examples, names
+    unknown = [c for c in classes if c >= len(names)]
+    if unknown or len(set(classes)) != len(classes):
+        raise spec.error(("train", "data", "classes"),
+                         f"must be distinct labels in 0..{len(names) - 1}; got {classes}")
+    mapping = np.full(len(names), -1)
+    mapping[list(classes)] = np.arange(len(classes))
+    keep = np.flatnonzero(mapping[examples.labels] >= 0)
+    kept = examples.take(keep)
+    kept.labels = mapping[kept.labels]
+    return kept, [names[c] for c in classes]
+
+
+def fit_to_input(x: np.ndarray, spec) -> np.ndarray:
+    """Resize in-memory images (only when `resize` says so) and match the spec's channel count."""
+    h, w, c = spec.input.hwc
+    if x.shape[1:3] != (h, w):
+        resize = spec.train.data.resize
+        if resize is None or tuple(resize) != (h, w):
+            raise spec.error(("train", "data", "resize"),
+                             f"the images are {x.shape[1]}x{x.shape[2]} but input.shape is {h}x{w}; "
+                             f"set train.data.resize: [{h}, {w}]")
+        import tensorflow as tf
+
+        x = tf.image.resize(x, (h, w)).numpy()
+    return match_channels(x, c, spec)
+
+
+def match_channels(x: np.ndarray, c: int, spec=None) -> np.ndarray:
+    if x.shape[3] != c:
+        if x.shape[3] == 1:
+            x = np.repeat(x, c, axis=3)
+        elif c == 1:
+            x = x.mean(axis=3, keepdims=True)
+        else:
+            message = f"the images have {x.shape[3]} channels, the model {c}"
+            raise spec.error(("input", "shape"), message) if spec else RunError(message)
+    return x.astype("float32")
+
+
+def file_digest(examples: Examples) -> str:
+    digest = hashlib.sha256()
+    examples.fingerprint(digest)
+    return digest.hexdigest()[:20]

@@ -1,0 +1,143 @@
+"""The everyday training controls: learning-rate schedule, early stopping, label smoothing,
+class weights and TensorBoard logs. Each depends only on the epoch and on what `State` records,
+so `--resume` after a kill gives the same rows."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def learning_rate(spec, base: float, epoch_in_phase: int, phase_epochs: int) -> float | None:
+    """This epoch's learning rate under `optimizer.schedule` and `warmup_epochs` (None: constant,
+    leave the optimizer alone). Warm-up ramps linearly to `base`; cosine then decays to 0 over
+    the rest of the phase (per epoch)."""
+    o = spec.train.optimizer
+    if o.schedule == "constant" and o.warmup_epochs == 0:
+        return None
+    warmup = min(o.warmup_epochs, phase_epochs)
+    if epoch_in_phase < warmup:
+        return base * (epoch_in_phase + 1) / (warmup + 1)
+    if o.schedule == "constant":
+        return base
+    span = max(phase_epochs - warmup, 1)
+    return base * 0.5 * (1 + math.cos(math.pi * (epoch_in_phase - warmup) / span))
+
+
+class EarlyStopping:
+    """`train.early_stopping`: stop a phase once `monitor` has not improved for `patience` epochs.
+    Its memory (best value, best epoch, epochs waited) lives in the run's state, so it resumes."""
+
+    def __init__(self, spec, memory: dict):
+        self.spec, self.memory = spec, memory
+
+    @property
+    def mode(self) -> str:
+        return "max" if "accuracy" in self.spec.monitor else "min"
+
+    def update(self, epoch: int, row: dict) -> bool:
+        """Record `row`; True when the phase should stop now. Returns whether this epoch is the best."""
+        value = row.get(self.spec.monitor)
+        best = self.memory.get("best")
+        better = value is not None and (best is None or (value > best if self.mode == "max" else value < best))
+        if better:
+            self.memory.update(best=value, best_epoch=epoch, wait=0)
+        else:
+            self.memory["wait"] = self.memory.get("wait", 0) + 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.memory.get("wait", 0) > self.spec.patience
+
+    def reason(self, epoch: int) -> dict:
+        m = self.memory
+        return {"epoch": epoch, "monitor": self.spec.monitor, "best": m.get("best"),
+                "best_epoch": m.get("best_epoch"), "patience": self.spec.patience,
+                "restored_best": self.spec.restore_best,
+                "reason": f"{self.spec.monitor} did not improve for {self.spec.patience + 1} epochs after its best "
+                          f"({m.get('best'):.4f} at epoch {m.get('best_epoch', 0) + 1})"}
+
+
+def class_weights(spec, labels: np.ndarray, classes: int) -> dict[int, float] | None:
+    """`class_weight: balanced`: n / (k * count(c)), as scikit-learn computes it."""
+    if spec.train.class_weight != "balanced":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    out = {c: 1.0 for c in range(classes)}
+    out.update({int(c): float(w) for c, w in zip(present, weights)})
+    return out
+
+
+def loss(spec, from_logits: bool) -> Any:
+    """Sparse categorical cross-entropy, with `label_smoothing` when asked (Keras's sparse loss has
+    no smoothing, so the labels are one-hot encoded inside the loss)."""
+    import keras
+
+    if spec.train.label_smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return _smoothed_class()(label_smoothing=spec.train.label_smoothing, from_logits=from_logits)
+
+
+_SMOOTHED = []
+
+
+def _smoothed_class():
+    """Registered once, so checkpoints that carry this loss load again (`--resume`)."""
+    if _SMOOTHED:
+        return _SMOOTHED[0]
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class SparseSmoothedCrossentropy(keras.losses.Loss):
+        def __init__(self, label_smoothing=0.0, from_logits=False, reduction="sum_over_batch_size",
+                     name="sparse_smoothed_crossentropy", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.label_smoothing, self.from_logits = label_smoothing, from_logits
+
+        def call(self, y_true, y_pred):
+            classes = keras.ops.shape(y_pred)[-1]
+            one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
+            return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits,
+                                                         label_smoothing=self.label_smoothing)
+
+        def get_config(self):
+            return {**super().get_config(), "label_smoothing": self.label_smoothing,
+                    "from_logits": self.from_logits}
+
+    _SMOOTHED.append(SparseSmoothedCrossentropy)
+    return SparseSmoothedCrossentropy
+
+
+class TensorBoardLog:
+    """`runs/<name>/logs/{train,validation}`: one scalar per metric per epoch (chief only)."""
+
+    def __init__(self, folder, enabled: bool):
+        self.writers = None
+        if enabled:
+            import tensorflow as tf
+
+            self.writers = {part: tf.summary.create_file_writer(str(folder / "logs" / part))
+                            for part in ("train", "validation")}
+
+    def write(self, epoch: int, row: dict) -> None:
+        if not self.writers:
+            return
+        import tensorflow as tf
+
+        for key, value in row.items():
+            if key == "epoch":
+                continue
+            part, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self.writers[part].as_default():
+                tf.summary.scalar(name, value, step=epoch)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in (self.writers or {}).values():
+            writer.close()
