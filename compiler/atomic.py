@@ -7,20 +7,30 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
 def replacing(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path (same folder, same suffix) that replaces `target` on success."""
+    """Yield a temporary path (same folder, same suffix) that replaces `target` on success.
+    The writer may make it a file or a folder (a SavedModel); a folder target is swapped whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{''.join(target.suffixes[-1:])}")
     try:
         yield tmp
-        os.replace(tmp, target)
+        if tmp.is_dir() and target.is_dir():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 

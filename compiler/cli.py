@@ -312,6 +312,64 @@ def extract(
     say(f"wrote {output}: features {shape} (row order in {output.with_suffix('.sources.txt')})")
 
 
+RunArg = Annotated[Path, typer.Argument(help="A run folder (runs/<name>).", show_default=False)]
+
+
+@command
+def evaluate(
+    run: RunArg,
+    split: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--split", help="test or val [default: test, or val when the run has no test split].")] = None,
+    as_json: JsonOpt = False,
+    unsafe: UnsafeOpt = False,
+) -> None:
+    """Per-class metrics and confusion matrix of a run on its held-out split (evaluation.json,
+    confusion.png and misclassified.png in the run folder)."""
+    from .evaluate import choose_split, evaluate as run_evaluation, open_run
+    from .views import evaluation_table
+
+    if split not in (None, "test", "val"):
+        raise UsageError(f"--split must be test or val, got {split!r}")
+    choose_split(open_run(run)[1], split, run)  # a bad folder or split fails before TensorFlow loads
+    keras_ready()
+    result = run_evaluation(run, split, safe_mode=not unsafe)
+    if as_json:
+        emit_json(result)
+        return
+    rich_console().print(evaluation_table(result))
+    top = "".join(f", top-{k} {v:.4f}" for k, v in result["top_k"].items())
+    say(f"{run}: {result['split']} accuracy {result['accuracy']:.4f}{top}, loss {result['loss']:.4f} on "
+        f"{result['examples']} examples; wrote {run / 'evaluation.json'}, {run / 'confusion.png'}")
+
+
+@command
+def export(
+    run: RunArg,
+    format: Annotated[str, typer.Option("--format", help="saved_model, tflite or onnx.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "-o", "--output", help="Where to write [default: RUN/export/model.<ext>].")] = None,
+    as_json: JsonOpt = False,
+    unsafe: UnsafeOpt = False,
+) -> None:
+    """Export a run's model for serving (preprocessing inside, probabilities out), then run the
+    artifact in its own runtime and compare it with Keras."""
+    from .evaluate import open_run
+    from .export import FORMATS, export as run_export, require_converters
+
+    if format not in FORMATS:
+        raise UsageError(f"unknown --format {format!r}; formats: {', '.join(FORMATS)}")
+    open_run(run)
+    require_converters(format)
+    keras_ready()
+    with rich_console(stderr=True).status(f"exporting {run} to {format}"):
+        report = run_export(run, format, output, safe_mode=not unsafe)
+    if as_json:
+        emit_json(report)
+        return
+    say(f"wrote {report['path']} ({report['bytes'] / 2**20:.1f} MB): {report['format']} artifact matches the "
+        f"Keras model on {report['examples']} images (max |difference| {report['max_abs_diff']:.1e})")
+
+
 def main() -> None:
     app()
 

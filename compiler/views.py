@@ -82,3 +82,16 @@ def _spread(values: list[float]) -> str:
     if not values:
         return "-"
     return f"{sum(values) / len(values):.3f}"
+
+
+def evaluation_table(result: dict) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"{result['split']} split: {result['examples']} examples", title_justify="left")
+    table.add_column("class")
+    for column in ("precision", "recall", "f1", "support"):
+        table.add_column(column, justify="right")
+    for row in result["per_class"]:
+        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                      str(row["support"]))
+    return table

@@ -1,0 +1,139 @@
+"""`tlc export RUN --format saved_model|tflite|onnx`: a deployable artifact that carries its
+preprocessing, checked against the Keras model in its own runtime.
+
+The artifact takes float32 images in [0, 1] of the spec's input shape, applies the backbone's
+preprocessing inside (the classic deployment bug is preprocessing that did not travel with the
+model), and returns class probabilities. It is written through Keras's `Model.export`, then
+loaded in TensorFlow, the LiteRT interpreter or onnxruntime and run on held-out images.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RunError, UsageError, one_line
+
+FORMATS = {"saved_model": ("tf_saved_model", ""), "tflite": ("litert", ".tflite"), "onnx": ("onnx", ".onnx")}
+NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "tflite": ("ai_edge_litert",)}
+PACKAGES = {"tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert"}
+TOLERANCE = 1e-4
+CHECK_EXAMPLES = 32
+
+
+def default_path(folder: Path, fmt: str) -> Path:
+    return Path(folder) / "export" / f"model{FORMATS[fmt][1]}"
+
+
+def require_converters(fmt: str) -> None:
+    """A missing converter or runtime is a clear message naming the package to install."""
+    import importlib.util
+
+    missing = [PACKAGES[m] for m in NEEDS.get(fmt, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RunError(f"--format {fmt} needs {' and '.join(missing)}: pip install {' '.join(missing)} "
+                       "(`make install` installs them)")
+
+
+def serving_model(model, spec):
+    """The run's model with preprocessing inside and probabilities out: [0, 1] images in.
+
+    The preprocessing runs inside a layer, so the exporters trace it on real tensors (applied to
+    the symbolic input directly, tf2onnx turned one of its constants into a second graph input)."""
+    import keras
+
+    class Preprocess(keras.layers.Layer):
+        def call(self, images):
+            return spec.backbone.preprocess(images)
+
+    inputs = keras.Input(shape=tuple(spec.input.hwc), name="images")
+    outputs = model(Preprocess(name="preprocess")(inputs))
+    if model.layers[-1].get_config().get("activation") == "linear":
+        outputs = keras.layers.Softmax(name="probabilities")(outputs)
+    return keras.Model(inputs, outputs, name=f"{spec.name}_serving")
+
+
+def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: bool = True) -> dict:
+    """Write the artifact atomically, run it in its runtime, compare with Keras; returns the report."""
+    import keras
+
+    from .atomic import replacing
+    from .data.pipeline import Feed
+    from .evaluate import choose_split, held_out, open_run
+
+    folder = Path(folder)
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    spec, record = open_run(folder)
+    require_converters(fmt)
+    target = Path(output) if output else default_path(folder, fmt)
+    if FORMATS[fmt][1] and target.suffix != FORMATS[fmt][1]:
+        raise UsageError(f"-o for --format {fmt} must end in {FORMATS[fmt][1]}, got {target}")
+    try:
+        model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=safe_mode)
+    except Exception as exc:
+        raise RunError(f"{folder / 'model.keras'}: cannot load the model: {one_line(exc)}") from None
+    served = serving_model(model, spec)
+    part = choose_split(record, "val" if record["counts"].get("val") else None, folder)
+    examples = held_out(spec, record, part)
+    examples = examples.take(np.arange(min(len(examples), CHECK_EXAMPLES)))
+    images = np.concatenate([x.numpy() for x, _ in Feed(examples, spec.input.hwc).in_order(CHECK_EXAMPLES)])
+    expected = np.asarray(served.predict_on_batch(images))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
+    with replacing(target) as tmp, quietly():
+        try:
+            served.export(str(tmp), format=FORMATS[fmt][0], verbose=False)
+        except Exception as exc:
+            raise RunError(f"exporting to {fmt} failed: {one_line(exc)}") from None
+        difference = float(np.max(np.abs(run_artifact(fmt, tmp, images) - expected)))
+        if difference > TOLERANCE:  # not kept: an artifact that disagrees with its model is a bug
+            raise RunError(f"the {fmt} artifact differs from the Keras model by {difference:.2e} "
+                           f"(more than {TOLERANCE:g}) on {len(images)} {part} images; nothing written")
+    return {"format": fmt, "path": str(target), "bytes": _size(target), "max_abs_diff": difference,
+            "examples": int(len(images))}
+
+
+@contextlib.contextmanager
+def quietly():
+    """The converters' and runtimes' notices (TFLite's 'Created XNNPACK delegate', tf2onnx's
+    NumPy FutureWarning) are not the user's business; errors still raise."""
+    from .quiet import fd2_silenced
+
+    with warnings.catch_warnings(), fd2_silenced():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
+    """The artifact's probabilities for `images`, computed by its own runtime."""
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        artifact = tf.saved_model.load(str(path))
+        return np.asarray(artifact.serve(tf.constant(images)))
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {session.get_inputs()[0].name: images})[0])
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    inputs = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inputs["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inputs["index"], images)
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return os.path.getsize(path)
