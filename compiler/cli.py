@@ -75,7 +75,7 @@ def keras_ready() -> None:
     validated: a bad spec fails in the time `check` takes, not after a 5 s import."""
     from .quiet import import_keras_quietly
 
-    import_keras_quietly(enabled=not _state["debug"])
+    import_keras_quietly()
 
 
 def _version(value: bool) -> None:
@@ -93,6 +93,11 @@ def main_options(
 ) -> None:
     _state["debug"] = debug
     from . import registry
+
+    if debug:
+        from .quiet import show_chatter
+
+        show_chatter()
 
     if no_plugins:
         registry.disable_third_party()

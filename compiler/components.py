@@ -77,18 +77,15 @@ class Backbone(StrictModel):
     def build(self, input_shape: Shape) -> Any:
         """A `keras.Model` from an Input named `input` to the feature map.
 
-        The default chains the static `layers`; backbones without them must override this.
+        The default builds the static `layers` (a chain or a graph); backbones without them must
+        override this.
         """
-        import keras
+        from .graph import build
 
         described = self.layers(input_shape)
         if described is None:
             raise NotImplementedError(f"{type(self).__name__} has neither layers() nor build()")
-        inputs = keras.Input(shape=tuple(input_shape), name=described[0].name)
-        x = inputs
-        for layer in described[1:]:
-            x = layer.to_keras()(x)
-        return keras.Model(inputs, x)
+        return build(described, input_shape)
 
     def preprocess(self, images: Any) -> Any:
         """Images scaled to [0, 1] -> what the network expects. Identity by default."""

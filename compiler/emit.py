@@ -5,6 +5,7 @@ import os
 from typing import Any
 
 from .errors import InfeasibleError
+from .graph import fresh_layer_names
 from .plan import Plan, plan as make_plan
 from .spec import SpecBase
 from .weights import load_by_name
@@ -23,10 +24,11 @@ def compile(spec: SpecBase, *, planned: Plan | None = None, safe_mode: bool = Tr
     if total > MAX_PARAMS:
         raise spec.error((), f"the model would have {total:,} parameters, more than the limit of "
                              f"{MAX_PARAMS:,} (raise it with the TLC_MAX_PARAMS environment variable)")
-    backbone = spec.backbone.build(spec.input.hwc)
-    last = planned.backbone[-1].index
-    if last != len(backbone.layers) - 1:  # `output:` cut
-        backbone = keras.Model(backbone.input, backbone.layers[last].output)
+    with fresh_layer_names():
+        backbone = spec.backbone.build(spec.input.hwc)
+    last = planned.backbone[-1].name
+    if last != backbone.layers[-1].name:  # `output:` cut: the layers it depends on
+        backbone = keras.Model(backbone.input, backbone.get_layer(last).output)
     if spec.backbone.weights_file:
         path, sha256 = spec.backbone.weights_file
         load_by_name(backbone, path, spec, safe_mode=safe_mode, sha256=sha256)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import one_line
-from .layers import Layer, Shape
+from .graph import fresh_layer_names
+from .layers import Failure, Layer, Shape
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,17 @@ class BuiltLayer(Layer):
 
 def backbone_layers(backbone: Any, shape: Shape):
     """(layers, None) or (None, Failure) for a backbone planned by building it."""
+    _keras()
     try:
-        model = backbone.model_copy(update={"weights": None}).build(tuple(shape))
+        with fresh_layer_names():  # as `tlc build` names them
+            model = backbone.model_copy(update={"weights": None}).build(tuple(shape))
     except Exception as exc:  # plugin code: any failure is a planning failure, not a crash
         return None, _failure(exc, shape)
     return [_describe(layer) for layer in model.layers], None
 
 
 def head_layers(head: Any, feature_shape: Shape):
-    import keras
+    keras = _keras()
 
     try:
         inputs = keras.Input(shape=tuple(feature_shape))
@@ -56,10 +59,11 @@ def head_layers(head: Any, feature_shape: Shape):
 def failing_layer(backbone: Any, feasible: Shape, shape: Shape) -> tuple[str, Shape] | None:
     """(name, input shape) of the first layer that fails when a backbone built at `feasible`
     is run on `shape`, or None if that cannot be told (Keras private API, guarded)."""
-    import keras
+    keras = _keras()
 
     try:
-        model = backbone.model_copy(update={"weights": None}).build(tuple(feasible))
+        with fresh_layer_names():
+            model = backbone.model_copy(update={"weights": None}).build(tuple(feasible))
     except Exception:
         return None
     reached: dict = {}
@@ -80,6 +84,16 @@ def failing_layer(backbone: Any, feasible: Shape, shape: Shape) -> tuple[str, Sh
     return None
 
 
+def _keras():
+    """Keras, imported without TensorFlow's start-up chatter (`tlc check` of a plugin type)."""
+    from .quiet import import_keras_quietly
+
+    import_keras_quietly()
+    import keras
+
+    return keras
+
+
 def _describe(layer: Any) -> BuiltLayer:
     return BuiltLayer(
         name=layer.name, keras_kind=type(layer).__name__,
@@ -94,6 +108,4 @@ def count_weights(weights) -> int:
 
 
 def _failure(exc: Exception, shape: Shape):
-    from .plan import Failure
-
     return Failure(None, tuple(shape), f"could not be built by Keras: {one_line(exc)}", size_limited=True)

@@ -1,8 +1,9 @@
 """Static layer descriptions: the one place that knows each layer's shape and parameter rules.
 
-A built-in backbone or head describes itself as a list of these. The planner runs their
-arithmetic (no TensorFlow); the emitter turns each into the Keras layer of the same name,
-so what `tlc check` reports and what `tlc build` makes come from one description.
+A built-in backbone or head describes itself as a list of these: a chain, or a graph where a
+layer names its `inputs` (residual adds, concatenations, squeeze-and-excitation). The planner
+runs their arithmetic (no TensorFlow); the emitter turns each into the Keras layer of the same
+name, so what `tlc check` reports and what `tlc build` makes come from one description.
 Keras is imported only inside `to_keras`.
 """
 from __future__ import annotations
@@ -43,11 +44,27 @@ def _spatial(shape: Shape, what: str) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """The first layer that does not fit: its name, the shape that reached it, and why."""
+
+    layer: str | None
+    input_shape: Shape | None
+    message: str  # e.g. "needs at least 4x4"
+    size_limited: bool = True  # a larger input could fix it
+
+
+@dataclass(frozen=True)
 class Layer:
-    """One Keras layer, described statically."""
+    """One Keras layer, described statically.
+
+    `inputs` names the layers that feed it; empty means the layer before it in the list (a
+    chain). A layer with `merges = True` (Add, Concatenate, ...) takes a list of shapes.
+    """
 
     name: str
+    inputs: tuple[str, ...] = ()
     kind: ClassVar[str] = "Layer"
+    merges: ClassVar[bool] = False
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape
@@ -58,6 +75,10 @@ class Layer:
 
     def to_keras(self):
         raise NotImplementedError
+
+    def keras_layer(self, shape: Shape):
+        """The Keras layer for an incoming `shape` (only a few layers need the shape)."""
+        return self.to_keras()
 
 
 @dataclass(frozen=True)
@@ -137,10 +158,12 @@ class Activation(Layer):
 
 @dataclass(frozen=True)
 class Pooling2D(Layer):
-    """MaxPooling2D or AveragePooling2D with strides = pool_size and valid padding."""
+    """MaxPooling2D or AveragePooling2D (strides default to pool_size, as in Keras)."""
 
     mode: str = "max"
     pool_size: Pair = (2, 2)
+    strides: Pair | None = None
+    padding: str = "valid"
 
     @property
     def kind(self) -> str:  # type: ignore[override]
@@ -148,16 +171,17 @@ class Pooling2D(Layer):
 
     def output_shape(self, shape: Shape) -> Shape:
         h, w, c = _spatial(shape, self.kind)
-        ph, pw = self.pool_size
-        if h < ph or w < pw:
+        (ph, pw), (sh, sw) = self.pool_size, self.strides or self.pool_size
+        if self.padding == "valid" and (h < ph or w < pw):
             raise DoesNotFit(f"needs at least {ph}x{pw}", (ph, pw))
-        return (h // ph, w // pw, c)
+        return (_window(h, ph, sh, self.padding), _window(w, pw, sw, self.padding), c)
 
     def to_keras(self):
         import keras
 
         cls = keras.layers.MaxPooling2D if self.mode == "max" else keras.layers.AveragePooling2D
-        return cls(pool_size=self.pool_size, strides=self.pool_size, padding="valid", name=self.name)
+        return cls(pool_size=self.pool_size, strides=self.strides or self.pool_size, padding=self.padding,
+                   name=self.name)
 
 
 @dataclass(frozen=True)
@@ -220,3 +244,188 @@ class Dense(Layer):
         import keras
 
         return keras.layers.Dense(self.units, activation=self.activation, name=self.name)
+
+
+# --- layers of graph backbones (keras.applications families and plugin graphs) ---------------
+
+
+@dataclass(frozen=True)
+class ZeroPadding2D(Layer):
+    """Zero padding ((top, bottom), (left, right)); with `correct_for: k`, the padding Keras's
+    `imagenet_utils.correct_pad(x, k)` gives, which depends on the incoming size's parity."""
+
+    kind: ClassVar[str] = "ZeroPadding2D"
+    padding: tuple[Pair, Pair] = ((1, 1), (1, 1))
+    correct_for: int | None = None
+
+    def pads(self, shape: Shape) -> tuple[Pair, Pair]:
+        if self.correct_for is None:
+            return self.padding
+        c = self.correct_for // 2
+        return ((c - (1 - shape[0] % 2), c), (c - (1 - shape[1] % 2), c))
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = _spatial(shape, self.kind)
+        (top, bottom), (left, right) = self.pads(shape)
+        return (h + top + bottom, w + left + right, c)
+
+    def keras_layer(self, shape: Shape):
+        import keras
+
+        return keras.layers.ZeroPadding2D(self.pads(shape), name=self.name)
+
+
+@dataclass(frozen=True)
+class DepthwiseConv2D(Layer):
+    kind: ClassVar[str] = "DepthwiseConv2D"
+    kernel_size: Pair = (3, 3)
+    strides: Pair = (1, 1)
+    padding: str = "valid"
+    depth_multiplier: int = 1
+    use_bias: bool = True
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = _spatial(shape, self.kind)
+        out = Conv2D(self.name, filters=c * self.depth_multiplier, kernel_size=self.kernel_size,
+                     strides=self.strides, padding=self.padding).output_shape(shape)
+        return out
+
+    def weights(self, shape: Shape) -> tuple[int, int]:
+        out = shape[-1] * self.depth_multiplier
+        return (math.prod(self.kernel_size) * out + (out if self.use_bias else 0), 0)
+
+    def to_keras(self):
+        import keras
+
+        return keras.layers.DepthwiseConv2D(self.kernel_size, strides=self.strides, padding=self.padding,
+                                            depth_multiplier=self.depth_multiplier, use_bias=self.use_bias,
+                                            name=self.name)
+
+
+@dataclass(frozen=True)
+class SeparableConv2D(Layer):
+    """A depthwise convolution followed by a 1x1 pointwise one (depth_multiplier 1)."""
+
+    kind: ClassVar[str] = "SeparableConv2D"
+    filters: int = 1
+    kernel_size: Pair = (3, 3)
+    strides: Pair = (1, 1)
+    padding: str = "valid"
+    activation: str | None = None
+    use_bias: bool = True
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return Conv2D(self.name, filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+                      padding=self.padding).output_shape(shape)
+
+    def weights(self, shape: Shape) -> tuple[int, int]:
+        c = shape[-1]
+        return (math.prod(self.kernel_size) * c + c * self.filters + (self.filters if self.use_bias else 0), 0)
+
+    def to_keras(self):
+        import keras
+
+        return keras.layers.SeparableConv2D(self.filters, self.kernel_size, strides=self.strides,
+                                            padding=self.padding, activation=self.activation,
+                                            use_bias=self.use_bias, name=self.name)
+
+
+@dataclass(frozen=True)
+class ReLU(Layer):
+    kind: ClassVar[str] = "ReLU"
+    max_value: float | None = None
+
+    def to_keras(self):
+        import keras
+
+        return keras.layers.ReLU(self.max_value, name=self.name)
+
+
+@dataclass(frozen=True)
+class Rescaling(Layer):
+    """`x * scale + offset` (a number, or one per channel)."""
+
+    kind: ClassVar[str] = "Rescaling"
+    scale: float | tuple[float, ...] = 1.0
+    offset: float = 0.0
+
+    def to_keras(self):
+        import keras
+
+        return keras.layers.Rescaling(list(self.scale) if isinstance(self.scale, tuple) else self.scale,
+                                      offset=self.offset, name=self.name)
+
+
+@dataclass(frozen=True)
+class Normalization(Layer):
+    """Per-channel `(x - mean) / sqrt(variance)`; its mean, variance and count never train."""
+
+    kind: ClassVar[str] = "Normalization"
+
+    def weights(self, shape: Shape) -> tuple[int, int]:
+        return (0, 2 * shape[-1] + 1)
+
+    def to_keras(self):
+        import keras
+
+        return keras.layers.Normalization(axis=-1, name=self.name)
+
+
+@dataclass(frozen=True)
+class Reshape(Layer):
+    kind: ClassVar[str] = "Reshape"
+    target_shape: Shape = ()
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if math.prod(shape) != math.prod(self.target_shape):
+            raise DoesNotFit(f"cannot reshape {format_shape(shape)} to {format_shape(self.target_shape)}")
+        return tuple(self.target_shape)
+
+    def to_keras(self):
+        import keras
+
+        return keras.layers.Reshape(self.target_shape, name=self.name)
+
+
+@dataclass(frozen=True)
+class Add(Layer):
+    """Element-wise sum of its inputs (sizes of 1 broadcast, as in Keras's merge layers)."""
+
+    kind: ClassVar[str] = "Add"
+    merges: ClassVar[bool] = True
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
+        out = shapes[0]
+        for other in shapes[1:]:
+            if len(other) != len(out) or any(a != b and 1 not in (a, b) for a, b in zip(out, other)):
+                raise DoesNotFit(f"cannot combine {' and '.join(format_shape(s) for s in shapes)}")
+            out = tuple(max(a, b) for a, b in zip(out, other))
+        return out
+
+    def to_keras(self):
+        import keras
+
+        return getattr(keras.layers, self.kind)(name=self.name)
+
+
+@dataclass(frozen=True)
+class Multiply(Add):
+    kind: ClassVar[str] = "Multiply"
+
+
+@dataclass(frozen=True)
+class Concatenate(Layer):
+    """Joins its inputs along the channel axis; every other dimension must agree."""
+
+    kind: ClassVar[str] = "Concatenate"
+    merges: ClassVar[bool] = True
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
+        if any(s[:-1] != shapes[0][:-1] for s in shapes):
+            raise DoesNotFit(f"cannot concatenate {' and '.join(format_shape(s) for s in shapes)}")
+        return (*shapes[0][:-1], sum(s[-1] for s in shapes))
+
+    def to_keras(self):
+        import keras
+
+        return keras.layers.Concatenate(axis=-1, name=self.name)

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from .components import FieldError
 from .errors import did_you_mean
-from .layers import DoesNotFit, Layer, Shape, format_shape
+from .graph import Inputs, keras_order
+from .layers import DoesNotFit, Failure, Layer, Shape, format_shape
 from .spec import MAX_SIDE, SpecBase
 
 Loc = tuple
@@ -33,14 +34,6 @@ class PlannedLayer:
         return {"index": self.index, "name": self.name, "kind": self.kind,
                 "output_shape": list(self.output_shape), "params": self.params,
                 "trainable": self.trainable}
-
-
-@dataclass(frozen=True)
-class Failure:
-    layer: str | None
-    input_shape: Shape | None
-    message: str  # e.g. "needs at least 4x4"
-    size_limited: bool = True  # a larger input could fix it
 
 
 @dataclass
@@ -131,12 +124,12 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
         described, failure = introspect.backbone_layers(spec.backbone, shape)
         if failure is not None:
             return Plan(spec, shape, [], failure)
-    described = cut(spec, described)
+    described, inputs = cut(spec, described)
     frozen = frozen_through(spec.freeze, described, ("freeze",))
     for i, phase in enumerate(spec.train.phases if spec.train else []):
         frozen_through(phase.freeze, described, ("train", "phases", i, "freeze"))
     result = Plan(spec, shape, [], frozen_through=frozen)
-    current = _walk(result, described, shape, "backbone", lambda i: i > frozen)
+    current = _walk(result, described, shape, "backbone", lambda i: i > frozen, inputs)
     if current is None:
         return result
     head = spec.head.layers(current)
@@ -154,33 +147,42 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
 
 
 def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
-          trains: Callable[[int], bool]) -> Shape | None:
-    """Append planned layers; on the first that does not fit, record the failure and stop."""
+          trains: Callable[[int], bool], inputs: Inputs | None = None) -> Shape | None:
+    """Append planned layers (in Keras's order; `inputs` wires a graph, None means a chain that
+    starts from `shape`); on the first that does not fit, record the failure and stop."""
+    shapes: dict[str, Shape] = {}
     for i, layer in enumerate(layers):
+        sources = inputs[layer.name] if inputs is not None else ()
+        if sources:
+            received = [shapes[name] for name in sources]
+            shape = received[0]
         try:
-            out = layer.output_shape(shape)
+            out = layer.output_shape(received if layer.merges else shape)
             if min(out, default=1) < 1:
                 raise DoesNotFit("would produce an empty output", need=(1, 1))
         except DoesNotFit as exc:
             result.failure = Failure(layer.name, shape, str(exc), size_limited=exc.need is not None)
             return None
-        can_train, never_trains = layer.weights(shape)
+        can_train, never_trains = layer.weights(received if layer.merges else shape)
         trainable = trains(i)
         result.layers.append(PlannedLayer(
             index=i if part == "backbone" else None, name=layer.name, kind=layer.kind,
             output_shape=out, params=can_train + never_trains,
             trainable_params=can_train if trainable else 0, trainable=trainable, part=part,
         ))
-        shape = out
+        shapes[layer.name] = shape = out
     return shape
 
 
-def cut(spec: SpecBase, layers: list[Layer]) -> list[Layer]:
-    """Apply `backbone.output`: keep the layers up to and including it."""
+def cut(spec: SpecBase, described: list[Layer]) -> tuple[list[Layer], Inputs]:
+    """The backbone's layers in Keras's order and their inputs, after `backbone.output`: the
+    layers that output depends on (for a chain, those up to and including it)."""
+    ordered, inputs = keras_order(described)
     output = spec.backbone.output
     if output is None:
-        return layers
-    return layers[: _layer_index(output, layers, ("backbone", "output"), first=1) + 1]
+        return ordered, inputs
+    last = ordered[_layer_index(output, ordered, ("backbone", "output"), first=1)]
+    return keras_order(described, last.name)
 
 
 def frozen_through(policy: Any, layers: list[Any], loc: Loc) -> int:

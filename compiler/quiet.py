@@ -28,9 +28,17 @@ def fd2_silenced():
         os.close(saved)
 
 
-def import_keras_quietly(enabled: bool = True) -> None:
+def show_chatter() -> None:
+    """`--debug`: let TensorFlow's start-up notices through."""
     global _done
-    if _done or "keras" in sys.modules or not enabled:
+    _done = True
+
+
+def import_keras_quietly() -> None:
+    """Import Keras, hiding its start-up notices (unless `show_chatter` was called): for every
+    command, and for planning a plugin backbone by building it."""
+    global _done
+    if _done or "keras" in sys.modules:
         return
     _done = True
     with fd2_silenced():

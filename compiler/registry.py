@@ -23,6 +23,12 @@ from .components import Backbone, Head
 BUILTIN_MODULES = (
     "tlc.plugins.conv_stack",
     "tlc.plugins.vgg16",
+    "tlc.plugins.vgg19",
+    "tlc.plugins.resnet",
+    "tlc.plugins.mobilenet_v2",
+    "tlc.plugins.efficientnet",
+    "tlc.plugins.densenet",
+    "tlc.plugins.xception",
     "tlc.plugins.dense_head",
     "tlc.plugins.no_head",
 )

@@ -25,8 +25,8 @@ BROKEN = REPO / "tests" / "fixtures" / "tlc-plugin-broken"
 
 MOBILE_SPEC = """
 input: {shape: [96, 96, 3]}
-backbone: {type: mobilenet_v2, alpha: 0.35}
-freeze: {up_to: block_13_expand}
+backbone: {type: mobilenet_v3_small, alpha: 0.75}
+freeze: {up_to: expanded_conv_10_expand}
 head: {type: conv_head, filters: 16, classes: 4}
 """
 
@@ -61,7 +61,7 @@ def test_plugins_command_lists_types_and_failures_in_a_real_process(plugin_site)
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
     types_ = {t["type"]: t for t in listed["types"]}
-    assert types_["mobilenet_v2"] | {} == {"type": "mobilenet_v2", "kind": "backbone", "plugin": "mobilenet",
+    assert types_["mobilenet_v3_small"] | {} == {"type": "mobilenet_v3_small", "kind": "backbone", "plugin": "mobilenet",
                                            "distribution": "tlc-plugin-mobilenet", "version": "0.1.0",
                                            "builtin": False}
     assert types_["conv_head"]["kind"] == "head" and types_["fine_head"]["plugin"] == "taken_name"
@@ -85,7 +85,7 @@ def test_broken_plugins_warn_once_and_everything_else_works(plugin_site):
 
 def test_tlc_plugins_env_and_no_plugins_flag_restrict_loading(plugin_site):
     only = json.loads(_cli(plugin_site, "plugins", "--json", env={"TLC_PLUGINS": "mobilenet"}).stdout)
-    assert {t["type"] for t in only["types"] if not t["builtin"]} == {"mobilenet_v2", "conv_head"}
+    assert {t["type"] for t in only["types"] if not t["builtin"]} == {"mobilenet_v3_small", "tiny_resnet", "conv_head"}
     assert only["failed"] == []
     none = json.loads(_cli(plugin_site, "plugins", "--json", env={"TLC_PLUGINS": ""}).stdout)
     assert all(t["builtin"] for t in none["types"]) and none["failed"] == []
@@ -94,12 +94,12 @@ def test_tlc_plugins_env_and_no_plugins_flag_restrict_loading(plugin_site):
 
 
 def test_plugin_types_validate_like_builtins(plugins, write):
-    result = run("check", write(MOBILE_SPEC.replace("alpha: 0.35", "alpha: 0.4, depth: 3")))
+    result = run("check", write(MOBILE_SPEC.replace("alpha: 0.75", "alpha: 0.4, depth: 3")))
     assert result.exit_code == 2
-    assert "spec.yaml:2:39: backbone.alpha: Input should be 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4" in result.output
-    assert "spec.yaml:2:44: backbone.depth: unknown key 'depth'" in result.output
-    unknown = run("check", write(MOBILE_SPEC.replace("mobilenet_v2", "mobilenet_v3")))
-    assert "did you mean 'mobilenet_v2'" in unknown.output and "mobilenet_v2, vgg16" in unknown.output
+    assert "spec.yaml:2:45: backbone.alpha: Input should be 0.75 or 1.0" in result.output
+    assert "spec.yaml:2:50: backbone.depth: unknown key 'depth'" in result.output
+    unknown = run("check", write(MOBILE_SPEC.replace("mobilenet_v3_small", "mobilenet_v3_smal")))
+    assert "did you mean 'mobilenet_v3_small'" in unknown.output and "mobilenet_v3_small, resnet101" in unknown.output
 
 
 def test_plugin_spec_plans_like_keras_builds(plugins, write):
@@ -111,7 +111,7 @@ def test_plugin_spec_plans_like_keras_builds(plugins, write):
         [(k["name"], k["kind"], k["output_shape"], k["params"], k["trainable"]) for k in keras_layers(model)]
     assert planned.params()["trainable"] == trainable_count(model)
     frozen = [l.index for l in planned.backbone if not l.trainable]
-    assert frozen == list(range(0, [l.name for l in planned.backbone].index("block_13_expand") + 1))
+    assert frozen == list(range(0, [l.name for l in planned.backbone].index("expanded_conv_10_expand") + 1))
 
 
 def test_plugin_backbone_with_too_small_map_for_the_head(plugins, write):
@@ -120,8 +120,8 @@ def test_plugin_backbone_with_too_small_map_for_the_head(plugins, write):
     result = run("check", write(spec), "--json")
     assert result.exit_code == 1, result.output
     obj = json.loads(result.stdout)
-    assert obj["error"]["layer"] == "head_avgpool" and obj["error"]["input_shape"] == [2, 3, 1280]
-    assert obj["min_input"] == [97, 97]  # MobileNetV2 maps h to ceil(h / 32)
+    assert obj["error"]["layer"] == "head_avgpool" and obj["error"]["input_shape"] == [2, 3, 432]
+    assert obj["min_input"] == [97, 97]  # MobileNetV3Small maps h to ceil(h / 32)
 
 
 def test_plugin_summarize_build_and_schema(plugins, write, tmp_path):
@@ -138,7 +138,39 @@ def test_plugin_summarize_build_and_schema(plugins, write, tmp_path):
     assert model.count_params() == summary["params"]["total"]
     assert trainable_count(model) == summary["params"]["trainable"]
     schema = run("schema").stdout
-    assert '"mobilenet_v2"' in schema and '"conv_head"' in schema and "1.4" in schema
+    assert '"mobilenet_v3_small"' in schema and '"tiny_resnet"' in schema and '"conv_head"' in schema
+
+
+GRAPH_SPEC = """
+input: {shape: [9, 13, 2]}
+backbone: {type: tiny_resnet, width: 4, blocks: 2}
+freeze: {up_to: block1_add}
+head: {type: dense, classes: 3}
+"""
+
+
+def test_a_static_graph_plugin_checks_without_tensorflow_and_builds_the_same_model(plugin_site, tmp_path):
+    spec = tmp_path / "graph.yaml"
+    spec.write_text(GRAPH_SPEC)
+    code = ("import json, sys\nfrom tlc.cli import main\nsys.argv = ['tlc', 'summarize', sys.argv[1], '--json']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nassert 'tensorflow' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(plugin_site)})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert [l["name"] for l in summary["layers"][:8]] == [
+        "input", "stem_conv", "stem_bn", "stem_relu", "block1_conv1", "block1_conv2", "block1_add", "block1_out"]
+    assert [l["trainable"] for l in summary["layers"][:8]] == [False] * 7 + [True]
+    built = _cli(plugin_site, "build", str(spec), "-o", str(tmp_path / "g.keras"))
+    assert built.returncode == 0, built.stderr
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "g.keras")  # (an InputLayer's trainable flag is not saved)
+    assert [(l["name"], l["kind"], tuple(l["output_shape"]), l["params"], l["trainable"]) for l in summary["layers"]][1:] \
+        == [(k["name"], k["kind"], k["output_shape"], k["params"], k["trainable"]) for k in keras_layers(model)][1:]
+    assert summary["params"]["total"] == model.count_params()
+    add = model.get_layer("block1_add")
+    assert [t._keras_history[0].name for t in add.input] == ["stem_relu", "block1_conv2"]  # the shortcut
 
 
 class TinyChain(tlc.Backbone):

@@ -6,14 +6,17 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 import tlc
-from tlc.layers import Conv2D, Dense, GlobalPooling2D
+from tlc.graph import Graph
+from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Dense, GlobalPooling2D, Input
 
 
-class MobileNetV2(tlc.Backbone):
-    """keras.applications.MobileNetV2 without its top; planned by building it (no static layers)."""
+class MobileNetV3Small(tlc.Backbone):
+    """keras.applications.MobileNetV3Small without its top; planned by building it (no static
+    description), so `tlc check` imports TensorFlow for it."""
 
-    type: Literal["mobilenet_v2"] = "mobilenet_v2"
-    alpha: Literal[0.35, 0.5, 0.75, 1.0, 1.3, 1.4] = 1.0
+    type: Literal["mobilenet_v3_small"] = "mobilenet_v3_small"
+    alpha: Literal[0.75, 1.0] = 1.0
+    minimalistic: bool = False
 
     supports_imagenet = True
 
@@ -21,13 +24,34 @@ class MobileNetV2(tlc.Backbone):
         import keras
 
         inputs = keras.Input(shape=tuple(input_shape), name="input")
-        return keras.applications.MobileNetV2(
-            input_tensor=inputs, include_top=False, alpha=self.alpha,
+        return keras.applications.MobileNetV3Small(
+            input_tensor=inputs, include_top=False, alpha=self.alpha, minimalistic=self.minimalistic,
             weights="imagenet" if self.weights == "imagenet" else None,
         )
 
     def preprocess(self, images):
-        return images * 2.0 - 1.0  # MobileNetV2 expects [-1, 1]
+        return images * 255.0  # the model rescales 0..255 to [-1, 1] itself
+
+
+class TinyResNet(tlc.Backbone):
+    """A small residual network described statically as a graph: checked without TensorFlow,
+    built by tlc from the same description."""
+
+    type: Literal["tiny_resnet"] = "tiny_resnet"
+    width: Annotated[int, Field(gt=0, le=1024)] = 16
+    blocks: Annotated[int, Field(gt=0, le=16)] = 2
+
+    def layers(self, input_shape):
+        g = Graph(Input("input"))
+        x = g(Conv2D("stem_conv", filters=self.width, strides=(2, 2), padding="same", use_bias=False))
+        x = g(BatchNormalization("stem_bn"), x)
+        x = g(Activation("stem_relu"), x)
+        for i in range(1, self.blocks + 1):
+            y = g(Conv2D(f"block{i}_conv1", filters=self.width, padding="same", activation="relu"), x)
+            y = g(Conv2D(f"block{i}_conv2", filters=self.width, padding="same"), y)
+            x = g(Add(f"block{i}_add"), x, y)  # the shortcut: two inputs
+            x = g(Activation(f"block{i}_out"), x)
+        return g.layers
 
 
 class ConvHead(tlc.Head):
@@ -47,7 +71,7 @@ class ConvHead(tlc.Head):
 
 @tlc.hookimpl
 def tlc_backbones():
-    return [MobileNetV2]
+    return [MobileNetV3Small, TinyResNet]
 
 
 @tlc.hookimpl

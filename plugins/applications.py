@@ -1,0 +1,121 @@
+"""What every keras.applications backbone shares: `include_top`/`classes`, Keras's input rules,
+ImageNet weights (with a clear offline error naming the file), preprocessing, and a build through
+`keras.applications` itself. Each family describes its layers statically (`describe`), so `check`
+and `summarize` never import TensorFlow; a test holds every description equal to Keras's model.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Any, ClassVar
+
+from pydantic import model_validator
+
+from tlc.components import Backbone, FieldError
+from tlc.errors import RunError
+from tlc.fields import Count
+from tlc.layers import Input, Layer, Shape
+
+
+class Application(Backbone):
+    """A keras.applications model without (or with) its classifier top."""
+
+    include_top: bool = False
+    classes: Count = 1000
+
+    supports_imagenet = True
+    keras_function: ClassVar[str]  # e.g. "ResNet50": keras.applications.ResNet50
+    preprocess_mode: ClassVar[str]  # keras.applications.imagenet_utils mode: caffe | tf | torch | none
+    default_size: ClassVar[int] = 224  # the only input size Keras accepts with imagenet weights and the top
+    min_size: ClassVar[int] = 32
+
+    @model_validator(mode="after")
+    def _keras_rules(self) -> Application:
+        if "classes" in self.model_fields_set and not self.include_top:
+            raise ValueError("classes is only used with include_top: true")
+        if self.weights == "imagenet" and self.include_top and self.classes != 1000:
+            raise ValueError("with weights: imagenet and include_top: true, classes must be 1000")
+        return self
+
+    def describe(self) -> list[Layer]:
+        """The layers as Keras creates them (a graph: each names its inputs), Input first."""
+        raise NotImplementedError
+
+    def keras_arguments(self) -> dict[str, Any]:
+        """Extra arguments of the keras.applications function (e.g. MobileNetV2's alpha)."""
+        return {}
+
+    def layers(self, input_shape: Shape) -> list[Layer]:
+        h, w, c = input_shape
+        if self.weights == "imagenet" and c != 3:
+            raise FieldError(("input", "shape"), f"{self.type} with imagenet weights needs 3 channels; got {c}")
+        size = self.default_size
+        if self.weights == "imagenet" and self.include_top and tuple(input_shape) != (size, size, 3):
+            raise FieldError(("input", "shape"),
+                             f"{self.type} with include_top and imagenet weights needs input [{size}, {size}, 3]")
+        return _described(self)
+
+    def input_layer(self) -> Input:
+        return Input("input", min_size=(self.min_size, self.min_size),
+                     why=f" (Keras's {self.keras_function} minimum)")
+
+    def build(self, input_shape: Shape):
+        import keras
+
+        inputs = keras.Input(shape=tuple(input_shape), name="input")
+        make = getattr(keras.applications, self.keras_function)
+        with imagenet_download(self.type) if self.weights == "imagenet" else contextlib.nullcontext():
+            return make(include_top=self.include_top, weights="imagenet" if self.weights == "imagenet" else None,
+                        input_tensor=inputs, classes=self.classes, **self.keras_arguments())
+
+    def preprocess(self, images):
+        """Images in [0, 1] -> the family's `preprocess_input` of 0..255 images, whatever the
+        weights: a model keeps one input convention when its weights move to another spec."""
+        if self.preprocess_mode == "none":  # EfficientNet: rescaling and normalization are layers
+            return images * 255.0
+        from keras.applications.imagenet_utils import preprocess_input
+
+        return preprocess_input(images * 255.0, mode=self.preprocess_mode)
+
+
+@functools.lru_cache(maxsize=64)
+def _described(backbone: Application) -> tuple[Layer, ...]:
+    """One description per configuration (planning asks at many input sizes)."""
+    return tuple(backbone.describe())
+
+
+@contextlib.contextmanager
+def imagenet_download(kind: str):
+    """Keras downloads ImageNet weights itself; offline, say which file to put where."""
+    from keras.src.utils import file_utils
+
+    real, asked = file_utils.get_file, {}
+
+    def get_file(fname=None, origin=None, *args, **kwargs):
+        asked.update(fname=fname or os.path.basename(origin or ""), origin=origin)
+        return real(fname, origin, *args, **kwargs)
+
+    file_utils.get_file = get_file
+    try:
+        yield
+    except Exception as exc:
+        if "fname" not in asked:
+            raise
+        name, cache = asked["fname"], os.path.join(keras_home(), "models")
+        raise RunError(
+            f"weights: imagenet: could not download {name} ({type(exc).__name__}). "
+            f"Without network access, copy {name} into {cache}/ (from {asked['origin']}) "
+            f"and run again, or use weights: null or a path."
+        ) from None
+    finally:
+        file_utils.get_file = real
+
+
+def keras_home() -> str:
+    try:  # where keras.utils.get_file really looks (KERAS_HOME, ~/.keras or /tmp/.keras)
+        from keras.src.backend.config import keras_home as home
+
+        return home()
+    except ImportError:  # pragma: no cover - a future Keras moving its private module
+        return os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))

@@ -1,0 +1,182 @@
+"""The backbone zoo (every registered keras.applications type), held against Keras itself: the
+static plan equals the built model layer by layer at several input sizes and freeze policies,
+`min_input` is exactly where Keras starts to accept the input, and none of it imports TensorFlow."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+
+from tlc.emit import compile as emit, set_frozen
+from tlc.loader import Document
+from tlc.plan import plan
+from tlc.plugins.applications import Application
+from tlc.registry import get_registry
+from tlc.spec import validate
+
+from .conftest import tlc as run
+from .helpers import keras_builds, keras_layers, trainable_count
+
+pytestmark = pytest.mark.slow
+
+#: every built-in keras.applications type, with extra options and a non-square input to plan at
+ZOO = sorted(name for name, info in get_registry().backbones.items() if issubclass(info.cls, Application))
+OPTIONS = {"mobilenet_v2": {"alpha": 0.75}}
+
+
+def spec_of(kind: str, shape, *, freeze="none", head=None, **backbone):
+    data = {"name": f"{kind}_case", "input": {"shape": list(shape)}, "freeze": freeze,
+            "backbone": {"type": kind, **OPTIONS.get(kind, {}), **backbone}, "head": head or {"type": "none"}}
+    return validate(Document(path=f"{kind}.yaml", data=data))
+
+
+def test_the_zoo_covers_the_contract():
+    assert set(ZOO) >= {"vgg16", "vgg19", "resnet50", "resnet101", "resnet50_v2", "mobilenet_v2", "efficientnet_b0",
+                        "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "densenet121", "xception"}
+
+
+@pytest.mark.parametrize("kind", ZOO)
+def test_plan_equals_keras_layer_by_layer(kind):
+    """At a rectangular size (odd sides exercise Keras's correct_pad), under three freeze policies."""
+    cls = get_registry().backbones[kind].cls
+    shape = (cls.min_size + 17, cls.min_size + 40, 3)
+    middle = len(plan(spec_of(kind, shape)).layers) // 2
+    planned = plan(spec_of(kind, shape, freeze={"up_to": middle}))
+    model = emit(spec_of(kind, shape, freeze={"up_to": middle}))
+    assert [(p.name, p.kind, p.output_shape, p.params, p.trainable) for p in planned.layers] == \
+        [(k["name"], k["kind"], k["output_shape"], k["params"], k["trainable"]) for k in keras_layers(model)]
+    assert planned.params() == {"total": model.count_params(), "trainable": trainable_count(model),
+                                "non_trainable": model.count_params() - trainable_count(model)}
+    name = planned.layers[middle].name
+    by_name = plan(spec_of(kind, shape, freeze={"up_to": name}))
+    assert [p.trainable for p in by_name.layers] == [p.trainable for p in planned.layers]
+    frozen_all = plan(spec_of(kind, shape, freeze="all"))
+    set_frozen(model, len(model.layers) - 1)
+    assert [p.trainable for p in frozen_all.layers] == [layer.trainable for layer in model.layers]
+    assert frozen_all.params()["trainable"] == trainable_count(model) == 0
+
+
+@pytest.mark.parametrize("kind", ZOO)
+def test_plan_equals_keras_with_the_top_and_at_a_cut(kind):
+    cls = get_registry().backbones[kind].cls
+    top = spec_of(kind, (cls.min_size + 3, cls.min_size, 3), include_top=True, classes=7)
+    assert [p.output_shape for p in plan(top).layers][-1] == (7,)
+    assert [(p.name, p.output_shape, p.params) for p in plan(top).layers] == \
+        [(k["name"], k["output_shape"], k["params"]) for k in keras_layers(emit(top))]
+    full = plan(spec_of(kind, (cls.min_size, cls.min_size, 3)))
+    cut_at = full.layers[len(full.layers) * 2 // 3].name  # a graph cut keeps only what the cut layer needs
+    cut = spec_of(kind, (cls.min_size, cls.min_size, 3), output=cut_at)
+    assert [(p.name, p.output_shape) for p in plan(cut).layers] == \
+        [(k["name"], k["output_shape"]) for k in keras_layers(emit(cut))]
+
+
+@pytest.mark.parametrize("kind", ZOO)
+def test_min_input_is_where_keras_starts_to_accept(kind):
+    import keras
+
+    cls = get_registry().backbones[kind].cls
+    m = cls.min_size
+    alone = plan(spec_of(kind, (m - 1, m + 5, 3)))
+    assert not alone.ok and alone.min_input == (m, m) and alone.failure.layer == "input"
+
+    def keras_accepts(h, w):  # Keras's own rule, building with input_shape
+        try:
+            getattr(keras.applications, cls.keras_function)(include_top=False, weights=None, input_shape=(h, w, 3),
+                                                             **OPTIONS.get(kind, {}))
+        except ValueError:
+            return False
+        return True
+
+    assert keras_accepts(m, m) and not keras_accepts(m - 1, m) and not keras_accepts(m, m - 1)
+    # A head that needs a 5x5 map: the edge now comes from the network's own arithmetic.
+    needy = spec_of(kind, (m, m, 3), head={"type": "dense", "pool_size": 5, "classes": 2})
+    h, w = plan(needy, min_input=True).min_input
+    assert h > m and w > m and plan(needy.model_copy(update={"input": needy.input.model_copy(
+        update={"shape": [h, w, 3]})})).ok
+    assert keras_builds(needy, h, w) and not keras_builds(needy, h - 1, w) and not keras_builds(needy, h, w - 1)
+
+
+def test_check_and_summarize_of_every_zoo_type_never_import_tensorflow(tmp_path):
+    paths = []
+    for kind in ZOO:
+        path = tmp_path / f"{kind}.yaml"
+        path.write_text(f"input: {{shape: [80, 96, 3]}}\nbackbone: {{type: {kind}}}\nfreeze: all\n"
+                        "head: {type: dense, pooling: avg, classes: 5}\n")
+        paths.append(str(path))
+    code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom tlc.cli import app\n"
+            "r = CliRunner().invoke(app, ['check', '--json', *sys.argv[1:]])\n"
+            "s = CliRunner().invoke(app, ['summarize', sys.argv[1], '--json'])\n"
+            "print(json.dumps([r.exit_code, json.loads(r.stdout), s.exit_code,"
+            " sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))]))\n")
+    done = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    code, reports, summarize_code, imported = json.loads(done.stdout)
+    assert code == 0 and summarize_code == 0 and imported == []
+    assert all(r["ok"] and r["params"]["trainable"] > 0 and r["min_input"] for r in reports)
+
+
+def test_summarize_of_a_frozen_efficientnet_has_keras_summary_totals(write, capsys):
+    path = write("input: {shape: [224, 224, 3]}\nbackbone: {type: efficientnet_b0}\nfreeze: all\n"
+                 "head: {type: dense, pooling: avg, classes: 5}\n")
+    text = run("summarize", path).stdout
+    import tlc
+
+    tlc.compile(tlc.load_spec(path)).summary()
+    keras_text = capsys.readouterr().out
+    for label, ours in (("Total params", "total params"), ("Trainable params", "trainable"),
+                        ("Non-trainable params", "frozen (non-trainable)")):
+        theirs = next(line for line in keras_text.splitlines() if line.strip().startswith(label + ":"))
+        number = theirs.split(":")[1].split("(")[0].strip()
+        assert f"{ours}: {number}" in text, (label, number, text[-300:])
+
+
+def test_zoo_rules_are_located_errors(write):
+    cases = {
+        "backbone: {type: resnet50, weights: imagenet}\ninput: {shape: [64, 64, 1]}\n":
+            "input.shape: resnet50 with imagenet weights needs 3 channels; got 1",
+        "backbone: {type: xception, weights: imagenet, include_top: true}\ninput: {shape: [224, 224, 3]}\n":
+            "xception with include_top and imagenet weights needs input [299, 299, 3]",
+        "backbone: {type: mobilenet_v2, weights: imagenet, alpha: 0.6}\ninput: {shape: [96, 96, 3]}\n":
+            "backbone: imagenet weights exist for alpha 0.35, 0.5, 0.75, 1.0, 1.3, 1.4; received: 0.6",
+        "backbone: {type: densenet121, classes: 10}\ninput: {shape: [96, 96, 3]}\n":
+            "classes is only used with include_top: true",
+    }
+    for text, message in cases.items():
+        result = run("check", write(text + "head: {type: dense, pooling: avg, classes: 2}\n"))
+        assert result.exit_code == 2 and message in result.output and "spec.yaml:" in result.output, result.output
+    small = run("check", write("input: {shape: [70, 100, 3]}\nbackbone: {type: xception}\nhead: {type: none}\n"))
+    assert small.exit_code == 1
+    assert "input needs at least 71x71 (Keras's Xception minimum), got 70x100x3" in small.output
+
+
+def test_imagenet_offline_names_the_zoo_file_to_cache(write, tmp_path, monkeypatch):
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "kh"))
+    path = write("input: {shape: [64, 64, 3]}\nbackbone: {type: resnet50, weights: imagenet}\nhead: {type: none}\n")
+    result = run("build", path, "-o", tmp_path / "out.keras")
+    assert result.exit_code == 1, result.output
+    name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert f"weights: imagenet: could not download {name}" in result.output
+    assert f"copy {name} into {tmp_path / 'kh' / 'models'}/" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out.keras").exists()
+
+
+@pytest.mark.parametrize("kind,mode", [("resnet50", "caffe"), ("resnet50_v2", "tf"), ("densenet121", "torch")])
+def test_preprocessing_is_the_familys(kind, mode):
+    import numpy as np
+    from keras.applications.imagenet_utils import preprocess_input
+
+    x = np.random.default_rng(0).random((2, 40, 40, 3), dtype=np.float32)
+    got = np.asarray(spec_of(kind, (40, 40, 3)).backbone.preprocess(x))
+    np.testing.assert_allclose(got, preprocess_input(x * 255.0, mode=mode), rtol=1e-6)
+    efficient = np.asarray(spec_of("efficientnet_b0", (40, 40, 3)).backbone.preprocess(x))
+    np.testing.assert_allclose(efficient, x * 255.0)  # its rescaling and normalization are model layers
