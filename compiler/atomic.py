@@ -18,7 +18,7 @@ def replacing(target: str | os.PathLike) -> Iterator[Path]:
     The writer may make it a file or a folder (a SavedModel); a folder target is swapped whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{''.join(target.suffixes[-1:])}")
+    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")  # ends like target: .weights.h5, .keras
     try:
         yield tmp
         if tmp.is_dir() and target.is_dir():
