@@ -105,6 +105,7 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True, 
     import keras
 
     from .atomic import write_text, write_with
+    from .data import naming_unreadable
     from .data.pipeline import Feed
     from .train.plots import confusion_plot, examples_grid
 
@@ -117,7 +118,9 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True, 
     except Exception as exc:
         raise RunError(f"{folder / 'model.keras'}: cannot load the model: {one_line(exc)}") from None
     feed = Feed(examples, spec.input.hwc, spec.backbone.preprocess)
-    probabilities = predict_probabilities(model, feed)
+    with naming_unreadable([examples], spec.input.hwc[2], fix="the run never read its held-out images; "
+                                                              "replace it, or train again without it"):
+        probabilities = predict_probabilities(model, feed)
     names = record["classes"]
     result = {"split": part, **scores(examples.labels, probabilities, names)}
     write_text(folder / "evaluation.json", json.dumps(result, indent=2) + "\n")

@@ -180,6 +180,21 @@ def test_unreadable_files_stop_the_run_by_default_naming_the_file(write, tmp_pat
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
 
 
+def test_an_unreadable_held_out_image_is_named_by_evaluate(write, tmp_path):
+    """Training never decodes the test split, so a bad file there surfaces in `tlc evaluate`,
+    named like any other (files are scanned only when decoding fails)."""
+    photos(tmp_path / "p", n=10)
+    path = write(PHOTO_SPEC.format(k=2, type="directory", path="p", extra=", test_split: 0.2"))
+    assert run("train", path, "--runs", tmp_path / "runs").exit_code == 0
+    folder = tmp_path / "runs" / "spec"
+    victim = json.loads((folder / "split.json").read_text())["test_files"][1][0]
+    Path(victim).write_bytes(b"no longer an image")
+    result = run("evaluate", folder)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{victim}: not a readable image; the run never read its held-out images" in result.stderr
+    assert not (folder / "evaluation.json").exists()
+
+
 def test_on_error_skip_counts_and_lists_the_skipped_files(write, tmp_path):
     _corrupt(photos(tmp_path / "p"))
     path = write(PHOTO_SPEC.format(k=2, type="directory", path="p", extra=", on_error: skip"))

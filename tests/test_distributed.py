@@ -108,5 +108,7 @@ def test_two_workers_killed_then_resumed_continue_from_the_checkpoint(write, tmp
     rows = [line.split(",") for line in (runs / "dist" / "history.csv").read_text().splitlines()[1:]]
     assert [int(r[0]) for r in rows] == [0, 1, 2, 3, 4]
     assert [float(r[1]) for r in rows[:2]] == pytest.approx([b["accuracy"] for b in before[:2]])
-    assert float(rows[2][1]) > float(rows[1][1]) > float(rows[0][1])  # continued, not restarted
+    # continued, not restarted: a restart would begin again near epoch 0's accuracy (epochs 1 and 2
+    # can be level once digits are learnt, so they are not compared with each other)
+    assert float(rows[2][1]) > float(rows[0][1]) + 0.05, rows
     assert not (runs / "dist.partial").exists()

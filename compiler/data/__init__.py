@@ -5,6 +5,7 @@ Memory does not depend on the number of images: files are decoded batch by batch
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..errors import RunError
 from .sources import IMAGE_SUFFIXES, Examples, as_images, read
 from .split import stratified
 
-__all__ = ["Dataset", "Examples", "IMAGE_SUFFIXES", "as_images", "load"]
+__all__ = ["Dataset", "Examples", "IMAGE_SUFFIXES", "as_images", "load", "naming_unreadable"]
 
 
 @dataclass
@@ -31,18 +32,17 @@ class Dataset:
 
 
 def load(spec, *, check_files: bool = True) -> Dataset:
-    """The spec's `train.data`: read, checked for unreadable files, split."""
+    """The spec's `train.data`: read, split, and with `on_error: skip` cleared of unreadable files.
+
+    With `on_error: error` nothing is scanned up front (a pass over every file, ~1.4 s per 6,000
+    JPEGs here): decoding fails on a bad file anyway, and `naming_unreadable` then names it."""
     data = spec.train.data
     examples, names = read(spec)
     skipped: list[str] = []
-    if examples.streamed and check_files:
+    if examples.streamed and check_files and data.on_error == "skip":
         from .images import unreadable
 
         bad = unreadable(examples.files, spec.input.hwc[2])
-        if len(bad) and data.on_error == "error":
-            more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
-            raise RunError(f"{examples.files[bad[0]]}: not a readable image{more}; "
-                           "remove it, or set train.data.on_error: skip")
         if len(bad):
             skipped = [str(f) for f in examples.files[bad]]
             examples = examples.take(np.setdiff1d(np.arange(len(examples)), bad))
@@ -51,6 +51,25 @@ def load(spec, *, check_files: bool = True) -> Dataset:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
     return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped,
                    {"train": train, "val": val, "test": test})
+
+
+@contextlib.contextmanager
+def naming_unreadable(parts: list[Examples], channels: int, fix: str = "remove it, or set train.data.on_error: skip"):
+    """A decoding error inside the block (tf.data stops at the first bad file without saying
+    which) becomes one message naming the unreadable file: the files are scanned only then."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError:
+        files = np.concatenate([p.files for p in parts if p.files is not None] or [np.zeros(0, str)])
+        from .images import unreadable
+
+        bad = unreadable(files, channels)
+        if not len(bad):
+            raise
+        more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+        raise RunError(f"{files[bad[0]]}: not a readable image{more}; {fix}") from None
 
 
 def check_source(spec) -> None:

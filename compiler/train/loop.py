@@ -121,7 +121,9 @@ def _train(spec, runs_dir, epochs, resume, use_cache, reporter, safe_mode, devic
     folder = RunFolder(runs_dir, spec.name, writer=strategy.is_chief)
     state = folder.start(spec, resume=resume)
     try:
-        return _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume, strategy)
+        with datasets.naming_unreadable([dataset.train, dataset.val], spec.input.hwc[2]):
+            return _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, safe_mode, resume,
+                        strategy)
     except BaseException:
         if state.checkpoint is None and folder.writer:  # nothing worth resuming: leave nothing behind
             shutil.rmtree(folder.work, ignore_errors=True)
