@@ -48,7 +48,7 @@ def main() -> None:
     for label, rows in runs.items():
         median[label] = statistics.median(m["train_seconds"] for m in rows)
         accuracy = statistics.median(m["final"]["val_accuracy"] for m in rows)
-        note = rows[0]["feature_cache"][0].split("; ", 1)[-1] if "views" in label else rows[0]["feature_cache"][0]
+        note = rows[0]["feature_cache"][0].split("); ", 1)[-1] if "views" in label else rows[0]["feature_cache"][0]
         print(f"{label:12s}{median[label]:14.1f}{accuracy:14.4f}  {note}")
     fly = statistics.median(m["final"]["val_accuracy"] for m in runs["on the fly"])
     two = statistics.median(m["final"]["val_accuracy"] for m in runs["views: 2"])

@@ -100,6 +100,18 @@ def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> d
     return out
 
 
+def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 16) -> np.ndarray:
+    """Up to `limit` misclassified examples, the most confident mistakes first, taken in turn from
+    each true class (so one confused class does not fill the grid)."""
+    wrong = np.flatnonzero(probabilities.argmax(axis=1) != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]
+    per_class = [list(wrong[labels[wrong] == c]) for c in np.unique(labels[wrong])]
+    picked = []
+    while len(picked) < limit and any(per_class):
+        picked += [queue.pop(0) for queue in per_class if queue][: limit - len(picked)]
+    return np.array(picked, dtype="int64")
+
+
 def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True, progress=None) -> dict:
     """Evaluate a run; writes evaluation.json, confusion.png and misclassified.png into it."""
     import keras
@@ -126,7 +138,7 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True, 
     write_text(folder / "evaluation.json", json.dumps(result, indent=2) + "\n")
     title = f"{spec.name}: {part} split, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
     write_with(folder / "confusion.png", confusion_plot(np.array(result["confusion"]), names, title))
-    wrong = np.flatnonzero(probabilities.argmax(axis=1) != examples.labels)[:16]
+    wrong = worst_mistakes(examples.labels, probabilities)
     if len(wrong):
         images = np.concatenate([x.numpy() for x, _ in Feed(examples.take(wrong), spec.input.hwc).in_order(16)])
         captions = [f"true {names[examples.labels[i]]}\npredicted {names[probabilities[i].argmax()]} "

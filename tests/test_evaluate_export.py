@@ -171,3 +171,14 @@ def test_compare_shows_the_test_accuracy_of_evaluated_runs(trained, tmp_path):
     result = run("compare", trained, "-o", tmp_path / "c.png")
     accuracy = json.loads((trained / "evaluation.json").read_text())["accuracy"]
     assert result.exit_code == 0 and f"{accuracy:.3f}" in result.stdout
+
+
+def test_the_misclassified_grid_takes_the_worst_mistakes_of_every_class_in_turn():
+    from tlc.evaluate import worst_mistakes
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    probabilities = np.array([[.1, .9, 0], [.2, .8, 0], [.9, .1, 0], [.7, .3, 0], [0, .4, .6], [.6, .4, 0],
+                              [0, 0, 1], [.1, .2, .7]])
+    assert worst_mistakes(labels, probabilities).tolist() == [0, 3, 5, 1, 4]  # 2, 6, 7 are right
+    assert worst_mistakes(labels, probabilities, limit=2).tolist() == [0, 3]
+    assert worst_mistakes(labels, np.eye(3)[labels]).tolist() == []

@@ -46,10 +46,12 @@ def unreadable(files: np.ndarray, channels: int) -> np.ndarray:
                        lambda: tf.size(tf.io.decode_image(raw, channels=channels, expand_animations=False)))
         return index, size
 
-    readable = (tf.data.Dataset.from_tensor_slices((np.arange(len(files)), files))
-                .map(check, num_parallel_calls=tf.data.AUTOTUNE)
-                .ignore_errors()
-                .batch(SCAN_BATCH))
+    from .pipeline import without_autotune
+
+    readable = without_autotune(tf.data.Dataset.from_tensor_slices((np.arange(len(files)), files))
+                                .map(check, num_parallel_calls=tf.data.AUTOTUNE)
+                                .ignore_errors()
+                                .batch(SCAN_BATCH))
     from ..quiet import fd2_silenced
 
     good = np.zeros(len(files), dtype=bool)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.pipeline import without_autotune
 from ..errors import RunError
 
 
@@ -125,10 +126,10 @@ def fit_multi_worker(strategy: Strategy, model: Any, train: Any, val: Any, loss:
 
     def shard(context):
         local = replicas // context.num_input_pipelines
-        return (worker_slices(train, seed, epochs, batch_size, replicas, context.input_pipeline_id * local, local)
-                .map(lambda epoch, batch, ids, n: (*load(epoch, batch, ids), n),
-                     num_parallel_calls=tf.data.AUTOTUNE)
-                .prefetch(tf.data.AUTOTUNE))
+        return without_autotune(
+            worker_slices(train, seed, epochs, batch_size, replicas, context.input_pipeline_id * local, local)
+            .map(lambda epoch, batch, ids, n: (*load(epoch, batch, ids), n), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
     dataset = strategy.tf.distribute_datasets_from_function(shard)
 
