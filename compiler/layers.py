@@ -102,6 +102,14 @@ def _window(n: int, k: int, s: int, padding: str) -> int:
     return (n - k) // s + 1
 
 
+def _convolved(shape: Shape, kind: str, kernel: Pair, strides: Pair, padding: str, channels: int) -> Shape:
+    h, w, _ = _spatial(shape, kind)
+    (kh, kw), (sh, sw) = kernel, strides
+    if padding == "valid" and (h < kh or w < kw):
+        raise DoesNotFit(f"needs at least {kh}x{kw}", (kh, kw))
+    return (_window(h, kh, sh, padding), _window(w, kw, sw, padding), channels)
+
+
 @dataclass(frozen=True)
 class Conv2D(Layer):
     kind: ClassVar[str] = "Conv2D"
@@ -113,11 +121,7 @@ class Conv2D(Layer):
     use_bias: bool = True
 
     def output_shape(self, shape: Shape) -> Shape:
-        h, w, _ = _spatial(shape, self.kind)
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        if self.padding == "valid" and (h < kh or w < kw):
-            raise DoesNotFit(f"needs at least {kh}x{kw}", (kh, kw))
-        return (_window(h, kh, sh, self.padding), _window(w, kw, sw, self.padding), self.filters)
+        return _convolved(shape, self.kind, self.kernel_size, self.strides, self.padding, self.filters)
 
     def weights(self, shape: Shape) -> tuple[int, int]:
         kh, kw = self.kernel_size
@@ -285,10 +289,8 @@ class DepthwiseConv2D(Layer):
     use_bias: bool = True
 
     def output_shape(self, shape: Shape) -> Shape:
-        h, w, c = _spatial(shape, self.kind)
-        out = Conv2D(self.name, filters=c * self.depth_multiplier, kernel_size=self.kernel_size,
-                     strides=self.strides, padding=self.padding).output_shape(shape)
-        return out
+        channels = _spatial(shape, self.kind)[2] * self.depth_multiplier
+        return _convolved(shape, self.kind, self.kernel_size, self.strides, self.padding, channels)
 
     def weights(self, shape: Shape) -> tuple[int, int]:
         out = shape[-1] * self.depth_multiplier
@@ -303,20 +305,10 @@ class DepthwiseConv2D(Layer):
 
 
 @dataclass(frozen=True)
-class SeparableConv2D(Layer):
+class SeparableConv2D(Conv2D):
     """A depthwise convolution followed by a 1x1 pointwise one (depth_multiplier 1)."""
 
     kind: ClassVar[str] = "SeparableConv2D"
-    filters: int = 1
-    kernel_size: Pair = (3, 3)
-    strides: Pair = (1, 1)
-    padding: str = "valid"
-    activation: str | None = None
-    use_bias: bool = True
-
-    def output_shape(self, shape: Shape) -> Shape:
-        return Conv2D(self.name, filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
-                      padding=self.padding).output_shape(shape)
 
     def weights(self, shape: Shape) -> tuple[int, int]:
         c = shape[-1]
