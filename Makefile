@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/cache_speed.py --size 64 --rounds 1
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/distributed.py
+	$(BIN)/python bench/data_scale.py --throughput 20000
+	$(BIN)/python bench/augment_views.py
 
 clean:
 	rm -rf $(VENV) models runs bench/out .pytest_cache

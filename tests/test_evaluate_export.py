@@ -76,11 +76,13 @@ def test_evaluate_matches_keras_on_the_test_examples(trained):
     (["evaluate", "{run}", "--split", "train"], 2, "--split must be test or val"),
     (["export", "{run}", "--format", "pt"], 2, "unknown --format 'pt'; formats: saved_model, tflite, onnx"),
     (["export", "{run}", "--format", "onnx", "-o", "{tmp}/model.bin"], 2, "must end in .onnx"),
+    (["export", "{run}", "--format", "onnx", "-o", "{tmp}/a_file/model.onnx"], 1, "cannot write {tmp}/a_file/model.onnx"),
 ])
 def test_bad_evaluate_and_export_input(trained, tmp_path, args, code, message):
+    (tmp_path / "a_file").write_text("a file, not a folder")
     args = [a.format(run=trained, tmp=tmp_path) for a in args]
     result = run(*args)
-    assert result.exit_code == code and message in result.stderr, result.output
+    assert result.exit_code == code and message.format(tmp=tmp_path) in result.stderr, result.output
     assert "Traceback" not in result.output
 
 

@@ -22,7 +22,7 @@ name: crash
 input: {shape: [8, 8, 1]}
 backbone: {type: conv_stack, blocks: [{filters: 8, convs: 2, dropout: 0.25}]}
 head: {type: dense, units: [16], dropout: 0.25, classes: 10}
-train: {data: {type: digits}, epochs: 6, batch_size: 16, seed: 3}
+train: {data: {type: digits}, epochs: 6, batch_size: 16, seed: 3, augment: {flip: horizontal, zoom: 0.1}}
 """
 
 
