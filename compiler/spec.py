@@ -172,17 +172,30 @@ class SpecBase(StrictModel):
         return self._document.error(loc, message)
 
 
-def spec_model(registry: Registry | None = None) -> type[SpecBase]:
-    """The `Spec` model for the registry's types (built once per registry)."""
+def spec_model(registry: Registry | None = None, backbone: str | None = None,
+               head: str | None = None) -> type[SpecBase]:
+    """The `Spec` model for the registry's types, or narrowed to one backbone and one head type
+    when those are registered: validating a spec then builds (and imports) only the classes it
+    names. Built once per registry and pair of types."""
     registry = registry or get_registry()
-    if registry.spec_model is None:
-        registry.spec_model = create_model(
+    key = (backbone if backbone in registry.backbones else None, head if head in registry.heads else None)
+    if key not in registry.spec_models:
+        registry.spec_models[key] = create_model(
             "Spec",
             __base__=SpecBase,
-            backbone=(_union(registry.classes("backbone"), Backbone), ...),
-            head=(_union(registry.classes("head"), Head), ...),
+            backbone=(_union(_classes(registry, "backbone", key[0]), Backbone), ...),
+            head=(_union(_classes(registry, "head", key[1]), Head), ...),
         )
-    return registry.spec_model
+    return registry.spec_models[key]
+
+
+def _classes(registry: Registry, kind: str, name: str | None) -> list[type]:
+    return [registry.types[kind][name].cls] if name is not None else registry.classes(kind)
+
+
+def _type_of(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _union(classes: list[type], base: type) -> Any:
@@ -209,7 +222,8 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     data.setdefault("name", default_name(doc.path))
     _resolve_paths(doc, data)
     try:
-        spec = spec_model(registry).model_validate(data)
+        model = spec_model(registry, _type_of(data.get("backbone")), _type_of(data.get("head")))
+        spec = model.model_validate(data)
     except ValidationError as exc:
         raise _located(doc, data, exc.errors(include_url=False), registry) from None
     spec._document = doc

@@ -214,6 +214,29 @@ def test_plugins_lists_builtins_with_their_source():
             ("dense", "head", "tlc.plugins.dense_head", "tlc"), ("none", "head", "tlc.plugins.no_head", "tlc")} <= listed
 
 
+def test_the_table_of_built_in_types_is_what_their_modules_register():
+    """Built-in modules are imported only when a type of theirs is used; the table that names
+    their types must not drift from the classes their hooks return."""
+    import importlib
+
+    from tlc.registry import BUILTIN_TYPES, KINDS, type_name
+
+    for module_name, kinds in BUILTIN_TYPES.items():
+        module = importlib.import_module(module_name)
+        for kind, (hook, base) in KINDS.items():
+            returned = [type_name(cls, base) for cls in getattr(module, hook, lambda: [])()]
+            assert returned == list(kinds.get(kind, ())), (module_name, kind)
+
+
+def test_a_spec_imports_only_the_built_in_modules_it_names():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom tlc.cli import app\n"
+            f"r = CliRunner().invoke(app, ['check', {str(EXAMPLES / 'vgg16_too_small_48.yaml')!r}])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('tlc.plugins.')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(["tlc.plugins.applications", "tlc.plugins.dense_head", "tlc.plugins.vgg16"])
+
+
 def test_console_script_runs_as_a_process():
     tlc_bin = REPO / ".venv" / "bin" / "tlc"
     exe = str(tlc_bin) if tlc_bin.exists() else "tlc"
