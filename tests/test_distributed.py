@@ -112,3 +112,28 @@ def test_two_workers_killed_then_resumed_continue_from_the_checkpoint(write, tmp
     # can be level once digits are learnt, so they are not compared with each other)
     assert float(rows[2][1]) > float(rows[0][1]) + 0.05, rows
     assert not (runs / "dist.partial").exists()
+
+
+def test_two_workers_train_a_folder_of_images(write, tmp_path):
+    """multi_worker over a streamed source: each worker decodes only its slice of every global
+    batch (tests/test_data.py checks the slices are disjoint and cover the batch)."""
+    from .test_data import photos
+
+    photos(tmp_path / "p", n=24, size=(20, 24))
+    spec = write("name: folder\ninput: {shape: [16, 16, 3]}\n"
+                 "backbone: {type: conv_stack, blocks: [{filters: 4}]}\nhead: {type: dense, classes: 2}\n"
+                 "train: {data: {type: directory, path: p, test_split: 0.25}, epochs: 2, batch_size: 8, "
+                 "distribute: multi_worker}\n")
+    workers = [subprocess.Popen([TLC, "train", str(spec), "--runs", str(tmp_path / f"runs{index}")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TF_CONFIG": config})
+               for index, config in enumerate(local_cluster(2))]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    chief = tmp_path / "runs0" / "folder"
+    metrics = _final(chief)
+    assert metrics["distribute"] == {"strategy": "multi_worker", "replicas": 2}
+    assert metrics["examples"] == {"train": 26, "validation": 10, "test": 12}  # per class: 6 test, 5 val
+    assert len((chief / "history.csv").read_text().splitlines()) == 1 + 2
+    assert "streamed from files" in outputs[0][1]
+    assert len(json.loads((chief / "split.json").read_text())["test_files"]) == 12
