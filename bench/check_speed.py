@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _timing import BIN, REPO, time_interleaved
+from _timing import BIN, time_interleaved
 
 KERAS_SCRIPT = """
 import os; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
     Discriminator,
     Field,
     PrivateAttr,

@@ -113,14 +113,10 @@ class Feed:
 
     def epochs(self, seed: int, epochs: range, batch_size: int):
         """Training batches for `epochs` (shuffled, augmented), decoded in parallel and prefetched."""
-        import tensorflow as tf
-
         return _parallel(self.index_batches(seed, epochs, batch_size), self.loader(training=True))
 
     def in_order(self, batch_size: int):
         """Every example once, in order, without augmentation (validation, test, features)."""
-        import tensorflow as tf
-
         return _parallel(self.ordered_batches(batch_size), self.loader(training=False))
 
     def augmented_view(self, view: int, batch_size: int):
