@@ -26,6 +26,13 @@ train: {{data: {{type: digits}}, epochs: 4, batch_size: 32, seed: 0, distribute:
 TLC = str(REPO / ".venv" / "bin" / "tlc") if (REPO / ".venv" / "bin" / "tlc").exists() else "tlc"
 
 
+def _two_workers(spec, runs, *extra):
+    """Two multi_worker `tlc train` processes on 127.0.0.1; `runs(index)` is each one's --runs."""
+    return [subprocess.Popen([TLC, "train", str(spec), "--runs", str(runs(index)), *extra], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CONFIG": config})
+            for index, config in enumerate(local_cluster(2))]
+
+
 def _final(folder):
     return json.loads((folder / "metrics.json").read_text())
 
@@ -52,10 +59,7 @@ def test_mirrored_on_two_logical_cpus(write, tmp_path, single):
 
 def test_two_workers_on_localhost(write, tmp_path, single):
     spec = write(SPEC.format(mode="multi_worker"))
-    workers = [subprocess.Popen([TLC, "train", str(spec), "--runs", str(tmp_path / f"runs{index}")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "TF_CONFIG": config})
-               for index, config in enumerate(local_cluster(2))]
+    workers = _two_workers(spec, lambda index: tmp_path / f"runs{index}")
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     chief = tmp_path / "runs0" / "dist"
@@ -86,12 +90,7 @@ def test_two_workers_killed_then_resumed_continue_from_the_checkpoint(write, tmp
     spec = write(SPEC.format(mode="multi_worker").replace("epochs: 4", "epochs: 5"))
     runs = tmp_path / "runs"  # shared by both workers, as on a shared filesystem
 
-    def start(*extra):
-        return [subprocess.Popen([TLC, "train", str(spec), "--runs", str(runs), *extra], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CONFIG": config})
-                for config in local_cluster(2)]
-
-    workers = start()
+    workers = _two_workers(spec, lambda index: runs)
     state = runs / "dist.partial" / "state.json"
     deadline = time.time() + 300
     while not (state.is_file() and '"epochs_done": 2' in state.read_text()):
@@ -101,7 +100,7 @@ def test_two_workers_killed_then_resumed_continue_from_the_checkpoint(write, tmp
         w.send_signal(signal.SIGKILL)
         w.wait()
     before = json.loads(state.read_text())["rows"]
-    workers = start("--resume")
+    workers = _two_workers(spec, lambda index: runs, "--resume")
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     assert "resuming dist after epoch 2 of 5" in outputs[0][1]
@@ -124,10 +123,7 @@ def test_two_workers_train_a_folder_of_images(write, tmp_path):
                  "backbone: {type: conv_stack, blocks: [{filters: 4}]}\nhead: {type: dense, classes: 2}\n"
                  "train: {data: {type: directory, path: p, test_split: 0.25}, epochs: 2, batch_size: 8, "
                  "distribute: multi_worker}\n")
-    workers = [subprocess.Popen([TLC, "train", str(spec), "--runs", str(tmp_path / f"runs{index}")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "TF_CONFIG": config})
-               for index, config in enumerate(local_cluster(2))]
+    workers = _two_workers(spec, lambda index: tmp_path / f"runs{index}")
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     chief = tmp_path / "runs0" / "folder"
