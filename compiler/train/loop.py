@@ -22,7 +22,7 @@ from ..plan import frozen_through, plan as make_plan
 from .. import data as datasets
 from . import cache, controls
 from .distribute import Strategy, fit_multi_worker
-from .plots import accuracy_plot
+from .plots import accuracy_plot, import_in_background
 from .runs import RunFolder, State
 
 
@@ -137,6 +137,7 @@ def _run(spec, planned, phases, dataset, folder, state, use_cache, reporter, saf
     from ..emit import compile as emit
 
     total = phases[-1].first_epoch + phases[-1].epochs
+    import_in_background()
     keras.utils.set_random_seed(spec.train.seed)
     scope = strategy.scope
     with scope():
