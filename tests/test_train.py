@@ -338,3 +338,27 @@ def test_a_full_disk_while_caching_features_is_a_clear_error_and_leaves_nothing(
     with pytest.raises(RunError, match="No space left on device"):
         train(tlc.load_spec(digits(write, extra="freeze: all\n")), tmp_path / "runs")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_graph_backbone_caches_up_to_a_cut_between_blocks_and_trains_like_no_cache(write, tmp_path):
+    """MobileNetV2 frozen through block 13: the layers that train read one tensor of the frozen
+    part, so it is cached, and the run matches --no-cache."""
+    path = write("""
+input: {shape: [32, 32, 3]}
+backbone: {type: mobilenet_v2, alpha: 0.35}
+freeze: {up_to: block_13_project_BN}
+head: {type: dense, pooling: avg, classes: 3}
+train: {data: {type: digits, classes: [0, 1, 2], resize: [32, 32]}, epochs: 2, seed: 4}
+""", "graph.yaml")
+    spec = tlc.load_spec(path)
+    cached = train(spec, tmp_path / "c")
+    assert cached.metrics["feature_cache"][0].startswith(
+        "feature cache: on, layers 1..124 computed once (up to block_13_project_BN; block_14_expand trains)")
+    plain = train(spec, tmp_path / "p", use_cache=False)
+    for a, b in zip(rows_of(cached.folder), rows_of(plain.folder)):
+        for key in ("accuracy", "loss", "val_accuracy", "val_loss"):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=2e-3), key
+    shortcut = write(path.read_text().replace("block_13_project_BN", "block_14_expand_relu"), "shortcut.yaml")
+    crossed = train(tlc.load_spec(shortcut), tmp_path / "s", epochs=1)
+    assert crossed.metrics["feature_cache"] == ["feature cache: not used (the layers that train read more than one "
+                                                "output of the frozen part: a shortcut crosses the boundary)"]

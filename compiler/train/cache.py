@@ -50,6 +50,25 @@ def _is_chain(model, start: int) -> bool:
     return all(layers[i].input is layers[i - 1].output for i in range(max(start, 1), len(layers)))
 
 
+def _cut_tensor(model, k: int):
+    """The one tensor that layers k.. read from the layers before k (a residual network cut
+    between two blocks), or None when they read several (a shortcut crosses the cut)."""
+    before = {id(layer) for layer in model.layers[:k]}
+    after = {id(layer) for layer in model.layers[k:]}
+    needed = {}
+    try:  # Keras private API (the model's own graph nodes), guarded
+        for nodes in model._nodes_by_depth.values():
+            for node in nodes:
+                if id(node.operation) not in after:
+                    continue
+                for tensor in node.input_tensors:
+                    if id(tensor._keras_history[0]) in before:
+                        needed[id(tensor)] = tensor
+    except AttributeError:  # pragma: no cover
+        return None
+    return next(iter(needed.values())) if len(needed) == 1 else None
+
+
 def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
           batch_size: int = 32, off_because: str = "--no-cache") -> Split:
     if not enabled:
@@ -59,8 +78,11 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         return Split(model, train, val, f"feature cache: not used ({why}; nothing before it is frozen)")
     if k >= len(model.layers):
         return Split(model, train, val, f"feature cache: not used ({why}; nothing to train)")
-    if not _is_chain(model, k):
-        return Split(model, train, val, "feature cache: not used (the model is not a plain chain of layers)")
+    chain = _is_chain(model, k)
+    cut = None if chain else _cut_tensor(model, k)
+    if not chain and cut is None:
+        return Split(model, train, val, "feature cache: not used (the layers that train read more than one "
+                                        "output of the frozen part: a shortcut crosses the boundary)")
     augment = train.augment
     views = augment.spec.views if augment is not None else None
     if augment is not None and not views:
@@ -70,28 +92,32 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     import tensorflow as tf
 
     last = model.layers[k - 1]
-    prefix = keras.Model(model.input, last.output)
+    prefix = keras.Model(model.input, last.output if chain else cut)
     key = _key(model.layers[1:k], train, val)
     # One graph, traced once for one batch shape, for train and validation alike (`predict`
     # costs ~5% more here, mostly per-batch overhead).
     forward = tf.function(lambda batch: prefix(batch, training=False))
-    out_shape = tuple(last.output.shape[1:])
+    out_shape = tuple(prefix.output.shape[1:])
     files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
     how = "reused from the cache" if all(f.is_file() for f in files.values()) else "computed once"
     train_batches = [train.in_order(batch_size)] if not views else \
         [train.augmented_view(v, batch_size) for v in range(views)]
     features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"], batch_size),
                 _features(forward, out_shape, [val.in_order(batch_size)], len(val), files["val"], batch_size))
-    tail_input = keras.Input(shape=out_shape, name=f"{last.name}_features")
-    x = tail_input
-    for layer in model.layers[k:]:
-        x = layer(x)  # the same layer objects: training the tail trains the model
-    tail = keras.Model(tail_input, x, name=f"{model.name}_tail")
+    if chain:
+        tail_input = keras.Input(shape=out_shape, name=f"{last.name}_features")
+        x = tail_input
+        for layer in model.layers[k:]:
+            x = layer(x)  # the same layer objects: training the tail trains the model
+        tail = keras.Model(tail_input, x, name=f"{model.name}_tail")
+    else:  # a graph: Keras builds the sub-model that starts at the cut (the same layer objects)
+        tail = keras.Model(cut, model.output, name=f"{model.name}_tail")
     # The tail's forward pass is cheap, so validation runs in few large batches (per-batch overhead
     # would dominate); the mean over the same examples is the same up to float rounding.
     per_example = max(1, int(np.prod(out_shape)) * 4)
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
-    note = f"feature cache: on, layers 1..{k - 1} {how} (up to {last.name}; {why})"
+    upto = last.name if chain else cut._keras_history[0].name
+    note = f"feature cache: on, layers 1..{k - 1} {how} (up to {upto}; {why})"
     if views:
         size = features[0].nbytes / 2**20
         note += (f"; {views} augmented views of {len(train):,} training images "
