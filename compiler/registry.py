@@ -37,7 +37,6 @@ BUILTIN_TYPES = {
     "tlc.plugins.dense_head": {"head": ("dense",)},
     "tlc.plugins.no_head": {"head": ("none",)},
 }
-BUILTIN_MODULES = tuple(BUILTIN_TYPES)
 ENTRY_POINT_GROUP = "tlc"
 KINDS = {"backbone": ("tlc_backbones", Backbone), "head": ("tlc_heads", Head)}
 

@@ -45,14 +45,10 @@ def boundary(model) -> tuple[int, str]:
     return len(model.layers), "every layer is frozen"
 
 
-def _is_chain(model, start: int) -> bool:
-    layers = model.layers
-    return all(layers[i].input is layers[i - 1].output for i in range(max(start, 1), len(layers)))
-
-
 def _cut_tensor(model, k: int):
-    """The one tensor that layers k.. read from the layers before k (a residual network cut
-    between two blocks), or None when they read several (a shortcut crosses the cut)."""
+    """The one tensor that layers k.. read from the layers before k (in a chain, layer k-1's output;
+    in a residual network, a cut between two blocks), or None when they read several (a shortcut
+    crosses the cut)."""
     before = {id(layer) for layer in model.layers[:k]}
     after = {id(layer) for layer in model.layers[k:]}
     needed = {}
@@ -78,9 +74,8 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         return Split(model, train, val, f"feature cache: not used ({why}; nothing before it is frozen)")
     if k >= len(model.layers):
         return Split(model, train, val, f"feature cache: not used ({why}; nothing to train)")
-    chain = _is_chain(model, k)
-    cut = None if chain else _cut_tensor(model, k)
-    if not chain and cut is None:
+    cut = _cut_tensor(model, k)
+    if cut is None:
         return Split(model, train, val, "feature cache: not used (the layers that train read more than one "
                                         "output of the frozen part: a shortcut crosses the boundary)")
     augment = train.augment
@@ -91,8 +86,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     import keras
     import tensorflow as tf
 
-    last = model.layers[k - 1]
-    prefix = keras.Model(model.input, last.output if chain else cut)
+    prefix = keras.Model(model.input, cut)
     key = _key(model.layers[1:k], train, val)
     # One graph, traced once for one batch shape, for train and validation alike (`predict`
     # costs ~5% more here, mostly per-batch overhead).
@@ -104,20 +98,14 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         [train.augmented_view(v, batch_size) for v in range(views)]
     features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"], batch_size),
                 _features(forward, out_shape, [val.in_order(batch_size)], len(val), files["val"], batch_size))
-    if chain:
-        tail_input = keras.Input(shape=out_shape, name=f"{last.name}_features")
-        x = tail_input
-        for layer in model.layers[k:]:
-            x = layer(x)  # the same layer objects: training the tail trains the model
-        tail = keras.Model(tail_input, x, name=f"{model.name}_tail")
-    else:  # a graph: Keras builds the sub-model that starts at the cut (the same layer objects)
-        tail = keras.Model(cut, model.output, name=f"{model.name}_tail")
+    # Keras builds the sub-model that starts at the cut from the same layer objects, so training
+    # the tail trains the model.
+    tail = keras.Model(cut, model.output, name=f"{model.name}_tail")
     # The tail's forward pass is cheap, so validation runs in few large batches (per-batch overhead
     # would dominate); the mean over the same examples is the same up to float rounding.
     per_example = max(1, int(np.prod(out_shape)) * 4)
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
-    upto = last.name if chain else cut._keras_history[0].name
-    note = f"feature cache: on, layers 1..{k - 1} {how} (up to {upto}; {why})"
+    note = f"feature cache: on, layers 1..{k - 1} {how} (up to {cut._keras_history[0].name}; {why})"
     if views:
         size = features[0].nbytes / 2**20
         note += (f"; {views} augmented views of {len(train):,} training images "
