@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"  # the one place the version is written (pyproject reads it)
-
-from .components import Backbone, FieldError, Head  # noqa: E402
-from .errors import InfeasibleError, RunError, SpecError, TlcError  # noqa: E402
-from .hookspecs import hookimpl  # noqa: E402
-from .spec import load_spec  # noqa: E402 - __version__ first: the registry reads it
+from ._version import __version__
+from .components import Backbone, Head
+from .errors import FieldError, InfeasibleError, RunError, SpecError, TlcError
+from .hookspecs import hookimpl
+from .validation import load_spec
 
 __all__ = [
     "Backbone", "FieldError", "Head", "InfeasibleError", "RunError", "SpecError", "TlcError",

@@ -21,11 +21,8 @@ def replacing(target: str | os.PathLike) -> Iterator[Path]:
     tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")  # ends like target: .weights.h5, .keras
     try:
         yield tmp
-        if tmp.is_dir() and target.is_dir():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+        if tmp.is_dir():
+            swap_folder(tmp, target)
         else:
             os.replace(tmp, target)
     finally:
@@ -33,6 +30,17 @@ def replacing(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def swap_folder(new: Path, target: Path) -> None:
+    """Put the folder `new` where `target` is: the old one moves aside first (a folder cannot be
+    replaced by a rename), the new one takes its name, the old one is removed. A reader sees the
+    old folder or the new one, and a crash in between leaves both whole."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

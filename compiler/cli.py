@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from . import __version__
+from ._version import __version__
 from .errors import EXIT_INFEASIBLE, TlcError, UsageError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
@@ -52,6 +52,8 @@ def command(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            reader_went_away()
         except TlcError as exc:
             if _state["debug"]:
                 raise
@@ -68,6 +70,21 @@ def command(fn: Callable) -> Callable:
             raise typer.Exit(EXIT_INFEASIBLE) from None
 
     return app.command()(wrapper)
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
+
+
+def reader_went_away() -> None:
+    """`tlc summarize SPEC | head`: the reader closed the pipe, so stop quietly, as Unix tools
+    do. Python would complain again when it flushes at exit, so the streams now go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # pragma: no cover - a stream without a descriptor
+            pass
+    raise typer.Exit(EXIT_BROKEN_PIPE)
 
 
 def keras_ready() -> None:
@@ -165,18 +182,22 @@ def build(
 ) -> None:
     """Compile a spec and save the Keras model (written atomically)."""
     from .atomic import write_with
-    from .emit import compile as emit, require_buildable
+    from .emit import compile as emit
+    from .preflight import prepare
 
     warn_plugin_failures()
-    loaded, planned = require_buildable(spec)
-    target = output or Path("models") / f"{loaded.name}.keras"
+    ready = prepare(spec)
+    target = output or Path("models") / f"{ready.spec.name}.keras"
     if target.suffix != ".keras":
         raise UsageError(f"--output must end in .keras, got {target}")
     keras_ready()
-    with rich_console(stderr=True).status(f"building {loaded.name} ({planned.params()['total']:,} params)"):
-        model = emit(loaded, planned=planned, safe_mode=not unsafe)
+    p = ready.plan.params()
+    notes: list[str] = []
+    with rich_console(stderr=True).status(f"building {ready.spec.name} ({p['total']:,} params)"):
+        model = emit(ready, safe_mode=not unsafe, notes=notes)
         write_with(target, model.save)
-    p = planned.params()
+    for note in notes:
+        say(note, error=True)
     say(f"wrote {target}: {p['total']:,} params ({p['trainable']:,} trainable, "
         f"{p['non_trainable']:,} frozen)")
 
@@ -220,15 +241,16 @@ def train(
         "--seed", min=0, max=2**32 - 1, help="Override train.seed (e.g. to repeat a run over seeds).")] = None,
 ) -> None:
     """Train a spec; writes runs/<name>/ (model, history, metrics, plot, resolved spec)."""
-    from .train.loop import preflight, train as run_training
+    from .preflight import prepare
+    from .train.loop import train as run_training
     from .train.progress import RichReporter
 
     warn_plugin_failures()
-    loaded = preflight(spec, epochs, seed)
+    ready = prepare(spec, training=True, epochs=epochs, seed=seed)
     keras_ready()
     try:
         with RichReporter() as reporter:
-            result = run_training(loaded, runs, epochs=epochs, resume=resume, use_cache=not no_cache,
+            result = run_training(ready, runs, resume=resume, use_cache=not no_cache,
                                   reporter=reporter, safe_mode=not unsafe, devices=devices)
     except KeyboardInterrupt:
         again = f"tlc train {spec} --resume" + (f" --runs {runs}" if runs != Path("runs") else "")
@@ -263,7 +285,7 @@ def compare(
 
 @command
 def predict(
-    model: Annotated[Path, typer.Argument(help="A .keras model (e.g. runs/<name>/model.keras) or a spec.",
+    model: Annotated[Path, typer.Argument(help="A run folder (runs/<name>), a .keras model or a spec.",
                                           show_default=False)],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 3,
@@ -273,7 +295,7 @@ def predict(
     """Classify images: the top classes with their probabilities."""
     from . import infer
 
-    infer.validate(model)
+    infer.resolve(model)
     files = infer.image_files(images)
     keras_ready()
     loaded = infer.load(model, safe_mode=not unsafe)
@@ -304,7 +326,7 @@ def extract(
 
     if output.suffix != ".npy":
         raise UsageError(f"--output must end in .npy, got {output}")
-    infer.validate(spec)
+    infer.resolve(spec)
     if not data.exists():
         raise UsageError(f"{data}: file not found")
     keras_ready()
@@ -330,12 +352,13 @@ def evaluate(
 ) -> None:
     """Per-class metrics and confusion matrix of a run on its held-out split (evaluation.json,
     confusion.png and misclassified.png in the run folder)."""
-    from .evaluate import choose_split, evaluate as run_evaluation, open_run
+    from .evaluate import evaluate as run_evaluation
+    from .train.runs import Run
     from .views import evaluation_table
 
     if split not in (None, "test", "val"):
         raise UsageError(f"--split must be test or val, got {split!r}")
-    choose_split(open_run(run)[1], split, run)  # a bad folder or split fails before TensorFlow loads
+    Run.open(run).choose_split(split)  # a bad folder or split fails before TensorFlow loads
     keras_ready()
     result = run_evaluation(run, split, safe_mode=not unsafe)
     if as_json:
@@ -358,13 +381,10 @@ def export(
 ) -> None:
     """Export a run's model for serving (preprocessing inside, probabilities out), then run the
     artifact in its own runtime and compare it with Keras."""
-    from .evaluate import open_run
-    from .export import FORMATS, export as run_export, require_converters
+    from .export import check_target, export as run_export
+    from .train.runs import Run
 
-    if format not in FORMATS:
-        raise UsageError(f"unknown --format {format!r}; formats: {', '.join(FORMATS)}")
-    open_run(run)
-    require_converters(format)
+    check_target(Run.open(run).folder, format, output)  # before TensorFlow loads
     keras_ready()
     with rich_console(stderr=True).status(f"exporting {run} to {format}"):
         report = run_export(run, format, output, safe_mode=not unsafe)
@@ -376,7 +396,17 @@ def export(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit:
+        try:  # what is still buffered goes out now, so a closed pipe is noticed here
+            sys.stdout.flush()
+        except BrokenPipeError:
+            try:
+                reader_went_away()
+            except typer.Exit as done:
+                raise SystemExit(done.exit_code) from None
+        raise
 
 
 if __name__ == "__main__":

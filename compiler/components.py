@@ -19,38 +19,44 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-class FieldError(Exception):
-    """A component's complaint about a field that pydantic alone cannot see.
+class _Typed(StrictModel):
+    """A component named by its `type`. Subclasses write `type: Literal["name"] = "name"`; that
+    field gets its schema description here (editors show it), unless the subclass wrote one."""
 
-    `loc` is relative to the spec root, e.g. ("input", "shape"); tlc turns it into a
-    located `file:line:col: field: message` error.
-    """
-
-    def __init__(self, loc: tuple, message: str):
-        super().__init__(message)
-        self.loc, self.message = tuple(loc), message
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("type")
+        if field is not None and field.description is None:
+            what = "backbone" if issubclass(cls, Backbone) else "head"
+            field.description = f"the {what} type: {field.default}" + (f" ({cls.__doc__.splitlines()[0]})"
+                                                                       if cls.__doc__ else "")
 
 
 class WeightsFile(StrictModel):
     """`weights: {path: ..., sha256: ...}`: a weights file whose checksum is verified before loading."""
 
-    path: Annotated[str, Field(min_length=1)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    path: Annotated[str, Field(min_length=1)] = Field(description="a .keras model or a weights file")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] = Field(
+        description="the file's expected SHA-256; a different file is refused before it is read")
 
 
-class Backbone(StrictModel):
+class Backbone(_Typed):
     """A feature extractor: from an input image to a feature map.
 
     `weights`: null, `imagenet` (only if the backbone supports it) or a path to a `.keras` model
     or a weights file, loaded by layer name by tlc. `output`: cut after this layer (name or index).
     """
 
-    type: str
+    type: str = Field(description="the backbone type (`tlc plugins` lists them)")
     weights: Optional[by_kind("null, imagenet, a path, or {path, sha256}",  # noqa: UP007
-                              str=Annotated[str, Field(min_length=1)], map=WeightsFile)] = None
+                              str=Annotated[str, Field(min_length=1)], map=WeightsFile)] = Field(
+        None, description="null (random), imagenet, or a .keras model / weights file loaded by layer name; "
+                          "3-channel weights adapt to other channel counts")
     output: Optional[by_kind("a layer name or index",  # noqa: UP007
                              str=Annotated[str, Field(min_length=1)],
-                             int=Annotated[int, Field(strict=True, ge=0)])] = None
+                             int=Annotated[int, Field(strict=True, ge=0)])] = Field(
+        None, description="cut the backbone after this layer (a name or an index)")
 
     supports_imagenet: ClassVar[bool] = False
 
@@ -92,10 +98,10 @@ class Backbone(StrictModel):
         return images
 
 
-class Head(StrictModel):
+class Head(_Typed):
     """What sits on the backbone's output: a classifier, or nothing (`none`)."""
 
-    type: str
+    type: str = Field(description="the head type (`tlc plugins` lists them)")
 
     def layers(self, feature_shape: Shape) -> list[Layer] | None:
         """Static description of the head's layers, or None to be planned by building."""
@@ -107,5 +113,5 @@ class Head(StrictModel):
         if described is None:
             raise NotImplementedError(f"{type(self).__name__} has neither layers() nor build()")
         for layer in described:
-            x = layer.to_keras()(x)
+            x = layer.keras_layer(tuple(x.shape[1:]))(x)
         return x

@@ -35,6 +35,18 @@ class RunError(TlcError):
     exit_code = EXIT_INFEASIBLE
 
 
+class FieldError(Exception):
+    """A component's complaint about a field that pydantic alone cannot see.
+
+    `loc` is relative to the spec root, e.g. ("input", "shape"); tlc turns it into a
+    located `file:line:col: field: message` error.
+    """
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc, self.message = tuple(loc), message
+
+
 class UsageError(TlcError):
     """A command-line argument is wrong (exit 2, like other invalid input)."""
 

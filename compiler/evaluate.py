@@ -1,80 +1,15 @@
 """`tlc evaluate RUN`: the run's model on its held-out examples, per class, with a confusion matrix.
 
-The examples are found again from the run folder: `split.json` lists the held-out files of a
-folder or csv source, and records the indices of an in-memory source (digits, npz, cifar10),
-which is read again through the resolved spec (`spec.lock.yaml`) and checked against them.
+The examples are found again from the run folder (`Run.held_out`): `split.json` lists the
+held-out files of a folder or csv source, and records the indices of an in-memory source
+(digits, npz, cifar10), which is read again through the resolved spec and checked against them.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-
-from .errors import RunError, UsageError, one_line
-
-RUN_FILES = ("model.keras", "spec.lock.yaml", "split.json", "metrics.json")
-
-
-def open_run(folder: Path) -> tuple[Any, dict]:
-    """(resolved spec, split record) of a finished run folder, without TensorFlow."""
-    from .spec import load_spec
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such run folder")
-    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
-    if missing:
-        raise UsageError(f"{folder} is not a finished tlc run (missing {', '.join(missing)}); "
-                         "train one with `tlc train SPEC` (runs/<name>/)")
-    return load_spec(folder / "spec.lock.yaml"), json.loads((folder / "split.json").read_text())
-
-
-def choose_split(record: dict, asked: str | None, folder: Path) -> str:
-    counts = record["counts"]
-    if asked == "test" and not counts.get("test"):
-        raise UsageError(f"{folder} has no test split (train.data.test_split was 0); "
-                         "use --split val, or train with a test_split")
-    if asked is None:
-        asked = "test" if counts.get("test") else "val"
-    if not counts.get(asked):
-        raise UsageError(f"{folder} has no {asked} examples")
-    return asked
-
-
-def held_out(spec, record: dict, part: str):
-    """The run's `part` ('val' or 'test') examples, as recorded at training time."""
-    from .data import load
-    from .data.sources import Examples
-
-    files = record.get(f"{part}_files")
-    if files is not None:
-        missing = [f for f, _ in files if not Path(f).is_file()]
-        if missing:
-            raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
-                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-        return Examples(np.array([int(y) for _, y in files], dtype="int64"), files=np.array([f for f, _ in files]))
-    dataset = load(spec, check_files=False)
-    if dataset.indices[part].tolist() != record["indices"][part]:
-        raise RunError(f"the {part} examples differ from those recorded at training time "
-                       "(the data source or its split changed); evaluate a new run")
-    return getattr(dataset, part)
-
-
-def predict_probabilities(model, feed, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities for every example of `feed`, in order (softmax applied to logits)."""
-    scores = np.concatenate([np.asarray(model.predict_on_batch(x)) for x, _ in feed.in_order(batch_size)])
-    if _output_activation(model) == "linear":
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
-    return scores
-
-
-def _output_activation(model) -> str | None:
-    activation = model.layers[-1].get_config().get("activation")
-    return activation if isinstance(activation, str) else None
-
 
 def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
     """Accuracy, loss, top-k, per-class precision/recall/F1/support and the confusion matrix."""
@@ -112,36 +47,32 @@ def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 1
     return np.array(picked, dtype="int64")
 
 
-def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True, progress=None) -> dict:
+def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) -> dict:
     """Evaluate a run; writes evaluation.json, confusion.png and misclassified.png into it."""
-    import keras
-
     from .atomic import write_text, write_with
     from .data import naming_unreadable
     from .data.pipeline import Feed
+    from .models import probabilities
     from .train.plots import confusion_plot, examples_grid
+    from .train.runs import Run
 
-    folder = Path(folder)
-    spec, record = open_run(folder)
-    part = choose_split(record, split, folder)
-    examples = held_out(spec, record, part)
-    try:
-        model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=safe_mode)
-    except Exception as exc:
-        raise RunError(f"{folder / 'model.keras'}: cannot load the model: {one_line(exc)}") from None
+    run = Run.open(folder)
+    spec, part = run.spec, run.choose_split(split)
+    examples = run.held_out(part)
+    model = run.model(safe_mode=safe_mode)
     feed = Feed(examples, spec.input.hwc, spec.backbone.preprocess)
-    with naming_unreadable([examples], spec.input.hwc[2], fix="the run never read its held-out images; "
-                                                              "replace it, or train again without it"):
-        probabilities = predict_probabilities(model, feed)
-    names = record["classes"]
-    result = {"split": part, **scores(examples.labels, probabilities, names)}
-    write_text(folder / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    with naming_unreadable([examples], fix="the run never read its held-out images; "
+                                           "replace it, or train again without it"):
+        probs = probabilities(model, feed.in_order(64))
+    names = run.classes
+    result = {"split": part, **scores(examples.labels, probs, names)}
+    write_text(run.folder / "evaluation.json", json.dumps(result, indent=2) + "\n")
     title = f"{spec.name}: {part} split, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
-    write_with(folder / "confusion.png", confusion_plot(np.array(result["confusion"]), names, title))
-    wrong = worst_mistakes(examples.labels, probabilities)
+    write_with(run.folder / "confusion.png", confusion_plot(np.array(result["confusion"]), names, title))
+    wrong = worst_mistakes(examples.labels, probs)
     if len(wrong):
         images = np.concatenate([x.numpy() for x, _ in Feed(examples.take(wrong), spec.input.hwc).in_order(16)])
-        captions = [f"true {names[examples.labels[i]]}\npredicted {names[probabilities[i].argmax()]} "
-                    f"({probabilities[i].max():.2f})" for i in wrong]
-        write_with(folder / "misclassified.png", examples_grid(images, captions, f"{spec.name}: misclassified"))
+        captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
+                    f"({probs[i].max():.2f})" for i in wrong]
+        write_with(run.folder / "misclassified.png", examples_grid(images, captions, f"{spec.name}: misclassified"))
     return result

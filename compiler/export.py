@@ -49,36 +49,39 @@ def serving_model(model, spec):
         def call(self, images):
             return spec.backbone.preprocess(images)
 
+    from .models import output_activation
+
     inputs = keras.Input(shape=tuple(spec.input.hwc), name="images")
     outputs = model(Preprocess(name="preprocess")(inputs))
-    if model.layers[-1].get_config().get("activation") == "linear":
+    if output_activation(model) == "linear":
         outputs = keras.layers.Softmax(name="probabilities")(outputs)
     return keras.Model(inputs, outputs, name=f"{spec.name}_serving")
 
 
-def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: bool = True) -> dict:
-    """Write the artifact atomically, run it in its runtime, compare with Keras; returns the report."""
-    import keras
-
-    from .atomic import replacing
-    from .data.pipeline import Feed
-    from .evaluate import choose_split, held_out, open_run
-
-    folder = Path(folder)
+def check_target(folder: Path, fmt: str, output: Path | None) -> Path:
+    """Where the artifact goes; a format without its converter, or a wrong suffix, fails here,
+    before TensorFlow is imported."""
     if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
-    spec, record = open_run(folder)
+        raise UsageError(f"unknown --format {fmt!r}; formats: {', '.join(FORMATS)}")
     require_converters(fmt)
     target = Path(output) if output else default_path(folder, fmt)
     if FORMATS[fmt][1] and target.suffix != FORMATS[fmt][1]:
         raise UsageError(f"-o for --format {fmt} must end in {FORMATS[fmt][1]}, got {target}")
-    try:
-        model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=safe_mode)
-    except Exception as exc:
-        raise RunError(f"{folder / 'model.keras'}: cannot load the model: {one_line(exc)}") from None
-    served = serving_model(model, spec)
-    part = choose_split(record, "val" if record["counts"].get("val") else None, folder)
-    examples = held_out(spec, record, part)
+    return target
+
+
+def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: bool = True) -> dict:
+    """Write the artifact atomically, run it in its runtime, compare with Keras; returns the report."""
+    from .atomic import replacing
+    from .data.pipeline import Feed
+    from .train.runs import Run
+
+    run = Run.open(folder)
+    spec = run.spec
+    target = check_target(run.folder, fmt, output)
+    served = serving_model(run.model(safe_mode=safe_mode), spec)
+    part = run.choose_split("val" if run.split["counts"].get("val") else None)
+    examples = run.held_out(part)
     examples = examples.take(np.arange(min(len(examples), CHECK_EXAMPLES)))
     images = np.concatenate([x.numpy() for x, _ in Feed(examples, spec.input.hwc).in_order(CHECK_EXAMPLES)])
     expected = np.asarray(served.predict_on_batch(images))

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 from typing import Sequence
 
-from .components import FieldError
+from .errors import FieldError
 from .layers import Layer
 
 Inputs = dict[str, tuple[str, ...]]

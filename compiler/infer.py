@@ -6,14 +6,13 @@ ImageNet weights as a classifier, or cut at fc2 as a feature extractor).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import RunError, SpecError, one_line
+from .errors import RunError, SpecError
 from .data import IMAGE_SUFFIXES, Examples, as_images
 from .data.pipeline import Feed
 
@@ -38,49 +37,43 @@ class Loaded:
         from .data.images import unreadable
 
         paths = np.array([str(f) for f in files])
-        bad = unreadable(paths, self.input_shape[2])
+        bad = unreadable(paths)
         if len(bad):
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise RunError(f"{paths[bad[0]]}: not a readable image{more}")
         return Feed(Examples(np.zeros(len(paths), "int64"), files=paths), self.input_shape, self.preprocess)
 
 
-def validate(source: str | Path):
-    """Check a model source without TensorFlow: a valid, buildable spec (returned) or an
-    existing .keras file (None)."""
-    from .emit import require_buildable
+def resolve(source: str | Path):
+    """What a model source is, checked without TensorFlow: a spec's preflight (`Ready`), a run
+    (`Run`: a run folder, or a run's model.keras), or a bare .keras file (its path)."""
+    from .preflight import prepare
+    from .train.runs import Run
 
     path = Path(source)
     if path.suffix in (".yaml", ".yml"):
-        return require_buildable(path)[0]
+        return prepare(path)
+    if path.is_dir():
+        return Run.open(path)
     if path.suffix != ".keras":
-        raise SpecError(f"{path}: expected a .keras model or a spec .yaml")
+        raise SpecError(f"{path}: expected a .keras model, a run folder or a spec .yaml")
     if not path.is_file():
         raise SpecError(f"{path}: file not found")
-    return None
+    return Run.open(path.parent) if path.name == "model.keras" and Run.is_run(path.parent) else path
 
 
 def load(source: str | Path, *, safe_mode: bool = True) -> Loaded:
-    spec = validate(source)
-    import keras
-
     from .emit import compile as emit
-    from .spec import load_spec
+    from .models import load_model
+    from .preflight import Ready
+    from .train.runs import Run
 
-    path = Path(source)
-    if spec is not None:
-        return Loaded(emit(spec, safe_mode=safe_mode), spec, _imagenet_names(spec))
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
-    except Exception as exc:
-        raise RunError(f"{path}: cannot load the model: {one_line(exc)}") from None
-    spec, names = None, None
-    lock, metrics = path.parent / "spec.lock.yaml", path.parent / "metrics.json"
-    if lock.is_file():
-        spec = load_spec(lock)
-    if metrics.is_file():
-        names = json.loads(metrics.read_text()).get("classes")
-    return Loaded(model, spec, names)
+    found = resolve(source)
+    if isinstance(found, Ready):
+        return Loaded(emit(found, safe_mode=safe_mode), found.spec, _imagenet_names(found.spec))
+    if isinstance(found, Run):
+        return Loaded(found.model(safe_mode=safe_mode), found.spec, found.classes)
+    return Loaded(load_model(found, safe_mode=safe_mode), None, None)
 
 
 def _imagenet_names(spec) -> list[str] | None:
@@ -96,11 +89,13 @@ def _imagenet_names(spec) -> list[str] | None:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """Image files, with folders expanded (sorted, recursive)."""
+    """Image files, with folders expanded (sorted, recursive, as a directory source lists them)."""
+    from .data.sources import list_images
+
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            out += [Path(p) for p in list_images(path)[0]]
         elif path.is_file():
             out.append(path)
         else:
@@ -111,15 +106,12 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def predict(loaded: Loaded, files: list[Path], top: int, batch_size: int = 64) -> list[dict]:
-    activation = _output_activation(loaded.model)
-    if activation not in ("softmax", "sigmoid", "linear"):
+    from .models import output_activation, probabilities
+
+    if output_activation(loaded.model) not in ("softmax", "sigmoid", "linear"):
         raise RunError(f"the model outputs {tuple(loaded.model.output.shape[1:])} features per image "
                        f"({loaded.model.layers[-1].name}), not class scores; use tlc extract")
-    scores = np.concatenate([np.asarray(loaded.model.predict_on_batch(x))
-                             for x, _ in loaded.feed(files).in_order(batch_size)])
-    if activation == "linear":  # logits
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
+    scores = probabilities(loaded.model, loaded.feed(files).in_order(batch_size))
     names = loaded.class_names if loaded.class_names and len(loaded.class_names) == scores.shape[1] else None
     out = []
     for file, row in zip(files, scores):
@@ -127,15 +119,6 @@ def predict(loaded: Loaded, files: list[Path], top: int, batch_size: int = 64) -
         out.append({"image": str(file), "top": [
             {"class": names[i] if names else str(i), "index": int(i), "probability": float(row[i])} for i in best]})
     return out
-
-
-def _output_activation(model) -> str | None:
-    """The activation of a final Dense layer (a classifier's), or None for anything else."""
-    last = model.layers[-1]
-    if type(last).__name__ != "Dense":
-        return None
-    activation = last.get_config().get("activation")
-    return activation if isinstance(activation, str) else None
 
 
 def extract(loaded: Loaded, data: Path, output: Path, batch_size: int = 64,

@@ -4,13 +4,15 @@ A built-in backbone or head describes itself as a list of these: a chain, or a g
 layer names its `inputs` (residual adds, concatenations, squeeze-and-excitation). The planner
 runs their arithmetic (no TensorFlow); the emitter turns each into the Keras layer of the same
 name, so what `tlc check` reports and what `tlc build` makes come from one description.
-Keras is imported only inside `to_keras`.
+A description's fields are its Keras layer's arguments (`keras_arguments`), so one method builds
+every kind; Keras is imported only inside `keras_layer`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 Shape = tuple[int, ...]  # without the batch dimension
 Pair = tuple[int, int]
@@ -63,8 +65,9 @@ class Layer:
 
     name: str
     inputs: tuple[str, ...] = ()
-    kind: ClassVar[str] = "Layer"
+    kind: ClassVar[str] = "Layer"  # the Keras layer class (keras.layers.<kind>)
     merges: ClassVar[bool] = False
+    not_keras: ClassVar[tuple[str, ...]] = ()  # fields that are tlc's, not the Keras layer's arguments
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape
@@ -73,12 +76,17 @@ class Layer:
         """(params that train when the layer trains, params that never train)."""
         return (0, 0)
 
-    def to_keras(self):
-        raise NotImplementedError
+    def keras_arguments(self, shape: Shape) -> dict[str, Any]:
+        """The Keras layer's constructor arguments for an incoming `shape`: by default the
+        description's own fields, which are named as Keras names them."""
+        skip = {"name", "inputs", *self.not_keras}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
     def keras_layer(self, shape: Shape):
-        """The Keras layer for an incoming `shape` (only a few layers need the shape)."""
-        return self.to_keras()
+        """The Keras layer this describes, for an incoming `shape`."""
+        import keras
+
+        return getattr(keras.layers, self.kind)(name=self.name, **self.keras_arguments(shape))
 
 
 @dataclass(frozen=True)
@@ -127,14 +135,6 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         return (kh * kw * shape[-1] * self.filters + (self.filters if self.use_bias else 0), 0)
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Conv2D(
-            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
-            activation=self.activation, use_bias=self.use_bias, name=self.name,
-        )
-
 
 @dataclass(frozen=True)
 class BatchNormalization(Layer):
@@ -143,27 +143,18 @@ class BatchNormalization(Layer):
     def weights(self, shape: Shape) -> tuple[int, int]:
         return (2 * shape[-1], 2 * shape[-1])  # gamma, beta | moving mean, moving variance
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.BatchNormalization(name=self.name)
-
 
 @dataclass(frozen=True)
 class Activation(Layer):
     kind: ClassVar[str] = "Activation"
     activation: str = "relu"
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Activation(self.activation, name=self.name)
-
 
 @dataclass(frozen=True)
 class Pooling2D(Layer):
     """MaxPooling2D or AveragePooling2D (strides default to pool_size, as in Keras)."""
 
+    not_keras: ClassVar[tuple[str, ...]] = ("mode",)
     mode: str = "max"
     pool_size: Pair = (2, 2)
     strides: Pair | None = None
@@ -180,16 +171,10 @@ class Pooling2D(Layer):
             raise DoesNotFit(f"needs at least {ph}x{pw}", (ph, pw))
         return (_window(h, ph, sh, self.padding), _window(w, pw, sw, self.padding), c)
 
-    def to_keras(self):
-        import keras
-
-        cls = keras.layers.MaxPooling2D if self.mode == "max" else keras.layers.AveragePooling2D
-        return cls(pool_size=self.pool_size, strides=self.strides or self.pool_size, padding=self.padding,
-                   name=self.name)
-
 
 @dataclass(frozen=True)
 class GlobalPooling2D(Layer):
+    not_keras: ClassVar[tuple[str, ...]] = ("mode",)
     mode: str = "avg"
 
     @property
@@ -199,22 +184,11 @@ class GlobalPooling2D(Layer):
     def output_shape(self, shape: Shape) -> Shape:
         return (_spatial(shape, self.kind)[2],)
 
-    def to_keras(self):
-        import keras
-
-        cls = keras.layers.GlobalAveragePooling2D if self.mode == "avg" else keras.layers.GlobalMaxPooling2D
-        return cls(name=self.name)
-
 
 @dataclass(frozen=True)
 class Dropout(Layer):
     kind: ClassVar[str] = "Dropout"
     rate: float = 0.5
-
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Dropout(self.rate, name=self.name)
 
 
 @dataclass(frozen=True)
@@ -223,11 +197,6 @@ class Flatten(Layer):
 
     def output_shape(self, shape: Shape) -> Shape:
         return (math.prod(shape),)
-
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Flatten(name=self.name)
 
 
 @dataclass(frozen=True)
@@ -243,11 +212,6 @@ class Dense(Layer):
 
     def weights(self, shape: Shape) -> tuple[int, int]:
         return (shape[-1] * self.units + self.units, 0)
-
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Dense(self.units, activation=self.activation, name=self.name)
 
 
 # --- layers of graph backbones (keras.applications families and plugin graphs) ---------------
@@ -273,10 +237,8 @@ class ZeroPadding2D(Layer):
         (top, bottom), (left, right) = self.pads(shape)
         return (h + top + bottom, w + left + right, c)
 
-    def keras_layer(self, shape: Shape):
-        import keras
-
-        return keras.layers.ZeroPadding2D(self.pads(shape), name=self.name)
+    def keras_arguments(self, shape: Shape) -> dict[str, Any]:
+        return {"padding": self.pads(shape)}
 
 
 @dataclass(frozen=True)
@@ -296,13 +258,6 @@ class DepthwiseConv2D(Layer):
         out = shape[-1] * self.depth_multiplier
         return (math.prod(self.kernel_size) * out + (out if self.use_bias else 0), 0)
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.DepthwiseConv2D(self.kernel_size, strides=self.strides, padding=self.padding,
-                                            depth_multiplier=self.depth_multiplier, use_bias=self.use_bias,
-                                            name=self.name)
-
 
 @dataclass(frozen=True)
 class SeparableConv2D(Conv2D):
@@ -314,23 +269,11 @@ class SeparableConv2D(Conv2D):
         c = shape[-1]
         return (math.prod(self.kernel_size) * c + c * self.filters + (self.filters if self.use_bias else 0), 0)
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.SeparableConv2D(self.filters, self.kernel_size, strides=self.strides,
-                                            padding=self.padding, activation=self.activation,
-                                            use_bias=self.use_bias, name=self.name)
-
 
 @dataclass(frozen=True)
 class ReLU(Layer):
     kind: ClassVar[str] = "ReLU"
     max_value: float | None = None
-
-    def to_keras(self):
-        import keras
-
-        return keras.layers.ReLU(self.max_value, name=self.name)
 
 
 @dataclass(frozen=True)
@@ -341,11 +284,8 @@ class Rescaling(Layer):
     scale: float | tuple[float, ...] = 1.0
     offset: float = 0.0
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Rescaling(list(self.scale) if isinstance(self.scale, tuple) else self.scale,
-                                      offset=self.offset, name=self.name)
+    def keras_arguments(self, shape: Shape) -> dict[str, Any]:
+        return {"scale": list(self.scale) if isinstance(self.scale, tuple) else self.scale, "offset": self.offset}
 
 
 @dataclass(frozen=True)
@@ -357,10 +297,8 @@ class Normalization(Layer):
     def weights(self, shape: Shape) -> tuple[int, int]:
         return (0, 2 * shape[-1] + 1)
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Normalization(axis=-1, name=self.name)
+    def keras_arguments(self, shape: Shape) -> dict[str, Any]:
+        return {"axis": -1}
 
 
 @dataclass(frozen=True)
@@ -372,11 +310,6 @@ class Reshape(Layer):
         if math.prod(shape) != math.prod(self.target_shape):
             raise DoesNotFit(f"cannot reshape {format_shape(shape)} to {format_shape(self.target_shape)}")
         return tuple(self.target_shape)
-
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Reshape(self.target_shape, name=self.name)
 
 
 @dataclass(frozen=True)
@@ -393,11 +326,6 @@ class Add(Layer):
                 raise DoesNotFit(f"cannot combine {' and '.join(format_shape(s) for s in shapes)}")
             out = tuple(max(a, b) for a, b in zip(out, other))
         return out
-
-    def to_keras(self):
-        import keras
-
-        return getattr(keras.layers, self.kind)(name=self.name)
 
 
 @dataclass(frozen=True)
@@ -417,7 +345,5 @@ class Concatenate(Layer):
             raise DoesNotFit(f"cannot concatenate {' and '.join(format_shape(s) for s in shapes)}")
         return (*shapes[0][:-1], sum(s[-1] for s in shapes))
 
-    def to_keras(self):
-        import keras
-
-        return keras.layers.Concatenate(axis=-1, name=self.name)
+    def keras_arguments(self, shape: Shape) -> dict[str, Any]:
+        return {"axis": -1}

@@ -68,7 +68,15 @@ class Document:
         return Path(self.mark(loc).file).parent
 
     def error(self, loc: Loc, message: str, *, key: bool = False) -> SpecError:
-        return SpecError(located(self.mark(loc, key=key), loc, message))
+        return SpecError(self.located(self.mark(loc, key=key), loc, message))
+
+    def located(self, mark: Mark, loc: Loc, message: str) -> str:
+        """`located`, saying which spec a message is about when the node lives in a file it extends
+        (two specs extending one base must not give the same message twice)."""
+        text = located(mark, loc, message)
+        if mark.file != str(self.path):
+            text += f" (for {self.path}, which extends {mark.file})"
+        return text
 
 
 def located(mark: Mark, loc: Loc, message: str) -> str:

@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .components import FieldError
+from .errors import FieldError
 from .errors import did_you_mean
 from .graph import Inputs, keras_order
 from .layers import DoesNotFit, Failure, Layer, Shape, format_shape
@@ -44,6 +44,7 @@ class Plan:
     failure: Failure | None = None
     min_input: tuple[int, int] | None = None
     frozen_through: int = -1  # backbone layers 0..frozen_through are frozen
+    phases_frozen_through: list[int] = field(default_factory=list)  # the same for each train.phases entry
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -126,9 +127,9 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
             return Plan(spec, shape, [], failure)
     described, inputs = cut(spec, described)
     frozen = frozen_through(spec.freeze, described, ("freeze",))
-    for i, phase in enumerate(spec.train.phases if spec.train else []):
-        frozen_through(phase.freeze, described, ("train", "phases", i, "freeze"))
-    result = Plan(spec, shape, [], frozen_through=frozen)
+    phases = [frozen_through(phase.freeze, described, ("train", "phases", i, "freeze"))
+              for i, phase in enumerate(spec.train.phases if spec.train else [])]
+    result = Plan(spec, shape, [], frozen_through=frozen, phases_frozen_through=phases)
     current = _walk(result, described, shape, "backbone", lambda i: i > frozen, inputs)
     if current is None:
         return result
@@ -226,13 +227,13 @@ def _warnings(spec: SpecBase, result: Plan) -> list[str]:
     if result.frozen_through > 0 and spec.backbone.weights is None:
         out.append(str(spec.error(("freeze",), "backbone layers are frozen but weights is null: "
                                                "they keep their random initial values")))
-    missing = missing_weights(spec)
+    missing = missing_weights(spec, " (build and train need it)")
     if missing is not None:
-        out.append(str(missing) + " (build and train need it)")
+        out.append(str(missing))
     return out
 
 
-def missing_weights(spec: SpecBase):
+def missing_weights(spec: SpecBase, note: str = ""):
     """A located `SpecError` when `backbone.weights` names a file that does not exist, else None."""
     import os
 
@@ -240,7 +241,7 @@ def missing_weights(spec: SpecBase):
     if source is None or os.path.isfile(source[0]):
         return None
     loc = ("backbone", "weights", "path") if source[1] else ("backbone", "weights")
-    return spec.error(loc, f"file not found: {source[0]}")
+    return spec.error(loc, f"file not found: {source[0]}{note}")
 
 
 def smallest_input(feasible: Callable[[int, int], bool], shape: Shape) -> tuple[int, int] | None:

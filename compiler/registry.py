@@ -151,7 +151,7 @@ def _load(third_party: bool) -> Registry:
     pm = pluggy.PluginManager("tlc")
     pm.add_hookspecs(hookspecs)
     registry = Registry(manager=pm)
-    from . import __version__ as tlc_version
+    from ._version import __version__ as tlc_version
 
     for module_name, kinds in BUILTIN_TYPES.items():  # imported when a type of theirs is used
         source = Source(module_name, "tlc", tlc_version, builtin=True)

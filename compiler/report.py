@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .errors import EXIT_INFEASIBLE, EXIT_INVALID, EXIT_OK, SpecError
 from .layers import format_shape
 from .plan import Plan, plan
-from .spec import load_spec
+from .validation import load_spec
 
 
 @dataclass

@@ -1,42 +1,30 @@
-"""The spec language as pydantic models, and validation errors located in the YAML.
+"""The spec language as pydantic models (validation with located errors is `tlc.validation`).
 
 `backbone` and `head` are discriminated unions on `type`, built from the plugin registry, so
 plugin types validate (and appear in the JSON Schema) exactly like built-in ones.
 """
 
 import os
-import re
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (
-    Discriminator,
-    Field,
-    PrivateAttr,
-    Strict,
-    Tag,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, create_model, field_validator, model_validator
 
 from .components import Backbone, Head, StrictModel
+from .errors import SpecError
 from .fields import by_kind
-from .errors import SpecError, did_you_mean
-from .loader import Document, Loc, exists, format_loc, load_document, located
+from .loader import Document, Loc, format_loc
 from .registry import Registry, get_registry
 
 MAX_SIDE = int(os.environ.get("TLC_MAX_SIDE", 8192))  # largest input height/width
 MAX_CHANNELS = int(os.environ.get("TLC_MAX_CHANNELS", 1024))
 
-Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 Side = Annotated[int, Strict(), Field(gt=0, le=MAX_SIDE)]
 
 
 class InputSpec(StrictModel):
-    shape: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+    shape: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] = Field(
+        description="[height, width, channels] of the images the model takes; any channel count works")
 
     @field_validator("shape")
     @classmethod
@@ -58,7 +46,9 @@ class FreezeUpTo(StrictModel):
     """Freeze backbone layers 1..N (a layer index, or a layer name)."""
 
     up_to: by_kind("a layer index or name", int=Annotated[int, Strict(), Field(ge=0)],
-                   str=Annotated[str, Field(min_length=1)])
+                   str=Annotated[str, Field(min_length=1)]) = Field(
+        description="freeze backbone layers 1..N inclusive (an index as `tlc summarize` numbers them, or a "
+                    "layer name); the rest train")
 
 
 def _freeze_kind(value: Any) -> str:
@@ -76,23 +66,31 @@ Freeze = Annotated[
 
 
 class OptimizerSpec(StrictModel):
-    type: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: Annotated[float, Field(gt=0, le=10)] = 0.001
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: Annotated[int, Strict(), Field(ge=0, le=100_000)] = 0
+    type: Literal["adam", "sgd", "rmsprop"] = Field("adam", description="the Keras optimizer")
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = Field(
+        0.001, description="the base learning rate (a phase may set its own)")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine decays the rate per epoch to 0 over each phase, after the warm-up")
+    warmup_epochs: Annotated[int, Strict(), Field(ge=0, le=100_000)] = Field(
+        0, description="epochs of linear warm-up to the learning rate at the start of each phase")
 
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class DataSpec(StrictModel):
-    type: Literal["digits", "npz", "directory", "csv", "cifar10"]
-    path: str | None = None
-    classes: Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)] | None = None
-    validation_split: Fraction = 0.2
-    test_split: Fraction = 0.0
-    resize: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = None
-    on_error: Literal["error", "skip"] = "error"
+    type: Literal["digits", "npz", "directory", "csv", "cifar10"] = Field(
+        description="digits (scikit-learn's), npz (arrays x and y), directory (one sub-folder per class), "
+                    "csv (columns path,label) or cifar10")
+    path: str | None = Field(None, description="the npz file, folder or csv file, relative to the spec's folder")
+    classes: Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)] | None = Field(
+        None, description="a subset of the labels, relabelled 0..k-1 in this order")
+    validation_split: Fraction = Field(0.2, description="share of each class held out for validation (seeded)")
+    test_split: Fraction = Field(0.0, description="share of each class held out for `tlc evaluate`, never trained on")
+    resize: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = Field(
+        None, description="[h, w]: resize in-memory images to the input (image files are always resized)")
+    on_error: Literal["error", "skip"] = Field(
+        "error", description="an unreadable image: error names it and stops; skip leaves it out and lists it")
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> "DataSpec":
@@ -108,13 +106,16 @@ Factor = Annotated[float, Field(ge=0, le=1)]
 class AugmentSpec(StrictModel):
     """Random image transformations for training images (Keras preprocessing layers)."""
 
-    flip: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = None
-    rotation: Factor = 0.0
-    zoom: Factor = 0.0
-    translation: Factor = 0.0
-    contrast: Factor = 0.0
-    brightness: Factor = 0.0
-    views: Annotated[int, Strict(), Field(ge=1, le=1000)] | None = None
+    flip: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = Field(
+        None, description="random flips (keras.layers.RandomFlip)")
+    rotation: Factor = Field(0.0, description="random rotation by up to this fraction of a full turn (RandomRotation)")
+    zoom: Factor = Field(0.0, description="random zoom by up to this fraction (RandomZoom)")
+    translation: Factor = Field(0.0, description="random shift by up to this fraction of height and width")
+    contrast: Factor = Field(0.0, description="random contrast change by up to this factor (RandomContrast)")
+    brightness: Factor = Field(0.0, description="random brightness change by up to this factor (RandomBrightness)")
+    views: Annotated[int, Strict(), Field(ge=1, le=1000)] | None = Field(
+        None, description="with a frozen prefix: cache K augmented views of every training image "
+                          "(epoch e uses view e mod K); null augments on the fly without the feature cache")
 
     @property
     def active(self) -> bool:
@@ -123,40 +124,52 @@ class AugmentSpec(StrictModel):
 
 
 class EarlyStoppingSpec(StrictModel):
-    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
-    patience: Annotated[int, Strict(), Field(ge=0, le=100_000)] = 3
-    restore_best: bool = True
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = Field(
+        "val_loss", description="the metric that must improve")
+    patience: Annotated[int, Strict(), Field(ge=0, le=100_000)] = Field(
+        3, description="epochs without improvement to wait before stopping the phase")
+    restore_best: bool = Field(True, description="end the phase with the weights of its best epoch")
 
 
 class PhaseSpec(StrictModel):
     """One fine-tuning phase: a freeze policy, epochs, and optionally a new learning rate."""
 
-    freeze: Freeze
-    epochs: Annotated[int, Strict(), Field(gt=0, le=100_000)]
-    learning_rate: Annotated[float, Field(gt=0, le=10)] | None = None
+    freeze: Freeze = Field(description="this phase's freeze policy: all, none or {up_to: N or layer name}")
+    epochs: Annotated[int, Strict(), Field(gt=0, le=100_000)] = Field(description="epochs of this phase")
+    learning_rate: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        None, description="this phase's learning rate (null: the optimizer's)")
 
 
 class TrainSpec(StrictModel):
-    data: DataSpec
-    epochs: Annotated[int, Strict(), Field(gt=0, le=100_000)] = 10
-    batch_size: Annotated[int, Strict(), Field(gt=0, le=65_536)] = 32
-    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
-    seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = 0
-    phases: list[PhaseSpec] = []
-    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
-    augment: AugmentSpec | None = None
-    early_stopping: EarlyStoppingSpec | None = None
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    class_weight: Literal["balanced"] | None = None
+    data: DataSpec = Field(description="where the examples come from and how they are split")
+    epochs: Annotated[int, Strict(), Field(gt=0, le=100_000)] = Field(10, description="epochs (without phases)")
+    batch_size: Annotated[int, Strict(), Field(gt=0, le=65_536)] = Field(
+        32, description="examples per step (the global batch under distribution)")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="optimizer and learning-rate schedule")
+    seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = Field(
+        0, description="weights, split, shuffling, augmentation and Dropout all follow it")
+    phases: list[PhaseSpec] = Field([], description="fine-tuning phases run in order, each with its own freeze "
+                                                    "policy, epochs and learning rate; epochs count on")
+    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="tf.distribute: mirrored over local devices, multi_worker over TF_CONFIG's cluster")
+    augment: AugmentSpec | None = Field(None, description="random transformations of training images")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="stop a phase when its monitored metric stops improving")
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="label smoothing of the categorical cross-entropy")
+    class_weight: Literal["balanced"] | None = Field(
+        None, description="balanced: weight classes inversely to their frequency in the training split")
 
 
 class SpecBase(StrictModel):
     """Fields every spec has; `backbone` and `head` are added per registry in `spec_model`."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
-    input: InputSpec
-    freeze: Freeze = "none"
-    train: TrainSpec | None = None
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")] = Field(
+        description="names models/<name>.keras and runs/<name>/ (default: the file's stem)")
+    input: InputSpec = Field(description="the images the model takes")
+    freeze: Freeze = Field("none", description="which backbone layers do not train: none, all, or {up_to: N or "
+                                               "layer name} (layers 1..N); head layers always train")
+    train: TrainSpec | None = Field(None, description="how `tlc train` trains the model (only it needs this)")
 
     _document: Document | None = PrivateAttr(default=None)
 
@@ -182,19 +195,16 @@ def spec_model(registry: Registry | None = None, backbone: str | None = None,
         registry.spec_models[key] = create_model(
             "Spec",
             __base__=SpecBase,
-            backbone=(_union(_classes(registry, "backbone", key[0]), Backbone), ...),
-            head=(_union(_classes(registry, "head", key[1]), Head), ...),
+            backbone=(_union(_classes(registry, "backbone", key[0]), Backbone),
+                      Field(description="the feature extractor: a type and that type's keys")),
+            head=(_union(_classes(registry, "head", key[1]), Head),
+                  Field(description="what sits on the backbone's output: a type and that type's keys")),
         )
     return registry.spec_models[key]
 
 
 def _classes(registry: Registry, kind: str, name: str | None) -> list[type]:
     return [registry.types[kind][name].cls] if name is not None else registry.classes(kind)
-
-
-def _type_of(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else None
-    return kind if isinstance(kind, str) else None
 
 
 def _union(classes: list[type], base: type) -> Any:
@@ -208,104 +218,3 @@ def json_schema(registry: Registry | None = None) -> dict:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "tlc spec"
     return schema
-
-
-def load_spec(path: str | os.PathLike) -> SpecBase:
-    """Load, merge and validate a spec file; raise `SpecError` located at the bad node."""
-    return validate(load_document(path))
-
-
-def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
-    registry = registry or get_registry()
-    data = dict(doc.data)
-    data.setdefault("name", default_name(doc.path))
-    _resolve_paths(doc, data)
-    try:
-        model = spec_model(registry, _type_of(data.get("backbone")), _type_of(data.get("head")))
-        spec = model.model_validate(data)
-    except ValidationError as exc:
-        raise _located(doc, data, exc.errors(include_url=False), registry) from None
-    spec._document = doc
-    return spec
-
-
-def default_name(path: str | os.PathLike) -> str:
-    """The file's stem, made safe for file names (`my model.yaml` -> `my_model`)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem).lstrip("._-")[:100]
-    return name or "spec"
-
-
-def _resolve_paths(doc: Document, data: dict) -> None:
-    """Relative paths are relative to the folder of the file that wrote them."""
-    for loc in (("backbone", "weights"), ("backbone", "weights", "path"), ("train", "data", "path")):
-        parent = data
-        for part in loc[:-1]:
-            parent = parent.get(part) if isinstance(parent, dict) else None
-        if not isinstance(parent, dict):
-            continue
-        value = parent.get(loc[-1])
-        if isinstance(value, str) and value and value != "imagenet" and not os.path.isabs(value):
-            copy = dict(parent)
-            copy[loc[-1]] = os.path.normpath(doc.folder_of(loc) / value)
-            _set(data, loc[:-1], copy)
-
-
-def _set(data: dict, loc: Loc, value: Any) -> None:
-    for part in loc[:-1]:
-        data[part] = dict(data[part])
-        data = data[part]
-    data[loc[-1]] = value
-
-
-def _located(doc: Document, data: dict, errors: list[dict], registry: Registry) -> SpecError:
-    """One message per problem, `file:line:col: field.path: message`, first position first."""
-    lines = []
-    for err in errors:
-        loc = _data_loc(data, err["loc"])
-        if err["type"] == "union_tag_invalid" and exists(data, loc + ("type",)):
-            loc = loc + ("type",)
-        lines.append((doc.mark(loc, key=err["type"] == "extra_forbidden"), loc, _message(err, loc, registry)))
-    lines.sort(key=lambda item: (item[0].file != str(doc.path), item[0].line, item[0].col))
-    rendered = [located(mark, loc, msg) for mark, loc, msg in lines]
-    return SpecError("\n".join(dict.fromkeys(rendered)))
-
-
-def _data_loc(data: Any, loc: tuple) -> Loc:
-    """Pydantic's error location minus union tags, i.e. a path into the spec's data."""
-    out: list = []
-    for part in loc:
-        if isinstance(part, str) and part.startswith("<"):
-            continue
-        if isinstance(data, dict) and part not in data and part == data.get("type"):
-            continue  # the discriminated union's tag
-        out.append(part)
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            data = None
-    return tuple(out)
-
-
-def _message(err: dict, loc: Loc, registry: Registry) -> str:
-    kind = err["type"]
-    if kind in ("union_tag_invalid", "union_tag_not_found") and loc and loc[0] in ("backbone", "head"):
-        what = loc[0]
-        known = ", ".join(sorted(registry.types[what]))
-        if kind == "union_tag_not_found":
-            return f"missing 'type'; registered {what} types: {known}"
-        tag = err.get("ctx", {}).get("tag")
-        hint = did_you_mean(str(tag), registry.types[what])
-        return (f"unknown {what} type {tag!r}{hint}; registered {what} types: {known}. "
-                f"A plugin providing it may not be installed (see `tlc plugins`)")
-    if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}" if loc else "unknown key"
-    if kind == "missing":
-        return "required field is missing"
-    message = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        shown = repr(value) if not isinstance(value, str) or len(value) < 60 else repr(value[:57] + "...")
-        message += f"; received: {shown}"
-    return message

@@ -10,10 +10,10 @@ import functools
 import os
 from typing import Any, ClassVar
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from tlc.components import Backbone, FieldError
-from tlc.errors import RunError
+from tlc.components import Backbone
+from tlc.errors import FieldError, RunError
 from tlc.fields import Count
 from tlc.layers import Input, Layer, Shape
 
@@ -21,8 +21,8 @@ from tlc.layers import Input, Layer, Shape
 class Application(Backbone):
     """A keras.applications model without (or with) its classifier top."""
 
-    include_top: bool = False
-    classes: Count = 1000
+    include_top: bool = Field(False, description="keep Keras's ImageNet classifier top (then head: {type: none})")
+    classes: Count = Field(1000, description="classes of the top (only with include_top)")
 
     supports_imagenet = True
     keras_function: ClassVar[str]  # e.g. "ResNet50": keras.applications.ResNet50
@@ -32,29 +32,33 @@ class Application(Backbone):
 
     @model_validator(mode="after")
     def _keras_rules(self) -> Application:
-        if "classes" in self.model_fields_set and not self.include_top:
-            raise ValueError("classes is only used with include_top: true")
+        if "classes" in self.model_fields_set and not self.include_top and self.classes != 1000:
+            raise ValueError("classes is only used with include_top: true")  # (1000: a resolved spec.lock.yaml)
         if self.weights == "imagenet" and self.include_top and self.classes != 1000:
             raise ValueError("with weights: imagenet and include_top: true, classes must be 1000")
         return self
 
-    def describe(self) -> list[Layer]:
-        """The layers as Keras creates them (a graph: each names its inputs), Input first."""
+    def describe(self, channels: int = 3) -> list[Layer]:
+        """The layers as Keras creates them for an input of `channels` (a graph: each names its
+        inputs), Input first."""
         raise NotImplementedError
+
+    def keras_weights(self, channels: int) -> str | None:
+        """What the keras.applications function is given: ImageNet weights load there only onto
+        3 channels; for others tlc adapts them afterwards (`tlc.weights`), onto a model Keras
+        builds without weights (its layers are those of `weights=None`)."""
+        return "imagenet" if self.weights == "imagenet" and channels == 3 else None
 
     def keras_arguments(self) -> dict[str, Any]:
         """Extra arguments of the keras.applications function (e.g. MobileNetV2's alpha)."""
         return {}
 
     def layers(self, input_shape: Shape) -> list[Layer]:
-        h, w, c = input_shape
-        if self.weights == "imagenet" and c != 3:
-            raise FieldError(("input", "shape"), f"{self.type} with imagenet weights needs 3 channels; got {c}")
         size = self.default_size
         if self.weights == "imagenet" and self.include_top and tuple(input_shape) != (size, size, 3):
             raise FieldError(("input", "shape"),
                              f"{self.type} with include_top and imagenet weights needs input [{size}, {size}, 3]")
-        return _described(self)
+        return _described(self, input_shape[2])
 
     def input_layer(self) -> Input:
         return Input("input", min_size=(self.min_size, self.min_size),
@@ -65,24 +69,52 @@ class Application(Backbone):
 
         inputs = keras.Input(shape=tuple(input_shape), name="input")
         make = getattr(keras.applications, self.keras_function)
-        with imagenet_download(self.type) if self.weights == "imagenet" else contextlib.nullcontext():
-            return make(include_top=self.include_top, weights="imagenet" if self.weights == "imagenet" else None,
-                        input_tensor=inputs, classes=self.classes, **self.keras_arguments())
+        weights = self.keras_weights(input_shape[2])
+        with imagenet_download(self.type) if weights else contextlib.nullcontext():
+            return make(include_top=self.include_top, weights=weights, input_tensor=inputs, classes=self.classes,
+                        **self.keras_arguments())
 
     def preprocess(self, images):
         """Images in [0, 1] -> the family's `preprocess_input` of 0..255 images, whatever the
         weights: a model keeps one input convention when its weights move to another spec."""
-        if self.preprocess_mode == "none":  # EfficientNet: rescaling and normalization are layers
-            return images * 255.0
-        from keras.applications.imagenet_utils import preprocess_input
+        return preprocess(images, self.preprocess_mode)
 
-        return preprocess_input(images * 255.0, mode=self.preprocess_mode)
+
+#: keras.applications.imagenet_utils' constants: caffe subtracts BGR means from BGR 0..255
+#: images; torch scales to [0, 1] and standardises with RGB means and deviations.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
+TORCH_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def preprocess(images, mode: str):
+    """Keras's `preprocess_input(images * 255, mode)` for 3 channels, and for any other channel
+    count the same with each per-channel constant replaced by its mean over RGB (the contract's
+    channel rule), so a grayscale or multispectral input gets the family's scale and offset.
+    Mode `none` (EfficientNet) hands 0..255 images to the model's own rescaling layers."""
+    import numpy as np
+
+    x = images * 255.0
+    if mode == "none":
+        return x
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    rgb = int(images.shape[-1]) == 3
+
+    def constant(values):
+        return np.asarray(values if rgb else [sum(values) / 3], dtype="float32")
+
+    if mode == "caffe":
+        return (x[..., ::-1] if rgb else x) - constant(CAFFE_MEAN_BGR)
+    if mode == "torch":
+        return (x / 255.0 - constant(TORCH_MEAN_RGB)) / constant(TORCH_STD_RGB)
+    raise ValueError(f"unknown preprocessing mode {mode!r}")
 
 
 @functools.lru_cache(maxsize=64)
-def _described(backbone: Application) -> tuple[Layer, ...]:
+def _described(backbone: Application, channels: int) -> tuple[Layer, ...]:
     """One description per configuration (planning asks at many input sizes)."""
-    return tuple(backbone.describe())
+    return tuple(backbone.describe(channels))
 
 
 @contextlib.contextmanager

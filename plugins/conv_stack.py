@@ -13,23 +13,25 @@ from tlc.layers import (
 
 
 class Block(StrictModel):
-    filters: Count
-    kernel_size: WindowPair = 3
-    convs: Annotated[int, Strict(), Field(gt=0, le=64)] = 1
-    strides: WindowPair = 1
-    padding: Literal["valid", "same"] = "valid"
-    activation: ActivationName = "relu"
-    batch_norm: bool = False
-    pool: Literal["max", "avg"] | None = "max"
-    pool_size: WindowPair = 2
-    dropout: Rate = 0
+    filters: Count = Field(description="Conv2D filters")
+    kernel_size: WindowPair = Field(3, description="an int or [kh, kw]")
+    convs: Annotated[int, Strict(), Field(gt=0, le=64)] = Field(1, description="Conv2D layers in the block")
+    strides: WindowPair = Field(1, description="an int or [sh, sw], for every conv of the block")
+    padding: Literal["valid", "same"] = Field("valid", description="valid or same (convs only)")
+    activation: ActivationName = Field("relu", description="a Keras activation name")
+    batch_norm: bool = Field(False, description="each conv gets use_bias: false, then BatchNormalization "
+                                                "and an Activation layer")
+    pool: Literal["max", "avg"] | None = Field("max", description="max, avg or null (no pooling layer)")
+    pool_size: WindowPair = Field(2, description="an int or [ph, pw]; strides = pool_size, valid")
+    dropout: Rate = Field(0, description="a Dropout layer after the block when > 0")
 
 
 class ConvStack(Backbone):
     """Blocks of Conv2D (+ BatchNormalization + Activation), pooling and dropout, in order."""
 
     type: Literal["conv_stack"] = "conv_stack"
-    blocks: Annotated[list[Block], Field(min_length=1, max_length=64)]
+    blocks: Annotated[list[Block], Field(min_length=1, max_length=64)] = Field(
+        description="the blocks, in order; layers are named block{i}_conv{j}, block{i}_pool, ...")
 
     def layers(self, input_shape: Shape) -> list[Layer]:
         out: list[Layer] = [Input("input")]

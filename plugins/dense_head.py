@@ -12,13 +12,17 @@ from tlc.layers import Dense, Dropout, Flatten, GlobalPooling2D, Layer, Pooling2
 
 class DenseHead(Head):
     type: Literal["dense"] = "dense"
-    pool_size: WindowPair | None = None
-    pooling: Literal["flatten", "avg", "max"] = "flatten"
-    units: Annotated[list[Count], Field(max_length=32)] = []
-    activation: ActivationName = "relu"
-    dropout: Rate = 0
-    classes: Count
-    output_activation: Literal["softmax", "sigmoid", "linear"] = "softmax"
+    pool_size: WindowPair | None = Field(None, description="an AveragePooling2D first (head_avgpool), "
+                                                           "strides = pool_size")
+    pooling: Literal["flatten", "avg", "max"] = Field(
+        "flatten", description="flatten (head_flatten), avg (head_gap) or max (head_gmp)")
+    units: Annotated[list[Count], Field(max_length=32)] = Field(
+        [], description="hidden Dense sizes (head_dense1, head_dense2, ...)")
+    activation: ActivationName = Field("relu", description="activation of the hidden Dense layers")
+    dropout: Rate = Field(0, description="Dropout after each hidden Dense layer when > 0")
+    classes: Count = Field(description="units of the output Dense layer, predictions")
+    output_activation: Literal["softmax", "sigmoid", "linear"] = Field(
+        "softmax", description="softmax, sigmoid or linear (logits)")
 
     def layers(self, feature_shape: Shape) -> list[Layer]:
         out: list[Layer] = []

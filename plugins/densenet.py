@@ -19,7 +19,7 @@ class DenseNet121(Application):
     preprocess_mode = "torch"
     blocks: ClassVar[tuple[int, ...]] = (6, 12, 24, 16)  # conv blocks per dense block
 
-    def describe(self) -> list[Layer]:
+    def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
         x = g(pad(g.auto("zero_padding2d"), 3))
         x = g(conv("conv1_conv", 64, 7, 2, bias=False), x)

@@ -34,11 +34,11 @@ class EfficientNet(Application):
         new = max(divisor, int(filters + divisor / 2) // divisor * divisor)
         return int(new + divisor if new < 0.9 * filters else new)
 
-    def describe(self) -> list[Layer]:
+    def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
         x = g(Rescaling(g.auto("rescaling"), scale=1.0 / 255.0))
         x = g(Normalization(g.auto("normalization")), x)
-        if self.weights == "imagenet":
+        if self.keras_weights(channels) == "imagenet":
             x = g(Rescaling(g.auto("rescaling"), scale=tuple(1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB)), x)
         x = g(ZeroPadding2D("stem_conv_pad", correct_for=3), x)
         x = g(Conv2D("stem_conv", filters=self.round_filters(32), kernel_size=(3, 3), strides=(2, 2),

@@ -30,7 +30,7 @@ def pointwise(name: str, filters: int) -> Conv2D:
 
 class MobileNetV2(Application):
     type: Literal["mobilenet_v2"] = "mobilenet_v2"
-    alpha: Annotated[float, Field(gt=0, le=4)] = 1.0  # width multiplier
+    alpha: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="the width multiplier")
 
     keras_function = "MobileNetV2"
     preprocess_mode = "tf"
@@ -45,7 +45,7 @@ class MobileNetV2(Application):
     def keras_arguments(self) -> dict:
         return {"alpha": self.alpha}
 
-    def describe(self) -> list[Layer]:
+    def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
         channels = make_divisible(32 * self.alpha)
         x = g(Conv2D("Conv1", filters=channels, kernel_size=(3, 3), strides=(2, 2), padding="same", use_bias=False))

@@ -73,7 +73,7 @@ class ResNet(Application):
     blocks: ClassVar[tuple[int, ...]] = (3, 4, 6, 3)  # blocks per stack (conv2 .. conv5)
     preact: ClassVar[bool] = False  # ResNetV2: batch norm and ReLU before each block
 
-    def describe(self) -> list[Layer]:
+    def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
         x = g(pad("conv1_pad", 3))
         x = g(conv("conv1_conv", 64, 7, 2), x)

@@ -15,7 +15,7 @@ class VGG(Application):
     preprocess_mode = "caffe"
     blocks: ClassVar[tuple[tuple[int, int], ...]]  # (filters, convs) per block
 
-    def describe(self) -> list[Layer]:
+    def describe(self, channels: int = 3) -> list[Layer]:
         out: list[Layer] = [self.input_layer()]
         for i, (filters, convs) in enumerate(self.blocks, start=1):
             out += [Conv2D(f"block{i}_conv{j}", filters=filters, padding="same", activation="relu")

@@ -22,7 +22,7 @@ class Xception(Application):
     default_size = 299
     min_size = 71
 
-    def describe(self) -> list[Layer]:
+    def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
         x = g(Conv2D("block1_conv1", filters=32, strides=(2, 2), use_bias=False))
         x = g(BatchNormalization("block1_conv1_bn"), x)

@@ -44,3 +44,64 @@ def with_input(spec, height: int, width: int):
 def without_weights(spec):
     """The same spec with `weights: null`, for building offline."""
     return spec.model_copy(update={"backbone": spec.backbone.model_copy(update={"weights": None})})
+
+
+# --- processes: the console script, fresh interpreters -----------------------------------------
+
+def tlc_executable() -> str:
+    """The `tlc` console script beside the interpreter running the tests (the venv's), else PATH's."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "tlc"
+    return str(beside) if beside.exists() else (shutil.which("tlc") or "tlc")
+
+
+_FRESH = """
+import json, sys
+from typer.testing import CliRunner
+from tlc.cli import app
+results = []
+for args in json.loads(sys.argv[1]):
+    r = CliRunner().invoke(app, args)
+    results.append({"exit_code": r.exit_code, "stdout": r.stdout, "output": r.output})
+prefixes = tuple(json.loads(sys.argv[2]))
+imported = sorted(m for m in sys.modules if m.split('.')[0] in prefixes or m.startswith(prefixes))
+print(json.dumps({"results": results, "imported": imported}))
+"""
+
+
+def in_fresh_interpreter(*commands, modules=("tensorflow", "keras"), env=None) -> tuple[list[dict], list[str]]:
+    """Run CLI commands (lists of arguments) in a new Python process; returns each one's
+    {exit_code, stdout, output} and the imported modules named by, or starting with, `modules`
+    (so a test can say what a command never imports)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FRESH, json.dumps([[str(a) for a in c] for c in commands]),
+                           json.dumps(list(modules))], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report["results"], report["imported"]
+
+
+# --- runs and specs ----------------------------------------------------------------------------
+
+def rows_of(folder) -> list[dict]:
+    """A run's history.csv rows (strings, as written)."""
+    import csv
+
+    with open(folder / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def spec_from_data(data: dict, name: str = "case"):
+    """A validated spec from plain data, as if read from `<name>.yaml` (no file needed)."""
+    from tlc.loader import Document
+    from tlc.validation import validate
+
+    return validate(Document(path=f"{name}.yaml", data={"name": name, **data}))

@@ -80,9 +80,10 @@ BAD = {
         "input: {shape: [8, 8, 1]}\nbackbone: {type: conv_stack, weights: imagenet, blocks: [{filters: 2}]}\n"
         + GOOD_TAIL,
         r"spec\.yaml:2:39: backbone\.weights: this backbone has no imagenet weights"),
-    "imagenet_needs_3_channels": (
-        "input: {shape: [64, 64, 1]}\nbackbone: {type: vgg16, weights: imagenet}\nhead: {type: none}\n",
-        r"spec\.yaml:1:16: input\.shape: vgg16 with imagenet weights needs 3 channels; got 1"),
+    "imagenet_top_needs_its_rgb_input": (  # without the top, ImageNet weights adapt to 1 channel
+        "input: {shape: [224, 224, 1]}\nbackbone: {type: vgg16, weights: imagenet, include_top: true}\n"
+        "head: {type: none}\n",
+        r"spec\.yaml:1:16: input\.shape: vgg16 with include_top and imagenet weights needs input \[224, 224, 3\]"),
     "duplicate_layer_name": (
         "input: {shape: [64, 64, 3]}\nbackbone: {type: vgg16, include_top: true, classes: 3}\n" + GOOD_TAIL,
         r"spec\.yaml:3:7: head: layer name 'predictions' is used twice"),

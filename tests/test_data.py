@@ -292,3 +292,55 @@ def test_memory_does_not_grow_with_the_number_of_images(write, tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         peaks.append(int(done.stdout.split()[-1]))
     assert peaks[1] < peaks[0] + 60, f"peak RSS {peaks[0]} MB with 200 images, {peaks[1]} MB with 800"
+
+
+def test_every_format_tensorflow_decodes_is_read_and_other_files_are_counted(write, tmp_path):
+    """webp and gif at any channel count, upper-case suffixes, nested and symlinked folders;
+    an iPhone's .heic and a stray .txt are not dropped silently but counted, per suffix."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    pixels = lambda: rng.integers(0, 255, (12, 14, 3)).astype("uint8")  # noqa: E731
+    root = tmp_path / "photos"
+    for name, files in {"cat": ["a.webp", "b.GIF", "deep/c.png", "d.JPG"], "dog": ["e.jpeg", "f.bmp", "g.webp"]}.items():
+        for file in files:
+            (root / name / file).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels()).save(root / name / file, format={"jpg": "JPEG"}.get(
+                file.rsplit(".", 1)[1].lower(), file.rsplit(".", 1)[1].upper()).replace("JPG", "JPEG"))
+    (root / "cat" / "h.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    (root / "cat" / "i.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    (root / "dog" / ".DS_Store").write_bytes(b"hidden")
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(pixels()).save(tmp_path / "elsewhere" / "j.png")
+    (root / "dog" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "dog" / "loop").symlink_to(root / "dog", target_is_directory=True)  # visited once, not forever
+
+    for channels in (1, 3):
+        spec = write(f"input: {{shape: [8, 8, {channels}]}}\n" + HEAD.replace("classes: 3", "classes: 2") +
+                     "train: {data: {type: directory, path: photos, validation_split: 0.0}, epochs: 1}\n",
+                     f"photos{channels}.yaml")
+        d = data.load(tlc.load_spec(spec))
+        names = sorted(Path(f).name for f in d.train.files)
+        assert names == ["a.webp", "b.GIF", "c.png", "d.JPG", "e.jpeg", "f.bmp", "g.webp", "j.png"]
+        assert d.ignored == {".heic": 2, ".txt": 1}
+        from tlc.data.pipeline import Feed
+
+        batch = np.concatenate([x.numpy() for x, _ in Feed(d.train, (8, 8, channels)).in_order(8)])
+        assert batch.shape == (8, 8, 8, channels) and 0 <= batch.min() and batch.max() <= 1
+    result = run("train", spec, "--runs", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "3 other files not read (2 .heic, 1 .txt)" in result.output
+    metrics = json.loads((tmp_path / "runs" / "photos3" / "metrics.json").read_text())
+    assert metrics["ignored_files"] == {".heic": 2, ".txt": 1}
+
+
+def test_a_class_folder_of_unreadable_formats_says_what_it_holds(write, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        (tmp_path / "p" / name / "x.heic").write_bytes(b"heic")
+    result = run("train", write("input: {shape: [8, 8, 3]}\n" + HEAD +
+                                "train: {data: {type: directory, path: p}}\n"))
+    assert result.exit_code == 2
+    assert re.search(r"class folder .*p/a has no images \(\.png, .*\.webp\); it has 1 other file not read \(1 \.heic\)",
+                     result.output), result.output

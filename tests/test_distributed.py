@@ -12,7 +12,7 @@ import tlc
 from tlc.train.distribute import local_cluster
 from tlc.train.loop import train
 
-from .conftest import REPO
+from .helpers import tlc_executable
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ backbone: {{type: conv_stack, blocks: [{{filters: 16, convs: 2}}]}}
 head: {{type: dense, units: [32], classes: 10}}
 train: {{data: {{type: digits}}, epochs: 4, batch_size: 32, seed: 0, distribute: {mode}}}
 """
-TLC = str(REPO / ".venv" / "bin" / "tlc") if (REPO / ".venv" / "bin" / "tlc").exists() else "tlc"
+TLC = tlc_executable()
 
 
 def _two_workers(spec, runs, *extra):

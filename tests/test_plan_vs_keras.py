@@ -9,12 +9,10 @@ import yaml
 
 import tlc
 from tlc.emit import compile as emit
-from tlc.loader import Document
 from tlc.plan import plan
-from tlc.spec import validate
 
 from .conftest import EXAMPLES
-from .helpers import keras_builds, keras_layers, trainable_count, with_input, without_weights
+from .helpers import keras_builds, keras_layers, spec_from_data, trainable_count, with_input, without_weights
 
 CASES = {
     "seed_conv_stack": """
@@ -69,15 +67,13 @@ CASES = {
 
 
 def spec_from(text: str, name: str = "case"):
-    data = yaml.safe_load(textwrap.dedent(text))
-    data.setdefault("name", name)
-    return validate(Document(path=f"{name}.yaml", data=data))
+    return spec_from_data(yaml.safe_load(textwrap.dedent(text)), name)
 
 
 def assert_plan_equals_keras(spec) -> None:
     planned = plan(spec)
     assert planned.ok, planned.failure_message()
-    model = emit(spec, planned=planned)
+    model = emit(spec)
     planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
                        "params": p.params, "trainable": p.trainable} for p in planned.layers]
     assert planned_layers == keras_layers(model)

@@ -16,7 +16,7 @@ from tlc import registry
 from tlc.layers import Conv2D
 
 from .conftest import REPO, tlc as run
-from .helpers import keras_layers, trainable_count
+from .helpers import in_fresh_interpreter, keras_layers, tlc_executable, trainable_count
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +51,7 @@ def plugins(plugin_site, monkeypatch):
 def _cli(plugin_site, *args, env=None):
     environ = {**os.environ, "PYTHONPATH": str(plugin_site), **(env or {})}
     environ.pop("TLC_PLUGINS", None) if env is None or "TLC_PLUGINS" not in env else None
-    exe = REPO / ".venv" / "bin" / "tlc"
-    return subprocess.run([str(exe) if exe.exists() else "tlc", *args], capture_output=True, text=True,
-                          env=environ, timeout=120)
+    return subprocess.run([tlc_executable(), *args], capture_output=True, text=True, env=environ, timeout=120)
 
 
 def test_plugins_command_lists_types_and_failures_in_a_real_process(plugin_site):
@@ -152,12 +150,10 @@ head: {type: dense, classes: 3}
 def test_a_static_graph_plugin_checks_without_tensorflow_and_builds_the_same_model(plugin_site, tmp_path):
     spec = tmp_path / "graph.yaml"
     spec.write_text(GRAPH_SPEC)
-    code = ("import json, sys\nfrom tlc.cli import main\nsys.argv = ['tlc', 'summarize', sys.argv[1], '--json']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\nassert 'tensorflow' not in sys.modules\n")
-    done = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(plugin_site)})
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    (summarized,), imported = in_fresh_interpreter(["summarize", spec, "--json"],
+                                                  env={"PYTHONPATH": str(plugin_site)})
+    assert summarized["exit_code"] == 0 and imported == [], summarized["output"]
+    summary = json.loads(summarized["stdout"])
     assert [l["name"] for l in summary["layers"][:8]] == [
         "input", "stem_conv", "stem_bn", "stem_relu", "block1_conv1", "block1_conv2", "block1_add", "block1_out"]
     assert [l["trainable"] for l in summary["layers"][:8]] == [False] * 7 + [True]

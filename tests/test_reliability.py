@@ -1,7 +1,6 @@
 """Crash safety and safe loading: SIGKILL and resume, Ctrl-C, unwritable folders, unsafe models."""
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import tlc
 from tlc.train import loop
 
 from .conftest import REPO, tlc as run
+from .helpers import rows_of, tlc_executable
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +25,9 @@ train: {data: {type: digits}, epochs: 6, batch_size: 16, seed: 3, augment: {flip
 """
 
 
-def _rows(folder):
-    with open(folder / "history.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _tlc_process(*args):
-    exe = REPO / ".venv" / "bin" / "tlc"
-    return subprocess.Popen([str(exe) if exe.exists() else "tlc", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([tlc_executable(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(write, tmp_path):
@@ -55,8 +49,8 @@ def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(write, tmp
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming crash after epoch" in resumed.stderr
     finished, reference = tmp_path / "killed" / "crash", tmp_path / "whole" / "crash"
-    assert [r["epoch"] for r in _rows(finished)] == [str(i) for i in range(6)]
-    for a, b in zip(_rows(finished), _rows(reference)):
+    assert [r["epoch"] for r in rows_of(finished)] == [str(i) for i in range(6)]
+    for a, b in zip(rows_of(finished), rows_of(reference)):
         for key in ("accuracy", "loss", "val_accuracy", "val_loss"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-5)
     assert not (tmp_path / "killed" / "crash.partial").exists()
@@ -109,3 +103,41 @@ def test_library_api_errors_are_typed(write):
         tlc.load_spec(write("input: {shape: [8, 8]}\n"))
     with pytest.raises(tlc.InfeasibleError, match="head_avgpool needs at least 4x4"):
         tlc.compile(REPO / "spec_examples" / "vgg16_too_small_48.yaml")
+
+
+def test_a_second_train_of_the_same_run_stops_at_once_naming_it(write, tmp_path):
+    spec = write(SPEC)
+    first = _tlc_process("train", spec, "--runs", tmp_path / "runs")
+    state = tmp_path / "runs" / "crash.partial" / "state.json"
+    deadline = time.time() + 240
+    while not state.is_file():
+        assert first.poll() is None, first.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    started = time.perf_counter()
+    second = run("train", spec, "--runs", tmp_path / "runs")
+    assert second.exit_code == 1, second.output
+    assert f"{tmp_path / 'runs' / 'crash.partial'} is in use: another tlc train of crash (process {first.pid})" \
+        in second.output
+    assert time.perf_counter() - started < 5 and state.is_file()  # it touched nothing of the first run
+    assert first.wait(timeout=300) == 0, first.communicate()
+    assert rows_of(tmp_path / "runs" / "crash")[-1]["epoch"] == "5"
+    assert not (tmp_path / "runs" / "crash.lock").exists()
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_the_next(write, tmp_path):
+    spec = write(SPEC.replace("epochs: 6", "epochs: 1"))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(tmp_path / 'runs' / 'crash.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, str(os.getpid()).encode())\nprint('held', flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    assert holder.stdout.readline().strip() == "held"
+    blocked = run("train", spec, "--runs", tmp_path / "runs")
+    assert blocked.exit_code == 1 and f"(process {holder.pid})" in blocked.output
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / "runs" / "crash.lock").exists()  # left behind, as a killed process leaves it
+    result = run("train", spec, "--runs", tmp_path / "runs")
+    assert result.exit_code == 0, result.output

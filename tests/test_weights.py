@@ -105,9 +105,9 @@ def test_weights_with_sha256_are_verified_before_loading(write, tmp_path):
 
 
 def test_parameter_limit_for_build(write, tmp_path, monkeypatch):
-    import tlc.emit
+    import tlc.preflight
 
-    monkeypatch.setattr(tlc.emit, "MAX_PARAMS", 100_000)
+    monkeypatch.setattr(tlc.preflight, "MAX_PARAMS", 100_000)
     result = run("build", EXAMPLES / "vgg16_partly_frozen.yaml", "-o", tmp_path / "m.keras")
     assert result.exit_code == 2
     assert ("the model would have 14,847,301 parameters, more than the limit of 100,000 "

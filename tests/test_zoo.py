@@ -4,21 +4,17 @@ static plan equals the built model layer by layer at several input sizes and fre
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 
 import pytest
 
 from tlc.emit import compile as emit, set_frozen
-from tlc.loader import Document
 from tlc.plan import plan
 from tlc.plugins.applications import Application
 from tlc.registry import get_registry
-from tlc.spec import validate
 
 from .conftest import tlc as run
-from .helpers import keras_builds, keras_layers, trainable_count
+from .helpers import in_fresh_interpreter, keras_builds, keras_layers, spec_from_data, trainable_count
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +24,9 @@ OPTIONS = {"mobilenet_v2": {"alpha": 0.75}}
 
 
 def spec_of(kind: str, shape, *, freeze="none", head=None, **backbone):
-    data = {"name": f"{kind}_case", "input": {"shape": list(shape)}, "freeze": freeze,
-            "backbone": {"type": kind, **OPTIONS.get(kind, {}), **backbone}, "head": head or {"type": "none"}}
-    return validate(Document(path=f"{kind}.yaml", data=data))
+    return spec_from_data({"input": {"shape": list(shape)}, "freeze": freeze,
+                           "backbone": {"type": kind, **OPTIONS.get(kind, {}), **backbone},
+                           "head": head or {"type": "none"}}, f"{kind}_case")
 
 
 def test_the_zoo_covers_the_contract():
@@ -106,15 +102,10 @@ def test_check_and_summarize_of_every_zoo_type_never_import_tensorflow(tmp_path)
         path.write_text(f"input: {{shape: [80, 96, 3]}}\nbackbone: {{type: {kind}}}\nfreeze: all\n"
                         "head: {type: dense, pooling: avg, classes: 5}\n")
         paths.append(str(path))
-    code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom tlc.cli import app\n"
-            "r = CliRunner().invoke(app, ['check', '--json', *sys.argv[1:]])\n"
-            "s = CliRunner().invoke(app, ['summarize', sys.argv[1], '--json'])\n"
-            "print(json.dumps([r.exit_code, json.loads(r.stdout), s.exit_code,"
-            " sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))]))\n")
-    done = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    code, reports, summarize_code, imported = json.loads(done.stdout)
-    assert code == 0 and summarize_code == 0 and imported == []
+    (checked, summarized), imported = in_fresh_interpreter(["check", "--json", *paths],
+                                                          ["summarize", paths[0], "--json"])
+    reports = json.loads(checked["stdout"])
+    assert checked["exit_code"] == 0 and summarized["exit_code"] == 0 and imported == []
     assert all(r["ok"] and r["params"]["trainable"] > 0 and r["min_input"] for r in reports)
 
 
@@ -135,8 +126,8 @@ def test_summarize_of_a_frozen_efficientnet_has_keras_summary_totals(write, caps
 
 def test_zoo_rules_are_located_errors(write):
     cases = {
-        "backbone: {type: resnet50, weights: imagenet}\ninput: {shape: [64, 64, 1]}\n":
-            "input.shape: resnet50 with imagenet weights needs 3 channels; got 1",
+        "backbone: {type: resnet50, weights: imagenet, include_top: true}\ninput: {shape: [224, 224, 1]}\n":
+            "input.shape: resnet50 with include_top and imagenet weights needs input [224, 224, 3]",
         "backbone: {type: xception, weights: imagenet, include_top: true}\ninput: {shape: [224, 224, 3]}\n":
             "xception with include_top and imagenet weights needs input [299, 299, 3]",
         "backbone: {type: mobilenet_v2, weights: imagenet, alpha: 0.6}\ninput: {shape: [96, 96, 3]}\n":

@@ -24,6 +24,7 @@ class Dataset:
     test: Examples
     class_names: list[str]
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (on_error: skip)
+    ignored: dict[str, int] = field(default_factory=dict)  # other files found, per suffix (not images)
     indices: dict = field(default_factory=dict)  # part -> indices into the source's examples
 
     @property
@@ -37,24 +38,24 @@ def load(spec, *, check_files: bool = True) -> Dataset:
     With `on_error: error` nothing is scanned up front (a pass over every file, ~1.4 s per 6,000
     JPEGs here): decoding fails on a bad file anyway, and `naming_unreadable` then names it."""
     data = spec.train.data
-    examples, names = read(spec)
+    examples, names, ignored = read(spec)
     skipped: list[str] = []
     if examples.streamed and check_files and data.on_error == "skip":
         from .images import unreadable
 
-        bad = unreadable(examples.files, spec.input.hwc[2])
+        bad = unreadable(examples.files)
         if len(bad):
             skipped = [str(f) for f in examples.files[bad]]
             examples = examples.take(np.setdiff1d(np.arange(len(examples)), bad))
     train, val, test = stratified(examples.labels, data.validation_split, data.test_split, spec.train.seed)
     if len(train) == 0:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
-    return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped,
+    return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped, ignored,
                    {"train": train, "val": val, "test": test})
 
 
 @contextlib.contextmanager
-def naming_unreadable(parts: list[Examples], channels: int, fix: str = "remove it, or set train.data.on_error: skip"):
+def naming_unreadable(parts: list[Examples], fix: str = "remove it, or set train.data.on_error: skip"):
     """A decoding error inside the block (tf.data stops at the first bad file without saying
     which) becomes one message naming the unreadable file: the files are scanned only then."""
     import tensorflow as tf
@@ -65,7 +66,7 @@ def naming_unreadable(parts: list[Examples], channels: int, fix: str = "remove i
         files = np.concatenate([p.files for p in parts if p.files is not None] or [np.zeros(0, str)])
         from .images import unreadable
 
-        bad = unreadable(files, channels)
+        bad = unreadable(files)
         if not len(bad):
             raise
         more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .images import decode_many
+from .tfdata import without_autotune
 from .sources import Examples
 
 IN_MEMORY_LIMIT = 512 * 2**20  # larger arrays are read from their memory map batch by batch
@@ -37,10 +38,6 @@ class Feed:
         n = len(images) // views
         labels = np.zeros(n, "int64") if labels is None else labels
         return cls(Examples(labels, images=images), tuple(images.shape[1:]), views=views)
-
-    @property
-    def element_shape(self) -> tuple:
-        return tuple(self.examples.images.shape[1:]) if self.examples.images is not None else self.hwc
 
     # --- index batches -------------------------------------------------------------------------
     def index_batches(self, seed: int, epochs: range, batch_size: int):
@@ -133,15 +130,3 @@ def _parallel(batches, load):
     import tensorflow as tf
 
     return without_autotune(batches.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-
-
-def without_autotune(dataset):
-    """`dataset` with tf.data's autotuning off. Its model thread sleeps for periods that double up
-    to a minute, and destroying an iterator waits for it to wake: a finished `fit` hung for
-    16-18 s in 2 of 5 augmented runs (py-spy: in `~IteratorResource`); without it, 0 of 10, and
-    epochs as fast. AUTOTUNE parallelism then means one call per core."""
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)

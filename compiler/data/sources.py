@@ -7,8 +7,8 @@ scaled to [0, 1] and fitted to the spec's input once.
 """
 from __future__ import annotations
 
+import collections
 import csv
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import RunError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # what tf.io.decode_image reads
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PATH = ("train", "data", "path")
 
@@ -54,16 +54,17 @@ class Examples:
             digest.update(np.ascontiguousarray(self.images).tobytes())
 
 
-def read(spec) -> tuple[Examples, list[str]]:
-    """The spec's `train.data` source, with `classes` picked and relabelled."""
+def read(spec) -> tuple[Examples, list[str], dict[str, int]]:
+    """The spec's `train.data` source, with `classes` picked and relabelled, and a count per suffix
+    of the files it found but does not read (only a directory source has any)."""
     data = spec.train.data
-    examples, names = SOURCES[data.type](data, spec)
+    examples, names, *rest = SOURCES[data.type](data, spec)
     examples, names = select_classes(examples, names, data.classes, spec)
     if len(names) < 2:
         raise spec.error(("train", "data"), f"needs at least 2 classes; found {len(names)} ({', '.join(names)})")
     if examples.images is not None:
         examples.images = fit_to_input(examples.images, spec)
-    return examples, names
+    return examples, names, (rest[0] if rest else {})
 
 
 def _digits(data, spec):
@@ -97,14 +98,46 @@ def _directory(data, spec):
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(names) < 2:
         raise spec.error(PATH, f"{root} needs one sub-folder per class, at least 2 (found {len(names)})")
-    files, labels = [], []
+    files, labels, ignored = [], [], collections.Counter()
     for label, name in enumerate(names):
-        found = sorted(str(f) for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        found, others = list_images(root / name)
         if not found:
-            raise spec.error(PATH, f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise spec.error(PATH, f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)})"
+                                   + (f"; it has {describe_ignored(others)}" if others else ""))
         files += found
         labels += [label] * len(found)
-    return Examples(np.array(labels, dtype="int64"), files=np.array(files)), names
+        ignored.update(others)
+    return Examples(np.array(labels, dtype="int64"), files=np.array(files)), names, dict(sorted(ignored.items()))
+
+
+def list_images(folder: Path) -> tuple[list[str], collections.Counter]:
+    """(image files under `folder`, sorted; a count per suffix of the other files). Nested folders
+    and symlinks are followed (each real folder once); hidden files and folders are not files of
+    the data set (`.DS_Store`, `.git`)."""
+    images, others, seen = [], collections.Counter(), set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a symlink loop, or a folder linked twice
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix in IMAGE_SUFFIXES:
+                images.append(os.path.join(top, name))
+            else:
+                others[suffix or "(no suffix)"] += 1
+    return sorted(images), others
+
+
+def describe_ignored(counts: dict) -> str:
+    """{'.heic': 3, '.txt': 1} -> '4 other files not read (3 .heic, 1 .txt)'."""
+    total = sum(counts.values())
+    each = ", ".join(f"{n:,} {suffix}" for suffix, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{total:,} other file{'s' if total != 1 else ''} not read ({each})"
 
 
 def _csv(data, spec):
@@ -214,9 +247,3 @@ def match_channels(x: np.ndarray, c: int, spec=None) -> np.ndarray:
             message = f"the images have {x.shape[3]} channels, the model {c}"
             raise spec.error(("input", "shape"), message) if spec else RunError(message)
     return x.astype("float32")
-
-
-def file_digest(examples: Examples) -> str:
-    digest = hashlib.sha256()
-    examples.fingerprint(digest)
-    return digest.hexdigest()[:20]

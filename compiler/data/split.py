@@ -18,3 +18,17 @@ def stratified(labels: np.ndarray, validation: float, test: float, seed: int):
         parts[1].append(members[n_test:n_test + n_val])
         parts[0].append(members[n_test + n_val:])
     return tuple(np.sort(np.concatenate(p)).astype("int64") if p else np.zeros(0, "int64") for p in parts)
+
+
+def split_record(dataset) -> dict:
+    """What `tlc evaluate` needs to find the held-out examples again (a run's split.json): class
+    names, counts, the held-out indices into the source and, for file sources, the files."""
+    record = {"classes": dataset.class_names,
+              "counts": {part: int(len(getattr(dataset, part))) for part in ("train", "val", "test")},
+              "indices": {part: dataset.indices[part].tolist() for part in ("val", "test")},
+              "skipped": dataset.skipped}
+    for part in ("val", "test"):
+        examples = getattr(dataset, part)
+        if examples.files is not None:
+            record[f"{part}_files"] = [[str(f), int(y)] for f, y in zip(examples.files, examples.labels)]
+    return record

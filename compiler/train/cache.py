@@ -33,6 +33,7 @@ class Split:
     note: str
     eval_batch_size: int | None = None  # None: the training batch size
     key: str | None = None  # the cache key of the features, when cached
+    reused: bool = False  # the features were already in the cache (a repeated run, another trial)
 
 
 def boundary(model) -> tuple[int, str]:
@@ -93,7 +94,8 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     forward = tf.function(lambda batch: prefix(batch, training=False))
     out_shape = tuple(prefix.output.shape[1:])
     files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
-    how = "reused from the cache" if all(f.is_file() for f in files.values()) else "computed once"
+    reused = all(f.is_file() for f in files.values())
+    how = "reused from the cache" if reused else "computed once"
     train_batches = [train.in_order(batch_size)] if not views else \
         [train.augmented_view(v, batch_size) for v in range(views)]
     features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"], batch_size),
@@ -111,7 +113,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         note += (f"; {views} augmented views of {len(train):,} training images "
                  f"({size:,.1f} MB on disk, {size / views:,.1f} MB per view)")
     return Split(tail, Feed.of(features[0], train.examples.labels, views=views or 1),
-                 Feed.of(features[1], val.examples.labels), note, eval_batch_size, key)
+                 Feed.of(features[1], val.examples.labels), note, eval_batch_size, key, reused)
 
 
 def _features(forward, out_shape: tuple, batches: list, rows: int, path: Path, batch_size: int) -> np.ndarray:

@@ -1,12 +1,16 @@
-"""The everyday training controls: learning-rate schedule, early stopping, label smoothing,
-class weights and TensorBoard logs. Each depends only on the epoch and on what `State` records,
-so `--resume` after a kill gives the same rows."""
+"""What a model is trained with: loss (with label smoothing), optimizer, metrics, learning-rate
+schedule, early stopping, class weights and TensorBoard logs. Each depends only on the epoch and
+on what `State` records, so `--resume` after a kill gives the same rows."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
 import numpy as np
+
+from ..errors import RunError
+
+METRICS = ("accuracy",)
 
 
 def learning_rate(spec, base: float, epoch_in_phase: int, phase_epochs: int) -> float | None:
@@ -71,6 +75,33 @@ def class_weights(spec, labels: np.ndarray, classes: int) -> dict[int, float] | 
     out = {c: 1.0 for c in range(classes)}
     out.update({int(c): float(w) for c, w in zip(present, weights)})
     return out
+
+
+def loss_for(spec, model, dataset) -> Any:
+    """The loss of a single-label classifier whose head fits the data (else a clear error)."""
+    out = tuple(model.output.shape[1:])
+    if out != (dataset.num_classes,):
+        if len(out) != 1:
+            raise RunError(f"tlc train needs a classifier head; the model outputs {out} "
+                           "(use head: {type: dense, classes: N})")
+        raise RunError(f"the head has {out[0]} classes but the data has {dataset.num_classes} "
+                       f"({', '.join(dataset.class_names)}); set head.classes: {dataset.num_classes}")
+    activation = getattr(spec.head, "output_activation", "softmax")
+    if activation == "sigmoid":
+        raise RunError("tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
+    return loss(spec, from_logits=activation == "linear")
+
+
+def optimizer(spec, learning_rate: float) -> Any:
+    import keras
+
+    kind = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    return kind[spec.train.optimizer.type](learning_rate=learning_rate)
+
+
+def compile_model(model, loss_fn, optimizer_) -> None:
+    """Keywords only: Keras 3's third positional argument is `loss_weights`, not metrics."""
+    model.compile(optimizer=optimizer_, loss=loss_fn, metrics=list(METRICS))
 
 
 def loss(spec, from_logits: bool) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.pipeline import without_autotune
+from ..data.tfdata import without_autotune
 from ..errors import RunError
 
 

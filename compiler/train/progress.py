@@ -1,15 +1,28 @@
-"""A rich progress display for `tlc train`: an epoch bar, a batch bar, and one line per epoch."""
+"""Progress of training: the hooks the loop calls (`Reporter`, quiet: the library's default) and
+a rich display for `tlc train` (an epoch bar, a batch bar, and one line per epoch)."""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
-from ..console import console as make_console
-from .loop import Reporter
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+
+class Reporter:
+    """Progress hooks; the CLI shows a rich progress bar, the library stays quiet."""
+
+    def note(self, text: str) -> None: ...
+    def epoch_started(self, epoch: int, total: int, steps: int) -> None: ...
+    def batch_done(self) -> None: ...
+    def epoch_done(self, epoch: int, row: dict) -> None: ...
 
 
 class RichReporter(Reporter):
     def __init__(self, console: Console | None = None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from ..console import console as make_console
+
         self.console = console or make_console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=self.console, transient=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic import write_text, write_with
-from ..errors import RunError
+from ..atomic import swap_folder, write_text, write_with
+from ..errors import RunError, UsageError
 
 STATE = "state.json"
 COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
@@ -41,6 +41,37 @@ class State:
     phase_starts: list[int] = field(default_factory=list)  # the epoch each phase started at
     early: dict = field(default_factory=dict)  # early stopping's memory in the current phase
     stops: list[dict] = field(default_factory=list)  # why phases stopped early
+    weights_notes: list[str] = field(default_factory=list)  # pretrained weights adapted to the input
+    features: list[str] = field(default_factory=list)  # per phase: computed, reused or off (the feature cache)
+
+
+def metrics_record(spec, model, state: State, phases, dataset, resumed: bool, strategy, class_weight) -> dict:
+    """metrics.json: the contract's train_seconds, epochs, final and params, and what a person
+    asks next (classes, examples, files left out, phases, cache, early stopping, weights)."""
+    from ..introspect import count_weights
+
+    trainable = count_weights(model.trainable_weights)
+    total = model.count_params()
+    return {
+        "name": spec.name,
+        "train_seconds": round(state.train_seconds, 3),
+        "epochs": state.epochs_done,
+        "final": state.rows[-1] if state.rows else {},
+        "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
+        "classes": dataset.class_names,
+        "examples": {"train": len(dataset.train), "validation": len(dataset.val), "test": len(dataset.test)},
+        "skipped_files": dataset.skipped,
+        "ignored_files": dataset.ignored,
+        "phases": [{"freeze": p.freeze if isinstance(p.freeze, str) else {"up_to": p.freeze.up_to},
+                    "epochs": p.epochs, "learning_rate": p.learning_rate} for p in phases],
+        "feature_cache": state.notes,
+        "features": state.features,
+        "weights": state.weights_notes,
+        "early_stopping": state.stops,
+        "class_weight": class_weight,
+        "resumed": resumed,
+        "distribute": {"strategy": strategy.kind, "replicas": strategy.replicas},
+    }
 
 
 def lock_text(spec) -> str:
@@ -50,14 +81,61 @@ def lock_text(spec) -> str:
 
 
 class RunFolder:
-    """`writer=False` (a non-chief distributed worker) reads state to resume but writes nothing."""
+    """`writer=False` (a non-chief distributed worker) reads state to resume but writes nothing.
+
+    A writer holds `runs/<name>.lock` (an flock, which the system releases when the process dies,
+    so a killed run never blocks the next) from `start` to `close`: a second `tlc train` of the
+    same spec into the same folder stops at once instead of sharing `<name>.partial/`."""
 
     def __init__(self, runs_dir: str | os.PathLike, name: str, *, writer: bool = True):
         self.final = Path(runs_dir) / name
         self.work = Path(runs_dir) / f"{name}.partial"
+        self.lock_path = Path(runs_dir) / f"{name}.lock"
         self.writer = writer
+        self._lock: int | None = None
 
-    def start(self, spec, *, resume: bool) -> State:
+    def _acquire(self) -> None:
+        import fcntl
+
+        if not self.lock_path.parent.exists():  # (a file in its place fails below: "Not a directory")
+            self.lock_path.parent.mkdir(parents=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise RunError(f"{self.work} is in use: another tlc train of {self.final.name} (process {holder}) "
+                               f"is running into {self.final.parent}; wait for it, or use another --runs") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:  # the previous holder removed it between our open and lock
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self._lock = fd
+                return
+            os.close(fd)
+
+    def close(self) -> None:
+        """Let the next run of this spec in: remove the lock file, then release it."""
+        if self._lock is not None:
+            self.lock_path.unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
+
+    def start(self, spec, *, resume: bool, carry_cache: bool = True) -> State:
+        if self.writer:
+            self._acquire()
+        try:
+            return self._start(spec, resume, carry_cache)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, spec, resume: bool, carry_cache: bool) -> State:
         spec_hash = hashlib.sha256(lock_text(spec).encode()).hexdigest()
         state_file = self.work / STATE
         if resume:
@@ -73,7 +151,8 @@ class RunFolder:
             if self.work.exists():
                 shutil.rmtree(self.work)
             self.work.mkdir(parents=True)
-            self._carry_over_cache()
+            if carry_cache:
+                self._carry_over_cache()
         return State(spec_hash=spec_hash)
 
     def _carry_over_cache(self) -> None:
@@ -109,9 +188,13 @@ class RunFolder:
     def checkpoint_path(self, state: State) -> Path | None:
         return self.work / state.checkpoint if state.checkpoint else None
 
-    def save_epoch(self, model, state: State) -> None:
-        """Checkpoint, then state (the commit point), then history; then drop old checkpoints."""
+    def save_epoch(self, model, state: State, *, checkpoint: bool = True) -> None:
+        """Checkpoint, then state (the commit point), then history; then drop old checkpoints.
+        Without `checkpoint`, only the history (a run that will not be resumed)."""
         if not self.writer:
+            return
+        if not checkpoint:
+            write_text(self.work / "history.csv", history_csv(state.rows))
             return
         name = f"ckpt-{state.epochs_done}.keras"
         previous = state.checkpoint
@@ -136,11 +219,7 @@ class RunFolder:
         for leftover in [STATE, state.checkpoint, self.best_path.name]:
             if leftover:
                 (self.work / leftover).unlink(missing_ok=True)
-        old = self.final.with_name(f"{self.final.name}.old-{os.getpid()}")
-        if self.final.exists():
-            os.replace(self.final, old)
-        os.replace(self.work, self.final)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_folder(self.work, self.final)
         return self.final
 
 
@@ -152,6 +231,86 @@ def history_csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+RUN_FILES = ("model.keras", "spec.lock.yaml", "split.json", "metrics.json")
+
+
+@dataclass
+class Run:
+    """A finished run folder, read in one place for evaluate, export and predict: its resolved
+    spec, its split record (held-out examples) and metrics, and its model. Opening it needs no
+    TensorFlow, so a wrong folder fails at once."""
+
+    folder: Path
+    spec: object
+    split: dict
+    metrics: dict
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> Run:
+        from ..validation import load_spec
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: no such run folder")
+        missing = [name for name in RUN_FILES if not (folder / name).is_file()]
+        if missing:
+            raise UsageError(f"{folder} is not a finished tlc run (missing {', '.join(missing)}); "
+                             "train one with `tlc train SPEC` (runs/<name>/)")
+        return cls(folder, load_spec(folder / "spec.lock.yaml"), json.loads((folder / "split.json").read_text()),
+                   json.loads((folder / "metrics.json").read_text()))
+
+    @staticmethod
+    def is_run(folder: str | os.PathLike) -> bool:
+        return all((Path(folder) / name).is_file() for name in RUN_FILES)
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / "model.keras"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.split["classes"])
+
+    def model(self, *, safe_mode: bool = True):
+        from ..models import load_model
+
+        return load_model(self.model_path, safe_mode=safe_mode)
+
+    def choose_split(self, asked: str | None) -> str:
+        """`asked` ('test' or 'val'), or test when the run has one, else val."""
+        counts = self.split["counts"]
+        if asked == "test" and not counts.get("test"):
+            raise UsageError(f"{self.folder} has no test split (train.data.test_split was 0); "
+                             "use --split val, or train with a test_split")
+        if asked is None:
+            asked = "test" if counts.get("test") else "val"
+        if not counts.get(asked):
+            raise UsageError(f"{self.folder} has no {asked} examples")
+        return asked
+
+    def held_out(self, part: str):
+        """The run's `part` ('val' or 'test') examples, as recorded at training time: the files of a
+        folder or csv source, or the in-memory source read again and checked against its indices."""
+        import numpy as np
+
+        from ..data import load
+        from ..data.sources import Examples
+
+        files = self.split.get(f"{part}_files")
+        if files is not None:
+            missing = [f for f, _ in files if not Path(f).is_file()]
+            if missing:
+                raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
+                               + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+            return Examples(np.array([int(y) for _, y in files], dtype="int64"),
+                            files=np.array([f for f, _ in files]))
+        dataset = load(self.spec, check_files=False)
+        if dataset.indices[part].tolist() != self.split["indices"][part]:
+            raise RunError(f"the {part} examples differ from those recorded at training time "
+                           "(the data source or its split changed); evaluate a new run")
+        return getattr(dataset, part)
 
 
 def read_run(path: str | os.PathLike) -> tuple[dict, list[dict]]:

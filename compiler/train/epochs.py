@@ -1,0 +1,89 @@
+"""The work of every epoch, whichever way epochs run (Keras `fit`, or the multi-worker loop):
+reseed random layers, set the scheduled learning rate, report progress, record the history row,
+log to TensorBoard, checkpoint, and decide on early stopping.
+
+Dropout seeds come from (seed, epoch), so a run resumed after a kill replays exactly what the
+uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import controls
+
+
+class EpochHooks:
+    def __init__(self, model, spec, phase, first: int, total: int, steps: int, reporter, state, log,
+                 checkpoint, save_best):
+        self.model, self.spec, self.phase, self.first = model, spec, phase, first
+        self.total, self.steps, self.reporter, self.state, self.log = total, steps, reporter, state, log
+        self.checkpoint, self.save_best = checkpoint, save_best
+        es = spec.train.early_stopping
+        self.early = controls.EarlyStopping(es, state.early) if es else None
+
+    @property
+    def stopped(self) -> bool:
+        """The phase has stopped early (also true when resuming right after it did)."""
+        return self.early is not None and self.early.should_stop
+
+    def begin(self, epoch: int) -> None:
+        reseed_random_layers(self.model, self.spec.train.seed, epoch)
+        self.lr = controls.learning_rate(self.spec, self.phase.learning_rate, epoch - self.first, self.phase.epochs)
+        if self.lr is not None:
+            self.model.optimizer.learning_rate.assign(self.lr)
+        self.reporter.epoch_started(epoch, self.total, self.steps)
+        self.started = time.perf_counter()
+
+    def batch(self) -> None:
+        self.reporter.batch_done()
+
+    def end(self, epoch: int, logs: dict) -> None:
+        self.state.train_seconds += time.perf_counter() - self.started
+        row = {"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items()) if k != "learning_rate"}}
+        if self.lr is not None:
+            row["learning_rate"] = float(self.lr)
+        self.state.rows.append(row)
+        self.state.epochs_done = epoch + 1
+        if self.early is not None and self.early.update(epoch, row) and self.spec.train.early_stopping.restore_best:
+            self.save_best()
+        if self.stopped:
+            self.state.stops.append(self.early.reason(epoch))
+        self.checkpoint()
+        self.log.write(epoch, row)
+        self.reporter.epoch_done(epoch, row)
+        if self.stopped:
+            self.reporter.note(f"early stopping: {self.state.stops[-1]['reason']}")
+
+
+def fit(part, spec, epochs: range, hooks: EpochHooks, class_weight: dict | None) -> None:
+    """One Keras `fit` call for a run of epochs (re-creating Keras's data pipeline per epoch is slow)."""
+    import keras
+
+    t = spec.train
+
+    class Hooks(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            hooks.begin(epoch)
+
+        def on_train_batch_end(self, batch, logs=None):
+            hooks.batch()
+
+        def on_epoch_end(self, epoch, logs=None):
+            hooks.end(epoch, logs or {})
+            if hooks.stopped:
+                self.model.stop_training = True
+
+    validation = part.val.in_order(part.eval_batch_size or t.batch_size) if len(part.val) else None
+    part.model.fit(part.train.epochs(t.seed, epochs, t.batch_size),
+                   epochs=epochs.stop, initial_epoch=epochs.start, steps_per_epoch=hooks.steps, verbose=0,
+                   shuffle=False, validation_data=validation, callbacks=[Hooks()], class_weight=class_weight)
+
+
+def reseed_random_layers(model, seed: int, epoch: int) -> None:
+    """Dropout masks depend only on (seed, epoch, layer), not on what ran before."""
+    rng = np.random.default_rng([seed, epoch, 7])
+    for layer in model.layers:
+        for generator in getattr(layer, "_seed_generators", None) or []:
+            generator.state.assign(np.array([rng.integers(2**31), 0], dtype=generator.state.dtype))

@@ -1,0 +1,64 @@
+"""What `check` accepts must build, train and predict: every built-in backbone type at 1 and 3
+channels with `weights: null`, at its smallest feasible input, on tiny generated data, with the
+output shape and parameter counts `check` reported."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tlc.registry import BUILTIN_TYPES
+
+from .conftest import tlc
+
+pytestmark = pytest.mark.slow
+
+BACKBONES = sorted(name for kinds in BUILTIN_TYPES.values() for name in kinds.get("backbone", ()))
+EXTRA = {"conv_stack": "blocks: [{filters: 4, convs: 2, batch_norm: true}, {filters: 6, dropout: 0.25}], "}
+CLASSES = 3
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("kind", BACKBONES)
+def test_a_spec_check_accepts_builds_trains_and_predicts(kind, channels, tmp_path):
+    import keras
+    from PIL import Image
+
+    from tlc.train.loop import train
+
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(f"input: {{shape: [8, 8, {channels}]}}\nbackbone: {{type: {kind}, {EXTRA.get(kind, '')}"
+                     "weights: null}\nhead: {type: dense, pooling: avg, classes: 3}\n")
+    side = max(json.loads(tlc("check", probe, "--json").stdout)["min_input"] or [8, 8])
+    rng = np.random.default_rng(0)
+    x = rng.random((2 * CLASSES, side, side, channels), dtype=np.float32)
+    np.savez(tmp_path / "tiny.npz", x=x, y=np.arange(2 * CLASSES) % CLASSES)
+    spec = tmp_path / f"{kind}.yaml"
+    spec.write_text(f"input: {{shape: [{side}, {side}, {channels}]}}\n"
+                    f"backbone: {{type: {kind}, {EXTRA.get(kind, '')}weights: null}}\n"
+                    "freeze: all\n"  # the feature-cache path: the frozen backbone runs once, the head trains
+                    f"head: {{type: dense, pooling: avg, units: [4], dropout: 0.1, classes: {CLASSES}}}\n"
+                    "train: {data: {type: npz, path: tiny.npz, validation_split: 0.5}, epochs: 1, batch_size: 3}\n")
+
+    checked = tlc("check", spec, "--json")
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.stdout)
+    assert report["ok"] and report["output_shape"] == [CLASSES]
+
+    result = train(spec, tmp_path / "runs")
+    assert result.metrics["params"] == report["params"]
+    assert result.metrics["epochs"] == 1 and np.isfinite(result.metrics["final"]["loss"])
+    assert tuple(result.model.output.shape[1:]) == (CLASSES,)
+    assert result.model.count_params() == report["params"]["total"]
+    assert tlc("check", result.folder / "spec.lock.yaml").exit_code == 0  # the resolved spec is a valid spec
+
+    image = tmp_path / "one.png"
+    Image.fromarray((x[0] * 255).astype("uint8").squeeze(-1) if channels == 1 else (x[0] * 255).astype("uint8")) \
+        .save(image)
+    predicted = tlc("predict", result.folder, image, "--json", "--top", CLASSES)
+    assert predicted.exit_code == 0, predicted.output
+    [answer] = json.loads(predicted.stdout)
+    probabilities = [t["probability"] for t in answer["top"]]
+    assert len(probabilities) == CLASSES and abs(sum(probabilities) - 1) < 1e-4
+    keras.backend.clear_session()

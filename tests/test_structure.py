@@ -1,0 +1,94 @@
+"""The code's shape: no import circles between tlc's modules (counting imports inside functions,
+which hide a circle without removing it), and dead helpers stay gone."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .conftest import REPO
+
+PACKAGES = {"tlc": REPO / "compiler", "tlc.plugins": REPO / "plugins"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package, root in PACKAGES.items():
+        for path in root.rglob("*.py"):
+            if "examples" in path.relative_to(root).parts:
+                continue
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join([package, *parts])] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The tlc modules `name` imports anywhere in its code: `from . import x` imports the module
+    x when there is one, else a name of the package's __init__ (an edge to the package)."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                here = name.split(".") if is_package else name.split(".")[:-1]
+                here = here[: len(here) - (node.level - 1)]
+                base = ".".join(here + ([base] if base else []))
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+    return {m for m in found if m in known and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    modules = _modules()
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    assert "tlc.graph" in graph and "tlc.data.images" in graph and len(graph) > 40
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_dead_helpers_stay_removed():
+    import tlc.data.images
+    import tlc.data.pipeline
+    import tlc.data.sources
+    import tlc.spec
+
+    assert not hasattr(tlc.data.images, "read_files") and not hasattr(tlc.data.pipeline.Feed, "element_shape")
+    assert not hasattr(tlc.data.sources, "file_digest") and not hasattr(tlc.spec, "Int")
