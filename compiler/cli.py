@@ -339,6 +339,57 @@ def extract(
     say(f"wrote {output}: features {shape} (row order in {output.with_suffix('.sources.txt')})")
 
 
+@command
+def tune(
+    spec: SpecArg,
+    trials: Annotated[Optional[int], typer.Option(  # noqa: UP007
+        "--trials", min=1, help="Trials in the whole study [default: tune.trials].")] = None,
+    timeout: Annotated[Optional[float], typer.Option(  # noqa: UP007
+        "--timeout", min=1, help="Seconds per worker [default: tune.timeout].")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes on this machine.")] = 1,
+    storage: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--storage", help="An Optuna RDB URL (e.g. postgresql://user@host/db) shared by many machines "
+                          "[default: runs/<name>/tune/study.journal].")] = None,
+    study: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--study", help="The study's name in the storage [default: the spec's name].")] = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Folder for run folders.")] = Path("runs"),
+    as_json: JsonOpt = False,
+    worker: Annotated[Optional[int], typer.Option("--worker", hidden=True)] = None,  # noqa: UP007
+) -> None:
+    """Search the spec's `tune.space` with Optuna; trials share the frozen-prefix features.
+    Writes runs/<name>/tune/: trials.csv, best.yaml, best/, history.png, importance.png."""
+    from .tune.progress import RichTuneReporter, best_table
+    from .tune.search import Request, exit_code, load, require_optuna, search
+
+    warn_plugin_failures()
+    request = Request(spec, trials, timeout, workers, storage, study, runs, worker)
+    loaded, plan = load(request)  # an invalid spec or space fails before TensorFlow and Optuna load
+    require_optuna()
+    keras_ready()
+    if worker is not None:
+        search(request)
+        return
+    try:
+        with RichTuneReporter(plan.metric, plan.budget) as reporter:
+            summary = search(request, reporter)
+    except KeyboardInterrupt as stop:
+        summary = stop.args[0] if stop.args and isinstance(stop.args[0], dict) else None
+        say("interrupted; the running trial is marked failed" + (f", outputs in {summary['folder']}" if summary
+                                                                  else "") + f". Continue with: tlc tune {spec}",
+            error=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        emit_json({k: summary[k] for k in ("study", "trials", "best")})
+    else:
+        rich_console().print(best_table(summary, plan.metric, plan.maximise))
+        best = summary["best"]
+        done = sum(t["state"] == "complete" for t in summary["trials"])
+        say(f"{summary['study']}: {len(summary['trials'])} trials ({done} complete)" +
+            (f"; best trial {best['number']}: {plan.metric} {best['value']:.4f}" if best else "; none completed") +
+            f"; wrote {summary['folder']}")
+    raise typer.Exit(exit_code(summary))
+
+
 RunArg = Annotated[Path, typer.Argument(help="A run folder (runs/<name>).", show_default=False)]
 
 

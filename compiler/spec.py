@@ -14,6 +14,7 @@ from .errors import SpecError
 from .fields import by_kind
 from .loader import Document, Loc, format_loc
 from .registry import Registry, get_registry
+from .tune.config import TuneSpec
 
 MAX_SIDE = int(os.environ.get("TLC_MAX_SIDE", 8192))  # largest input height/width
 MAX_CHANNELS = int(os.environ.get("TLC_MAX_CHANNELS", 1024))
@@ -170,6 +171,7 @@ class SpecBase(StrictModel):
     freeze: Freeze = Field("none", description="which backbone layers do not train: none, all, or {up_to: N or "
                                                "layer name} (layers 1..N); head layers always train")
     train: TrainSpec | None = Field(None, description="how `tlc train` trains the model (only it needs this)")
+    tune: TuneSpec | None = Field(None, description="hyperparameter search over paths of this spec (`tlc tune`)")
 
     _document: Document | None = PrivateAttr(default=None)
 

@@ -31,7 +31,24 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     except ValidationError as exc:
         raise _located(doc, data, exc.errors(include_url=False), registry) from None
     spec._document = doc
+    if spec.tune is not None:
+        _check_tune(spec, data)
     return spec
+
+
+def _check_tune(spec: SpecBase, data: dict) -> None:
+    """A search space that cannot be searched is an error of the spec itself (exit 2), before
+    any trial runs: a grid over a continuous space, or a path that cannot exist."""
+    from .errors import FieldError
+    from .tune.space import check_paths
+
+    grid = spec.tune.grid_error()
+    if grid is not None:
+        raise spec.error(("tune", "space", grid[0], "type"), grid[1])
+    try:
+        check_paths(data, spec.tune, type(spec))
+    except FieldError as exc:
+        raise spec.error(exc.loc, exc.message) from None
 
 
 def default_name(path: str | os.PathLike) -> str:

@@ -10,6 +10,7 @@ import yaml
 
 from tlc.registry import get_registry
 from tlc.spec import DataSpec, SpecBase, TrainSpec, json_schema
+from tlc.tune.config import TuneSpec
 
 from .conftest import REPO, tlc
 
@@ -119,6 +120,7 @@ def _keys(model, prefix="", skip=()):
         "alpha": _model_default(get_registry().types["backbone"]["mobilenet_v2"].cls, "alpha")}),
     ("### `dense`", lambda: _keys(get_registry().types["head"]["dense"].cls, skip=("type",))),
     ("## `train`", lambda: {**_keys(TrainSpec, skip=("data",)), **_keys(DataSpec, "data.")}),
+    ("## `tune`", lambda: _keys(TuneSpec)),
 ])
 def test_the_docs_key_tables_agree_with_the_models(heading, expected):
     documented = {key: _documented_value(default) for key, default in _table(heading).items()}

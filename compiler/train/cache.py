@@ -7,6 +7,7 @@ configuration and weights, so a resumed or repeated run reuses them and any chan
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -94,12 +95,14 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     forward = tf.function(lambda batch: prefix(batch, training=False))
     out_shape = tuple(prefix.output.shape[1:])
     files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
-    reused = all(f.is_file() for f in files.values())
-    how = "reused from the cache" if reused else "computed once"
     train_batches = [train.in_order(batch_size)] if not views else \
         [train.augmented_view(v, batch_size) for v in range(views)]
-    features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"], batch_size),
-                _features(forward, out_shape, [val.in_order(batch_size)], len(val), files["val"], batch_size))
+    with computing(cache_dir / f"{key}.lock"):  # another worker computing these: wait, then reuse them
+        reused = all(f.is_file() for f in files.values())
+        features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"],
+                              batch_size),
+                    _features(forward, out_shape, [val.in_order(batch_size)], len(val), files["val"], batch_size))
+    how = "reused from the cache" if reused else "computed once"
     # Keras builds the sub-model that starts at the cut from the same layer objects, so training
     # the tail trains the model.
     tail = keras.Model(cut, model.output, name=f"{model.name}_tail")
@@ -114,6 +117,23 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
                  f"({size:,.1f} MB on disk, {size / views:,.1f} MB per view)")
     return Split(tail, Feed.of(features[0], train.examples.labels, views=views or 1),
                  Feed.of(features[1], val.examples.labels), note, eval_batch_size, key, reused)
+
+
+@contextlib.contextmanager
+def computing(lock: Path):
+    """Hold `lock` (an flock) while features are looked up or computed, so two workers of a
+    study sharing a feature store compute each set once; the files themselves are written
+    atomically, so a reader never sees a partial one either way."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # a waiter then holds an unlinked lock, and finds the files
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _features(forward, out_shape: tuple, batches: list, rows: int, path: Path, batch_size: int) -> np.ndarray:

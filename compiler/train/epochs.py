@@ -36,8 +36,8 @@ class EpochHooks:
         self.reporter.epoch_started(epoch, self.total, self.steps)
         self.started = time.perf_counter()
 
-    def batch(self) -> None:
-        self.reporter.batch_done()
+    def batch(self, steps: int = 1) -> None:
+        self.reporter.batch_done(steps)
 
     def end(self, epoch: int, logs: dict) -> None:
         self.state.train_seconds += time.perf_counter() - self.started
@@ -67,8 +67,8 @@ def fit(part, spec, epochs: range, hooks: EpochHooks, class_weight: dict | None)
         def on_epoch_begin(self, epoch, logs=None):
             hooks.begin(epoch)
 
-        def on_train_batch_end(self, batch, logs=None):
-            hooks.batch()
+        def on_train_batch_end(self, batch, logs=None):  # `batch`: the first step of this execution
+            hooks.batch(min(self.model.steps_per_execution, hooks.steps - batch))
 
         def on_epoch_end(self, epoch, logs=None):
             hooks.end(epoch, logs or {})

@@ -132,8 +132,9 @@ def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Option
                                enabled=options.use_cache and not multi_worker, batch_size=spec.train.batch_size,
                                off_because="multi_worker: each worker trains the whole model" if multi_worker
                                else "--no-cache")
-            if part.model is not model:
-                controls.compile_model(part.model, loss, model.optimizer)
+            if part.model is not model:  # a head on cached features: a whole epoch per call, at most 64 steps
+                steps = -(-len(part.train) // spec.train.batch_size)
+                controls.compile_model(part.model, loss, model.optimizer, steps_per_execution=min(steps, 64))
         state.train_seconds += time.perf_counter() - started
         reporter.note(part.note)
         if part.note not in state.notes:

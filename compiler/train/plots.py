@@ -128,3 +128,56 @@ def examples_grid(images, captions: list[str], title: str):
         plt.close(fig)
 
     return write
+
+
+def tune_history_plot(trials: list[dict], metric: str, maximise: bool, title: str):
+    """A writer for a study's `history.png`: each trial's value (pruned trials at their last
+    reported epoch) and the best so far."""
+
+    def write(path: Path) -> None:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+        styles = {"complete": ("o", "C0", "complete"), "pruned": ("x", "C3", "pruned (last reported epoch)")}
+        for state, (marker, color, label) in styles.items():
+            points = [(t["number"], t["shown"]) for t in trials if t["state"] == state and t["shown"] is not None]
+            if points:
+                ax.scatter(*zip(*points), marker=marker, color=color, label=label, zorder=3)
+        best, line = None, []
+        for t in sorted(trials, key=lambda t: t["number"]):
+            if t["state"] == "complete":
+                best = t["value"] if best is None or (t["value"] > best if maximise else t["value"] < best) else best
+            if best is not None:
+                line.append((t["number"], best))
+        if line:
+            ax.step(*zip(*line), where="post", color="C2", label="best so far")
+        skipped = sum(t["state"] in ("infeasible", "failed") for t in trials)
+        note = f" ({skipped} infeasible or failed, not shown)" if skipped else ""
+        ax.set(title=title + note, xlabel="trial", ylabel=metric)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if maximise else "upper right")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+    return write
+
+
+def importance_plot(importances: dict[str, float], title: str):
+    """A writer for `importance.png`: how much each searched path explains of the value."""
+
+    def write(path: Path) -> None:
+        plt = _pyplot()
+        names = list(importances)[::-1]
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(names)), dpi=110)
+        ax.barh(names, [importances[n] for n in names], color="C0")
+        for y, name in enumerate(names):
+            ax.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=9)
+        ax.set(title=title, xlabel="importance (fANOVA, sums to 1)", xlim=(0, 1.1))
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+    return write

@@ -13,7 +13,7 @@ class Reporter:
 
     def note(self, text: str) -> None: ...
     def epoch_started(self, epoch: int, total: int, steps: int) -> None: ...
-    def batch_done(self) -> None: ...
+    def batch_done(self, steps: int = 1) -> None: ...
     def epoch_done(self, epoch: int, row: dict) -> None: ...
 
 
@@ -46,8 +46,8 @@ class RichReporter(Reporter):
             self.progress.remove_task(self.batches)
         self.batches = self.progress.add_task(f"epoch {epoch + 1}", total=steps)
 
-    def batch_done(self) -> None:
-        self.progress.advance(self.batches)
+    def batch_done(self, steps: int = 1) -> None:
+        self.progress.advance(self.batches, steps)
 
     def epoch_done(self, epoch: int, row: dict) -> None:
         self.progress.advance(self.epochs)

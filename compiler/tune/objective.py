@@ -1,0 +1,174 @@
+"""One trial: the trial's values set at their paths, the resulting spec through the same preflight
+as `tlc train` (an invalid or infeasible combination ends at once, before TensorFlow does any
+work), then the library's training entry point in this process, on the study's shared feature
+store, reporting every epoch to Optuna so a pruner can stop it."""
+from __future__ import annotations
+
+import gc
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InfeasibleError, SpecError, TlcError, one_line
+from ..loader import Document
+from ..train.progress import Reporter
+from . import space as spaces
+
+SCALARS = (type(None), bool, int, float, str)
+
+
+@dataclass
+class Outcome:
+    """What a trial ended as, for trials.csv, the progress display and `--json`."""
+
+    number: int
+    state: str  # complete | pruned | infeasible | failed
+    value: float | None = None
+    params: dict = field(default_factory=dict)
+    epochs: int = 0
+    seconds: float = 0.0
+    features: str = ""  # computed | reused | off | "" (did not train)
+    message: str = ""
+
+
+def suggest(trial, tune) -> dict[str, Any]:
+    """The trial's value for every path. Choices that are not plain scalars (lists such as
+    `head.units` values) are offered to Optuna as their JSON text."""
+    values = {}
+    for path, s in tune.space.items():
+        if s.type == "choice":
+            plain = all(isinstance(v, SCALARS) for v in s.values)
+            picked = trial.suggest_categorical(path, s.values if plain else [json.dumps(v) for v in s.values])
+            values[path] = picked if plain else json.loads(picked)
+        elif s.type == "int":
+            values[path] = trial.suggest_int(path, s.low, s.high, step=s.step, log=s.log)
+        else:
+            values[path] = trial.suggest_float(path, s.low, s.high, log=s.type == "loguniform")
+    return values
+
+
+class TrialReporter(Reporter):
+    """Reports each epoch's metric to the trial (a pruner may then stop it) and keeps the owner's
+    heartbeat fresh; progress lines go to `inner`."""
+
+    def __init__(self, trial, metric: str, heartbeat, inner: Reporter):
+        self.trial, self.metric, self.heartbeat, self.inner = trial, metric, heartbeat, inner
+        self.epochs = 0
+
+    def note(self, text: str) -> None:
+        self.inner.note(text)
+
+    def epoch_done(self, epoch: int, row: dict) -> None:
+        import optuna
+
+        self.epochs = epoch + 1
+        self.heartbeat()
+        value = row.get(self.metric)
+        if value is None:
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({self.metric} {value:.4f})")
+
+
+def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir: Path, *, heartbeat,
+              reporter: Reporter) -> Outcome:
+    """Run `trial` and tell the study how it ended; returns the outcome (a KeyboardInterrupt is
+    told as failed and raised again)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from ..preflight import prepare
+    from ..train.loop import train
+    from ..validation import validate
+
+    started = time.perf_counter()
+    gradients_before = _custom_gradients()
+    params = suggest(trial, tune)
+    outcome = Outcome(trial.number, "failed", params={k: trial.params[k] for k in tune.space})
+    try:
+        doc = Document(base.path, spaces.with_values(base.data, params), base.values, base.keys)
+        ready = prepare(validate(doc), training=True)
+    except (SpecError, InfeasibleError) as exc:
+        outcome.state, outcome.message = "infeasible", str(exc)
+        return _tell(study, trial, outcome, TrialState.FAIL, started)
+    progress = TrialReporter(trial, tune.metric, heartbeat, reporter)
+    try:
+        result = train(ready, trial_dir, reporter=progress, features_dir=features_dir, checkpoints=False)
+        outcome.value = float(result.metrics["final"][tune.metric])
+        outcome.state, outcome.epochs = "complete", result.metrics["epochs"]
+        outcome.features = _features(result.metrics.get("features", []))
+        return _tell(study, trial, outcome, TrialState.COMPLETE, started)
+    except optuna.TrialPruned as exc:
+        outcome.state, outcome.message, outcome.epochs = "pruned", str(exc), progress.epochs
+        return _tell(study, trial, outcome, TrialState.PRUNED, started)
+    except KeyboardInterrupt:
+        outcome.message, outcome.epochs = "interrupted (Ctrl-C)", progress.epochs
+        _tell(study, trial, outcome, TrialState.FAIL, started)
+        raise
+    except TlcError as exc:
+        outcome.message, outcome.epochs = str(exc), progress.epochs
+        return _tell(study, trial, outcome, TrialState.FAIL, started)
+    except Exception as exc:  # a bug or a Keras error in this trial; the study goes on
+        outcome.message, outcome.epochs = f"{type(exc).__name__}: {one_line(exc)}", progress.epochs
+        return _tell(study, trial, outcome, TrialState.FAIL, started)
+    finally:
+        _release_memory(gradients_before)
+
+
+def _features(per_phase: list[str]) -> str:
+    if not per_phase:
+        return "off"
+    return "computed" if "computed" in per_phase else ("reused" if "reused" in per_phase else "off")
+
+
+def _tell(study, trial, outcome: Outcome, state, started: float) -> Outcome:
+    outcome.seconds = round(time.perf_counter() - started, 3)
+    for key, value in (("state", outcome.state), ("message", outcome.message), ("epochs", outcome.epochs),
+                       ("seconds", outcome.seconds), ("features", outcome.features)):
+        trial.set_user_attr(f"tlc_{key}", value)
+    try:
+        study.tell(trial, outcome.value if outcome.state == "complete" else None, state=state, skip_if_finished=True)
+    except RuntimeError as exc:  # the grid sampler's `study.stop()` after the last point is for optimize()
+        if "Study.stop" not in str(exc):
+            raise
+    return outcome
+
+
+def _custom_gradients() -> set[str] | None:
+    """The names in TensorFlow's global gradient registry (None before TensorFlow is imported)."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.framework import ops
+
+        return set(ops._gradient_registry._registry)
+    except AttributeError:  # pragma: no cover - a TensorFlow that moved its private registry
+        return None
+
+
+def _release_memory(before: set[str] | None) -> None:
+    """Keep memory flat however many trials a worker runs. Keras keeps every model in its global
+    graph state: `clear_session` drops it (and collects garbage). And every traced train step
+    registers a `CustomGradient-N` in TensorFlow's global gradient registry (the optimizer's
+    all-reduce uses `tf.custom_gradient`), whose closure holds that step's whole graph forever
+    (tensorflow/tensorflow#97697; ~10 MB a trial here). The trial's graphs are dead once its
+    models are, so its registrations go too (tf-keras#898 does the same in `clear_session`)."""
+    import sys
+
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session(free_memory=False)
+    after = _custom_gradients()
+    if after is not None and before is not None:
+        from tensorflow.python.framework import ops
+
+        for name in after - before:
+            if name.startswith("CustomGradient-"):
+                del ops._gradient_registry._registry[name]
+    gc.collect()

@@ -1,0 +1,247 @@
+"""`tlc tune` (contract section 7): the space is validated and located like the rest of a spec;
+trials share frozen features, end as complete, pruned, infeasible or failed, and the study
+reaches exactly `trials` across workers, storages, kills and Ctrl-C."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import tlc
+from .helpers import in_fresh_interpreter, rows_of, tlc_executable
+
+SPEC = """
+name: search
+input: {shape: [8, 8, 1]}
+backbone: {type: conv_stack, blocks: [{filters: 8, convs: 2}]}
+freeze: all
+head: {type: dense, units: [16], classes: 10}
+train: {data: {type: digits}, epochs: 3, batch_size: 64, seed: 1}
+tune:
+  trials: 5
+  sampler: random
+  pruner: none
+  seed: 3
+  space:
+    head.units: {type: choice, values: [[], [16], [32, 8]]}
+    head.dropout: {type: uniform, low: 0.0, high: 0.4}
+    train.optimizer.learning_rate: {type: loguniform, low: 1.0e-3, high: 3.0e-2}
+"""
+
+
+def _trials(folder) -> list[dict]:
+    with open(folder / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("space,message", [
+    ("head.unitz: {type: choice, values: [[8]]}", "tune.space.head.unitz: no such key (keys here: activation,"),
+    ("train.phases.0.epochs: {type: int, low: 1, high: 3}",
+     "tune.space.train.phases.0.epochs: train.phases.0: index 0 is past the end of the list (0 items)"),
+    ("head.units: {type: choice, values: []}", "tune.space.head.units.values: List should have at least 1 item"),
+    ("head.dropout: {type: uniform, low: 0.5, high: 0.1}",
+     "tune.space.head.dropout: low must not exceed high; received: low 0.5, high 0.1"),
+    ("train.optimizer.learning_rate: {type: loguniform, low: 0, high: 0.1}",
+     "tune.space.train.optimizer.learning_rate: loguniform needs low > 0; received: 0.0"),
+    ("backbone.alpha: {type: uniform, low: 0.5, high: 1.0}", "tune.space.backbone.alpha: no such key"),
+])
+def test_a_space_that_cannot_be_searched_is_a_located_error(write, space, message):
+    path = write(SPEC.split("  space:")[0] + f"  space:\n    {space}\n")
+    for command in ("check", "tune"):
+        result = tlc(command, path)
+        assert result.exit_code == 2, result.output
+        assert "spec.yaml:13:" in result.output and message in result.output, result.output
+        assert "Traceback" not in result.output
+
+
+def test_grid_takes_choice_spaces_only_and_defaults_are_searchable(write):
+    grid = write(SPEC.replace("sampler: random", "sampler: grid"))
+    result = tlc("check", grid)
+    assert result.exit_code == 2
+    assert "spec.yaml:14:26: tune.space.head.dropout.type: sampler grid tries every combination, so it takes " \
+           "choice spaces only; this one is uniform" in result.output
+    unwritten = write(SPEC.replace("train: {data: {type: digits}, epochs: 3, batch_size: 64, seed: 1}",
+                                   "train: {data: {type: digits}}"), "defaults.yaml")
+    assert tlc("check", unwritten).exit_code == 0  # train.optimizer.learning_rate is left to its default
+
+
+def test_tune_validates_before_tensorflow_and_optuna():
+    results, imported = in_fresh_interpreter(["tune", "missing.yaml"], ["check", "--json", "missing.yaml"],
+                                             modules=("tensorflow", "keras", "optuna"))
+    assert [r["exit_code"] for r in results] == [2, 2] and imported == []
+
+
+@pytest.mark.slow
+def test_a_study_shares_features_records_every_state_and_its_best_reproduces(write, tmp_path):
+    spec = write(SPEC.replace("trials: 5", "trials: 10").replace("seed: 3", "seed: 18").replace(
+        "    head.units:", "    head.classes: {type: choice, values: [10, 3]}\n"
+                          "    input.shape: {type: choice, values: [[8, 8, 1], [2, 2, 1]]}\n    head.units:"))
+    started = time.perf_counter()
+    result = tlc("tune", spec, "--runs", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    folder = tmp_path / "runs" / "search" / "tune"
+    rows = _trials(folder)
+    assert [int(r["number"]) for r in rows] == list(range(10)) == [t["number"] for t in summary["trials"]]
+    assert {r["state"] for r in rows} == {"complete", "infeasible", "failed"}
+    assert sum(r["state"] == "complete" for r in rows) >= 3
+    for row in rows:
+        params = json.loads(json.dumps({k: row[k] for k in ("input.shape", "head.classes")}))
+        if params["input.shape"] == "[2, 2, 1]":  # too small for the convolutions: infeasible, at no cost
+            assert row["state"] == "infeasible" and "block1_conv1 needs at least 3x3" in row["message"]
+            assert float(row["seconds"]) < 2 and row["features"] == ""
+        elif params["head.classes"] == "3":  # the head does not fit the data: the trial fails, the study goes on
+            assert row["state"] == "failed" and "the head has 3 classes but the data has 10" in row["message"]
+        else:
+            assert row["state"] == "complete" and row["epochs"] == "3" and 0 <= float(row["value"]) <= 1
+    trained = [r for r in rows if r["features"]]
+    assert [r["features"] for r in trained][0] == "computed" and {r["features"] for r in trained[1:]} <= {"reused"}
+    best = summary["best"]
+    assert best["value"] == max(float(r["value"]) for r in rows if r["state"] == "complete")
+    assert set(best["params"]) == {"head.classes", "input.shape", "head.units", "head.dropout",
+                                   "train.optimizer.learning_rate"}
+    assert (folder / "history.png").stat().st_size > 10_000 and (folder / "importance.png").stat().st_size > 10_000
+    assert int((folder / "best" / "trial.txt").read_text()) == best["number"] and not (folder / "trials").exists()
+    assert time.perf_counter() - started < 240
+
+    again = tlc("train", folder / "best.yaml", "--runs", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    assert rows_of(tmp_path / "again" / "search") == rows_of(folder / "best")  # the trial's history, exactly
+    evaluated = tlc("evaluate", folder / "best", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(best["value"], abs=1e-6)
+    exported = tlc("export", folder / "best", "--format", "saved_model", "--json")
+    assert exported.exit_code == 0 and json.loads(exported.stdout)["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_running_again_continues_the_study_up_to_its_trials(write, tmp_path):
+    spec = write(SPEC.replace("trials: 5", "trials: 2"))
+    assert tlc("tune", spec, "--runs", tmp_path / "runs").exit_code == 0
+    assert tlc("tune", spec, "--runs", tmp_path / "runs", "--trials", "3").exit_code == 0
+    assert [r["number"] for r in _trials(tmp_path / "runs" / "search" / "tune")] == ["0", "1", "2"]
+    done = tlc("tune", spec, "--runs", tmp_path / "runs", "--trials", "3", "--json")
+    assert done.exit_code == 0 and len(json.loads(done.stdout)["trials"]) == 3  # nothing more to run
+
+
+@pytest.mark.slow
+def test_the_median_pruner_prunes_clearly_worse_trials(write, tmp_path):
+    spec = write(SPEC.replace("trials: 5", "trials: 8").replace("pruner: none", "pruner: median")
+                 .replace("epochs: 3", "epochs: 4").replace("low: 1.0e-3, high: 3.0e-2", "low: 1.0e-6, high: 3.0e-2"))
+    result = tlc("tune", spec, "--runs", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    rows = _trials(tmp_path / "runs" / "search" / "tune")
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert pruned and all(int(r["epochs"]) < 4 and "pruned after epoch" in r["message"] for r in pruned)
+
+
+def _tune_process(spec, runs, *extra, env=None):
+    return subprocess.Popen([tlc_executable(), "tune", str(spec), "--runs", str(runs), *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def _wait_for_running_trial(folder, process, deadline=240):
+    import optuna
+
+    from tlc.tune.study import storage_of
+
+    end = time.time() + deadline
+    while time.time() < end:
+        assert process.poll() is None, process.communicate()
+        journal = folder / "study.journal"
+        if journal.is_file():
+            storage, _, _ = storage_of(folder, None)
+            trials = optuna.load_study(study_name="search", storage=storage).get_trials()
+            running = [t for t in trials if t.state.name == "RUNNING" and t.system_attrs.get("tlc_heartbeat")
+                       and t.intermediate_values]
+            if running:
+                return running[0].number
+        time.sleep(0.2)
+    raise AssertionError("no trial started")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_leaves_it_failed_and_running_again_completes_the_study(write, tmp_path):
+    spec = write(SPEC.replace("trials: 5", "trials: 3").replace("epochs: 3", "epochs: 30"))
+    folder = tmp_path / "runs" / "search" / "tune"
+    victim = _tune_process(spec, tmp_path / "runs")
+    killed = _wait_for_running_trial(folder, victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    result = tlc("tune", write(SPEC.replace("trials: 5", "trials: 3")), "--runs", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {int(r["number"]): r for r in _trials(folder)}
+    assert sorted(rows) == [0, 1, 2]
+    assert rows[killed]["state"] == "failed" and "stopped mid-trial" in rows[killed]["message"]
+    assert sum(r["state"] == "complete" for r in rows.values()) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_and_still_writes_the_outputs(write, tmp_path):
+    spec = write(SPEC.replace("epochs: 3", "epochs: 40"))
+    folder = tmp_path / "runs" / "search" / "tune"
+    process = _tune_process(spec, tmp_path / "runs")
+    number = _wait_for_running_trial(folder, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted; the running trial is marked failed" in stderr and "Traceback" not in stderr
+    rows = {int(r["number"]): r for r in _trials(folder)}
+    assert rows[number]["state"] == "failed" and rows[number]["message"] == "interrupted (Ctrl-C)"
+    assert (folder / "history.png").is_file()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_embedded_study(write, tmp_path):
+    spec = write(SPEC.replace("trials: 5", "trials: 6"))
+    result = tlc("tune", spec, "--runs", tmp_path / "runs", "--workers", "2", "--json")
+    assert result.exit_code == 0, result.output
+    _check_two_workers(json.loads(result.stdout), _trials(tmp_path / "runs" / "search" / "tune"), 6)
+
+
+def _check_two_workers(summary, rows, total):
+    assert sorted(int(r["number"]) for r in rows) == list(range(total))  # exactly `trials`, no number twice
+    assert len(summary["trials"]) == total
+    computed = [r for r in rows if r["features"] == "computed"]
+    assert len(computed) == 1, rows  # the second worker waited for the first worker's features
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A real PostgreSQL server (pgserver ships its binaries), on a Unix socket of its own."""
+    pgserver = pytest.importorskip("pgserver") if os.environ.get("CI") != "true" else __import__("pgserver")
+    server = pgserver.get_server(str(tmp_path / "pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_on_postgresql(write, tmp_path, postgres):
+    spec = write(SPEC.replace("trials: 5", "trials: 4"))
+    result = tlc("tune", spec, "--runs", tmp_path / "runs", "--workers", "2", "--storage", postgres,
+                 "--study", "shared", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["study"] == "shared"
+    _check_two_workers(summary, _trials(tmp_path / "runs" / "search" / "tune"), 4)
+    import optuna
+
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    assert len(study.trials) == 4 and study.best_value == summary["best"]["value"]
+
+
+@pytest.mark.slow
+def test_a_grid_runs_every_combination_once(write, tmp_path):
+    spec = write(SPEC.replace("sampler: random", "sampler: grid").replace("trials: 5", "trials: 50").replace(
+        "    head.dropout: {type: uniform, low: 0.0, high: 0.4}\n    train.optimizer.learning_rate: "
+        "{type: loguniform, low: 1.0e-3, high: 3.0e-2}\n", "    train.epochs: {type: choice, values: [1, 2]}\n"))
+    result = tlc("tune", spec, "--runs", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    combos = sorted((t["params"]["head.units"], t["params"]["train.epochs"]) for t in json.loads(result.stdout)["trials"])
+    assert combos == sorted((u, e) for u in ("[]", "[16]", "[32, 8]") for e in (1, 2))
