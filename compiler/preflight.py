@@ -66,6 +66,7 @@ def prepare(source: str | os.PathLike | SpecBase, *, training: bool = False, epo
 
 
 def _with_seed(spec: SpecBase, seed: int) -> SpecBase:
+    """The spec with another `train.seed`, still located in its file (errors name its lines)."""
     copy = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
     copy._document = spec.document
     return copy

@@ -12,8 +12,6 @@ import yaml
 
 from ..atomic import swap_folder, write_text, write_with
 
-STATES = ("complete", "pruned", "infeasible", "failed")
-
 
 def trial_rows(study, tune) -> list[dict]:
     """Every trial of the study as the contract names it (running ones are left out)."""
