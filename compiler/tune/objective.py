@@ -19,6 +19,12 @@ from . import space as spaces
 SCALARS = (type(None), bool, int, float, str)
 
 
+def optuna_choices(values: list) -> list:
+    """A choice's values as Optuna takes them: plain scalars as they are, anything else (lists
+    such as `head.units` values) as its JSON text, which `suggest` decodes again."""
+    return list(values) if all(isinstance(v, SCALARS) for v in values) else [json.dumps(v) for v in values]
+
+
 @dataclass
 class Outcome:
     """What a trial ended as, for trials.csv, the progress display and `--json`."""
@@ -34,14 +40,13 @@ class Outcome:
 
 
 def suggest(trial, tune) -> dict[str, Any]:
-    """The trial's value for every path. Choices that are not plain scalars (lists such as
-    `head.units` values) are offered to Optuna as their JSON text."""
+    """The trial's value for every path (choices through `optuna_choices`)."""
     values = {}
     for path, s in tune.space.items():
         if s.type == "choice":
-            plain = all(isinstance(v, SCALARS) for v in s.values)
-            picked = trial.suggest_categorical(path, s.values if plain else [json.dumps(v) for v in s.values])
-            values[path] = picked if plain else json.loads(picked)
+            offered = optuna_choices(s.values)
+            picked = trial.suggest_categorical(path, offered)
+            values[path] = picked if offered == list(s.values) else json.loads(picked)
         elif s.type == "int":
             values[path] = trial.suggest_int(path, s.low, s.high, step=s.step, log=s.log)
         else:

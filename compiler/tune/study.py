@@ -11,14 +11,13 @@ completes the study and nothing else is lost.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ..errors import RunError, UsageError, one_line
 
@@ -92,10 +91,9 @@ def open_study(tune, storage, name: str, worker: int = 0):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = tune.seed + worker
     if tune.sampler == "grid":
-        from .objective import SCALARS
+        from .objective import optuna_choices
 
-        grid = {path: (s.values if all(isinstance(v, SCALARS) for v in s.values)
-                       else [json.dumps(v) for v in s.values]) for path, s in tune.space.items()}
+        grid = {path: optuna_choices(s.values) for path, s in tune.space.items()}
         sampler = optuna.samplers.GridSampler(grid, seed=seed)
     elif tune.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -195,7 +193,4 @@ def spawn_workers(command: list[str], workers: int) -> list[subprocess.Popen]:
 
 
 def wait_for(processes: list[subprocess.Popen]) -> list[int]:
-    codes: list[Any] = []
-    for process in processes:
-        codes.append(process.wait())
-    return codes
+    return [process.wait() for process in processes]
