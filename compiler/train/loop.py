@@ -132,8 +132,8 @@ def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Option
                                enabled=options.use_cache and not multi_worker, batch_size=spec.train.batch_size,
                                off_because="multi_worker: each worker trains the whole model" if multi_worker
                                else "--no-cache")
+            steps = -(-len(part.train) // spec.train.batch_size)  # per epoch
             if part.model is not model:  # a head on cached features: a whole epoch per call, at most 64 steps
-                steps = -(-len(part.train) // spec.train.batch_size)
                 controls.compile_model(part.model, loss, model.optimizer, steps_per_execution=min(steps, 64))
         state.train_seconds += time.perf_counter() - started
         reporter.note(part.note)
@@ -143,7 +143,6 @@ def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Option
             state.cache_keys.append(part.key)
         state.features.append(("reused" if part.reused else "computed") if part.key else "off")
         epochs = range(state.epochs_done, first + phase.epochs)
-        steps = -(-len(part.train) // spec.train.batch_size)
         hooks = EpochHooks(part.model, spec, phase, first, total, steps, reporter, state, log,
                            checkpoint=lambda: folder.save_epoch(model, state, checkpoint=options.checkpoints),
                            save_best=lambda: folder.save_best(model))
