@@ -1,9 +1,11 @@
 """`tlc check` as a whole process vs the fastest Keras script that finds the same shape error.
 
 Both start a fresh Python process, as a user would. The Keras script imports Keras, builds the
-backbone (weights=None) at 48x48 and adds the 4x4 pooling head, which raises. Two backbones:
-VGG16 (a chain; target >= 20x) and ResNet50 (a graph of 175 layers from the backbone zoo;
-target >= 10x, goal 20x). It is the fastest Keras route available here: Keras 3's `numpy`
+backbone (weights=None) at 48x48 and adds the 4x4 pooling head, which raises. Five backbones:
+VGG16 (a chain; target >= 20x), ResNet50 (a graph of 175 layers; target >= 10x, goal 20x), and
+three of the newer families, ConvNeXtTiny (Sequential stems, grouped convolutions, residual
+tensor operations), EfficientNetV2S (513 layers) and MobileNetV3Large (hard-swish operations),
+each with a target of >= 20x. It is the fastest Keras route available here: Keras 3's `numpy`
 backend, which would avoid TensorFlow, imports JAX modules and fails without JAX installed.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ except ValueError as exc:
     print("found:", str(exc).splitlines()[0][:80])
 """
 SPEC = "input: {{shape: [48, 48, 3]}}\nbackbone: {{type: {kind}}}\nhead: {{type: dense, pool_size: 4, classes: 5}}\n"
-CASES = {"vgg16": ("VGG16", 20), "resnet50": ("ResNet50", 10)}
+CASES = {"vgg16": ("VGG16", 20), "resnet50": ("ResNet50", 10), "convnext_tiny": ("ConvNeXtTiny", 20),
+         "efficientnet_v2_s": ("EfficientNetV2S", 20), "mobilenet_v3_large": ("MobileNetV3Large", 20)}
 
 
 def main(rounds: int = 6) -> None:

@@ -24,13 +24,16 @@ def compile(source: Any, *, safe_mode: bool = True, notes: list[str] | None = No
     note = load_backbone_weights(backbone, spec, safe_mode=safe_mode)
     if note and notes is not None:
         notes.append(note)
-    set_frozen(backbone, planned.frozen_through)
+    set_frozen(backbone, planned.frozen_through, planned.freeze_batch_norm)
     outputs = spec.head.build(backbone.output)
     return keras.Model(backbone.input, outputs, name=spec.name)
 
 
-def set_frozen(backbone_layers: Any, frozen_through: int) -> None:
-    """Backbone layers 0..frozen_through stop training; the rest train (Keras idiom)."""
+def set_frozen(backbone_layers: Any, frozen_through: int, batch_norm: bool = False) -> None:
+    """Backbone layers 0..frozen_through stop training, and with `batch_norm` every
+    BatchNormalization too; the rest train (Keras idiom)."""
+    from .plan import trains
+
     layers = getattr(backbone_layers, "layers", backbone_layers)
     for index, layer in enumerate(layers):
-        layer.trainable = index > frozen_through
+        layer.trainable = trains(index, type(layer).__name__, frozen_through, batch_norm)

@@ -67,6 +67,9 @@ class Layer:
     inputs: tuple[str, ...] = ()
     kind: ClassVar[str] = "Layer"  # the Keras layer class (keras.layers.<kind>)
     merges: ClassVar[bool] = False
+    #: a tensor operation Keras applies between layers (`x + 3.0`, `a + b`): it has a shape and a
+    #: place in the graph, but, as in Keras's `model.layers`, no freeze index
+    is_operation: ClassVar[bool] = False
     not_keras: ClassVar[tuple[str, ...]] = ()  # fields that are tlc's, not the Keras layer's arguments
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -127,21 +130,38 @@ class Conv2D(Layer):
     padding: str = "valid"
     activation: str | None = None
     use_bias: bool = True
+    groups: int = 1  # grouped convolution: each group of input channels feeds filters/groups outputs
 
     def output_shape(self, shape: Shape) -> Shape:
+        if shape and (shape[-1] % self.groups or self.filters % self.groups):
+            raise DoesNotFit(f"{self.groups} groups need channels and filters divisible by {self.groups}")
         return _convolved(shape, self.kind, self.kernel_size, self.strides, self.padding, self.filters)
 
     def weights(self, shape: Shape) -> tuple[int, int]:
         kh, kw = self.kernel_size
-        return (kh * kw * shape[-1] * self.filters + (self.filters if self.use_bias else 0), 0)
+        return (kh * kw * shape[-1] // self.groups * self.filters + (self.filters if self.use_bias else 0), 0)
 
 
 @dataclass(frozen=True)
 class BatchNormalization(Layer):
+    """gamma (`scale`) and beta (`center`) train; the moving mean and variance never do."""
+
     kind: ClassVar[str] = "BatchNormalization"
+    scale: bool = True
+    center: bool = True
+    epsilon: float = 1e-3
 
     def weights(self, shape: Shape) -> tuple[int, int]:
-        return (2 * shape[-1], 2 * shape[-1])  # gamma, beta | moving mean, moving variance
+        return ((self.scale + self.center) * shape[-1], 2 * shape[-1])
+
+
+@dataclass(frozen=True)
+class LayerNormalization(Layer):
+    kind: ClassVar[str] = "LayerNormalization"
+    epsilon: float = 1e-3
+
+    def weights(self, shape: Shape) -> tuple[int, int]:
+        return (2 * shape[-1], 0)  # gamma, beta
 
 
 @dataclass(frozen=True)
@@ -176,13 +196,15 @@ class Pooling2D(Layer):
 class GlobalPooling2D(Layer):
     not_keras: ClassVar[tuple[str, ...]] = ("mode",)
     mode: str = "avg"
+    keepdims: bool = False  # a 1x1xC map instead of C
 
     @property
     def kind(self) -> str:  # type: ignore[override]
         return "GlobalAveragePooling2D" if self.mode == "avg" else "GlobalMaxPooling2D"
 
     def output_shape(self, shape: Shape) -> Shape:
-        return (_spatial(shape, self.kind)[2],)
+        channels = _spatial(shape, self.kind)[2]
+        return (1, 1, channels) if self.keepdims else (channels,)
 
 
 @dataclass(frozen=True)
@@ -242,6 +264,19 @@ class ZeroPadding2D(Layer):
 
 
 @dataclass(frozen=True)
+class Cropping2D(Layer):
+    kind: ClassVar[str] = "Cropping2D"
+    cropping: tuple[Pair, Pair] = ((0, 0), (0, 0))
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = _spatial(shape, self.kind)
+        (top, bottom), (left, right) = self.cropping
+        if h <= top + bottom or w <= left + right:
+            raise DoesNotFit(f"needs at least {top + bottom + 1}x{left + right + 1}", (top + bottom + 1, left + right + 1))
+        return (h - top - bottom, w - left - right, c)
+
+
+@dataclass(frozen=True)
 class DepthwiseConv2D(Layer):
     kind: ClassVar[str] = "DepthwiseConv2D"
     kernel_size: Pair = (3, 3)
@@ -290,15 +325,19 @@ class Rescaling(Layer):
 
 @dataclass(frozen=True)
 class Normalization(Layer):
-    """Per-channel `(x - mean) / sqrt(variance)`; its mean, variance and count never train."""
+    """Per-channel `(x - mean) / sqrt(variance)`: with `mean` and `variance` given they are
+    constants; otherwise they are weights (with a count) that never train."""
 
     kind: ClassVar[str] = "Normalization"
+    mean: tuple[float, ...] | None = None
+    variance: tuple[float, ...] | None = None
 
     def weights(self, shape: Shape) -> tuple[int, int]:
-        return (0, 2 * shape[-1] + 1)
+        return (0, 0) if self.mean is not None else (0, 2 * shape[-1] + 1)
 
     def keras_arguments(self, shape: Shape) -> dict[str, Any]:
-        return {"axis": -1}
+        given = {"mean": list(self.mean), "variance": list(self.variance)} if self.mean is not None else {}
+        return {"axis": -1, **given}
 
 
 @dataclass(frozen=True)
@@ -347,3 +386,100 @@ class Concatenate(Layer):
 
     def keras_arguments(self, shape: Shape) -> dict[str, Any]:
         return {"axis": -1}
+
+
+# --- layers that keras.applications defines itself ------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerScale(Layer):
+    """ConvNeXt's learned per-channel scale `x * gamma`."""
+
+    kind: ClassVar[str] = "LayerScale"
+    init_values: float = 1e-6
+    projection_dim: int = 1
+
+    def weights(self, shape: Shape) -> tuple[int, int]:
+        return (self.projection_dim, 0)
+
+    def keras_layer(self, shape: Shape):
+        from keras.src.applications.convnext import LayerScale as KerasLayerScale
+
+        return KerasLayerScale(self.init_values, self.projection_dim, name=self.name)
+
+
+@dataclass(frozen=True)
+class CustomScaleLayer(Layer):
+    """InceptionResNetV2's residual `inputs[0] + inputs[1] * scale`."""
+
+    kind: ClassVar[str] = "CustomScaleLayer"
+    merges: ClassVar[bool] = True
+    scale: float = 1.0
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
+        return Add.output_shape(self, shapes)  # type: ignore[arg-type]
+
+    def keras_layer(self, shape: Shape):
+        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer as KerasScale
+
+        return KerasScale(self.scale, name=self.name)
+
+
+@dataclass(frozen=True)
+class Sequential(Layer):
+    """A `keras.Sequential` used as one layer of a functional model (ConvNeXt's stem and
+    downsampling blocks): one index, its inner layers' shapes and weights."""
+
+    kind: ClassVar[str] = "Sequential"
+    layers: tuple[Layer, ...] = ()
+
+    def _shapes(self, shape: Shape) -> list[Shape]:
+        shapes = [shape]
+        for layer in self.layers:
+            shapes.append(layer.output_shape(shapes[-1]))
+        return shapes
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return self._shapes(shape)[-1]
+
+    def weights(self, shape: Shape) -> tuple[int, int]:
+        pairs = [layer.weights(s) for layer, s in zip(self.layers, self._shapes(shape))]
+        return (sum(p[0] for p in pairs), sum(p[1] for p in pairs))
+
+    def keras_layer(self, shape: Shape):
+        import keras
+
+        inner, shapes = [], self._shapes(shape)
+        for layer, s in zip(self.layers, shapes):
+            inner.append(layer.keras_layer(s))
+        return keras.Sequential(inner, name=self.name)
+
+
+# --- tensor operations between layers (no freeze index) --------------------------------------
+
+
+@dataclass(frozen=True)
+class Sum(Add):
+    """`a + b` on two tensors (ConvNeXt's residual): `keras.ops.add`, not a layer."""
+
+    kind: ClassVar[str] = "add"
+    is_operation: ClassVar[bool] = True
+
+    def keras_layer(self, shape: Shape):
+        import keras
+
+        return lambda tensors: keras.ops.add(*tensors)
+
+
+@dataclass(frozen=True)
+class Affine(Layer):
+    """`x * scale + offset` with Python numbers (MobileNetV3's hard sigmoid: `relu6(x + 3) / 6`):
+    Keras records the `+` and the `*` as operations, not layers."""
+
+    kind: ClassVar[str] = "affine"
+    is_operation: ClassVar[bool] = True
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def keras_layer(self, shape: Shape):
+        return lambda x: x * self.scale + self.offset

@@ -45,6 +45,8 @@ class Plan:
     min_input: tuple[int, int] | None = None
     frozen_through: int = -1  # backbone layers 0..frozen_through are frozen
     phases_frozen_through: list[int] = field(default_factory=list)  # the same for each train.phases entry
+    freeze_batch_norm: bool = False  # `freeze: {batch_norm: true}`: every backbone batch norm is frozen too
+    phases_freeze_batch_norm: list[bool] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -58,6 +60,11 @@ class Plan:
     @property
     def backbone(self) -> list[PlannedLayer]:
         return [layer for layer in self.layers if layer.part == "backbone"]
+
+    def frozen_batch_norms(self) -> int:
+        """The backbone's frozen BatchNormalization layers (check and summarize report them
+        under `batch_norm: true`)."""
+        return sum(1 for layer in self.backbone if layer.kind == "BatchNormalization" and not layer.trainable)
 
     def params(self) -> dict[str, int]:
         total = sum(layer.params for layer in self.layers)
@@ -126,11 +133,15 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
         if failure is not None:
             return Plan(spec, shape, [], failure)
     described, inputs = cut(spec, described)
-    frozen = frozen_through(spec.freeze, described, ("freeze",))
-    phases = [frozen_through(phase.freeze, described, ("train", "phases", i, "freeze"))
-              for i, phase in enumerate(spec.train.phases if spec.train else [])]
-    result = Plan(spec, shape, [], frozen_through=frozen, phases_frozen_through=phases)
-    current = _walk(result, described, shape, "backbone", lambda i: i > frozen, inputs)
+    layers = numbered(described)
+    frozen = frozen_through(spec.freeze, layers, ("freeze",))
+    policies = [phase.freeze for phase in (spec.train.phases if spec.train else [])]
+    result = Plan(spec, shape, [], frozen_through=frozen, freeze_batch_norm=freezes_batch_norm(spec.freeze),
+                  phases_frozen_through=[frozen_through(policy, layers, ("train", "phases", i, "freeze"))
+                                         for i, policy in enumerate(policies)],
+                  phases_freeze_batch_norm=[freezes_batch_norm(policy) for policy in policies])
+    current = _walk(result, described, shape, "backbone",
+                    lambda i, layer: trains(i, layer.kind, frozen, result.freeze_batch_norm), inputs)
     if current is None:
         return result
     head = spec.head.layers(current)
@@ -142,17 +153,19 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
             result.failure = failure
             return result
     _check_unique_names([*described, *head])
-    _walk(result, head, current, "head", lambda i: True)
+    _walk(result, head, current, "head", lambda i, layer: True)
     result.warnings += _warnings(spec, result)
     return result
 
 
 def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
-          trains: Callable[[int], bool], inputs: Inputs | None = None) -> Shape | None:
+          trains: Callable[[int, Layer], bool], inputs: Inputs | None = None) -> Shape | None:
     """Append planned layers (in Keras's order; `inputs` wires a graph, None means a chain that
-    starts from `shape`); on the first that does not fit, record the failure and stop."""
+    starts from `shape`); on the first that does not fit, record the failure and stop. Tensor
+    operations are walked for their shapes but, as in Keras's `model.layers`, not listed."""
     shapes: dict[str, Shape] = {}
-    for i, layer in enumerate(layers):
+    i = -1
+    for layer in layers:
         sources = inputs[layer.name] if inputs is not None else ()
         if sources:
             received = [shapes[name] for name in sources]
@@ -164,14 +177,19 @@ def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
         except DoesNotFit as exc:
             result.failure = Failure(layer.name, shape, str(exc), size_limited=exc.need is not None)
             return None
+        shapes[layer.name] = out
+        if layer.is_operation:
+            shape = out
+            continue
+        i += 1
         can_train, never_trains = layer.weights(received if layer.merges else shape)
-        trainable = trains(i)
+        trainable = trains(i, layer)
         result.layers.append(PlannedLayer(
             index=i if part == "backbone" else None, name=layer.name, kind=layer.kind,
             output_shape=out, params=can_train + never_trains,
             trainable_params=can_train if trainable else 0, trainable=trainable, part=part,
         ))
-        shapes[layer.name] = shape = out
+        shape = out
     return shape
 
 
@@ -182,8 +200,14 @@ def cut(spec: SpecBase, described: list[Layer]) -> tuple[list[Layer], Inputs]:
     output = spec.backbone.output
     if output is None:
         return ordered, inputs
-    last = ordered[_layer_index(output, ordered, ("backbone", "output"), first=1)]
+    layers = numbered(ordered)
+    last = layers[_layer_index(output, layers, ("backbone", "output"), first=1)]
     return keras_order(described, last.name)
+
+
+def numbered(layers: list[Layer]) -> list[Layer]:
+    """The layers that have an index (Keras's `model.layers`): all but the tensor operations."""
+    return [layer for layer in layers if not layer.is_operation]
 
 
 def frozen_through(policy: Any, layers: list[Any], loc: Loc) -> int:
@@ -195,7 +219,18 @@ def frozen_through(policy: Any, layers: list[Any], loc: Loc) -> int:
         return -1
     if policy == "all":
         return len(layers) - 1
+    if policy.up_to is None:
+        return -1
     return _layer_index(policy.up_to, layers, loc + ("up_to",), first=0)
+
+
+def freezes_batch_norm(policy: Any) -> bool:
+    return not isinstance(policy, str) and policy.batch_norm
+
+
+def trains(index: int, kind: str, frozen_through: int, batch_norm: bool) -> bool:
+    """Does backbone layer `index` (of Keras class `kind`) train under a freeze policy?"""
+    return index > frozen_through and not (batch_norm and kind == "BatchNormalization")
 
 
 def _layer_index(ref: int | str, layers: list[Any], loc: Loc, first: int) -> int:

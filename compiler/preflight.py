@@ -23,6 +23,7 @@ class Phase:
 
     freeze: Any
     frozen_through: int
+    batch_norm: bool  # every backbone batch norm frozen too
     epochs: int
     learning_rate: float
     first_epoch: int
@@ -75,14 +76,14 @@ def _with_seed(spec: SpecBase, seed: int) -> SpecBase:
 def schedule(spec: SpecBase, planned: Plan, epochs: int | None = None) -> tuple[Phase, ...]:
     """The phases to run: `train.phases`, or one phase with the spec's own freeze policy."""
     t = spec.train
-    steps = [(p.freeze, through, p.epochs, p.learning_rate)
-             for p, through in zip(t.phases, planned.phases_frozen_through)]
+    steps = [(p.freeze, through, bn, p.epochs, p.learning_rate)
+             for p, through, bn in zip(t.phases, planned.phases_frozen_through, planned.phases_freeze_batch_norm)]
     if not steps:
-        steps = [(spec.freeze, planned.frozen_through, t.epochs, None)]
+        steps = [(spec.freeze, planned.frozen_through, planned.freeze_batch_norm, t.epochs, None)]
     out, first = [], 0
-    for policy, through, n, lr in steps:
+    for policy, through, bn, n, lr in steps:
         n = epochs or n
-        out.append(Phase(policy, through, n, lr or t.optimizer.learning_rate, first))
+        out.append(Phase(policy, through, bn, n, lr or t.optimizer.learning_rate, first))
         first += n
     return tuple(out)
 

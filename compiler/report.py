@@ -41,6 +41,8 @@ class Outcome:
                "output_shape": list(p.output_shape) if p.ok else None, "error": error,
                "min_input": list(p.min_input) if p.min_input else None,
                "params": p.params() if p.ok else None, "warnings": list(p.warnings)}
+        if p.ok and p.freeze_batch_norm:
+            out["frozen_batch_norms"] = p.frozen_batch_norms()
         if layers:
             out["layers"] = [layer.as_dict() for layer in p.layers]
         return out
@@ -54,8 +56,9 @@ class Outcome:
             return f"{self.path}: infeasible: {p.failure_message()}"
         params = p.params()
         smallest = f"; smallest input {format_shape(p.min_input)}" if p.min_input else ""
+        bn = f", {p.frozen_batch_norms()} batch norms frozen" if p.freeze_batch_norm else ""
         return (f"{self.path}: ok: output {format_shape(p.output_shape)}, {params['total']:,} params "
-                f"({params['trainable']:,} trainable, {params['non_trainable']:,} frozen){smallest}")
+                f"({params['trainable']:,} trainable, {params['non_trainable']:,} frozen{bn}){smallest}")
 
 
 def examine(path: str) -> Outcome:

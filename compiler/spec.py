@@ -5,9 +5,9 @@ plugin types validate (and appear in the JSON Schema) exactly like built-in ones
 """
 
 import os
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, create_model, field_validator, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, create_model, field_validator, model_serializer, model_validator
 
 from .components import Backbone, Head, StrictModel
 from .errors import SpecError
@@ -44,12 +44,24 @@ class InputSpec(StrictModel):
 
 
 class FreezeUpTo(StrictModel):
-    """Freeze backbone layers 1..N (a layer index, or a layer name)."""
+    """Freeze backbone layers 1..N (a layer index, or a layer name), and/or every batch norm."""
 
-    up_to: by_kind("a layer index or name", int=Annotated[int, Strict(), Field(ge=0)],
-                   str=Annotated[str, Field(min_length=1)]) = Field(
-        description="freeze backbone layers 1..N inclusive (an index as `tlc summarize` numbers them, or a "
-                    "layer name); the rest train")
+    up_to: Optional[by_kind("a layer index or name", int=Annotated[int, Strict(), Field(ge=0)],
+                            str=Annotated[str, Field(min_length=1)])] = Field(
+        None, description="freeze backbone layers 1..N inclusive (an index as `tlc summarize` numbers them, or a "
+                          "layer name); the rest train")
+    batch_norm: bool = Field(False, description="also freeze every BatchNormalization layer of the backbone "
+                                                "(inference mode), wherever it stands: the fine-tuning advice")
+
+    @model_serializer(mode="wrap")
+    def _only_what_was_said(self, handler):  # `{up_to: 14}` stays `{up_to: 14}` in a spec.lock.yaml
+        return {k: v for k, v in handler(self).items() if (k, v) not in (("up_to", None), ("batch_norm", False))}
+
+    @model_validator(mode="after")
+    def _something(self) -> "FreezeUpTo":
+        if self.up_to is None and not self.batch_norm:
+            raise ValueError("give up_to, batch_norm: true, or both (or use freeze: none)")
+        return self
 
 
 def _freeze_kind(value: Any) -> str:

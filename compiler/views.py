@@ -31,8 +31,9 @@ def summary_table(plan: Plan) -> Table:
 
 def totals_line(plan: Plan) -> str:
     p = plan.params()
+    bn = f"   frozen batch norms: {plan.frozen_batch_norms()}" if plan.freeze_batch_norm else ""
     return (f"total params: {p['total']:,}   trainable: {p['trainable']:,}   "
-            f"frozen (non-trainable): {p['non_trainable']:,}")
+            f"frozen (non-trainable): {p['non_trainable']:,}{bn}")
 
 
 def plugins_table(registry: Registry) -> Table:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,6 +16,8 @@ from tlc.components import Backbone
 from tlc.errors import FieldError, RunError
 from tlc.fields import Count
 from tlc.layers import Input, Layer, Shape
+
+from .zoo import MODELS, Pretrained
 
 
 class Application(Backbone):
@@ -25,10 +27,12 @@ class Application(Backbone):
     classes: Count = Field(1000, description="classes of the top (only with include_top)")
 
     supports_imagenet = True
+    row: ClassVar[Pretrained]  # the model's row in `tlc.plugins.zoo.MODELS`
     keras_function: ClassVar[str]  # e.g. "ResNet50": keras.applications.ResNet50
     preprocess_mode: ClassVar[str]  # keras.applications.imagenet_utils mode: caffe | tf | torch | none
     default_size: ClassVar[int] = 224  # the only input size Keras accepts with imagenet weights and the top
     min_size: ClassVar[int] = 32
+    top_sizes: ClassVar[tuple[int, ...] | None] = None  # ImageNet sizes with the top (default: default_size only)
 
     @model_validator(mode="after")
     def _keras_rules(self) -> Application:
@@ -54,10 +58,10 @@ class Application(Backbone):
         return {}
 
     def layers(self, input_shape: Shape) -> list[Layer]:
-        size = self.default_size
-        if self.weights == "imagenet" and self.include_top and tuple(input_shape) != (size, size, 3):
-            raise FieldError(("input", "shape"),
-                             f"{self.type} with include_top and imagenet weights needs input [{size}, {size}, 3]")
+        sizes = self.top_sizes or (self.default_size,)
+        if self.weights == "imagenet" and self.include_top and tuple(input_shape) not in {(s, s, 3) for s in sizes}:
+            need = " or ".join(f"[{s}, {s}, 3]" for s in sizes)
+            raise FieldError(("input", "shape"), f"{self.type} with include_top and imagenet weights needs input {need}")
         return _described(self, input_shape[2])
 
     def input_layer(self) -> Input:
@@ -72,12 +76,28 @@ class Application(Backbone):
         weights = self.keras_weights(input_shape[2])
         with imagenet_download(self.type) if weights else contextlib.nullcontext():
             return make(include_top=self.include_top, weights=weights, input_tensor=inputs, classes=self.classes,
-                        **self.keras_arguments())
+                        input_shape=tuple(input_shape), **self.keras_arguments())
 
     def preprocess(self, images):
         """Images in [0, 1] -> the family's `preprocess_input` of 0..255 images, whatever the
         weights: a model keeps one input convention when its weights move to another spec."""
         return preprocess(images, self.preprocess_mode)
+
+
+def variants(family: type[Application]) -> list[type[Application]]:
+    """The backbone types of `family`, one per row of the zoo table whose family is the module
+    `family` is defined in: a variant is a row (its parameters become class attributes)."""
+    module = family.__module__.rsplit(".", 1)[-1]
+    out = []
+    for row in MODELS:
+        if row.family != module:
+            continue
+        namespace = {"__module__": family.__module__, "__qualname__": row.keras, "__doc__": family.__doc__,
+                     "__annotations__": {"type": Literal[row.type]}, "type": row.type, "row": row,
+                     "keras_function": row.keras, "preprocess_mode": row.preprocess, "default_size": row.size,
+                     "min_size": row.min_size, **row.params}
+        out.append(type(family)(row.keras, (family,), namespace))
+    return out
 
 
 #: keras.applications.imagenet_utils' constants: caffe subtracts BGR means from BGR 0..255

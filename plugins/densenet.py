@@ -1,29 +1,26 @@
-"""`densenet121`: keras.applications.DenseNet121 (dense blocks joined by concatenation, halved
-by transition blocks), described as keras/src/applications/densenet.py builds it."""
+"""`densenet121/169/201`: keras.applications DenseNet (dense blocks joined by concatenation,
+halved by transition blocks), described as keras/src/applications/densenet.py builds them."""
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from tlc import hookimpl
 from tlc.graph import Graph
 from tlc.layers import Activation, BatchNormalization, Concatenate, Layer
 
-from .applications import Application
-from .resnet import classifier, conv, pad, pool
+from .applications import Application, variants
+from .blocks import classifier, conv, pad, pool
 
 GROWTH_RATE = 32
 
 
-class DenseNet121(Application):
-    type: Literal["densenet121"] = "densenet121"
-    keras_function = "DenseNet121"
-    preprocess_mode = "torch"
-    blocks: ClassVar[tuple[int, ...]] = (6, 12, 24, 16)  # conv blocks per dense block
+class DenseNet(Application):
+    blocks: ClassVar[tuple[int, ...]]  # conv blocks per dense block
 
     def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
         x = g(pad(g.auto("zero_padding2d"), 3))
         x = g(conv("conv1_conv", 64, 7, 2, bias=False), x)
-        x = g(BatchNormalization("conv1_bn"), x)
+        x = g(BatchNormalization("conv1_bn", epsilon=1.001e-5), x)
         x = g(Activation("conv1_relu"), x)
         x = g(pad(g.auto("zero_padding2d"), 1), x)
         x = g(pool("pool1", 3, 2), x)
@@ -35,7 +32,7 @@ class DenseNet121(Application):
             if stage < 5:
                 channels = int(channels * 0.5)
                 x = self._transition(g, x, channels, f"pool{stage}")
-        x = g(BatchNormalization("bn"), x)
+        x = g(BatchNormalization("bn", epsilon=1.001e-5), x)
         x = g(Activation("relu"), x)
         if self.include_top:
             classifier(g, x, self.classes)
@@ -43,22 +40,25 @@ class DenseNet121(Application):
 
     @staticmethod
     def _conv_block(g: Graph, x: str, name: str) -> str:
-        y = g(BatchNormalization(f"{name}_0_bn"), x)
+        y = g(BatchNormalization(f"{name}_0_bn", epsilon=1.001e-5), x)
         y = g(Activation(f"{name}_0_relu"), y)
         y = g(conv(f"{name}_1_conv", 4 * GROWTH_RATE, 1, bias=False), y)
-        y = g(BatchNormalization(f"{name}_1_bn"), y)
+        y = g(BatchNormalization(f"{name}_1_bn", epsilon=1.001e-5), y)
         y = g(Activation(f"{name}_1_relu"), y)
         y = g(conv(f"{name}_2_conv", GROWTH_RATE, 3, padding="same", bias=False), y)
         return g(Concatenate(f"{name}_concat"), x, y)
 
     @staticmethod
     def _transition(g: Graph, x: str, channels: int, name: str) -> str:
-        x = g(BatchNormalization(f"{name}_bn"), x)
+        x = g(BatchNormalization(f"{name}_bn", epsilon=1.001e-5), x)
         x = g(Activation(f"{name}_relu"), x)
         x = g(conv(f"{name}_conv", channels, 1, bias=False), x)
         return g(pool(f"{name}_pool", 2, 2, mode="avg"), x)
 
 
+DENSENETS = variants(DenseNet)
+
+
 @hookimpl
 def tlc_backbones():
-    return [DenseNet121]
+    return DENSENETS

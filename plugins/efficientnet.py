@@ -1,16 +1,17 @@
-"""`efficientnet_b0` ... `efficientnet_b3`: keras.applications EfficientNet B0-B3, described as
+"""`efficientnet_b0` ... `efficientnet_b7`: keras.applications EfficientNet B0-B7, described as
 keras/src/applications/efficientnet.py builds them. Their rescaling and normalization are
 layers of the model, so the model takes 0..255 images."""
 
 import math
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from tlc import hookimpl
 from tlc.graph import Graph
 from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, \
     GlobalPooling2D, Layer, Multiply, Normalization, Rescaling, Reshape, ZeroPadding2D
 
-from .applications import Application
+from .applications import Application, variants
+from .blocks import pointwise
 
 #: (kernel, repeats, filters in, filters out, expand ratio, strides) per stage; se_ratio 0.25, id_skip
 STAGES = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
@@ -19,18 +20,11 @@ IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 DROP_CONNECT_RATE = 0.2
 
 
-def conv1x1(name: str, filters: int, activation: str | None = None, bias: bool = False) -> Conv2D:
-    return Conv2D(name, filters=filters, kernel_size=(1, 1), padding="same", activation=activation, use_bias=bias)
-
-
 class EfficientNet(Application):
-    preprocess_mode = "none"
-    width: ClassVar[float]
-    depth: ClassVar[float]
-    dropout: ClassVar[float]  # before the top's predictions
+    scaling: ClassVar[tuple[float, float, float]]  # width, depth, dropout before the top's predictions
 
     def round_filters(self, filters: int, divisor: int = 8) -> int:
-        filters *= self.width
+        filters *= self.scaling[0]
         new = max(divisor, int(filters + divisor / 2) // divisor * divisor)
         return int(new + divisor if new < 0.9 * filters else new)
 
@@ -45,7 +39,7 @@ class EfficientNet(Application):
                      use_bias=False), x)
         x = g(BatchNormalization("stem_bn"), x)
         x = g(Activation("stem_activation", activation="swish"), x)
-        repeats = [int(math.ceil(self.depth * stage[1])) for stage in STAGES]
+        repeats = [int(math.ceil(self.scaling[1] * stage[1])) for stage in STAGES]
         b, blocks = 0, float(sum(repeats))
         for i, ((kernel, _, f_in, f_out, expand, strides), n) in enumerate(zip(STAGES, repeats)):
             f_in, f_out = self.round_filters(f_in), self.round_filters(f_out)
@@ -55,12 +49,12 @@ class EfficientNet(Application):
                 x = self._block(g, x, DROP_CONNECT_RATE * b / blocks, f"block{i + 1}{chr(j + 97)}_",
                                 f_in, f_out, kernel, strides, expand)
                 b += 1
-        x = g(conv1x1("top_conv", self.round_filters(1280)), x)
+        x = g(pointwise("top_conv", self.round_filters(1280)), x)
         x = g(BatchNormalization("top_bn"), x)
         x = g(Activation("top_activation", activation="swish"), x)
         if self.include_top:
             x = g(GlobalPooling2D("avg_pool", mode="avg"), x)
-            x = g(Dropout("top_dropout", rate=self.dropout), x)
+            x = g(Dropout("top_dropout", rate=self.scaling[2]), x)
             g(Dense("predictions", units=self.classes, activation="softmax"), x)
         return g.layers
 
@@ -69,7 +63,7 @@ class EfficientNet(Application):
                strides: int, expand: int) -> str:
         filters, x = f_in * expand, inputs
         if expand != 1:
-            x = g(conv1x1(f"{name}expand_conv", filters), x)
+            x = g(pointwise(f"{name}expand_conv", filters), x)
             x = g(BatchNormalization(f"{name}expand_bn"), x)
             x = g(Activation(f"{name}expand_activation", activation="swish"), x)
         if strides == 2:
@@ -80,10 +74,10 @@ class EfficientNet(Application):
         x = g(Activation(f"{name}activation", activation="swish"), x)
         se = g(GlobalPooling2D(f"{name}se_squeeze", mode="avg"), x)
         se = g(Reshape(f"{name}se_reshape", target_shape=(1, 1, filters)), se)
-        se = g(conv1x1(f"{name}se_reduce", max(1, int(f_in * 0.25)), "swish", bias=True), se)
-        se = g(conv1x1(f"{name}se_expand", filters, "sigmoid", bias=True), se)
+        se = g(pointwise(f"{name}se_reduce", max(1, int(f_in * 0.25)), bias=True, activation="swish"), se)
+        se = g(pointwise(f"{name}se_expand", filters, bias=True, activation="sigmoid"), se)
         x = g(Multiply(f"{name}se_excite"), x, se)
-        x = g(conv1x1(f"{name}project_conv", f_out), x)
+        x = g(pointwise(f"{name}project_conv", f_out), x)
         x = g(BatchNormalization(f"{name}project_bn"), x)
         if strides == 1 and f_in == f_out:
             if drop_rate > 0:
@@ -92,26 +86,9 @@ class EfficientNet(Application):
         return x
 
 
-class EfficientNetB0(EfficientNet):
-    type: Literal["efficientnet_b0"] = "efficientnet_b0"
-    keras_function, width, depth, default_size, dropout = "EfficientNetB0", 1.0, 1.0, 224, 0.2
-
-
-class EfficientNetB1(EfficientNet):
-    type: Literal["efficientnet_b1"] = "efficientnet_b1"
-    keras_function, width, depth, default_size, dropout = "EfficientNetB1", 1.0, 1.1, 240, 0.2
-
-
-class EfficientNetB2(EfficientNet):
-    type: Literal["efficientnet_b2"] = "efficientnet_b2"
-    keras_function, width, depth, default_size, dropout = "EfficientNetB2", 1.1, 1.2, 260, 0.3
-
-
-class EfficientNetB3(EfficientNet):
-    type: Literal["efficientnet_b3"] = "efficientnet_b3"
-    keras_function, width, depth, default_size, dropout = "EfficientNetB3", 1.2, 1.4, 300, 0.3
+EFFICIENTNETS = variants(EfficientNet)
 
 
 @hookimpl
 def tlc_backbones():
-    return [EfficientNetB0, EfficientNetB1, EfficientNetB2, EfficientNetB3]
+    return EFFICIENTNETS

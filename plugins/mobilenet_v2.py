@@ -1,7 +1,7 @@
 """`mobilenet_v2`: keras.applications.MobileNetV2 (inverted residual blocks, width `alpha`),
 described as keras/src/applications/mobilenet_v2.py builds it."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
@@ -9,8 +9,8 @@ from tlc import hookimpl
 from tlc.graph import Graph
 from tlc.layers import Add, BatchNormalization, Conv2D, DepthwiseConv2D, Layer, ReLU, ZeroPadding2D
 
-from .applications import Application
-from .resnet import classifier
+from .applications import Application, variants
+from .blocks import classifier, make_divisible, pointwise
 
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 #: (filters, stride, expansion) of blocks 0..16
@@ -19,21 +19,8 @@ BLOCKS = ((16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6)
           (320, 1, 6))
 
 
-def make_divisible(v: float, divisor: int = 8) -> int:
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
-
-
-def pointwise(name: str, filters: int) -> Conv2D:
-    return Conv2D(name, filters=filters, kernel_size=(1, 1), padding="same", use_bias=False)
-
-
 class MobileNetV2(Application):
-    type: Literal["mobilenet_v2"] = "mobilenet_v2"
     alpha: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="the width multiplier")
-
-    keras_function = "MobileNetV2"
-    preprocess_mode = "tf"
 
     @model_validator(mode="after")
     def _imagenet_alphas(self) -> "MobileNetV2":
@@ -84,6 +71,9 @@ class MobileNetV2(Application):
         return x, out
 
 
+MOBILENETS_V2 = variants(MobileNetV2)
+
+
 @hookimpl
 def tlc_backbones():
-    return [MobileNetV2]
+    return MOBILENETS_V2

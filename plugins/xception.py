@@ -1,14 +1,12 @@
 """`xception`: keras.applications.Xception (depthwise-separable convolutions with residual
 shortcuts), described as keras/src/applications/xception.py builds it."""
 
-from typing import Literal
-
 from tlc import hookimpl
 from tlc.graph import Graph
 from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Layer, SeparableConv2D
 
-from .applications import Application
-from .resnet import classifier, pool
+from .applications import Application, variants
+from .blocks import classifier, pool
 
 
 def sepconv(name: str, filters: int) -> SeparableConv2D:
@@ -16,11 +14,6 @@ def sepconv(name: str, filters: int) -> SeparableConv2D:
 
 
 class Xception(Application):
-    type: Literal["xception"] = "xception"
-    keras_function = "Xception"
-    preprocess_mode = "tf"
-    default_size = 299
-    min_size = 71
 
     def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
@@ -67,6 +60,9 @@ class Xception(Application):
         return g(Add(g.auto("add")), x, residual)
 
 
+XCEPTIONS = variants(Xception)
+
+
 @hookimpl
 def tlc_backbones():
-    return [Xception]
+    return XCEPTIONS

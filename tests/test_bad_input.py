@@ -13,7 +13,7 @@ BAD = {
     "unknown_backbone_type": (
         "input: {shape: [32, 32, 3]}\nbackbone:\n  type: conv_stak\n  blocks: [{filters: 3}]\n" + GOOD_TAIL,
         r"spec\.yaml:3:9: backbone\.type: unknown backbone type 'conv_stak' \(did you mean 'conv_stack'\?\); "
-        r"registered backbone types: conv_stack, densenet121, efficientnet_b0, .*, vgg16, vgg19, xception\. "),
+        r"registered backbone types: conv_stack, convnext_base, .*, vgg16, vgg19, xception\. "),
     "unknown_head_type": (
         "input: {shape: [32, 32, 3]}\nbackbone: {type: vgg16}\nhead: {type: softmax}\n",
         r"spec\.yaml:3:14: head\.type: unknown head type 'softmax'.*registered head types: dense, none"),

@@ -152,3 +152,67 @@ def test_a_three_channel_source_model_feeds_a_one_channel_spec(write, tmp_path):
     cut = lambda m: keras.Model(m.input, m.get_layer("block2_conv1").output)  # noqa: E731
     np.testing.assert_allclose(cut(one).predict(image, verbose=0), cut(rgb).predict(np.repeat(image, 3, -1), verbose=0),
                                rtol=1e-4, atol=1e-5)  # a gray image gives the 3-channel model's features
+
+
+def _one_per_family():
+    from tlc.plugins import zoo
+
+    return sorted(kinds[0] for kinds in zoo.by_family().values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", _one_per_family())
+def test_imagenet_weights_on_grayscale_for_every_family(kind, monkeypatch, tmp_path):
+    """Every family loads (fake) ImageNet weights through keras.applications' own path at 3
+    channels and adapts them to 1: the layer that reads the image is summed over RGB, every
+    other weight is the donor's, and the adapted model runs on the family's preprocessing."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+    from keras.src.utils import file_utils
+
+    from tlc.emit import compile as emit
+    from tlc.graph import fresh_layer_names
+    from tlc.registry import get_registry
+    from tlc.weights import adapt_kernel
+
+    cls = get_registry().backbones[kind].cls
+    m = cls.min_size
+    with fresh_layer_names():  # Keras's automatic names (conv2d, add, ...) as in the model tlc builds
+        donor = getattr(keras.applications, cls.keras_function)(include_top=False, weights=None,
+                                                                 input_shape=(m, m, 3))
+    path = tmp_path / "imagenet.h5"
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, donor)
+    asked = []
+    monkeypatch.setattr(file_utils, "get_file", lambda name, *args, **kwargs: asked.append(name) or str(path))
+    spec = _spec(kind, 1, side=m, weights="imagenet")
+    notes: list[str] = []
+    model = emit(spec, notes=notes)
+    first = cls.row.first_conv.format(type=kind)
+    assert asked and notes == [f"weights: the ImageNet weights were made for 3 input channels; adapted to 1: "
+                               f"{'normalization, ' if kind == 'efficientnet_b0' else ''}{first} (kernels summed "
+                               "over RGB; per-channel statistics averaged over RGB)"]
+    scale = 1 / np.sqrt(TORCH_STD)[None, None, :, None] if kind == "efficientnet_b0" else 1  # its folded rescaling
+    np.testing.assert_allclose(model.get_layer(first).get_weights()[0],
+                               adapt_kernel(donor.get_layer(first).get_weights()[0] * scale, 1), rtol=1e-5, atol=1e-6)
+    for layer in model.layers:
+        if layer.weights and layer.name not in (first, "normalization"):
+            for got, want in zip(layer.get_weights(), donor.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(got, want)
+    x = np.asarray(spec.backbone.preprocess(np.random.default_rng(0).random((2, m, m, 1), dtype=np.float32)))
+    assert np.isfinite(np.asarray(model([x]))).all()
+
+
+@pytest.mark.parametrize("kind", ["convnext_tiny", "efficientnet_v2_b0"])
+def test_families_that_normalize_inside_the_model_get_the_averaged_statistics_outside_it(kind):
+    """Keras drops these models' ImageNet normalization below 3 channels (ConvNeXt) or swaps it
+    for a [-1, 1] rescaling (EfficientNetV2 B0-B3); tlc's preprocessing restores the averaged
+    normalization, so what the first convolution sees is what it does at 3 channels."""
+    x = np.random.default_rng(2).random((2, 32, 32, 1), dtype=np.float32)
+    normalized = (x - TORCH_MEAN.mean()) / TORCH_STD.mean()
+    got = np.asarray(_spec(kind, 1).backbone.preprocess(x))
+    seen = got if kind == "convnext_tiny" else got / 128.0 - 1.0  # after the model's Rescaling(1/128, -1)
+    np.testing.assert_allclose(seen, normalized, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(_spec(kind, 3).backbone.preprocess(np.repeat(x, 3, -1))),
+                               np.repeat(x, 3, -1) * 255.0, rtol=1e-6)

@@ -186,7 +186,7 @@ def test_plugins_lists_builtins_with_their_source():
     result = tlc("plugins", "--json")
     assert result.exit_code == 0
     listed = {(t["type"], t["kind"], t["plugin"], t["distribution"]) for t in json.loads(result.stdout)["types"]}
-    assert {("conv_stack", "backbone", "tlc.plugins.conv_stack", "tlc"), ("vgg16", "backbone", "tlc.plugins.vgg16", "tlc"),
+    assert {("conv_stack", "backbone", "tlc.plugins.conv_stack", "tlc"), ("vgg16", "backbone", "tlc.plugins.vgg", "tlc"),
             ("dense", "head", "tlc.plugins.dense_head", "tlc"), ("none", "head", "tlc.plugins.no_head", "tlc")} <= listed
 
 
@@ -206,7 +206,7 @@ def test_the_table_of_built_in_types_is_what_their_modules_register():
 
 def test_a_spec_imports_only_the_built_in_modules_it_names():
     _, imported = in_fresh_interpreter(["check", EXAMPLES / "vgg16_too_small_48.yaml"], modules=("tlc.plugins.",))
-    assert imported == ["tlc.plugins.applications", "tlc.plugins.dense_head", "tlc.plugins.vgg16"]
+    assert imported == ["tlc.plugins.applications", "tlc.plugins.dense_head", "tlc.plugins.vgg", "tlc.plugins.zoo"]
 
 
 def test_console_script_runs_as_a_process():

@@ -25,7 +25,7 @@ BROKEN = REPO / "tests" / "fixtures" / "tlc-plugin-broken"
 
 MOBILE_SPEC = """
 input: {shape: [96, 96, 3]}
-backbone: {type: mobilenet_v3_small, alpha: 0.75}
+backbone: {type: keras_mobilenet_v3_small, alpha: 0.75}
 freeze: {up_to: expanded_conv_10_expand}
 head: {type: conv_head, filters: 16, classes: 4}
 """
@@ -59,18 +59,18 @@ def test_plugins_command_lists_types_and_failures_in_a_real_process(plugin_site)
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
     types_ = {t["type"]: t for t in listed["types"]}
-    assert types_["mobilenet_v3_small"] | {} == {"type": "mobilenet_v3_small", "kind": "backbone", "plugin": "mobilenet",
+    assert types_["keras_mobilenet_v3_small"] | {} == {"type": "keras_mobilenet_v3_small", "kind": "backbone", "plugin": "mobilenet",
                                            "distribution": "tlc-plugin-mobilenet", "version": "0.1.0",
                                            "builtin": False}
     assert types_["conv_head"]["kind"] == "head" and types_["fine_head"]["plugin"] == "taken_name"
-    assert types_["vgg16"]["plugin"] == "tlc.plugins.vgg16"  # the built-in keeps its name
+    assert types_["vgg16"]["plugin"] == "tlc.plugins.vgg"  # the built-in keeps its name
     failed = {f["plugin"]: f for f in listed["failed"]}
     assert set(failed) == {"import_error", "raises", "not_a_backbone", "taken_name"}
     assert all(f["distribution"] == "tlc-plugin-broken" and f["version"] == "0.0.1" for f in failed.values())
     assert "ModuleNotFoundError: No module named 'tlc_this_module_does_not_exist'" in failed["import_error"]["error"]
     assert "tlc_backbones() raised RuntimeError: boom in the hook" in failed["raises"]["error"]
     assert "is not a tlc.Backbone subclass" in failed["not_a_backbone"]["error"]
-    assert "backbone type 'vgg16' is already registered by plugin 'tlc.plugins.vgg16'" in failed["taken_name"]["error"]
+    assert "backbone type 'vgg16' is already registered by plugin 'tlc.plugins.vgg'" in failed["taken_name"]["error"]
 
 
 def test_broken_plugins_warn_once_and_everything_else_works(plugin_site):
@@ -83,7 +83,7 @@ def test_broken_plugins_warn_once_and_everything_else_works(plugin_site):
 
 def test_tlc_plugins_env_and_no_plugins_flag_restrict_loading(plugin_site):
     only = json.loads(_cli(plugin_site, "plugins", "--json", env={"TLC_PLUGINS": "mobilenet"}).stdout)
-    assert {t["type"] for t in only["types"] if not t["builtin"]} == {"mobilenet_v3_small", "tiny_resnet", "conv_head"}
+    assert {t["type"] for t in only["types"] if not t["builtin"]} == {"keras_mobilenet_v3_small", "tiny_resnet", "conv_head"}
     assert only["failed"] == []
     none = json.loads(_cli(plugin_site, "plugins", "--json", env={"TLC_PLUGINS": ""}).stdout)
     assert all(t["builtin"] for t in none["types"]) and none["failed"] == []
@@ -94,10 +94,10 @@ def test_tlc_plugins_env_and_no_plugins_flag_restrict_loading(plugin_site):
 def test_plugin_types_validate_like_builtins(plugins, write):
     result = run("check", write(MOBILE_SPEC.replace("alpha: 0.75", "alpha: 0.4, depth: 3")))
     assert result.exit_code == 2
-    assert "spec.yaml:2:45: backbone.alpha: Input should be 0.75 or 1.0" in result.output
-    assert "spec.yaml:2:50: backbone.depth: unknown key 'depth'" in result.output
-    unknown = run("check", write(MOBILE_SPEC.replace("mobilenet_v3_small", "mobilenet_v3_smal")))
-    assert "did you mean 'mobilenet_v3_small'" in unknown.output and "mobilenet_v3_small, resnet101" in unknown.output
+    assert "spec.yaml:2:51: backbone.alpha: Input should be 0.75 or 1.0" in result.output
+    assert "spec.yaml:2:56: backbone.depth: unknown key 'depth'" in result.output
+    unknown = run("check", write(MOBILE_SPEC.replace("keras_mobilenet_v3_small", "keras_mobilenet_v3_smal")))
+    assert "did you mean 'keras_mobilenet_v3_small'" in unknown.output and "keras_mobilenet_v3_small, mobilenet, " in unknown.output
 
 
 def test_plugin_spec_plans_like_keras_builds(plugins, write):
@@ -136,7 +136,7 @@ def test_plugin_summarize_build_and_schema(plugins, write, tmp_path):
     assert model.count_params() == summary["params"]["total"]
     assert trainable_count(model) == summary["params"]["trainable"]
     schema = run("schema").stdout
-    assert '"mobilenet_v3_small"' in schema and '"tiny_resnet"' in schema and '"conv_head"' in schema
+    assert '"keras_mobilenet_v3_small"' in schema and '"tiny_resnet"' in schema and '"conv_head"' in schema
 
 
 GRAPH_SPEC = """

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tlc.registry import get_registry
-from tlc.spec import DataSpec, SpecBase, TrainSpec, json_schema
+from tlc.spec import DataSpec, FreezeUpTo, SpecBase, TrainSpec, json_schema
 from tlc.tune.config import TuneSpec
 
 from .conftest import REPO, tlc
@@ -117,7 +117,9 @@ def _keys(model, prefix="", skip=()):
                                        .annotation.__args__[0])),
     ("### The keras.applications families", lambda: {
         **_keys(get_registry().types["backbone"]["vgg16"].cls, skip=("type", "weights", "output")),
-        "alpha": _model_default(get_registry().types["backbone"]["mobilenet_v2"].cls, "alpha")}),
+        "alpha": _model_default(get_registry().types["backbone"]["mobilenet_v2"].cls, "alpha"),
+        "minimalistic": _model_default(get_registry().types["backbone"]["mobilenet_v3_small"].cls, "minimalistic")}),
+    ("## Freeze numbering", lambda: _keys(FreezeUpTo)),
     ("### `dense`", lambda: _keys(get_registry().types["head"]["dense"].cls, skip=("type",))),
     ("## `train`", lambda: {**_keys(TrainSpec, skip=("data",)), **_keys(DataSpec, "data.")}),
     ("## `tune`", lambda: _keys(TuneSpec)),

@@ -136,6 +136,34 @@ def test_phases_change_trainable_flags_and_learning_rate(write, tmp_path):
         "feature cache: on, layers 1..1 reused from the cache"]
 
 
+def test_phases_with_batch_norm_frozen_keep_its_statistics_and_extend_the_cached_prefix(write, tmp_path):
+    """`freeze: {up_to: block1_conv1, batch_norm: true}`: block1_bn1 stays frozen (its moving
+    statistics do not move) while block1_conv2 trains; the feature cache sees block1_bn1 as the
+    frozen layer it is and caches through it (without batch_norm it stops at block1_bn1)."""
+    import keras
+
+    spec = SOURCE.format(name="bn", classes="0, 1, 2", dropout="").replace(
+        "blocks: [{filters: 8, convs: 2}]", "blocks: [{filters: 8, convs: 2, batch_norm: true}]")
+    extra = ("  phases:\n"
+             "    - {freeze: all, epochs: 1}\n"
+             "    - {freeze: {up_to: block1_conv1, batch_norm: true}, epochs: 2, learning_rate: 0.001}\n")
+    path = write(spec + extra, "bn.yaml")
+    source = tlc.load_spec(path)
+    before = tlc.compile(source)
+    result = train(source, tmp_path)
+    model = keras.saving.load_model(result.folder / "model.keras")
+    flags = {layer.name: layer.trainable for layer in model.layers}
+    assert flags["block1_conv1"] is False and flags["block1_bn1"] is False and flags["block1_bn2"] is False
+    assert flags["block1_conv2"] is True
+    for got, initial in zip(model.get_layer("block1_bn1").get_weights(), before.get_layer("block1_bn1").get_weights()):
+        np.testing.assert_array_equal(got, initial)  # gamma, beta and the moving statistics: untouched
+    assert result.metrics["phases"][1]["freeze"] == {"up_to": "block1_conv1", "batch_norm": True}
+    assert result.metrics["feature_cache"][1].startswith("feature cache: on, layers 1..3 computed once "
+                                                          "(up to block1_act1; block1_conv2 trains)")
+    without = train(tlc.load_spec(write(spec + extra.replace(", batch_norm: true", ""), "bn.yaml")), tmp_path)
+    assert without.metrics["feature_cache"][1].startswith("feature cache: on, layers 1..1")
+
+
 class StopAfter(Reporter):
     def __init__(self, epochs: int):
         self.epochs = epochs

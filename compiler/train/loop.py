@@ -122,7 +122,7 @@ def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Option
         first = state.phase_starts[index]
         resuming_inside = state.checkpoint is not None and state.epochs_done > first
         if not resuming_inside:
-            set_frozen(model.layers[:n_backbone], phase.frozen_through)
+            set_frozen(model.layers[:n_backbone], phase.frozen_through, phase.batch_norm)
             with scope():
                 controls.compile_model(model, loss, controls.optimizer(spec, phase.learning_rate))
         started = time.perf_counter()

@@ -62,7 +62,7 @@ def metrics_record(spec, model, state: State, phases, dataset, resumed: bool, st
         "examples": {"train": len(dataset.train), "validation": len(dataset.val), "test": len(dataset.test)},
         "skipped_files": dataset.skipped,
         "ignored_files": dataset.ignored,
-        "phases": [{"freeze": p.freeze if isinstance(p.freeze, str) else {"up_to": p.freeze.up_to},
+        "phases": [{"freeze": p.freeze if isinstance(p.freeze, str) else p.freeze.model_dump(exclude_defaults=True),
                     "epochs": p.epochs, "learning_rate": p.learning_rate} for p in phases],
         "feature_cache": state.notes,
         "features": state.features,

@@ -11,10 +11,11 @@ from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Dense, Globa
 
 
 class MobileNetV3Small(tlc.Backbone):
-    """keras.applications.MobileNetV3Small without its top; planned by building it (no static
-    description), so `tlc check` imports TensorFlow for it."""
+    """keras.applications.MobileNetV3Small without its top, planned by building it (no static
+    description), so `tlc check` imports TensorFlow for it: the way any Keras-built network can
+    be a plugin. (tlc's built-in `mobilenet_v3_small` is the same network, described statically.)"""
 
-    type: Literal["mobilenet_v3_small"] = "mobilenet_v3_small"
+    type: Literal["keras_mobilenet_v3_small"] = "keras_mobilenet_v3_small"
     alpha: Literal[0.75, 1.0] = 1.0
     minimalistic: bool = False
 

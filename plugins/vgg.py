@@ -1,18 +1,17 @@
-"""`vgg16`: keras.applications.VGG16 with its own layer names, planned from the same table."""
+"""`vgg16` and `vgg19`: keras.applications.VGG16/VGG19 with their own layer names."""
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from tlc import hookimpl
 from tlc.layers import Conv2D, Dense, Flatten, Layer, Pooling2D
 
-from .applications import Application
+from .applications import Application, variants
 
 
 class VGG(Application):
-    """VGG16/VGG19: blocks of same-padded 3x3 convolutions, each closed by a 2x2 max pooling;
-    with include_top: flatten, fc1, fc2 (4096 each) and predictions."""
+    """VGG: blocks of same-padded 3x3 convolutions, each closed by a 2x2 max pooling; with
+    include_top: flatten, fc1, fc2 (4096 each) and predictions."""
 
-    preprocess_mode = "caffe"
     blocks: ClassVar[tuple[tuple[int, int], ...]]  # (filters, convs) per block
 
     def describe(self, channels: int = 3) -> list[Layer]:
@@ -28,12 +27,10 @@ class VGG(Application):
         return out
 
 
-class VGG16(VGG):
-    type: Literal["vgg16"] = "vgg16"
-    keras_function = "VGG16"
-    blocks = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # as in keras/src/applications/vgg16.py
+VGGS = variants(VGG)
+VGG16 = VGGS[0]
 
 
 @hookimpl
 def tlc_backbones():
-    return [VGG16]
+    return VGGS

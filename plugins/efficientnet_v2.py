@@ -1,0 +1,121 @@
+"""`efficientnet_v2_b0` ... `_b3`, `_s`, `_m`, `_l`: keras.applications EfficientNetV2
+(fused and depthwise MBConv blocks), described as keras/src/applications/efficientnet_v2.py
+builds them. The model rescales 0..255 images itself (B0-B3 with 3 channels also normalize with
+ImageNet statistics; otherwise Keras rescales to [-1, 1])."""
+
+import math
+from typing import ClassVar
+
+from tlc import hookimpl
+from tlc.graph import Graph
+from tlc.layers import Activation, Add, BatchNormalization, Dense, DepthwiseConv2D, Dropout, GlobalPooling2D, \
+    Layer, Multiply, Normalization, Rescaling, Reshape
+
+from .applications import Application, preprocess, variants
+from .blocks import conv, pointwise
+
+#: (kernel, repeats, filters in, filters out, expand ratio, se ratio, strides, fused) per stage
+STAGES = {
+    "b": ((3, 1, 32, 16, 1, 0, 1, True), (3, 2, 16, 32, 4, 0, 2, True), (3, 2, 32, 48, 4, 0, 2, True),
+          (3, 3, 48, 96, 4, 0.25, 2, False), (3, 5, 96, 112, 6, 0.25, 1, False), (3, 8, 112, 192, 6, 0.25, 2, False)),
+    "s": ((3, 2, 24, 24, 1, 0, 1, True), (3, 4, 24, 48, 4, 0, 2, True), (3, 4, 48, 64, 4, 0, 2, True),
+          (3, 6, 64, 128, 4, 0.25, 2, False), (3, 9, 128, 160, 6, 0.25, 1, False),
+          (3, 15, 160, 256, 6, 0.25, 2, False)),
+    "m": ((3, 3, 24, 24, 1, 0, 1, True), (3, 5, 24, 48, 4, 0, 2, True), (3, 5, 48, 80, 4, 0, 2, True),
+          (3, 7, 80, 160, 4, 0.25, 2, False), (3, 14, 160, 176, 6, 0.25, 1, False),
+          (3, 18, 176, 304, 6, 0.25, 2, False), (3, 5, 304, 512, 6, 0.25, 1, False)),
+    "l": ((3, 4, 32, 32, 1, 0, 1, True), (3, 7, 32, 64, 4, 0, 2, True), (3, 7, 64, 96, 4, 0, 2, True),
+          (3, 10, 96, 192, 4, 0.25, 2, False), (3, 19, 192, 224, 6, 0.25, 1, False),
+          (3, 25, 224, 384, 6, 0.25, 2, False), (3, 7, 384, 640, 6, 0.25, 1, False)),
+}
+DROP_CONNECT_RATE = 0.2
+IMAGENET_MEAN, IMAGENET_VARIANCE = (0.485, 0.456, 0.406), (0.229 ** 2, 0.224 ** 2, 0.225 ** 2)
+
+
+class EfficientNetV2(Application):
+    scaling: ClassVar[tuple[float, float]]  # width, depth
+    stages: ClassVar[str]  # the STAGES table
+
+    def round_filters(self, filters: int, divisor: int = 8) -> int:
+        filters *= self.scaling[0]
+        return int(max(divisor, int(filters + divisor / 2) // divisor * divisor))
+
+    def describe(self, channels: int = 3) -> list[Layer]:
+        g = Graph(self.input_layer())
+        if self.stages == "b" and channels == 3:
+            x = g(Rescaling(g.auto("rescaling"), scale=1.0 / 255))
+            x = g(Normalization(g.auto("normalization"), mean=IMAGENET_MEAN, variance=IMAGENET_VARIANCE), x)
+        else:
+            x = g(Rescaling(g.auto("rescaling"), scale=1.0 / 128.0, offset=-1))
+        stages = STAGES[self.stages]
+        x = g(conv("stem_conv", self.round_filters(stages[0][2]), 3, 2, padding="same", bias=False), x)
+        x = g(BatchNormalization("stem_bn"), x)
+        x = g(Activation("stem_activation", activation="swish"), x)
+        repeats = [int(math.ceil(self.scaling[1] * stage[1])) for stage in stages]
+        b, blocks = 0, float(sum(stage[1] for stage in stages))
+        for i, ((kernel, _, f_in, f_out, expand, se, strides, fused), n) in enumerate(zip(stages, repeats)):
+            f_in, f_out = self.round_filters(f_in), self.round_filters(f_out)
+            for j in range(n):
+                if j > 0:
+                    strides, f_in = 1, f_out
+                x = self._block(g, x, f"block{i + 1}{chr(j + 97)}_", f_in, f_out, kernel, strides, expand, se, fused,
+                                DROP_CONNECT_RATE * b / blocks)
+                b += 1
+        x = g(pointwise("top_conv", self.round_filters(1280)), x)
+        x = g(BatchNormalization("top_bn"), x)
+        x = g(Activation("top_activation", activation="swish"), x)
+        if self.include_top:
+            x = g(GlobalPooling2D("avg_pool", mode="avg"), x)
+            x = g(Dropout("top_dropout", rate=0.2), x)
+            g(Dense("predictions", units=self.classes, activation="softmax"), x)
+        return g.layers
+
+    @staticmethod
+    def _block(g: Graph, inputs: str, name: str, f_in: int, f_out: int, kernel: int, strides: int, expand: int,
+               se_ratio: float, fused: bool, drop_rate: float) -> str:
+        filters, x = f_in * expand, inputs
+        if expand != 1:
+            x = g(conv(f"{name}expand_conv", filters, kernel if fused else 1, strides if fused else 1,
+                       padding="same", bias=False), x)
+            x = g(BatchNormalization(f"{name}expand_bn"), x)
+            x = g(Activation(f"{name}expand_activation", activation="swish"), x)
+        if not fused:
+            x = g(DepthwiseConv2D(f"{name}dwconv2", kernel_size=(kernel, kernel), strides=(strides, strides),
+                                  padding="same", use_bias=False), x)
+            x = g(BatchNormalization(f"{name}bn"), x)
+            x = g(Activation(f"{name}activation", activation="swish"), x)
+        if 0 < se_ratio <= 1:
+            se = g(GlobalPooling2D(f"{name}se_squeeze", mode="avg"), x)
+            se = g(Reshape(f"{name}se_reshape", target_shape=(1, 1, filters)), se)
+            se = g(pointwise(f"{name}se_reduce", max(1, int(f_in * se_ratio)), bias=True, activation="swish"), se)
+            se = g(pointwise(f"{name}se_expand", filters, bias=True, activation="sigmoid"), se)
+            x = g(Multiply(f"{name}se_excite"), x, se)
+        project_here = fused and expand == 1  # the fused block without expansion convolves in its projection
+        x = g(conv(f"{name}project_conv", f_out, kernel if project_here else 1, strides if project_here else 1,
+                   padding="same", bias=False), x)
+        x = g(BatchNormalization(f"{name}project_bn"), x)
+        if project_here:
+            x = g(Activation(f"{name}project_activation", activation="swish"), x)
+        if strides == 1 and f_in == f_out:
+            if drop_rate:
+                x = g(Dropout(f"{name}drop", rate=drop_rate), x)
+            x = g(Add(f"{name}add"), x, inputs)
+        return x
+
+
+    def preprocess(self, images):
+        """0..255 images for the model's own layers. B0-B3 at other than 3 channels: Keras swaps
+        their ImageNet normalization for a rescaling to [-1, 1], so tlc feeds the values that this
+        rescaling turns into the normalization with the statistics averaged over RGB (the
+        contract's channel rule; the ImageNet weights see what they were trained on)."""
+        if self.stages != "b" or int(images.shape[-1]) == 3:
+            return preprocess(images, "none")
+        return (preprocess(images, "torch") + 1.0) * 128.0
+
+
+EFFICIENTNETS_V2 = variants(EfficientNetV2)
+
+
+@hookimpl
+def tlc_backbones():
+    return EFFICIENTNETS_V2
