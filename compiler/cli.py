@@ -427,23 +427,96 @@ def export(
     format: Annotated[str, typer.Option("--format", help="saved_model, tflite or onnx.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "-o", "--output", help="Where to write [default: RUN/export/model.<ext>].")] = None,
+    quantize: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--quantize", help="tflite only: float16, dynamic or int8 (calibrated, float32 in and out).")] = None,
+    calibration: Annotated[int, typer.Option(
+        "--calibration", help="int8: how many training images calibrate the ranges.")] = 200,
+    max_drop: Annotated[float, typer.Option(
+        "--max-drop", help="quantized: the held-out accuracy drop allowed before nothing is written.")] = 0.02,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Export a run's model for serving (preprocessing inside, probabilities out), then run the
-    artifact in its own runtime and compare it with Keras."""
+    artifact in its own runtime and compare it with Keras (quantized: by held-out accuracy)."""
     from .export import check_target, export as run_export
+    from .quantize import check_mode
     from .train.runs import Run
 
+    check_mode(format, quantize, calibration, max_drop)
     check_target(Run.open(run).folder, format, output)  # before TensorFlow loads
     keras_ready()
-    with rich_console(stderr=True).status(f"exporting {run} to {format}"):
-        report = run_export(run, format, output, safe_mode=not unsafe)
+    with rich_console(stderr=True).status(f"exporting {run} to {format}" + (f" ({quantize})" if quantize else "")):
+        report = run_export(run, format, output, safe_mode=not unsafe, quantize=quantize, calibration=calibration,
+                            max_drop=max_drop)
     if as_json:
         emit_json(report)
         return
+    if quantize:
+        say(f"wrote {report['path']} ({report['bytes'] / 2**20:.2f} MB, {report['float32_bytes'] / report['bytes']:.1f}x "
+            f"smaller than float32): {quantize} accuracy {report['accuracy']:.4f} vs Keras {report['keras_accuracy']:.4f}, "
+            f"same top-1 class on {report['agreement']:.1%} of {report['examples']} {report['split']} images")
+        return
     say(f"wrote {report['path']} ({report['bytes'] / 2**20:.1f} MB): {report['format']} artifact matches the "
         f"Keras model on {report['examples']} images (max |difference| {report['max_abs_diff']:.1e})")
+
+
+@command
+def explain(
+    run: RunArg,
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "-o", "--output", help="Where to write the PNGs [default: RUN/explain/].")] = None,
+    class_name: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--class", help="Explain this class [default: each image's top prediction].")] = None,
+    layer: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--layer", help="The feature map to explain [default: the backbone's last spatial one].")] = None,
+    as_json: JsonOpt = False,
+    unsafe: UnsafeOpt = False,
+) -> None:
+    """Grad-CAM heat maps: where in each image the model finds its class (one PNG per image, and
+    a labelled grid for several)."""
+    from . import infer
+    from .explain import explain as run_explain
+    from .train.runs import Run
+
+    Run.open(run)
+    files = infer.image_files(images)
+    keras_ready()
+    with rich_console(stderr=True).status(f"explaining {len(files)} image(s)"):
+        records = run_explain(run, files, output=output, class_name=class_name, layer=layer, safe_mode=not unsafe)
+    if as_json:
+        emit_json(records)
+        return
+    for record in records:
+        say(f"{record['image']}: {record['class']} ({record['probability']:.3f}), peak at y={record['peak'][0]} "
+            f"x={record['peak'][1]}; wrote {record['png']}")
+    if len(records) > 1:
+        say(f"wrote {Path(records[0]['png']).parent / 'explain.png'}")
+
+
+@command
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option("--host", help="The address to listen on (0.0.0.0: every interface).")] =
+    "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The TCP port (0: any free one).")] = 8000,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Images per model call, at most.")] = 32,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, help="Images per request, at most.")] = 64,
+    max_bytes: Annotated[int, typer.Option("--max-bytes", min=1, help="Bytes per request, at most.")] = 20_000_000,
+    api_key_env: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--api-key-env", help="Require `Authorization: Bearer <the value of this variable>`.")] = None,
+    unsafe: UnsafeOpt = False,
+) -> None:
+    """Serve a run's model over HTTP: POST /predict (images), GET /health, GET /metadata; concurrent
+    requests are batched into one model call. Stops cleanly on SIGTERM or Ctrl-C."""
+    from .serve import Limits, api_key_from, serve as run_server
+    from .train.runs import Run
+
+    Run.open(run)
+    key = api_key_from(api_key_env)
+    keras_ready()
+    run_server(run, host=host, port=port, limits=Limits(max_batch, max_images, max_bytes), api_key=key,
+               safe_mode=not unsafe, announce=lambda text: say(text, error=True))
 
 
 def main() -> None:

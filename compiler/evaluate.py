@@ -52,6 +52,7 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) 
     from .atomic import write_text, write_with
     from .data import naming_unreadable
     from .data.pipeline import Feed
+    from .explain import heat_maps
     from .models import probabilities
     from .train.plots import confusion_plot, examples_grid
     from .train.runs import Run
@@ -74,5 +75,7 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) 
         images = np.concatenate([x.numpy() for x, _ in Feed(examples.take(wrong), spec.input.hwc).in_order(16)])
         captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
                     f"({probs[i].max():.2f})" for i in wrong]
-        write_with(run.folder / "misclassified.png", examples_grid(images, captions, f"{spec.name}: misclassified"))
+        heats = heat_maps(model, spec, images, [int(probs[i].argmax()) for i in wrong])
+        title = f"{spec.name}: misclassified" + (" (Grad-CAM of the predicted class)" if heats is not None else "")
+        write_with(run.folder / "misclassified.png", examples_grid(images, captions, title, heats))
     return result

@@ -8,14 +8,13 @@ loaded in TensorFlow, the LiteRT interpreter or onnxruntime and run on held-out 
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import RunError, UsageError, one_line
+from .runtimes import quietly, run_artifact
 
 FORMATS = {"saved_model": ("tf_saved_model", ""), "tflite": ("litert", ".tflite"), "onnx": ("onnx", ".onnx")}
 NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "tflite": ("ai_edge_litert",)}
@@ -70,25 +69,29 @@ def check_target(folder: Path, fmt: str, output: Path | None) -> Path:
     return target
 
 
-def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: bool = True) -> dict:
-    """Write the artifact atomically, run it in its runtime, compare with Keras; returns the report."""
+def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
+           quantize: str | None = None, calibration: int = 200, max_drop: float = 0.02) -> dict:
+    """Write the artifact atomically, run it in its runtime, compare with Keras; returns the report.
+    With `quantize` (tflite), the comparison is the held-out accuracy (`tlc.quantize`)."""
     from .atomic import replacing
     from .data.pipeline import Feed
+    from .quantize import check_mode, quantized_export
     from .train.runs import Run
 
+    check_mode(fmt, quantize, calibration, max_drop)
     run = Run.open(folder)
     spec = run.spec
     target = check_target(run.folder, fmt, output)
     served = serving_model(run.model(safe_mode=safe_mode), spec)
+    if quantize:
+        _make_parent(target)
+        return quantized_export(run, served, target, quantize, calibration=calibration, max_drop=max_drop)
     part = run.choose_split("val" if run.split["counts"].get("val") else None)
     examples = run.held_out(part)
     examples = examples.take(np.arange(min(len(examples), CHECK_EXAMPLES)))
     images = np.concatenate([x.numpy() for x, _ in Feed(examples, spec.input.hwc).in_order(CHECK_EXAMPLES)])
     expected = np.asarray(served.predict_on_batch(images))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
+    _make_parent(target)
     with replacing(target) as tmp, quietly():
         try:
             served.export(str(tmp), format=FORMATS[fmt][0], verbose=False)
@@ -102,38 +105,11 @@ def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: boo
             "examples": int(len(images))}
 
 
-@contextlib.contextmanager
-def quietly():
-    """The converters' and runtimes' notices (TFLite's 'Created XNNPACK delegate', tf2onnx's
-    NumPy FutureWarning) are not the user's business; errors still raise."""
-    from .quiet import fd2_silenced
-
-    with warnings.catch_warnings(), fd2_silenced():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
-    """The artifact's probabilities for `images`, computed by its own runtime."""
-    if fmt == "saved_model":
-        import tensorflow as tf
-
-        artifact = tf.saved_model.load(str(path))
-        return np.asarray(artifact.serve(tf.constant(images)))
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return np.asarray(session.run(None, {session.get_inputs()[0].name: images})[0])
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    inputs = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(inputs["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inputs["index"], images)
-    interpreter.invoke()
-    return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+def _make_parent(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def _size(path: Path) -> int:

@@ -73,7 +73,7 @@ def _resolve_paths(doc: Document, data: dict) -> None:
         value = parent.get(loc[-1])
         if isinstance(value, str) and value and value != "imagenet" and not os.path.isabs(value):
             copy = dict(parent)
-            copy[loc[-1]] = os.path.normpath(doc.folder_of(loc) / value)
+            copy[loc[-1]] = os.path.abspath(doc.folder_of(loc) / value)  # a spec.lock.yaml elsewhere finds it
             _set(data, loc[:-1], copy)
 
 

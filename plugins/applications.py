@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -82,6 +82,24 @@ class Application(Backbone):
         """Images in [0, 1] -> the family's `preprocess_input` of 0..255 images, whatever the
         weights: a model keeps one input convention when its weights move to another spec."""
         return preprocess(images, self.preprocess_mode)
+
+
+class WidthMultiplied(Application):
+    """A family with a width multiplier `alpha` (MobileNet, MobileNetV2), for some of whose
+    values ImageNet weights exist."""
+
+    alpha: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="the width multiplier")
+    imagenet_alphas: ClassVar[tuple[float, ...]]
+
+    @model_validator(mode="after")
+    def _imagenet_alphas(self) -> WidthMultiplied:
+        if self.weights == "imagenet" and self.alpha not in self.imagenet_alphas:
+            raise ValueError(f"imagenet weights exist for alpha {', '.join(map(str, self.imagenet_alphas))}; "
+                             f"received: {self.alpha}")
+        return self
+
+    def keras_arguments(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
 
 
 def variants(family: type[Application]) -> list[type[Application]]:

@@ -20,6 +20,18 @@ IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 DROP_CONNECT_RATE = 0.2
 
 
+def top(g: Graph, x: str, filters: int, classes: int | None, dropout: float) -> None:
+    """The last 1x1 convolution of EfficientNet and EfficientNetV2, and with `classes` their
+    classifier (pooling, dropout, softmax)."""
+    x = g(pointwise("top_conv", filters), x)
+    x = g(BatchNormalization("top_bn"), x)
+    x = g(Activation("top_activation", activation="swish"), x)
+    if classes is not None:
+        x = g(GlobalPooling2D("avg_pool", mode="avg"), x)
+        x = g(Dropout("top_dropout", rate=dropout), x)
+        g(Dense("predictions", units=classes, activation="softmax"), x)
+
+
 class EfficientNet(Application):
     scaling: ClassVar[tuple[float, float, float]]  # width, depth, dropout before the top's predictions
 
@@ -49,13 +61,7 @@ class EfficientNet(Application):
                 x = self._block(g, x, DROP_CONNECT_RATE * b / blocks, f"block{i + 1}{chr(j + 97)}_",
                                 f_in, f_out, kernel, strides, expand)
                 b += 1
-        x = g(pointwise("top_conv", self.round_filters(1280)), x)
-        x = g(BatchNormalization("top_bn"), x)
-        x = g(Activation("top_activation", activation="swish"), x)
-        if self.include_top:
-            x = g(GlobalPooling2D("avg_pool", mode="avg"), x)
-            x = g(Dropout("top_dropout", rate=self.scaling[2]), x)
-            g(Dense("predictions", units=self.classes, activation="softmax"), x)
+        top(g, x, self.round_filters(1280), self.classes if self.include_top else None, self.scaling[2])
         return g.layers
 
     @staticmethod

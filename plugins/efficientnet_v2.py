@@ -8,11 +8,12 @@ from typing import ClassVar
 
 from tlc import hookimpl
 from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, Dense, DepthwiseConv2D, Dropout, GlobalPooling2D, \
-    Layer, Multiply, Normalization, Rescaling, Reshape
+from tlc.layers import Activation, Add, BatchNormalization, DepthwiseConv2D, Dropout, GlobalPooling2D, Layer, \
+    Multiply, Normalization, Rescaling, Reshape
 
 from .applications import Application, preprocess, variants
 from .blocks import conv, pointwise
+from .efficientnet import top
 
 #: (kernel, repeats, filters in, filters out, expand ratio, se ratio, strides, fused) per stage
 STAGES = {
@@ -61,13 +62,7 @@ class EfficientNetV2(Application):
                 x = self._block(g, x, f"block{i + 1}{chr(j + 97)}_", f_in, f_out, kernel, strides, expand, se, fused,
                                 DROP_CONNECT_RATE * b / blocks)
                 b += 1
-        x = g(pointwise("top_conv", self.round_filters(1280)), x)
-        x = g(BatchNormalization("top_bn"), x)
-        x = g(Activation("top_activation", activation="swish"), x)
-        if self.include_top:
-            x = g(GlobalPooling2D("avg_pool", mode="avg"), x)
-            x = g(Dropout("top_dropout", rate=0.2), x)
-            g(Dense("predictions", units=self.classes, activation="softmax"), x)
+        top(g, x, self.round_filters(1280), self.classes if self.include_top else None, 0.2)
         return g.layers
 
     @staticmethod

@@ -1,16 +1,12 @@
 """`mobilenet`: keras.applications.MobileNet (v1: depthwise-separable convolutions, width
 `alpha`), described as keras/src/applications/mobilenet.py builds it."""
 
-from typing import Annotated
-
-from pydantic import Field, model_validator
-
 from tlc import hookimpl
 from tlc.graph import Graph
 from tlc.layers import Activation, BatchNormalization, DepthwiseConv2D, Dropout, GlobalPooling2D, Layer, ReLU, \
     Reshape
 
-from .applications import Application, variants
+from .applications import WidthMultiplied, variants
 from .blocks import conv, pad, pointwise
 
 IMAGENET_ALPHAS = (0.25, 0.5, 0.75, 1.0)
@@ -19,20 +15,9 @@ BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (
           (512, 1), (1024, 2), (1024, 1))
 
 
-class MobileNet(Application):
-    alpha: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="the width multiplier")
-
+class MobileNet(WidthMultiplied):
+    imagenet_alphas = IMAGENET_ALPHAS
     top_sizes = (128, 160, 192, 224)
-
-    @model_validator(mode="after")
-    def _imagenet_alphas(self) -> "MobileNet":
-        if self.weights == "imagenet" and self.alpha not in IMAGENET_ALPHAS:
-            raise ValueError(f"imagenet weights exist for alpha {', '.join(map(str, IMAGENET_ALPHAS))}; "
-                             f"received: {self.alpha}")
-        return self
-
-    def keras_arguments(self) -> dict:
-        return {"alpha": self.alpha}
 
     def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())

@@ -1,15 +1,11 @@
 """`mobilenet_v2`: keras.applications.MobileNetV2 (inverted residual blocks, width `alpha`),
 described as keras/src/applications/mobilenet_v2.py builds it."""
 
-from typing import Annotated
-
-from pydantic import Field, model_validator
-
 from tlc import hookimpl
 from tlc.graph import Graph
 from tlc.layers import Add, BatchNormalization, Conv2D, DepthwiseConv2D, Layer, ReLU, ZeroPadding2D
 
-from .applications import Application, variants
+from .applications import WidthMultiplied, variants
 from .blocks import classifier, make_divisible, pointwise
 
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -19,19 +15,8 @@ BLOCKS = ((16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6)
           (320, 1, 6))
 
 
-class MobileNetV2(Application):
-    alpha: Annotated[float, Field(gt=0, le=4)] = Field(1.0, description="the width multiplier")
-
-    @model_validator(mode="after")
-    def _imagenet_alphas(self) -> "MobileNetV2":
-        if self.weights == "imagenet" and self.alpha not in IMAGENET_ALPHAS:
-            raise ValueError(f"imagenet weights exist for alpha {', '.join(map(str, IMAGENET_ALPHAS))}; "
-                             f"received: {self.alpha}")
-        return self
-
-    def keras_arguments(self) -> dict:
-        return {"alpha": self.alpha}
-
+class MobileNetV2(WidthMultiplied):
+    imagenet_alphas = IMAGENET_ALPHAS
     def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
         channels = make_divisible(32 * self.alpha)

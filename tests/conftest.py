@@ -40,3 +40,40 @@ def write(tmp_path):
 def tlc(*args):
     """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr, output)."""
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+SHAPES_SPEC = """
+name: shapes
+input: {shape: [48, 48, 3]}
+backbone:
+  type: conv_stack
+  blocks:
+    - {filters: 16, padding: same}
+    - {filters: 32, padding: same}
+    - {filters: 64, padding: same, pool: null}
+head: {type: dense, pooling: avg, classes: 3}
+train:
+  data: {type: directory, path: photos, validation_split: 0.15, test_split: 0.15}
+  epochs: 25
+  batch_size: 32
+  optimizer: {learning_rate: 0.003}
+  seed: 0
+"""
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory):
+    """A trained run on generated shapes (the class is the shape, drawn in a random quadrant over
+    noise; 200 per class): (run folder, [(image path, class, quadrant)]). Trained once per session
+    for the explain, quantize and serve tests (~15 s)."""
+    from tlc.train.loop import train
+    from tlc.validation import load_spec
+
+    from .helpers import draw_shapes
+
+    folder = tmp_path_factory.mktemp("shapes")
+    drawn = draw_shapes(folder / "photos", 200, (48, 48))
+    (folder / "shapes.yaml").write_text(SHAPES_SPEC.lstrip())
+    result = train(load_spec(folder / "shapes.yaml"), folder / "runs")
+    assert result.metrics["final"]["val_accuracy"] > 0.9, result.metrics["final"]
+    return result.folder, drawn

@@ -105,3 +105,43 @@ def spec_from_data(data: dict, name: str = "case"):
     from tlc.validation import validate
 
     return validate(Document(path=f"{name}.yaml", data={"name": name, **data}))
+
+
+# --- generated image folders -------------------------------------------------------------------
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def draw_shapes(folder, per_class: int, size: tuple[int, int] = (48, 48), seed: int = 0,
+                suffix: str = ".png", noise: int = 140, ink: int = 170) -> list[tuple[str, str, int]]:
+    """A folder of class sub-folders (circle, square, triangle): each image is noise (0..noise)
+    with one filled shape (colour ink..255) in a random quadrant. Returns (path, class, quadrant)
+    per image; quadrants are 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    height, width = size
+    out = []
+    for label in SHAPES:
+        (Path(folder) / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = Image.fromarray(rng.integers(0, noise, (height, width, 3), dtype=np.uint8))
+            quadrant = int(rng.integers(4))
+            r = int(min(height, width) * rng.uniform(0.14, 0.2))
+            cy = (height // 4) * (1 + 2 * (quadrant // 2)) + int(rng.integers(-2, 3))
+            cx = (width // 4) * (1 + 2 * (quadrant % 2)) + int(rng.integers(-2, 3))
+            colour = tuple(int(c) for c in rng.integers(ink, 256, 3))
+            draw = ImageDraw.Draw(image)
+            if label == "circle":
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+            elif label == "square":
+                draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
+            else:
+                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+            path = Path(folder) / label / f"{label}_{i:04d}{suffix}"
+            image.save(path)
+            out.append((str(path), label, quadrant))
+    return out

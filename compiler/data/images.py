@@ -19,7 +19,15 @@ def decode(path, size: tuple[int, int], channels: int):
     """One image file -> (h, w, channels) float32 in [0, 1] (a tf.data map function)."""
     import tensorflow as tf
 
-    image = tf.cast(tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False), tf.float32)
+    return decode_bytes(tf.io.read_file(path), size, channels)
+
+
+def decode_bytes(contents, size: tuple[int, int], channels: int):
+    """An encoded image (PNG, JPEG, GIF, BMP, WebP bytes) -> (h, w, channels) float32 in [0, 1],
+    exactly as files are decoded for training and `tlc predict` (so `tlc serve` answers the same)."""
+    import tensorflow as tf
+
+    image = tf.cast(tf.io.decode_image(contents, channels=3, expand_animations=False), tf.float32)
     if channels != 3:
         image = tf.image.rgb_to_grayscale(image)
     image = tf.image.resize(image, size)

@@ -105,22 +105,28 @@ def confusion_plot(matrix, names: list[str], title: str):
     return write
 
 
-def examples_grid(images, captions: list[str], title: str):
-    """A writer for a grid of images (in [0, 1]) with a caption under each (misclassified.png)."""
+def examples_grid(images, captions: list[str], title: str, heats=None):
+    """A writer for a grid of images (in [0, 1]) with a caption under each (misclassified.png),
+    with `heats` ((h, w) maps in [0, 1], Grad-CAM's) drawn over them when given."""
 
     def write(path: Path) -> None:
         import math
+
+        import numpy as np
 
         plt = _pyplot()
         n = len(images)
         cols = min(n, 4)
         rows = math.ceil(n / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), dpi=110, squeeze=False)
+        size = 2.6 if n > 1 else 4.0
+        fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (size + 0.3) * rows), dpi=110, squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
-        for ax, image, caption in zip(axes.ravel(), images, captions):
-            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
-                      vmin=0, vmax=1)
+        for k, (ax, image, caption) in enumerate(zip(axes.ravel(), images, captions)):
+            rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+            ax.imshow(rgb, vmin=0, vmax=1)
+            if heats is not None:
+                ax.imshow(heats[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
             ax.set_title(caption, fontsize=8)
         fig.suptitle(title)
         fig.tight_layout()

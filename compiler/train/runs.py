@@ -306,11 +306,32 @@ class Run:
                                + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
             return Examples(np.array([int(y) for _, y in files], dtype="int64"),
                             files=np.array([f for f, _ in files]))
-        dataset = load(self.spec, check_files=False)
+        return getattr(self._checked(load(self.spec, check_files=False), part), part)
+
+    def _checked(self, dataset, part: str):
+        """An in-memory source read again, refused when its `part` is not what was recorded."""
         if dataset.indices[part].tolist() != self.split["indices"][part]:
             raise RunError(f"the {part} examples differ from those recorded at training time "
-                           "(the data source or its split changed); evaluate a new run")
-        return getattr(dataset, part)
+                           "(the data source or its split changed); use a new run")
+        return dataset
+
+    def training(self):
+        """The run's training examples (int8 calibration): for a file source, every file it lists
+        now except the recorded held-out and skipped ones; an in-memory source is read again and
+        checked against the recorded split."""
+        import numpy as np
+
+        from ..data import load
+
+        dataset = load(self.spec, check_files=False)
+        if dataset.train.files is None:
+            return self._checked(dataset, "val" if self.split["counts"].get("val") else "test").train
+        held = {f for part in ("val", "test") for f, _ in self.split.get(f"{part}_files", [])}
+        held |= set(self.split.get("skipped", []))
+        every = [getattr(dataset, part) for part in ("train", "val", "test")]
+        files = np.concatenate([e.files for e in every])
+        keep = np.array([str(f) not in held for f in files])
+        return type(every[0])(np.concatenate([e.labels for e in every])[keep], files=files[keep])
 
 
 def read_run(path: str | os.PathLike) -> tuple[dict, list[dict]]:

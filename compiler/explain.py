@@ -1,0 +1,154 @@
+"""`tlc explain RUN IMAGE...`: Grad-CAM heat maps (Selvaraju et al.; Keras's own Grad-CAM example)
+of what the run's model looks at.
+
+For each image: the gradient of the chosen class's score (the logit before the softmax when the
+model ends in a Dense layer) with respect to a feature map (by default the last spatial one of
+the backbone), averaged over its positions, weights the map's channels; their ReLU'd sum,
+upsampled to the image, is the heat map. It works on the flat functional model tlc builds, so
+every built-in backbone, `conv_stack` and a plugin's graph get it alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import RunError, UsageError
+
+GRID_LIMIT = 36  # explain.png shows at most this many images (each has its own PNG)
+
+
+@dataclass
+class Explained:
+    image: np.ndarray  # (h, w, c) in [0, 1], as the model saw it
+    heat: np.ndarray  # (h, w) in [0, 1]
+    class_index: int
+    probability: float
+
+
+def default_layer(spec: Any) -> str:
+    """The backbone's last layer with a spatial (height, width, channels) output, from the plan
+    (no TensorFlow needed to name it)."""
+    from .plan import plan
+
+    spatial = [layer.name for layer in plan(spec).backbone if len(layer.output_shape) == 3]
+    if not spatial:
+        raise UsageError(f"{spec.name}: the backbone has no spatial feature map to explain; pass --layer")
+    return spatial[-1]
+
+
+def check_layer(model: Any, name: str) -> None:
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        raise UsageError(f"--layer {name}: the model has no layer of that name") from None
+    if len(layer.output.shape) != 4:
+        raise UsageError(f"--layer {name}: its output {tuple(layer.output.shape[1:])} is not a feature map "
+                         "(height, width, channels)")
+
+
+class GradCam:
+    """Heat maps for one model and one feature-map layer, for batches of preprocessed images."""
+
+    def __init__(self, model: Any, layer: str):
+        import keras
+
+        check_layer(model, layer)
+        self.layer = layer
+        last = model.layers[-1]
+        self.dense = last if type(last).__name__ == "Dense" else None
+        score_source = last.input if self.dense is not None else model.output
+        self.probe = keras.Model(model.inputs, [model.get_layer(layer).output, score_source, model.output])
+
+    def __call__(self, inputs: np.ndarray, classes: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(heat maps (n, h, w) at the inputs' size in [0, 1], probabilities (n, k))."""
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(inputs)
+        with tf.GradientTape() as tape:
+            feature_map, source, probabilities = self.probe(x, training=False)
+            if self.dense is not None:  # the logits: a softmax output saturates, its input does not
+                kernel, bias = self.dense.kernel, self.dense.bias
+                scores = tf.matmul(source, kernel) + (bias if bias is not None else 0.0)
+            else:
+                scores = tf.math.log(tf.maximum(source, 1e-12))
+            chosen = [int(np.argmax(p)) if c is None else c for c, p in zip(classes, probabilities.numpy())]
+            picked = tf.gather(scores, chosen, axis=1, batch_dims=1)
+        grads = tape.gradient(picked, feature_map)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1, keepdims=True))
+        cam = tf.image.resize(cam, inputs.shape[1:3], method="bilinear")[..., 0].numpy()
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        return np.where(peak > 0, cam / np.where(peak > 0, peak, 1), 0.0), probabilities.numpy()
+
+
+def explain(folder: Path, images: list[Path], *, output: Path | None = None, class_name: str | None = None,
+            layer: str | None = None, safe_mode: bool = True) -> list[dict]:
+    """Write `<stem>.cam.png` per image (and `explain.png` for several) into `output`
+    (default RUN/explain/); returns one record per image."""
+    from .atomic import write_with
+    from .infer import Loaded
+    from .train.plots import examples_grid
+    from .train.runs import Run
+
+    run = Run.open(folder)
+    names = run.classes
+    wanted = None
+    if class_name is not None:
+        if class_name not in names:
+            raise UsageError(f"--class {class_name}: the run's classes are {', '.join(names)}")
+        wanted = names.index(class_name)
+    model = run.model(safe_mode=safe_mode)
+    loaded = Loaded(model, run.spec, names)
+    layer = layer or default_layer(run.spec)
+    cam = GradCam(model, layer)
+    seen = np.concatenate([x.numpy() for x, _ in loaded.feed(images).in_order(32)])
+    preprocess = run.spec.backbone.preprocess
+    explained: list[Explained] = []
+    for start in range(0, len(seen), 32):
+        batch = seen[start:start + 32]
+        heat, probs = cam(np.asarray(preprocess(batch)), [wanted] * len(batch))
+        for image, h, p in zip(batch, heat, probs):
+            index = int(np.argmax(p)) if wanted is None else wanted
+            explained.append(Explained(image, h, index, float(p[index])))
+    target = Path(output) if output else run.folder / "explain"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
+    records = []
+    for path, item in zip(images, explained):
+        caption = f"{path.name}\n{names[item.class_index]} ({item.probability:.2f})"
+        png = target / f"{path.stem}.cam.png"
+        write_with(png, examples_grid([item.image], [caption], f"{run.spec.name}: Grad-CAM at {layer}", [item.heat]))
+        records.append({"image": str(path), "class": names[item.class_index], "probability": item.probability,
+                        "layer": layer, "png": str(png), "peak": original_peak(path, item.heat)})
+    if len(images) > 1:
+        shown = list(zip(images, explained))[:GRID_LIMIT]
+        more = f" (the first {GRID_LIMIT} of {len(images)})" if len(images) > GRID_LIMIT else ""
+        write_with(target / "explain.png", examples_grid(
+            [e.image for _, e in shown], [f"{p.name}\n{names[e.class_index]} ({e.probability:.2f})" for p, e in shown],
+            f"{run.spec.name}: Grad-CAM at {layer}{more}", [e.heat for _, e in shown]))
+    return records
+
+
+def heat_maps(model: Any, spec: Any, images: np.ndarray, classes: list[int]) -> np.ndarray | None:
+    """Grad-CAM maps for images in [0, 1] at the default layer (evaluate's misclassified.png), or
+    None when the backbone has no spatial feature map."""
+    try:
+        cam = GradCam(model, default_layer(spec))
+    except UsageError:
+        return None
+    return cam(np.asarray(spec.backbone.preprocess(images)), classes)[0]
+
+
+def original_peak(path: Path, heat: np.ndarray) -> list[int]:
+    """The heat map's maximum as [y, x] in the original image's pixels (the model saw it resized)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return [min(height - 1, int((y + 0.5) * height / heat.shape[0])), min(width - 1, int((x + 0.5) * width / heat.shape[1]))]
