@@ -32,7 +32,7 @@ class Application(Backbone):
     preprocess_mode: ClassVar[str]  # keras.applications.imagenet_utils mode: caffe | tf | torch | none
     default_size: ClassVar[int] = 224  # the only input size Keras accepts with imagenet weights and the top
     min_size: ClassVar[int] = 32
-    top_sizes: ClassVar[tuple[int, ...] | None] = None  # ImageNet sizes with the top (default: default_size only)
+    top_sizes: ClassVar[tuple[int, ...] | None] = None  # ImageNet sizes with the top (None: default_size; (): any)
 
     @model_validator(mode="after")
     def _keras_rules(self) -> Application:
@@ -58,8 +58,9 @@ class Application(Backbone):
         return {}
 
     def layers(self, input_shape: Shape) -> list[Layer]:
-        sizes = self.top_sizes or (self.default_size,)
-        if self.weights == "imagenet" and self.include_top and tuple(input_shape) not in {(s, s, 3) for s in sizes}:
+        sizes = (self.default_size,) if self.top_sizes is None else self.top_sizes
+        if self.weights == "imagenet" and self.include_top and sizes and \
+                tuple(input_shape) not in {(s, s, 3) for s in sizes}:
             need = " or ".join(f"[{s}, {s}, 3]" for s in sizes)
             raise FieldError(("input", "shape"), f"{self.type} with include_top and imagenet weights needs input {need}")
         return _described(self, input_shape[2])

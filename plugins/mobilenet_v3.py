@@ -32,7 +32,7 @@ class MobileNetV3(Application):
     minimalistic: bool = Field(False, description="3x3 kernels, ReLU only and no squeeze-and-excite (faster)")
 
     large: ClassVar[bool]
-    top_sizes = None  # Keras takes any size with the top (its pooling is global)
+    top_sizes = ()  # Keras takes any size with the top (its pooling is global)
 
     @model_validator(mode="after")
     def _imagenet_variants(self) -> "MobileNetV3":
