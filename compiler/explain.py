@@ -101,10 +101,10 @@ def explain(folder: Path, images: list[Path], *, output: Path | None = None, cla
             raise UsageError(f"--class {class_name}: the run's classes are {', '.join(names)}")
         wanted = names.index(class_name)
     model = run.model(safe_mode=safe_mode)
-    loaded = Loaded(model, run.spec, names)
     layer = layer or default_layer(run.spec)
     cam = GradCam(model, layer)
-    seen = np.concatenate([x.numpy() for x, _ in loaded.feed(images).in_order(32)])
+    raw = Loaded(model, None, names).feed(images)  # no spec: images in [0, 1] (drawn), preprocessed below
+    seen = np.concatenate([x.numpy() for x, _ in raw.in_order(32)])
     preprocess = run.spec.backbone.preprocess
     explained: list[Explained] = []
     for start in range(0, len(seen), 32):

@@ -70,4 +70,10 @@ def test_a_spec_check_accepts_builds_trains_and_predicts(kind, channels, tmp_pat
     [(inputs, _)] = list(Loaded(result.model, lock, None).feed([image]).in_order(1))  # decoded, preprocessed
     before = np.asarray(result.model([inputs], training=False))[0]
     np.testing.assert_allclose(probabilities, before[[t["index"] for t in answer["top"]]], rtol=1e-4, atol=1e-6)
+    if channels == 3:  # Grad-CAM on every family, through the family's preprocessing like predict
+        explained = tlc("explain", result.folder, image, "-o", tmp_path / "cam", "--json")
+        assert explained.exit_code == 0, explained.output
+        [record] = json.loads(explained.stdout)
+        assert record["class"] == answer["top"][0]["class"] and (tmp_path / "cam" / "one.cam.png").is_file()
+        assert abs(record["probability"] - probabilities[0]) < 1e-4
     keras.backend.clear_session()
