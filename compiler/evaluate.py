@@ -72,7 +72,7 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) 
     write_with(run.folder / "confusion.png", confusion_plot(np.array(result["confusion"]), names, title))
     wrong = worst_mistakes(examples.labels, probs)
     if len(wrong):
-        images = np.concatenate([x.numpy() for x, _ in Feed(examples.take(wrong), spec.input.hwc).in_order(16)])
+        images = Feed(examples.take(wrong), spec.input.hwc).array(16)
         captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
                     f"({probs[i].max():.2f})" for i in wrong]
         heats = heat_maps(model, spec, images, [int(probs[i].argmax()) for i in wrong])

@@ -103,8 +103,7 @@ def explain(folder: Path, images: list[Path], *, output: Path | None = None, cla
     model = run.model(safe_mode=safe_mode)
     layer = layer or default_layer(run.spec)
     cam = GradCam(model, layer)
-    raw = Loaded(model, None, names).feed(images)  # no spec: images in [0, 1] (drawn), preprocessed below
-    seen = np.concatenate([x.numpy() for x, _ in raw.in_order(32)])
+    seen = Loaded(model, None, names).feed(images).array()  # no spec: images in [0, 1] (drawn), preprocessed below
     preprocess = run.spec.backbone.preprocess
     explained: list[Explained] = []
     for start in range(0, len(seen), 32):

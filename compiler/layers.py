@@ -409,15 +409,11 @@ class LayerScale(Layer):
 
 
 @dataclass(frozen=True)
-class CustomScaleLayer(Layer):
-    """InceptionResNetV2's residual `inputs[0] + inputs[1] * scale`."""
+class CustomScaleLayer(Add):
+    """InceptionResNetV2's residual `inputs[0] + inputs[1] * scale` (shapes as for Add)."""
 
     kind: ClassVar[str] = "CustomScaleLayer"
-    merges: ClassVar[bool] = True
     scale: float = 1.0
-
-    def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
-        return Add.output_shape(self, shapes)  # type: ignore[arg-type]
 
     def keras_layer(self, shape: Shape):
         from keras.src.applications.inception_resnet_v2 import CustomScaleLayer as KerasScale

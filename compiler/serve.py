@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -158,12 +159,16 @@ class Served:
                                                       for i in best]})
         return {"predictions": predictions, "model": {"name": self.run.spec.name, "sha256": self.sha256}}
 
-    def metadata(self) -> dict:
+    @functools.cached_property
+    def resolved_spec(self) -> dict:
+        """The run's spec.lock.yaml as data, read once."""
         import yaml
 
-        spec = yaml.safe_load((self.run.folder / "spec.lock.yaml").read_text())
+        return yaml.safe_load((self.run.folder / "spec.lock.yaml").read_text())
+
+    def metadata(self) -> dict:
         return {"name": self.run.spec.name, "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
-                "sha256": self.sha256, "spec": spec,
+                "sha256": self.sha256, "spec": self.resolved_spec,
                 "served": {"images": self.images, "model_calls": self.calls, "max_batch": self.limits.max_batch}}
 
 

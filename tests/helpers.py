@@ -18,6 +18,13 @@ def trainable_count(model) -> int:
     return sum(math.prod(w.shape) for w in model.trainable_weights)
 
 
+def one_type_per_family() -> list[str]:
+    """The first keras.applications type of each family module (its variants share its code)."""
+    from tlc.plugins import zoo
+
+    return sorted(kinds[0] for kinds in zoo.by_family().values())
+
+
 def keras_builds(spec, height: int, width: int) -> bool:
     """Does plain Keras accept this spec's layers at height x width? (No tlc planning involved.)"""
     import keras

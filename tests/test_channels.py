@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from .conftest import tlc as run
-from .helpers import spec_from_data
+from .helpers import one_type_per_family, spec_from_data
 
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], "float32")
 TORCH_MEAN, TORCH_STD = np.array([0.485, 0.456, 0.406], "float32"), np.array([0.229, 0.224, 0.225], "float32")
@@ -154,14 +154,8 @@ def test_a_three_channel_source_model_feeds_a_one_channel_spec(write, tmp_path):
                                rtol=1e-4, atol=1e-5)  # a gray image gives the 3-channel model's features
 
 
-def _one_per_family():
-    from tlc.plugins import zoo
-
-    return sorted(kinds[0] for kinds in zoo.by_family().values())
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", _one_per_family())
+@pytest.mark.parametrize("kind", one_type_per_family())
 def test_imagenet_weights_on_grayscale_for_every_family(kind, monkeypatch, tmp_path):
     """Every family loads (fake) ImageNet weights through keras.applications' own path at 3
     channels and adapts them to 1: the layer that reads the image is summed over RGB, every

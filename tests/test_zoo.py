@@ -15,7 +15,8 @@ from tlc.plugins.applications import Application
 from tlc.registry import get_registry
 
 from .conftest import tlc as run
-from .helpers import in_fresh_interpreter, keras_builds, keras_layers, spec_from_data, trainable_count
+from .helpers import in_fresh_interpreter, keras_builds, keras_layers, one_type_per_family, spec_from_data, \
+    trainable_count
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ ZOO = sorted(name for name, info in get_registry().backbones.items() if issubcla
 OPTIONS = {"mobilenet_v2": {"alpha": 0.75}, "mobilenet": {"alpha": 0.5}, "mobilenet_v3_small": {"minimalistic": True},
            "mobilenet_v3_large": {"alpha": 0.75}}
 #: one type per family module (the variants of a family share its description code)
-FAMILIES = sorted(kinds[0] for kinds in zoo.by_family().values())
+FAMILIES = one_type_per_family()
 
 
 def spec_of(kind: str, shape, *, freeze="none", head=None, **backbone):

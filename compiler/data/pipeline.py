@@ -116,6 +116,10 @@ class Feed:
         """Every example once, in order, without augmentation (validation, test, features)."""
         return _parallel(self.ordered_batches(batch_size), self.loader(training=False))
 
+    def array(self, batch_size: int = 32) -> np.ndarray:
+        """Every example once, in order, as one array of network inputs (for checks and plots)."""
+        return np.concatenate([x.numpy() for x, _ in self.in_order(batch_size)])
+
     def augmented_view(self, view: int, batch_size: int):
         """Every training example once, in order, augmented as view `view` (for cached views)."""
         import tensorflow as tf
