@@ -61,7 +61,8 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) 
     spec, part = run.spec, run.choose_split(split)
     examples = run.held_out(part)
     model = run.model(safe_mode=safe_mode)
-    feed = Feed(examples, spec.input.hwc, spec.backbone.preprocess)
+    store = run.image_store()
+    feed = Feed(examples, spec.input.hwc, spec.backbone.preprocess, store=store)
     with naming_unreadable([examples], fix="the run never read its held-out images; "
                                            "replace it, or train again without it"):
         probs = probabilities(model, feed.in_order(64))
@@ -72,7 +73,7 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) 
     write_with(run.folder / "confusion.png", confusion_plot(np.array(result["confusion"]), names, title))
     wrong = worst_mistakes(examples.labels, probs)
     if len(wrong):
-        images = Feed(examples.take(wrong), spec.input.hwc).array(16)
+        images = Feed(examples.take(wrong), spec.input.hwc, store=store).array(16)
         captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
                     f"({probs[i].max():.2f})" for i in wrong]
         heats = heat_maps(model, spec, images, [int(probs[i].argmax()) for i in wrong])

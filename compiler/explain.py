@@ -144,10 +144,10 @@ def heat_maps(model: Any, spec: Any, images: np.ndarray, classes: list[int]) -> 
 
 
 def original_peak(path: Path, heat: np.ndarray) -> list[int]:
-    """The heat map's maximum as [y, x] in the original image's pixels (the model saw it resized)."""
-    from PIL import Image
+    """The heat map's maximum as [y, x] in the original image's pixels, upright as it is shown
+    (the model saw it resized)."""
+    from .data.images import oriented_size
 
-    with Image.open(path) as image:
-        width, height = image.size
+    width, height = oriented_size(str(path))
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
     return [min(height - 1, int((y + 0.5) * height / heat.shape[0])), min(width - 1, int((x + 0.5) * width / heat.shape[1]))]

@@ -34,13 +34,12 @@ class Loaded:
 
     def feed(self, files: list[Path]) -> Feed:
         """Image files through the data pipeline; an unreadable one is an error naming it."""
-        from .data.images import unreadable
+        from .data.images import naming, unreadable
 
         paths = np.array([str(f) for f in files])
         bad = unreadable(paths)
-        if len(bad):
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise RunError(f"{paths[bad[0]]}: not a readable image{more}")
+        if bad:
+            raise RunError(naming(bad))
         return Feed(Examples(np.zeros(len(paths), "int64"), files=paths), self.input_shape, self.preprocess)
 
 

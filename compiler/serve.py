@@ -1,7 +1,7 @@
 """`tlc serve RUN`: the run's model behind HTTP (FastAPI on uvicorn), batching concurrent requests.
 
-Requests are decoded as `tlc predict` decodes files (the same TensorFlow decode, resize and
-family preprocessing), so the answers are the same. They then wait in one queue: a single
+Requests are decoded as `tlc predict` decodes files (the same decoder: upright, DCT-scaled and
+antialiased; then the family preprocessing), so the answers are the same. They then wait in one queue: a single
 worker takes whatever has arrived (up to `max_batch` images, waiting at most `MAX_WAIT_S` after
 the first) and makes one model call for all of it, in a thread, so the event loop keeps
 accepting. Under concurrent load that is one call per batch, not per request: the difference
@@ -78,27 +78,22 @@ class Served:
             return tf.nn.softmax(out, axis=-1) if logits else out
 
         self._scores = scores
-        self._decode = tf.function(self._decode_one, reduce_retracing=True)
         h, w, c = spec.input.hwc
         for n in sorted({1, self.limits.max_batch}):  # trace the usual batch shapes before the first request
             scores(tf.zeros((n, h, w, c)))
 
-    def _decode_one(self, contents):
-        from .data.images import decode_bytes
-
-        h, w, c = self.run.spec.input.hwc
-        return decode_bytes(contents, (h, w), c)
-
     def decode(self, name: str, contents: bytes) -> np.ndarray:
-        """One uploaded image -> (h, w, c) in [0, 1]; an undecodable part is a 400 naming it."""
-        import tensorflow as tf
+        """One uploaded image -> (h, w, c) in [0, 1], decoded as `tlc predict` decodes files
+        (upright, DCT-scaled, antialiased); an undecodable part is a 400 naming it."""
+        from .data.images import ImageError, decode_bytes
 
         if not contents:
             raise BadRequest(400, f"{name}: empty")
+        h, w, c = self.run.spec.input.hwc
         try:
-            return self._decode(tf.constant(contents)).numpy()
-        except (tf.errors.InvalidArgumentError, ValueError):
-            raise BadRequest(400, f"{name}: not a decodable image (PNG, JPEG, GIF, BMP or WebP)") from None
+            return decode_bytes(contents, (h, w), c, name).astype(np.float32) / 255.0
+        except ImageError as exc:
+            raise BadRequest(400, f"{exc} (PNG, JPEG, GIF, BMP or WebP)") from None
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for a batch, padded up to a power of two (few traced shapes)."""

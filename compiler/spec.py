@@ -104,6 +104,9 @@ class DataSpec(StrictModel):
         None, description="[h, w]: resize in-memory images to the input (image files are always resized)")
     on_error: Literal["error", "skip"] = Field(
         "error", description="an unreadable image: error names it and stops; skip leaves it out and lists it")
+    decode_cache: bool = Field(
+        True, description="keep every image file decoded at the input size (uint8, <runs>/.cache/images/) "
+                          "after its first read, for later epochs, other specs, tune trials and evaluate")
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> "DataSpec":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class Dataset:
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (on_error: skip)
     ignored: dict[str, int] = field(default_factory=dict)  # other files found, per suffix (not images)
     indices: dict = field(default_factory=dict)  # part -> indices into the source's examples
+    source_files: np.ndarray | None = None  # every file the source lists (the image store's list)
 
     @property
     def num_classes(self) -> int:
@@ -39,11 +41,12 @@ def load(spec, *, check_files: bool = True) -> Dataset:
     JPEGs here): decoding fails on a bad file anyway, and `naming_unreadable` then names it."""
     data = spec.train.data
     examples, names, ignored = read(spec)
+    listed = examples.files
     skipped: list[str] = []
     if examples.streamed and check_files and data.on_error == "skip":
         from .images import unreadable
 
-        bad = unreadable(examples.files)
+        bad = np.array(sorted(unreadable(examples.files)), dtype="int64")
         if len(bad):
             skipped = [str(f) for f in examples.files[bad]]
             examples = examples.take(np.setdiff1d(np.arange(len(examples)), bad))
@@ -51,7 +54,7 @@ def load(spec, *, check_files: bool = True) -> Dataset:
     if len(train) == 0:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
     return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped, ignored,
-                   {"train": train, "val": val, "test": test})
+                   {"train": train, "val": val, "test": test}, listed)
 
 
 @contextlib.contextmanager
@@ -64,13 +67,12 @@ def naming_unreadable(parts: list[Examples], fix: str = "remove it, or set train
         yield
     except tf.errors.OpError:
         files = np.concatenate([p.files for p in parts if p.files is not None] or [np.zeros(0, str)])
-        from .images import unreadable
+        from .images import naming, unreadable
 
         bad = unreadable(files)
-        if not len(bad):
+        if not bad:
             raise
-        more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
-        raise RunError(f"{files[bad[0]]}: not a readable image{more}; {fix}") from None
+        raise RunError(naming(bad, fix)) from None
 
 
 def check_source(spec) -> None:
@@ -81,7 +83,23 @@ def check_source(spec) -> None:
         _required_path(spec.train.data, spec)
 
 
-def feeds(spec, dataset: Dataset):
+def image_store(spec, files: np.ndarray | None, folder: Path):
+    """(the decoded-image store for a file source's `files` in `folder`, or None; a line saying
+    what it holds) per `train.data.decode_cache`."""
+    if files is None:
+        return None, ""
+    if not spec.train.data.decode_cache:
+        return None, "image store: off (train.data.decode_cache: false); every epoch decodes the images"
+    from .store import ImageStore
+
+    store, why = ImageStore.open(folder, files, spec.input.hwc)
+    if store is None:
+        return None, why
+    return store, (f"image store: {store.stored():,} of {len(files):,} images already decoded "
+                   f"({store.bytes / 2**20:,.1f} MB in {folder})")
+
+
+def feeds(spec, dataset: Dataset, store=None):
     """(train, validation) feeds for `tlc train`: training batches augmented, both preprocessed."""
     from .pipeline import Feed
 
@@ -92,5 +110,5 @@ def feeds(spec, dataset: Dataset):
 
         augment = Augmenter(a, spec.train.seed)
     preprocess = spec.backbone.preprocess
-    return (Feed(dataset.train, spec.input.hwc, preprocess, augment),
-            Feed(dataset.val, spec.input.hwc, preprocess))
+    return (Feed(dataset.train, spec.input.hwc, preprocess, augment, store=store),
+            Feed(dataset.val, spec.input.hwc, preprocess, store=store))

@@ -1,76 +1,176 @@
-"""Decoding image files with TensorFlow (in parallel inside tf.data), and finding unreadable ones.
+"""Decoding image files, in one place for train, predict, extract, evaluate, explain, export
+calibration and serve, so every command sees the same pixels.
 
-Images come out as float32 in [0, 1], resized (bilinear, like Keras's
-`image_dataset_from_directory`) to the model's input and converted to its channel count:
-colour to one channel by luminance (`tf.image.rgb_to_grayscale`), one channel to several by
-repetition, an alpha channel dropped. Every format `tf.io.decode_image` reads works at every
-channel count (it refuses GIFs as one channel, so files are decoded as RGB first).
+A photo comes out as every photo viewer shows it, at the model's input size, as uint8:
+- **upright**: the EXIF orientation tag is applied (Pillow's `ImageOps.exif_transpose`, the
+  reference); a damaged EXIF block counts as untagged;
+- **cheaply**: a JPEG is decoded through the DCT at the smallest scale (1/2, 1/4, 1/8) that still
+  covers the target (Pillow's `draft`: a 12-MP photo for a 128x128 input costs a fraction of a
+  full decode);
+- **without aliasing**: then resized with Pillow's antialiased bilinear filter (its support
+  widens with the downscale factor), stretched to the input's aspect as Keras does;
+- **to the model's channels**: colour to one channel by luminance (ITU-R 601-2), one channel to
+  several by repetition, alpha dropped; CMYK JPEGs and palette images converted, 16-bit images
+  scaled to 8 bits (not clipped);
+- **within a pixel limit**: a file whose header claims more than `MAX_PIXELS` pixels (Pillow's
+  own decompression-bomb limit) is refused before any pixel is decoded.
 """
 from __future__ import annotations
 
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from .tfdata import without_autotune
-
-SCAN_BATCH = 1024
-
-
-def decode(path, size: tuple[int, int], channels: int):
-    """One image file -> (h, w, channels) float32 in [0, 1] (a tf.data map function)."""
-    import tensorflow as tf
-
-    return decode_bytes(tf.io.read_file(path), size, channels)
+#: Pillow's `Image.MAX_IMAGE_PIXELS` (~89.5 MP, "a decompression bomb" above it); a 12-MP phone
+#: photo or a 61-MP camera raw export is far below.
+MAX_PIXELS = 89_478_485
+#: How an image reaches the input size; part of the decoded-image store's key.
+RESIZE_RULE = "exif-upright, dct-draft, pillow-bilinear-antialias, uint8"
+ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+SCAN_THREADS = os.cpu_count() or 2
 
 
-def decode_bytes(contents, size: tuple[int, int], channels: int):
-    """An encoded image (PNG, JPEG, GIF, BMP, WebP bytes) -> (h, w, channels) float32 in [0, 1],
-    exactly as files are decoded for training and `tlc predict` (so `tlc serve` answers the same)."""
-    import tensorflow as tf
-
-    image = tf.cast(tf.io.decode_image(contents, channels=3, expand_animations=False), tf.float32)
-    if channels != 3:
-        image = tf.image.rgb_to_grayscale(image)
-    image = tf.image.resize(image, size)
-    if channels not in (1, 3):
-        image = tf.repeat(image, channels, axis=-1)
-    image.set_shape((*size, channels))
-    return image / 255.0
+class ImageError(ValueError):
+    """A file that is not a decodable image, or is too large to decode; the message names it."""
 
 
-def decode_many(paths, size: tuple[int, int], channels: int):
-    """A batch of paths -> (n, h, w, channels)."""
-    import tensorflow as tf
+def decode_file(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file -> (h, w, channels) uint8, upright, at `size`."""
+    try:
+        with open(path, "rb") as handle:
+            return _decode(handle, size, channels, path)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
-    return tf.map_fn(lambda p: decode(p, size, channels), paths,
-                     fn_output_signature=tf.TensorSpec((*size, channels), tf.float32))
+
+def decode_bytes(contents: bytes, size: tuple[int, int], channels: int, name: str = "image") -> np.ndarray:
+    """An encoded image (an upload to `tlc serve`) -> (h, w, channels) uint8, exactly as a file."""
+    return _decode(io.BytesIO(contents), size, channels, name)
 
 
-def unreadable(files: np.ndarray) -> np.ndarray:
-    """Indices of the files TensorFlow cannot decode (missing, truncated, not an image).
+def decode_many(paths, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Several files -> (n, h, w, channels) uint8 (Pillow releases the GIL while it decodes)."""
+    out = np.empty((len(paths), *size, channels), np.uint8)
+    for i, path in enumerate(paths):
+        out[i] = decode_file(_text(path), size, channels)
+    return out
 
-    One parallel pass; JPEGs are decoded at 1/8 scale (DCT scaling reads all the entropy-coded
-    data, so truncation is still caught, at a fraction of the cost).
-    """
-    import tensorflow as tf
 
-    from ..quiet import fd2_silenced
+def oriented_size(path: str) -> tuple[int, int]:
+    """(width, height) as the photo is shown (EXIF orientation applied), from its header only."""
+    from PIL import Image
 
-    if len(files) == 0:
-        return np.zeros(0, dtype="int64")
+    with Image.open(path) as image:
+        width, height = image.size
+        return (height, width) if _orientation(image) in ROTATED else (width, height)
 
-    def check(index, path):
-        raw = tf.io.read_file(path)
-        size = tf.cond(tf.io.is_jpeg(raw),
-                       lambda: tf.size(tf.io.decode_jpeg(raw, channels=3, ratio=8)),
-                       lambda: tf.size(tf.io.decode_image(raw, channels=3, expand_animations=False)))
-        return index, size
 
-    readable = without_autotune(tf.data.Dataset.from_tensor_slices((np.arange(len(files)), files))
-                                .map(check, num_parallel_calls=tf.data.AUTOTUNE)
-                                .ignore_errors()
-                                .batch(SCAN_BATCH))
-    good = np.zeros(len(files), dtype=bool)
-    with fd2_silenced():  # libjpeg reports broken files on fd 2 itself; we name them instead
-        for index, _ in readable.as_numpy_iterator():
-            good[index] = True
-    return np.flatnonzero(~good)
+def _too_large(name: str, what: str) -> ImageError:
+    return ImageError(f"{name}: {what}, above the limit of {MAX_PIXELS / 1e6:.0f} megapixels "
+                      "(a decompression bomb?); not decoded")
+
+
+def _decode(source, size: tuple[int, int], channels: int, name: str) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    _quiet_bomb_warning(Image)
+    h, w = size
+    try:
+        with Image.open(source) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise _too_large(name, f"{image.width}x{image.height} is {image.width * image.height / 1e6:,.0f} "
+                                       "megapixels")
+            rotated = _orientation(image) in ROTATED
+            if image.format == "JPEG":  # the DCT scale: the decoded image still covers the target
+                image.draft(image.mode if image.mode in ("L", "RGB") else None, (h, w) if rotated else (w, h))
+            image.load()
+            image = _upright(image, ImageOps)
+            image = _eight_bit(image, Image).convert("L" if channels != 3 else "RGB")
+            if image.size != (w, h):
+                image = image.resize((w, h), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:  # Pillow refuses twice its limit at open, before we see the size
+        raise _too_large(name, "more than twice Pillow's pixel limit") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: not a readable image ({_reason(exc)})") from None
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[-1] != channels:
+        pixels = np.repeat(pixels, channels, axis=-1)
+    return pixels
+
+
+def _quiet_bomb_warning(Image) -> None:
+    """Pillow warns between its limit and twice it; the check above refuses those files itself."""
+    global _QUIET
+    if not _QUIET:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        _QUIET = True
+
+
+_QUIET = False
+
+
+def _orientation(image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # a damaged EXIF block: the photo is taken as untagged
+        return 1
+
+
+def _upright(image, ImageOps):
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # a damaged EXIF block: untagged
+        return image
+
+
+def _eight_bit(image, Image):
+    """16- and 32-bit images scaled to 0..255 (Pillow's own conversion would clip them)."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8), "L")
+    return image
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).split("\n")[0].strip()
+    if "cannot identify image file" in text:
+        return "not an image format Pillow reads"
+    return text or type(exc).__name__
+
+
+def _text(path) -> str:
+    return path.decode() if isinstance(path, bytes) else str(path)
+
+
+def unreadable(files: np.ndarray) -> dict[int, str]:
+    """{index: message naming the file} for the files that cannot be decoded (missing, truncated,
+    not an image, too large), found by the decoder that reads them for training, in parallel
+    threads. JPEGs are decoded at 1/8 scale (DCT scaling still reads all the entropy-coded data,
+    so truncation is caught)."""
+    def problem(path) -> str | None:
+        try:
+            decode_file(_text(path), (8, 8), 3)
+            return None
+        except ImageError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        return {i: message for i, message in enumerate(pool.map(problem, files)) if message is not None}
+
+
+def naming(bad: dict[int, str], fix: str = "") -> str:
+    """The first unreadable file's message, how many more there are, and what to do."""
+    first = bad[min(bad)]
+    more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+    return f"{first}{more}" + (f"; {fix}" if fix else "")

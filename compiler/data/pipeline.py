@@ -1,7 +1,8 @@
 """One tf.data pipeline for every use of data: training epochs, evaluation in order, feature
-extraction. A `Feed` turns index batches into model inputs: it decodes files in parallel (or
-gathers rows of an in-memory or memory-mapped array), augments training batches, and applies
-the backbone's preprocessing.
+extraction. A `Feed` turns index batches into model inputs: it decodes files in parallel, or
+reads them from the decoded-image store (`store.py`), or gathers rows of an in-memory or
+memory-mapped array; then it augments training batches and applies the backbone's
+preprocessing. Augmentation comes after the store, so it stays random per epoch.
 
 Training batches are built from per-epoch orders `default_rng([seed, epoch]).permutation(n)`, so
 a resumed run sees exactly the batches an uninterrupted run would; a distributed worker slices
@@ -28,6 +29,7 @@ class Feed:
     preprocess: Callable | None = None
     augment: Any = None  # an Augmenter, for training batches
     views: int = 1  # an array of `views` stacked copies (cached augmented views): epoch e reads view e mod views
+    store: Any = None  # an ImageStore holding the files decoded (None: decode every time)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -70,10 +72,12 @@ class Feed:
         labels = tf.constant(ex.labels)
         n = len(self)
         if ex.files is not None:
-            files, (h, w, c) = tf.constant(ex.files), self.hwc
+            read, (h, w, c) = self.file_reader(), self.hwc
 
             def rows(epoch, ids):
-                return decode_many(tf.gather(files, ids), (h, w), c)
+                out = tf.numpy_function(read, [ids], tf.uint8, stateful=False)
+                out.set_shape((None, h, w, c))
+                return tf.cast(out, tf.float32) / 255.0
         elif ex.images.nbytes <= IN_MEMORY_LIMIT or not isinstance(ex.images, np.memmap):
             images = tf.constant(np.asarray(ex.images))
 
@@ -100,6 +104,13 @@ class Feed:
             return x, tf.gather(labels, ids)
 
         return load
+
+    def file_reader(self) -> Callable:
+        """ids -> (n, h, w, c) uint8 images of those files: from the store, or decoded."""
+        files, (h, w, c) = self.examples.files, self.hwc
+        if self.store is not None:
+            return self.store.reader(files)
+        return lambda ids: decode_many(files[np.asarray(ids)], (h, w), c)
 
     def _offset(self, epoch, n: int):
         import tensorflow as tf

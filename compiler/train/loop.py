@@ -42,11 +42,13 @@ class Options:
     devices: int | None = None
     features_dir: Path | None = None  # a feature store shared with other runs (tune's trials)
     checkpoints: bool = True  # after every epoch, for --resume (a tune trial is never resumed)
+    images_dir: Path | None = None  # the decoded-image store (default <runs>/.cache/images)
 
 
 def train(source, runs_dir: str | Path = "runs", *, epochs: int | None = None, resume: bool = False,
           use_cache: bool = True, reporter: Reporter | None = None, safe_mode: bool = True,
-          devices: int | None = None, features_dir: Path | None = None, checkpoints: bool = True) -> Result:
+          devices: int | None = None, features_dir: Path | None = None, checkpoints: bool = True,
+          images_dir: Path | None = None) -> Result:
     """Train a spec (a path, a `Spec`, or its `Ready` preflight, which then already carries
     `epochs`) into `runs_dir/<name>/`. Per-epoch shuffling and Dropout seeds come from (seed,
     epoch), so `resume` after a kill gives the rows an uninterrupted run would have.
@@ -54,11 +56,12 @@ def train(source, runs_dir: str | Path = "runs", *, epochs: int | None = None, r
     `devices` splits the CPU into that many logical devices first (to try `mirrored` locally).
     `features_dir` keeps frozen-prefix features in a store shared by runs (keyed by content,
     written atomically) instead of the run folder; `checkpoints=False` saves no per-epoch
-    checkpoint (the run cannot be resumed).
+    checkpoint (the run cannot be resumed). `images_dir` is where the decoded-image store of a
+    file source lives (default `<runs_dir>/.cache/images`, shared by every run in `runs_dir`).
     """
     ready = source if isinstance(source, Ready) else prepare(source, training=True, epochs=epochs)
     options = Options(resume, use_cache, safe_mode, devices, Path(features_dir) if features_dir else None,
-                      checkpoints)
+                      checkpoints, Path(images_dir) if images_dir else Path(runs_dir) / ".cache" / "images")
     try:
         return _train(ready, runs_dir, options, reporter or Reporter())
     except OSError as exc:  # disk full, unwritable folder: the previous run folder is untouched
@@ -77,8 +80,11 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
     try:
         dataset = datasets.load(spec)
         reporter.note(data_note(dataset))
+        store, note = datasets.image_store(spec, dataset.source_files, options.images_dir)
+        if note:
+            reporter.note(note)
         with datasets.naming_unreadable([dataset.train, dataset.val]):
-            return _run(ready, dataset, folder, state, options, reporter, strategy)
+            return _run(ready, dataset, folder, state, options, reporter, strategy, store)
     except BaseException:
         if state.checkpoint is None and folder.writer:  # nothing worth resuming: leave nothing behind
             shutil.rmtree(folder.work, ignore_errors=True)
@@ -88,7 +94,7 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
 
 
 def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Options, reporter,
-         strategy: Strategy) -> Result:
+         strategy: Strategy, store=None) -> Result:
     import keras
 
     from ..emit import compile as emit
@@ -109,7 +115,7 @@ def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Option
                 reporter.note(note)
             state.weights_notes = weights_notes
         loss = controls.loss_for(spec, model, dataset)
-    train_feed, val_feed = datasets.feeds(spec, dataset)
+    train_feed, val_feed = datasets.feeds(spec, dataset, store)
     weights = controls.class_weights(spec, dataset.train.labels, dataset.num_classes)
     log = controls.TensorBoardLog(folder.work, enabled=folder.writer)
     n_backbone = len(ready.plan.backbone)
@@ -161,6 +167,11 @@ def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Option
     if folder.writer and options.features_dir is None:
         cache.drop_unused(folder.cache_dir, state.cache_keys)
     metrics = metrics_record(spec, model, state, phases, dataset, options.resume, strategy, weights)
+    if store is not None:
+        for line in (store.summary(), store.failure):
+            if line:
+                reporter.note(line)
+        metrics["image_store"] = store.record()
     plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", state.phase_starts)
     extra = {"split.json": json.dumps(split_record(dataset), indent=1) + "\n"}
     return Result(folder.finish(model, state, metrics, spec, plot, extra), metrics, model, folder.writer)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..atomic import swap_folder, write_text, write_with
-from ..errors import RunError, UsageError
+from ..errors import RunError, SpecError, UsageError
 
 STATE = "state.json"
 COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
@@ -307,6 +307,22 @@ class Run:
             return Examples(np.array([int(y) for _, y in files], dtype="int64"),
                             files=np.array([f for f, _ in files]))
         return getattr(self._checked(load(self.spec, check_files=False), part), part)
+
+    def image_store(self):
+        """The decoded-image store training filled (`metrics.json`'s `image_store`, else
+        `<runs>/.cache/images` beside the run), or None for an in-memory source, or with
+        `decode_cache: false`; evaluating reads the held-out images from it and adds the rest."""
+        from ..data import image_store
+        from ..data.sources import read
+
+        if self.spec.train.data.type not in ("directory", "csv") or not self.spec.train.data.decode_cache:
+            return None
+        folder = Path(self.metrics.get("image_store", {}).get("folder") or self.folder.parent / ".cache" / "images")
+        try:
+            files = read(self.spec)[0].files
+        except (SpecError, RunError, OSError):  # the source moved or changed: decode the held-out files
+            return None
+        return image_store(self.spec, files, folder)[0]
 
     def _checked(self, dataset, part: str):
         """An in-memory source read again, refused when its `part` is not what was recorded."""

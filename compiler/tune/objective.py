@@ -79,7 +79,7 @@ class TrialReporter(Reporter):
 
 
 def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir: Path, *, heartbeat,
-              reporter: Reporter) -> Outcome:
+              reporter: Reporter, images_dir: Path | None = None) -> Outcome:
     """Run `trial` and tell the study how it ended; returns the outcome (a KeyboardInterrupt is
     told as failed and raised again)."""
     import optuna
@@ -101,7 +101,8 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
         return _tell(study, trial, outcome, TrialState.FAIL, started)
     progress = TrialReporter(trial, tune.metric, heartbeat, reporter)
     try:
-        result = train(ready, trial_dir, reporter=progress, features_dir=features_dir, checkpoints=False)
+        result = train(ready, trial_dir, reporter=progress, features_dir=features_dir, checkpoints=False,
+                       images_dir=images_dir)
         outcome.value = float(result.metrics["final"][tune.metric])
         outcome.state, outcome.epochs = "complete", result.metrics["epochs"]
         outcome.features = _features(result.metrics.get("features", []))

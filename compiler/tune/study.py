@@ -180,7 +180,8 @@ def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | 
             break
         reporter.trial_started(trial.number, total)
         outcome = run_trial(study, trial, base, tune, folder / "trials" / f"{trial.number:04d}",
-                            folder / "features", heartbeat=heartbeat(study, trial), reporter=reporter)
+                            folder / "features", heartbeat=heartbeat(study, trial), reporter=reporter,
+                            images_dir=folder.parent.parent / ".cache" / "images")  # <runs>/<name>/tune
         outcomes.append(outcome)
         reporter.trial_done(outcome)
     return outcomes

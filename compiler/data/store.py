@@ -1,0 +1,190 @@
+"""The decoded-image store: each image file decoded once, kept as uint8 at the input size.
+
+Decoding a 12-MP JPEG costs ~30 ms even at 1/8 scale; reading its 48 KB row back costs
+microseconds. So a file source's images are kept, after their first decode, in one file per
+(file list, decode settings) under `<runs>/.cache/images/`, and later epochs, other specs over
+the same files, tune trials and `tlc evaluate` read them from there.
+
+Layout of `<key>.u8`: a stamp per row (the file's size and mtime in ns, int64 x 2; zeros: not
+stored yet), then the rows (n, h, w, c). The file is allocated whole when created (so a full disk
+shows at once, and training goes on without a store), written with `pwrite` (a row, then its
+stamp: a row whose stamp is there is complete, whatever was killed when) and read through a
+read-only memory map. A row counts only while its stamp equals the file's current size and
+mtime, so a file changed since is decoded again. Two processes filling one store write the same
+bytes for the same file, so they need no lock beyond the one that creates the file.
+
+Augmentation comes after the store (it stays random per epoch); the store holds what the
+decoder gives, so a stored and a decoded image are the same bytes.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text
+from .images import RESIZE_RULE, decode_file
+
+STAMP = 16  # bytes per row's stamp: size and mtime_ns, int64 each
+
+
+class ImageStore:
+    """Rows for one file list at one decode setting; `read(indices)` gives uint8 images."""
+
+    def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int]):
+        self.path, self.files, self.hwc = path, files, tuple(hwc)
+        self.row_bytes = int(np.prod(self.hwc))
+        self.decoded = self.from_store = 0
+        self.failure: str | None = None  # why writing stopped (the disk filled up), if it did
+        self._counts = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR)
+        n = len(files)
+        self._stamps = np.memmap(path, np.int64, "r", 0, (n, 2)) if n else np.zeros((0, 2), np.int64)
+        self._rows = np.memmap(path, np.uint8, "r", n * STAMP, (n, *self.hwc)) if n else None
+
+    # --- opening ----------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, folder: Path, files: np.ndarray, hwc: tuple[int, int, int]) -> tuple[ImageStore | None, str]:
+        """The store for `files` at `hwc` in `folder`, created when missing; (None, why) when it
+        cannot be (a full disk, an unwritable folder), so training goes on decoding every epoch."""
+        key = store_key(files, hwc)
+        path = Path(folder) / f"{key}.u8"
+        size = len(files) * (STAMP + int(np.prod(hwc)))
+        try:
+            with _locked(Path(folder) / f"{key}.lock"):
+                if not path.is_file() or path.stat().st_size != size:
+                    _create(path, size)
+                    write_text(Path(folder) / f"{key}.json", json.dumps(
+                        {"images": len(files), "shape": list(hwc), "decode": RESIZE_RULE,
+                         "first_file": str(files[0]) if len(files) else None}, indent=1) + "\n")
+            return cls(path, files, hwc), ""
+        except OSError as exc:
+            return None, f"image store: off (cannot keep {size / 2**20:,.0f} MB in {folder}: " \
+                         f"{exc.strerror or exc}); every epoch decodes the images"
+
+    # --- reading and filling ----------------------------------------------------------------------
+    def reader(self, files: np.ndarray):
+        """`read(ids)` for a subset of the files (a split, the held-out files of a run): ids index
+        `files`; a file the store does not list is decoded and not kept."""
+        index = {os.path.abspath(name): row for row, name in enumerate(self.files)}
+        rows = np.array([index.get(os.path.abspath(name), -1) for name in files], np.int64)
+        size, channels = self.hwc[:2], self.hwc[2]
+
+        def read(ids: np.ndarray) -> np.ndarray:
+            wanted = rows[np.asarray(ids)]
+            if (wanted >= 0).all():
+                return self.read(wanted)
+            out = np.empty((len(wanted), *self.hwc), np.uint8)
+            for j, (row, i) in enumerate(zip(wanted, np.asarray(ids))):
+                out[j] = self.read([row])[0] if row >= 0 else decode_file(str(files[i]), size, channels)
+            return out
+
+        return read
+
+    def stored(self) -> int:
+        """How many rows are stored and still match their files (for the data line)."""
+        return int(sum(self._valid(i) for i in range(len(self.files))))
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """(len(indices), h, w, c) uint8: rows from the store, the rest decoded (and stored)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), *self.hwc), np.uint8)
+        decoded = 0
+        for j, i in enumerate(indices):
+            stamp = self._stamp_now(i)
+            if stamp is not None and (self._stamps[i] == stamp).all():
+                out[j] = self._rows[i]
+                continue
+            out[j] = decode_file(str(self.files[i]), self.hwc[:2], self.hwc[2])
+            decoded += 1
+            if stamp is not None:
+                self._write(i, out[j], stamp)
+        with self._counts:
+            self.decoded += decoded
+            self.from_store += len(indices) - decoded
+        return out
+
+    def _valid(self, i: int) -> bool:
+        stamp = self._stamp_now(i)
+        return stamp is not None and bool((self._stamps[i] == stamp).all())
+
+    def _stamp_now(self, i: int) -> np.ndarray | None:
+        try:
+            stat = os.stat(self.files[i])
+        except OSError:
+            return None  # the decoder names the missing file
+        return np.array([stat.st_size, stat.st_mtime_ns], np.int64)
+
+    def _write(self, i: int, row: np.ndarray, stamp: np.ndarray) -> None:
+        if self.failure is not None:
+            return
+        n = len(self.files)
+        try:
+            os.pwrite(self._fd, np.ascontiguousarray(row).tobytes(), n * STAMP + int(i) * self.row_bytes)
+            os.pwrite(self._fd, stamp.tobytes(), int(i) * STAMP)  # the commit point of this row
+        except OSError as exc:
+            self.failure = f"image store: stopped writing ({exc.strerror or exc}); the rest is decoded every epoch"
+
+    @property
+    def bytes(self) -> int:
+        return len(self.files) * (STAMP + self.row_bytes)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+    def record(self) -> dict:
+        """metrics.json's `image_store`: where it is, what this run decoded and read from it."""
+        return {"folder": str(self.path.parent.resolve()), "file": self.path.name, "images": len(self.files),
+                "decoded": self.decoded, "read_from_store": self.from_store, "bytes": self.bytes,
+                "stopped": self.failure}
+
+    def summary(self) -> str:
+        return (f"image store: {self.decoded:,} decoded, {self.from_store:,} read from the store "
+                f"({self.bytes / 2**20:,.1f} MB at {self.path.parent})")
+
+
+def store_key(files: np.ndarray, hwc: tuple[int, int, int]) -> str:
+    """The store's name: the file list (absolute paths, in order) and the decode settings."""
+    digest = hashlib.sha256(f"{tuple(int(d) for d in hwc)}|{RESIZE_RULE}\n".encode())
+    for name in files:
+        digest.update(f"{os.path.abspath(name)}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def _create(path: Path, size: int) -> None:
+    """A zero-filled file of `size` bytes with its blocks reserved, put in place atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if size:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it
+                        raise
+                    os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(lock: Path):
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
