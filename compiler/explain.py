@@ -89,6 +89,7 @@ def explain(folder: Path, images: list[Path], *, output: Path | None = None, cla
     """Write `<stem>.cam.png` per image (and `explain.png` for several) into `output`
     (default RUN/explain/); returns one record per image."""
     from .atomic import write_with
+    from .data import naming_unreadable
     from .infer import Loaded
     from .train.plots import examples_grid
     from .train.runs import Run
@@ -103,7 +104,9 @@ def explain(folder: Path, images: list[Path], *, output: Path | None = None, cla
     model = run.model(safe_mode=safe_mode)
     layer = layer or default_layer(run.spec)
     cam = GradCam(model, layer)
-    seen = Loaded(model, None, names).feed(images).array()  # no spec: images in [0, 1] (drawn), preprocessed below
+    feed = Loaded(model, None, names).feed(images)  # no spec: images in [0, 1] (drawn), preprocessed below
+    with naming_unreadable([feed.examples], fix=""):
+        seen = feed.array()
     preprocess = run.spec.backbone.preprocess
     explained: list[Explained] = []
     for start in range(0, len(seen), 32):

@@ -89,7 +89,7 @@ def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: boo
     part = run.choose_split("val" if run.split["counts"].get("val") else None)
     examples = run.held_out(part)
     examples = examples.take(np.arange(min(len(examples), CHECK_EXAMPLES)))
-    images = Feed(examples, spec.input.hwc).array(CHECK_EXAMPLES)
+    images = Feed(examples, spec.input.hwc, store=run.image_store()).array(CHECK_EXAMPLES)
     expected = np.asarray(served.predict_on_batch(images))
     _make_parent(target)
     with replacing(target) as tmp, quietly():

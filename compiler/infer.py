@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RunError, SpecError
-from .data import IMAGE_SUFFIXES, Examples, as_images
+from .data import IMAGE_SUFFIXES, Examples, as_images, naming_unreadable
 from .data.pipeline import Feed
 
 
@@ -33,13 +33,9 @@ class Loaded:
         return None if self.spec is None else self.spec.backbone.preprocess
 
     def feed(self, files: list[Path]) -> Feed:
-        """Image files through the data pipeline; an unreadable one is an error naming it."""
-        from .data.images import naming, unreadable
-
+        """Image files through the data pipeline (read it inside `naming_unreadable`, which names
+        an unreadable file; nothing is decoded twice)."""
         paths = np.array([str(f) for f in files])
-        bad = unreadable(paths)
-        if bad:
-            raise RunError(naming(bad))
         return Feed(Examples(np.zeros(len(paths), "int64"), files=paths), self.input_shape, self.preprocess)
 
 
@@ -110,7 +106,9 @@ def predict(loaded: Loaded, files: list[Path], top: int, batch_size: int = 64) -
     if output_activation(loaded.model) not in ("softmax", "sigmoid", "linear"):
         raise RunError(f"the model outputs {tuple(loaded.model.output.shape[1:])} features per image "
                        f"({loaded.model.layers[-1].name}), not class scores; use tlc extract")
-    scores = probabilities(loaded.model, loaded.feed(files).in_order(batch_size))
+    feed = loaded.feed(files)
+    with naming_unreadable([feed.examples], fix=""):
+        scores = probabilities(loaded.model, feed.in_order(batch_size))
     names = loaded.class_names if loaded.class_names and len(loaded.class_names) == scores.shape[1] else None
     out = []
     for file, row in zip(files, scores):
@@ -154,5 +152,6 @@ def extract(loaded: Loaded, data: Path, output: Path, batch_size: int = 64,
                 progress(done, len(feed))
             yield features
 
-    write_npy_rows(output, shape, chunks())
+    with naming_unreadable([feed.examples], fix=""):
+        write_npy_rows(output, shape, chunks())
     return shape, sources

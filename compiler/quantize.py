@@ -59,7 +59,7 @@ def calibration_set(run, size: int) -> np.ndarray:
     if len(examples) > size:
         picked = np.sort(np.random.default_rng(0).choice(len(examples), size, replace=False))
         examples = examples.take(picked)
-    return Feed(examples, run.spec.input.hwc).array(BATCH)
+    return Feed(examples, run.spec.input.hwc, store=run.image_store()).array(BATCH)
 
 
 def litert_scores(path: Path, images: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ def quantized_export(run, served, target: Path, mode: str, *, calibration: int, 
 
     part = run.choose_split(None)
     examples = run.held_out(part)
-    images = Feed(examples, run.spec.input.hwc).array(BATCH)
+    images = Feed(examples, run.spec.input.hwc, store=run.image_store()).array(BATCH)
     keras_scores = np.concatenate([np.asarray(served.predict_on_batch(images[i:i + BATCH]))
                                    for i in range(0, len(images), BATCH)])
     calibrate = calibration_set(run, calibration) if mode == "int8" else None

@@ -175,9 +175,11 @@ def test_unreadable_files_stop_the_run_by_default_naming_the_file(write, tmp_pat
     path = write(PHOTO_SPEC.format(k=2, type="directory", path="p", extra=""))
     result = run("train", path, "--runs", tmp_path / "runs")
     assert result.exit_code == 1
-    assert "p/cat/broken.jpg: not a readable image (and 1 more unreadable files); remove it, " \
-           "or set train.data.on_error: skip" in result.stderr
-    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+    assert "p/cat/broken.jpg: not a readable image (Truncated File Read) (and 1 more unreadable files); " \
+           "remove it, or set train.data.on_error: skip" in result.stderr
+    # no run folder is left; the decoded-image store keeps the images decoded so far (complete
+    # rows only) for the next try
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [".cache"]
 
 
 def test_an_unreadable_held_out_image_is_named_by_evaluate(write, tmp_path):
@@ -191,7 +193,8 @@ def test_an_unreadable_held_out_image_is_named_by_evaluate(write, tmp_path):
     Path(victim).write_bytes(b"no longer an image")
     result = run("evaluate", folder)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"{victim}: not a readable image; the run never read its held-out images" in result.stderr
+    assert (f"{victim}: not a readable image (not an image format Pillow reads); the run never read its "
+            "held-out images") in result.stderr
     assert not (folder / "evaluation.json").exists()
 
 
@@ -206,9 +209,11 @@ def test_on_error_skip_counts_and_lists_the_skipped_files(write, tmp_path):
     assert "skipped 2 unreadable file(s)" in result.stderr
 
 
-def test_decoded_batches_match_keras_reading_the_files(tmp_path):
-    """The pipeline's images equal Keras's own loader's (bilinear resize, scaled to [0, 1])."""
+def test_decoded_batches_are_pillows_antialiased_resize_and_near_keras_reading_the_files(tmp_path):
+    """The pipeline's images are Pillow's antialiased bilinear resize of the upright file, scaled
+    to [0, 1]; Keras's own loader (bilinear without antialiasing) is close at this mild factor."""
     import keras
+    from PIL import Image
 
     from tlc.data.pipeline import Feed
     from tlc.data.sources import Examples
@@ -217,9 +222,12 @@ def test_decoded_batches_match_keras_reading_the_files(tmp_path):
     files = np.array(sorted(str(f) for f in (tmp_path / "p").rglob("*.jpg")))
     feed = Feed(Examples(np.zeros(len(files), "int64"), files=files), (16, 16, 3))
     batch = np.concatenate([x.numpy() for x, _ in feed.in_order(4)])
+    pillow = np.stack([np.asarray(Image.open(f).convert("RGB").resize((16, 16), Image.Resampling.BILINEAR))
+                       for f in files]) / 255.0
+    np.testing.assert_allclose(batch, pillow, atol=1e-6)
     expected = keras.utils.image_dataset_from_directory(tmp_path / "p", image_size=(16, 16), shuffle=False,
                                                         batch_size=6, labels=None)
-    np.testing.assert_allclose(batch, next(iter(expected)).numpy() / 255.0, atol=1e-5)
+    assert np.abs(batch - next(iter(expected)).numpy() / 255.0).mean() < 0.06
 
 
 def test_augmentation_is_seeded_per_example_and_epoch():

@@ -94,7 +94,7 @@ def test_bad_input_is_a_4xx_naming_the_part_and_the_server_keeps_serving(shapes_
     with serving(run, "--max-images", "2", "--max-bytes", "30000") as (url, process, _):
         cases = [
             (dict(files=[("file", ("a.png", png, "image/png")), ("file", ("notes.txt", b"hello", "text/plain"))]),
-             400, "notes.txt: not a decodable image"),
+             400, "notes.txt: not a readable image (not an image format Pillow reads)"),
             (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "body: empty"),
             (dict(files=[("file", (f"{i}.png", png, "image/png")) for i in range(3)]), 413,
              "3 images; the limit is 2 per request (--max-images)"),

@@ -60,7 +60,8 @@ def load(spec, *, check_files: bool = True) -> Dataset:
 @contextlib.contextmanager
 def naming_unreadable(parts: list[Examples], fix: str = "remove it, or set train.data.on_error: skip"):
     """A decoding error inside the block (tf.data stops at the first bad file without saying
-    which) becomes one message naming the unreadable file: the files are scanned only then."""
+    which) becomes one message naming the unreadable file and why: the files are scanned only
+    then, so a good run decodes each file once. `fix` says what to do ("" for nothing)."""
     import tensorflow as tf
 
     try:

@@ -37,6 +37,8 @@ STAMP = 16  # bytes per row's stamp: size and mtime_ns, int64 each
 class ImageStore:
     """Rows for one file list at one decode setting; `read(indices)` gives uint8 images."""
 
+    _fd: int | None = None
+
     def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int]):
         self.path, self.files, self.hwc = path, files, tuple(hwc)
         self.row_bytes = int(np.prod(self.hwc))
@@ -122,7 +124,7 @@ class ImageStore:
         return np.array([stat.st_size, stat.st_mtime_ns], np.int64)
 
     def _write(self, i: int, row: np.ndarray, stamp: np.ndarray) -> None:
-        if self.failure is not None:
+        if self.failure is not None or self._fd is None:
             return
         n = len(self.files)
         try:
@@ -136,8 +138,12 @@ class ImageStore:
         return len(self.files) * (STAMP + self.row_bytes)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    __del__ = close  # a store per tune trial or evaluate call: no descriptor left behind
 
     def record(self) -> dict:
         """metrics.json's `image_store`: where it is, what this run decoded and read from it."""
