@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/distributed.py
 	$(BIN)/python bench/data_scale.py --throughput 20000
+	$(BIN)/python bench/photos.py
 	$(BIN)/python bench/augment_views.py
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python -m pip install --quiet keras-tuner  # the baseline of tune_speed.py, for the benchmark only

@@ -52,13 +52,11 @@ MOBILENET = {"size": 160, "tlc": """
   type: mobilenet_v2
   alpha: 0.35
   weights: null
-freeze: all
 head: {{type: dense, pooling: avg, classes: 2}}
 train:
   data: {{type: directory, path: {path}, validation_split: 0.2}}
-  epochs: {first}
   batch_size: 32
-  phases: [{{freeze: none, epochs: {second}, learning_rate: 0.0001}}]
+  phases: [{{freeze: all, epochs: {first}}}, {{freeze: none, epochs: {second}, learning_rate: 0.0001}}]
 """, "keras": """
 base = keras.applications.MobileNetV2(input_shape=(160, 160, 3), alpha=0.35, include_top=False, weights=None)
 base.trainable = False

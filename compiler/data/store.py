@@ -8,10 +8,13 @@ the same files, tune trials and `tlc evaluate` read them from there.
 Layout of `<key>.u8`: a stamp per row (the file's size and mtime in ns, int64 x 2; zeros: not
 stored yet), then the rows (n, h, w, c). The file is allocated whole when created (so a full disk
 shows at once, and training goes on without a store), written with `pwrite` (a row, then its
-stamp: a row whose stamp is there is complete, whatever was killed when) and read through a
-read-only memory map. A row counts only while its stamp equals the file's current size and
-mtime, so a file changed since is decoded again. Two processes filling one store write the same
-bytes for the same file, so they need no lock beyond the one that creates the file.
+stamp: a row whose stamp is there is complete, whatever was killed when) and read back with
+`pread`, served from the page cache: through a memory map, every page read would count in the
+process's resident memory, so a 900 MB store (6,000 images at 224x224) would look like 900 MB
+more memory, though the kernel can drop those pages at any time. A row counts only while its
+stamp equals the file's current size and mtime, so a file changed since is decoded again. Two
+processes filling one store write the same bytes for the same file, so they need no lock beyond
+the one that creates the file.
 
 Augmentation comes after the store (it stays random per epoch); the store holds what the
 decoder gives, so a stored and a decoded image are the same bytes.
@@ -46,9 +49,6 @@ class ImageStore:
         self.failure: str | None = None  # why writing stopped (the disk filled up), if it did
         self._counts = threading.Lock()
         self._fd = os.open(path, os.O_RDWR)
-        n = len(files)
-        self._stamps = np.memmap(path, np.int64, "r", 0, (n, 2)) if n else np.zeros((0, 2), np.int64)
-        self._rows = np.memmap(path, np.uint8, "r", n * STAMP, (n, *self.hwc)) if n else None
 
     # --- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -100,8 +100,8 @@ class ImageStore:
         decoded = 0
         for j, i in enumerate(indices):
             stamp = self._stamp_now(i)
-            if stamp is not None and (self._stamps[i] == stamp).all():
-                out[j] = self._rows[i]
+            if stamp is not None and (self._stamp_kept(i) == stamp).all():
+                out[j] = self.row(i)
                 continue
             out[j] = decode_file(str(self.files[i]), self.hwc[:2], self.hwc[2])
             decoded += 1
@@ -114,7 +114,15 @@ class ImageStore:
 
     def _valid(self, i: int) -> bool:
         stamp = self._stamp_now(i)
-        return stamp is not None and bool((self._stamps[i] == stamp).all())
+        return stamp is not None and bool((self._stamp_kept(i) == stamp).all())
+
+    def _stamp_kept(self, i: int) -> np.ndarray:
+        return np.frombuffer(os.pread(self._fd, STAMP, int(i) * STAMP), np.int64)
+
+    def row(self, i: int) -> np.ndarray:
+        """Row i as stored (whether or not its stamp is there)."""
+        offset = len(self.files) * STAMP + int(i) * self.row_bytes
+        return np.frombuffer(os.pread(self._fd, self.row_bytes, offset), np.uint8).reshape(self.hwc)
 
     def _stamp_now(self, i: int) -> np.ndarray | None:
         try:
