@@ -53,10 +53,7 @@ def prepare(source: str | os.PathLike | SpecBase, *, training: bool = False, epo
     planned = make_plan(spec)
     if not planned.ok:
         raise InfeasibleError(f"infeasible: {planned.failure_message()}")
-    total = planned.params()["total"]
-    if total > MAX_PARAMS:
-        raise spec.error((), f"the model would have {total:,} parameters, more than the limit of "
-                             f"{MAX_PARAMS:,} (raise it with the TLC_MAX_PARAMS environment variable)")
+    _check_size(spec, planned)
     missing = missing_weights(spec)
     if missing is not None:
         raise missing
@@ -64,6 +61,26 @@ def prepare(source: str | os.PathLike | SpecBase, *, training: bool = False, epo
         return Ready(spec, planned)
     _check_training(spec)
     return Ready(spec, planned, schedule(spec, planned, epochs))
+
+
+def check_search_base(spec: SpecBase) -> None:
+    """What `tlc tune` checks of its spec before any trial, as `tlc train` would: the data source,
+    the weights file and the parameter limit. Feasibility is each trial's own (its values may
+    change the shapes), so an infeasible base spec is left to the trials."""
+    _check_training(spec)
+    missing = missing_weights(spec)
+    if missing is not None:
+        raise missing
+    planned = make_plan(spec)
+    if planned.ok:
+        _check_size(spec, planned)
+
+
+def _check_size(spec: SpecBase, planned) -> None:
+    total = planned.params()["total"]
+    if total > MAX_PARAMS:
+        raise spec.error((), f"the model would have {total:,} parameters, more than the limit of "
+                             f"{MAX_PARAMS:,} (raise it with the TLC_MAX_PARAMS environment variable)")
 
 
 def _with_seed(spec: SpecBase, seed: int) -> SpecBase:

@@ -59,6 +59,20 @@ def test_a_space_that_cannot_be_searched_is_a_located_error(write, space, messag
         assert "Traceback" not in result.output
 
 
+def test_the_base_spec_is_preflighted_like_tlc_train_before_any_trial(write, tmp_path):
+    missing = write(SPEC.replace("train: {data: {type: digits}", "train: {data: {type: directory, path: nowhere}"),
+                    "missing_data.yaml")
+    weights = write(SPEC.replace("blocks: [{filters: 8, convs: 2}]}", "blocks: [{filters: 8, convs: 2}], "
+                                 "weights: gone.keras}"), "missing_weights.yaml")
+    for path, message in ((missing, "missing_data.yaml:6:39: train.data.path: not found:"),
+                          (weights, "missing_weights.yaml:3:")):
+        result = tlc("tune", path, "--runs", tmp_path / "runs")
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "runs").exists()  # no study, no trial
+    assert tlc("train", missing, "--runs", tmp_path / "runs").exit_code == 2  # the same verdict as train
+
+
 def test_grid_takes_choice_spaces_only_and_defaults_are_searchable(write):
     grid = write(SPEC.replace("sampler: random", "sampler: grid"))
     result = tlc("check", grid)

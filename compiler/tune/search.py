@@ -23,7 +23,10 @@ class Request:
 
 
 def load(request: Request):
-    """(spec, its tune section with the overrides) after validation, without TensorFlow or Optuna."""
+    """(spec, its tune section with the overrides) after validation and `tlc train`'s preflight
+    of the data source, weights file and parameter limit (a missing data folder is exit 2 at
+    once, not a study of failed trials), without TensorFlow or Optuna."""
+    from ..preflight import check_search_base
     from ..validation import load_spec
 
     spec = load_spec(request.spec)
@@ -31,6 +34,7 @@ def load(request: Request):
         raise spec.error((), "tlc tune needs a `tune:` section (metric, trials, space, ...)")
     if spec.train is None:
         raise spec.error((), "tlc tune needs a `train:` section: every trial trains")
+    check_search_base(spec)
     overrides = {k: v for k, v in (("trials", request.trials), ("timeout", request.timeout)) if v is not None}
     return spec, spec.tune.model_copy(update=overrides)
 
