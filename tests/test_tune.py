@@ -176,7 +176,8 @@ def _wait_for_running_trial(folder, process, deadline=240):
                        and t.intermediate_values]
             if running:
                 return running[0].number
-        time.sleep(0.2)
+        time.sleep(1.0)  # each look takes Optuna's journal lock; polling it 5x a second made a
+        # trial's own lock release fail now and then (rename of a vanished lock file)
     raise AssertionError("no trial started")
 
 
