@@ -176,3 +176,15 @@ def test_a_write_failing_later_stops_the_store_and_reads_stay_right(tmp_path, mo
     assert store.failure.startswith("image store: stopped writing (Input/output error)")
     np.testing.assert_array_equal(images[3], decode_file(files[3], (16, 16), 3))
     assert store.record()["stopped"] == store.failure
+
+
+def test_a_reader_over_files_the_store_does_not_list_decodes_those_and_reads_the_rest(tmp_path):
+    files = np.array(photos(tmp_path / "photos", per_class=2))
+    store, _ = ImageStore.open(tmp_path / "store", files[:3], HWC)  # the fourth file came later
+    read = store.reader(files[::-1])
+    images = read(np.arange(4))
+    assert store.decoded == 3  # the three listed ones, now stored; the fourth is decoded, not kept
+    for image, path in zip(images, files[::-1]):
+        np.testing.assert_array_equal(image, decode_file(path, (16, 16), 3))
+    read(np.arange(4))
+    assert store.decoded == 3 and store.from_store == 3 and store.stored() == 3

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text
-from .images import RESIZE_RULE, decode_file
+from .images import RESIZE_RULE, decode_file, decode_many
 
 STAMP = 16  # bytes per row's stamp: size and mtime_ns, int64 each
 
@@ -76,22 +76,23 @@ class ImageStore:
         `files`; a file the store does not list is decoded and not kept."""
         index = {os.path.abspath(name): row for row, name in enumerate(self.files)}
         rows = np.array([index.get(os.path.abspath(name), -1) for name in files], np.int64)
-        size, channels = self.hwc[:2], self.hwc[2]
 
         def read(ids: np.ndarray) -> np.ndarray:
-            wanted = rows[np.asarray(ids)]
-            if (wanted >= 0).all():
+            ids = np.asarray(ids)
+            wanted = rows[ids]
+            listed = wanted >= 0
+            if listed.all():
                 return self.read(wanted)
-            out = np.empty((len(wanted), *self.hwc), np.uint8)
-            for j, (row, i) in enumerate(zip(wanted, np.asarray(ids))):
-                out[j] = self.read([row])[0] if row >= 0 else decode_file(str(files[i]), size, channels)
+            out = np.empty((len(ids), *self.hwc), np.uint8)
+            out[listed] = self.read(wanted[listed])
+            out[~listed] = decode_many(files[ids[~listed]], self.hwc[:2], self.hwc[2])
             return out
 
         return read
 
     def stored(self) -> int:
         """How many rows are stored and still match their files (for the data line)."""
-        return int(sum(self._valid(i) for i in range(len(self.files))))
+        return sum(self._check(i)[1] for i in range(len(self.files)))
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """(len(indices), h, w, c) uint8: rows from the store, the rest decoded (and stored)."""
@@ -99,8 +100,8 @@ class ImageStore:
         out = np.empty((len(indices), *self.hwc), np.uint8)
         decoded = 0
         for j, i in enumerate(indices):
-            stamp = self._stamp_now(i)
-            if stamp is not None and (self._stamp_kept(i) == stamp).all():
+            stamp, valid = self._check(i)
+            if valid:
                 out[j] = self.row(i)
                 continue
             out[j] = decode_file(str(self.files[i]), self.hwc[:2], self.hwc[2])
@@ -112,12 +113,11 @@ class ImageStore:
             self.from_store += len(indices) - decoded
         return out
 
-    def _valid(self, i: int) -> bool:
+    def _check(self, i: int) -> tuple[np.ndarray | None, bool]:
+        """(the file's stamp now, None when it cannot be read; whether row i holds that version)."""
         stamp = self._stamp_now(i)
-        return stamp is not None and bool((self._stamp_kept(i) == stamp).all())
-
-    def _stamp_kept(self, i: int) -> np.ndarray:
-        return np.frombuffer(os.pread(self._fd, STAMP, int(i) * STAMP), np.int64)
+        kept = np.frombuffer(os.pread(self._fd, STAMP, int(i) * STAMP), np.int64)
+        return stamp, stamp is not None and bool((kept == stamp).all())
 
     def row(self, i: int) -> np.ndarray:
         """Row i as stored (whether or not its stamp is there)."""
