@@ -184,8 +184,12 @@ def test_interrupted_run_resumes_to_the_same_result(write, tmp_path, cache, dist
     partial = tmp_path / "b" / "src.partial"
     assert [r["epoch"] for r in rows_of(partial)] == ["0", "1"]
     assert not (tmp_path / "b" / "src").exists()
+    # what a SIGKILL between state.json and the clean-up leaves: a half-written file, an old checkpoint
+    (partial / ".tmp-999-history.csv").write_text("epoch\n")
+    (partial / "ckpt-0.keras").write_bytes(b"stale")
     resumed = train(spec, tmp_path / "b", resume=True, use_cache=cache)
     assert rows_of(resumed.folder) == rows_of(whole.folder)
+    assert [p.name for p in resumed.folder.iterdir() if p.name.startswith(".") or "ckpt" in p.name] == []
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert resumed.metrics["resumed"] is True

@@ -146,6 +146,8 @@ class RunFolder:
             if state.spec_hash != spec_hash:
                 raise RunError(f"the spec changed since {self.work} was started; "
                                "run without --resume to start over")
+            if self.writer:
+                self._drop_leftovers(state)
             return state
         if self.writer:
             if self.work.exists():
@@ -154,6 +156,14 @@ class RunFolder:
             if carry_cache:
                 self._carry_over_cache()
         return State(spec_hash=spec_hash)
+
+    def _drop_leftovers(self, state: State) -> None:
+        """What a kill left beside the commit point: half-written files (`.tmp-*`) and checkpoints
+        that state.json no longer names (the kill came between the state and the clean-up)."""
+        for path in self.work.iterdir():
+            stale = path.name.startswith(".tmp-") or (path.name.startswith("ckpt-") and path.name != state.checkpoint)
+            if stale:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
     def _carry_over_cache(self) -> None:
         """Start from the finished run's feature cache: re-running a spec after changing its head
