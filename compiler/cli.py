@@ -4,6 +4,7 @@ exit code from the contract; a traceback only with `--debug`.
 No `from __future__ import annotations` here: typer reads every command's annotations on each
 run, and string annotations would cost it ~160 `eval` calls per start-up.
 """
+import enum
 import functools
 import json
 import os
@@ -295,11 +296,10 @@ def predict(
     """Classify images: the top classes with their probabilities."""
     from . import infer
 
-    infer.resolve(model)
+    found = infer.resolve(model)
     files = infer.image_files(images)
     keras_ready()
-    loaded = infer.load(model, safe_mode=not unsafe)
-    results = infer.predict(loaded, files, top)
+    results = infer.predict(infer.load(found, safe_mode=not unsafe), files, top)
     if as_json:
         emit_json(results)
         return
@@ -326,14 +326,14 @@ def extract(
 
     if output.suffix != ".npy":
         raise UsageError(f"--output must end in .npy, got {output}")
-    infer.resolve(spec)
+    found = infer.resolve(spec)
     if not data.exists():
         raise UsageError(f"{data}: file not found")
     keras_ready()
-    loaded = infer.load(spec, safe_mode=not unsafe)
+    predictor = infer.load(found, safe_mode=not unsafe)
     with Progress(console=rich_console(stderr=True), transient=True) as bar:
         task = bar.add_task("extracting", total=None)
-        shape, sources = infer.extract(loaded, data, output,
+        shape, sources = infer.extract(predictor, data, output,
                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     write_text(output.with_suffix(".sources.txt"), "\n".join(sources) + "\n")
     say(f"wrote {output}: features {shape} (row order in {output.with_suffix('.sources.txt')})")
@@ -391,13 +391,16 @@ def tune(
 
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder (runs/<name>).", show_default=False)]
+Split = enum.Enum("Split", {name: name for name in ("test", "val")}, type=str)
+Format = enum.Enum("Format", {name: name for name in ("saved_model", "tflite", "onnx")}, type=str)
+Quantize = enum.Enum("Quantize", {name: name for name in ("float16", "dynamic", "int8")}, type=str)
 
 
 @command
 def evaluate(
     run: RunArg,
-    split: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        "--split", help="test or val [default: test, or val when the run has no test split].")] = None,
+    split: Annotated[Optional[Split], typer.Option(  # noqa: UP007
+        "--split", help="The held-out split [default: test, or val when the run has no test split].")] = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
 ) -> None:
@@ -407,11 +410,10 @@ def evaluate(
     from .train.runs import Run
     from .views import evaluation_table
 
-    if split not in (None, "test", "val"):
-        raise UsageError(f"--split must be test or val, got {split!r}")
-    Run.open(run).choose_split(split)  # a bad folder or split fails before TensorFlow loads
+    opened = Run.open(run)
+    opened.choose_split(split and split.value)  # a bad folder or split fails before TensorFlow loads
     keras_ready()
-    result = run_evaluation(run, split, safe_mode=not unsafe)
+    result = run_evaluation(opened, split and split.value, safe_mode=not unsafe)
     if as_json:
         emit_json(result)
         return
@@ -424,11 +426,11 @@ def evaluate(
 @command
 def export(
     run: RunArg,
-    format: Annotated[str, typer.Option("--format", help="saved_model, tflite or onnx.", show_default=False)],
+    format: Annotated[Format, typer.Option("--format", help="The artifact's format.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "-o", "--output", help="Where to write [default: RUN/export/model.<ext>].")] = None,
-    quantize: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        "--quantize", help="tflite only: float16, dynamic or int8 (calibrated, float32 in and out).")] = None,
+    quantize: Annotated[Optional[Quantize], typer.Option(  # noqa: UP007
+        "--quantize", help="tflite only; int8 is calibrated, with float32 in and out.")] = None,
     calibration: Annotated[int, typer.Option(
         "--calibration", help="int8: how many training images calibrate the ranges.")] = 200,
     max_drop: Annotated[float, typer.Option(
@@ -442,18 +444,20 @@ def export(
     from .quantize import check_mode
     from .train.runs import Run
 
-    check_mode(format, quantize, calibration, max_drop)
-    check_target(Run.open(run).folder, format, output)  # before TensorFlow loads
+    fmt, mode = format.value, quantize and quantize.value
+    check_mode(fmt, mode, calibration, max_drop)
+    opened = Run.open(run)
+    check_target(opened.folder, fmt, output)  # before TensorFlow loads
     keras_ready()
-    with rich_console(stderr=True).status(f"exporting {run} to {format}" + (f" ({quantize})" if quantize else "")):
-        report = run_export(run, format, output, safe_mode=not unsafe, quantize=quantize, calibration=calibration,
+    with rich_console(stderr=True).status(f"exporting {run} to {fmt}" + (f" ({mode})" if mode else "")):
+        report = run_export(opened, fmt, output, safe_mode=not unsafe, quantize=mode, calibration=calibration,
                             max_drop=max_drop)
     if as_json:
         emit_json(report)
         return
-    if quantize:
+    if mode:
         say(f"wrote {report['path']} ({report['bytes'] / 2**20:.2f} MB, {report['float32_bytes'] / report['bytes']:.1f}x "
-            f"smaller than float32): {quantize} accuracy {report['accuracy']:.4f} vs Keras {report['keras_accuracy']:.4f}, "
+            f"smaller than float32): {mode} accuracy {report['accuracy']:.4f} vs Keras {report['keras_accuracy']:.4f}, "
             f"same top-1 class on {report['agreement']:.1%} of {report['examples']} {report['split']} images")
         return
     say(f"wrote {report['path']} ({report['bytes'] / 2**20:.1f} MB): {report['format']} artifact matches the "
@@ -479,11 +483,11 @@ def explain(
     from .explain import explain as run_explain
     from .train.runs import Run
 
-    Run.open(run)
+    opened = Run.open(run)
     files = infer.image_files(images)
     keras_ready()
     with rich_console(stderr=True).status(f"explaining {len(files)} image(s)"):
-        records = run_explain(run, files, output=output, class_name=class_name, layer=layer, safe_mode=not unsafe)
+        records = run_explain(opened, files, output=output, class_name=class_name, layer=layer, safe_mode=not unsafe)
     if as_json:
         emit_json(records)
         return
@@ -512,10 +516,10 @@ def serve(
     from .serve import Limits, api_key_from, serve as run_server
     from .train.runs import Run
 
-    Run.open(run)
+    opened = Run.open(run)
     key = api_key_from(api_key_env)
     keras_ready()
-    run_server(run, host=host, port=port, limits=Limits(max_batch, max_images, max_bytes), api_key=key,
+    run_server(opened, host=host, port=port, limits=Limits(max_batch, max_images, max_bytes), api_key=key,
                safe_mode=not unsafe, announce=lambda text: say(text, error=True))
 
 

@@ -7,9 +7,9 @@ held-out files of a folder or csv source, and records the indices of an in-memor
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
+
 
 def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
     """Accuracy, loss, top-k, per-class precision/recall/F1/support and the confusion matrix."""
@@ -47,25 +47,26 @@ def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 1
     return np.array(picked, dtype="int64")
 
 
-def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) -> dict:
-    """Evaluate a run; writes evaluation.json, confusion.png and misclassified.png into it."""
+def evaluate(run, split: str | None = None, *, safe_mode: bool = True) -> dict:
+    """Evaluate a run (a `Run`, or its folder); writes evaluation.json, confusion.png and
+    misclassified.png into it."""
     from .atomic import write_text, write_with
     from .data import naming_unreadable
     from .data.pipeline import Feed
     from .explain import heat_maps
-    from .models import probabilities
+    from .predictor import Predictor
     from .train.plots import confusion_plot, examples_grid
     from .train.runs import Run
 
-    run = Run.open(folder)
+    run = Run.of(run)
     spec, part = run.spec, run.choose_split(split)
     examples = run.held_out(part)
-    model = run.model(safe_mode=safe_mode)
+    predictor = Predictor.of_run(run, safe_mode=safe_mode)
     store = run.image_store()
-    feed = Feed(examples, spec.input.hwc, spec.backbone.preprocess, store=store)
+    feed = Feed(examples, spec.input.hwc, store=store)
     with naming_unreadable([examples], fix="the run never read its held-out images; "
                                            "replace it, or train again without it"):
-        probs = probabilities(model, feed.in_order(64))
+        probs = predictor.of_feed(feed)
     names = run.classes
     result = {"split": part, **scores(examples.labels, probs, names)}
     write_text(run.folder / "evaluation.json", json.dumps(result, indent=2) + "\n")
@@ -76,7 +77,7 @@ def evaluate(folder: Path, split: str | None = None, *, safe_mode: bool = True) 
         images = Feed(examples.take(wrong), spec.input.hwc, store=store).array(16)
         captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
                     f"({probs[i].max():.2f})" for i in wrong]
-        heats = heat_maps(model, spec, images, [int(probs[i].argmax()) for i in wrong])
+        heats = heat_maps(predictor, spec, images, [int(probs[i].argmax()) for i in wrong])
         title = f"{spec.name}: misclassified" + (" (Grad-CAM of the predicted class)" if heats is not None else "")
         write_with(run.folder / "misclassified.png", examples_grid(images, captions, title, heats))
     return result

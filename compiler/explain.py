@@ -50,25 +50,28 @@ def check_layer(model: Any, name: str) -> None:
 
 
 class GradCam:
-    """Heat maps for one model and one feature-map layer, for batches of preprocessed images."""
+    """Heat maps for one predictor's model and one feature-map layer, for batches of [0, 1] images."""
 
-    def __init__(self, model: Any, layer: str):
+    def __init__(self, predictor: Any, layer: str):
         import keras
 
+        model = predictor.model
         check_layer(model, layer)
-        self.layer = layer
+        self.predictor, self.layer = predictor, layer
         last = model.layers[-1]
         self.dense = last if type(last).__name__ == "Dense" else None
         score_source = last.input if self.dense is not None else model.output
         self.probe = keras.Model(model.inputs, [model.get_layer(layer).output, score_source, model.output])
 
-    def __call__(self, inputs: np.ndarray, classes: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(heat maps (n, h, w) at the inputs' size in [0, 1], probabilities (n, k))."""
+    def __call__(self, images: np.ndarray, classes: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(heat maps (n, h, w) at the images' size in [0, 1], probabilities (n, k))."""
         import tensorflow as tf
 
-        x = tf.convert_to_tensor(inputs)
+        preprocess = self.predictor.preprocess
+        x = tf.convert_to_tensor(images if preprocess is None else preprocess(images))
         with tf.GradientTape() as tape:
-            feature_map, source, probabilities = self.probe(x, training=False)
+            feature_map, source, outputs = self.probe(x, training=False)
+            probabilities = self.predictor.probabilities_of(outputs)
             if self.dense is not None:  # the logits: a softmax output saturates, its input does not
                 kernel, bias = self.dense.kernel, self.dense.bias
                 scores = tf.matmul(source, kernel) + (bias if bias is not None else 0.0)
@@ -79,39 +82,39 @@ class GradCam:
         grads = tape.gradient(picked, feature_map)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1, keepdims=True))
-        cam = tf.image.resize(cam, inputs.shape[1:3], method="bilinear")[..., 0].numpy()
+        cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()
         peak = cam.max(axis=(1, 2), keepdims=True)
-        return np.where(peak > 0, cam / np.where(peak > 0, peak, 1), 0.0), probabilities.numpy()
+        return np.where(peak > 0, cam / np.where(peak > 0, peak, 1), 0.0), np.asarray(probabilities)
 
 
-def explain(folder: Path, images: list[Path], *, output: Path | None = None, class_name: str | None = None,
+def explain(run, images: list[Path], *, output: Path | None = None, class_name: str | None = None,
             layer: str | None = None, safe_mode: bool = True) -> list[dict]:
-    """Write `<stem>.cam.png` per image (and `explain.png` for several) into `output`
-    (default RUN/explain/); returns one record per image."""
+    """Write a `<name>.cam.png` per image (and `explain.png` for several) into `output`
+    (default RUN/explain/); returns one record per image. `run` is a `Run` or its folder."""
     from .atomic import write_with
     from .data import naming_unreadable
-    from .infer import Loaded
+    from .infer import file_feed
+    from .predictor import Predictor
     from .train.plots import examples_grid
     from .train.runs import Run
 
-    run = Run.open(folder)
+    run = Run.of(run)
     names = run.classes
     wanted = None
     if class_name is not None:
         if class_name not in names:
             raise UsageError(f"--class {class_name}: the run's classes are {', '.join(names)}")
         wanted = names.index(class_name)
-    model = run.model(safe_mode=safe_mode)
+    predictor = Predictor.of_run(run, safe_mode=safe_mode)
     layer = layer or default_layer(run.spec)
-    cam = GradCam(model, layer)
-    feed = Loaded(model, None, names).feed(images)  # no spec: images in [0, 1] (drawn), preprocessed below
+    cam = GradCam(predictor, layer)
+    feed = file_feed(images, run.spec.input.hwc)
     with naming_unreadable([feed.examples], fix=""):
         seen = feed.array()
-    preprocess = run.spec.backbone.preprocess
     explained: list[Explained] = []
     for start in range(0, len(seen), 32):
         batch = seen[start:start + 32]
-        heat, probs = cam(np.asarray(preprocess(batch)), [wanted] * len(batch))
+        heat, probs = cam(batch, [wanted] * len(batch))
         for image, h, p in zip(batch, heat, probs):
             index = int(np.argmax(p)) if wanted is None else wanted
             explained.append(Explained(image, h, index, float(p[index])))
@@ -121,9 +124,9 @@ def explain(folder: Path, images: list[Path], *, output: Path | None = None, cla
     except OSError as exc:
         raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
     records = []
-    for path, item in zip(images, explained):
+    for path, stem, item in zip(images, output_stems(images), explained):
         caption = f"{path.name}\n{names[item.class_index]} ({item.probability:.2f})"
-        png = target / f"{path.stem}.cam.png"
+        png = target / f"{stem}.cam.png"
         write_with(png, examples_grid([item.image], [caption], f"{run.spec.name}: Grad-CAM at {layer}", [item.heat]))
         records.append({"image": str(path), "class": names[item.class_index], "probability": item.probability,
                         "layer": layer, "png": str(png), "peak": original_peak(path, item.heat)})
@@ -136,14 +139,38 @@ def explain(folder: Path, images: list[Path], *, output: Path | None = None, cla
     return records
 
 
-def heat_maps(model: Any, spec: Any, images: np.ndarray, classes: list[int]) -> np.ndarray | None:
+def output_stems(paths: list[Path]) -> list[str]:
+    """A distinct output name per input, so no heat map overwrites another: the file's stem, with
+    as many parent folders as tell clashing stems apart (`a/x.png`, `b/x.png` -> `a_x`, `b_x`),
+    numbered when even the whole paths are the same (one file given twice)."""
+    import os
+    from collections import Counter, defaultdict
+
+    whole = [Path(os.path.abspath(p)).with_suffix("").parts[1:] for p in paths]
+    names = [parts[-1] for parts in whole]
+    for depth in range(2, max(len(parts) for parts in whole) + 1):
+        owners = defaultdict(set)  # name -> the different paths that would write it
+        for parts, name in zip(whole, names):
+            owners[name].add(parts)
+        if all(len(paths) == 1 for paths in owners.values()):
+            break
+        names = ["_".join(parts[-depth:]) if len(owners[name]) > 1 else name for parts, name in zip(whole, names)]
+    seen: Counter = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
+
+
+def heat_maps(predictor: Any, spec: Any, images: np.ndarray, classes: list[int]) -> np.ndarray | None:
     """Grad-CAM maps for images in [0, 1] at the default layer (evaluate's misclassified.png), or
     None when the backbone has no spatial feature map."""
     try:
-        cam = GradCam(model, default_layer(spec))
+        cam = GradCam(predictor, default_layer(spec))
     except UsageError:
         return None
-    return cam(np.asarray(spec.backbone.preprocess(images)), classes)[0]
+    return cam(images, classes)[0]
 
 
 def original_peak(path: Path, heat: np.ndarray) -> list[int]:

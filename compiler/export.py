@@ -37,26 +37,6 @@ def require_converters(fmt: str) -> None:
                        "(`make install` installs them)")
 
 
-def serving_model(model, spec):
-    """The run's model with preprocessing inside and probabilities out: [0, 1] images in.
-
-    The preprocessing runs inside a layer, so the exporters trace it on real tensors (applied to
-    the symbolic input directly, tf2onnx turned one of its constants into a second graph input)."""
-    import keras
-
-    class Preprocess(keras.layers.Layer):
-        def call(self, images):
-            return spec.backbone.preprocess(images)
-
-    from .models import output_activation
-
-    inputs = keras.Input(shape=tuple(spec.input.hwc), name="images")
-    outputs = model(Preprocess(name="preprocess")(inputs))
-    if output_activation(model) == "linear":
-        outputs = keras.layers.Softmax(name="probabilities")(outputs)
-    return keras.Model(inputs, outputs, name=f"{spec.name}_serving")
-
-
 def check_target(folder: Path, fmt: str, output: Path | None) -> Path:
     """Where the artifact goes; a format without its converter, or a wrong suffix, fails here,
     before TensorFlow is imported."""
@@ -69,28 +49,26 @@ def check_target(folder: Path, fmt: str, output: Path | None) -> Path:
     return target
 
 
-def export(folder: Path, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
+def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
            quantize: str | None = None, calibration: int = 200, max_drop: float = 0.02) -> dict:
     """Write the artifact atomically, run it in its runtime, compare with Keras; returns the report.
-    With `quantize` (tflite), the comparison is the held-out accuracy (`tlc.quantize`)."""
+    With `quantize` (tflite), the comparison is the held-out accuracy (`tlc.quantize`). `run` is a
+    `Run` or its folder; the artifact is the predictor's serving model."""
     from .atomic import replacing
-    from .data.pipeline import Feed
+    from .predictor import Predictor
     from .quantize import check_mode, quantized_export
     from .train.runs import Run
 
     check_mode(fmt, quantize, calibration, max_drop)
-    run = Run.open(folder)
-    spec = run.spec
+    run = Run.of(run)
     target = check_target(run.folder, fmt, output)
-    served = serving_model(run.model(safe_mode=safe_mode), spec)
+    predictor = Predictor.of_run(run, safe_mode=safe_mode)
     if quantize:
         _make_parent(target)
-        return quantized_export(run, served, target, quantize, calibration=calibration, max_drop=max_drop)
-    part = run.choose_split("val" if run.split["counts"].get("val") else None)
-    examples = run.held_out(part)
-    examples = examples.take(np.arange(min(len(examples), CHECK_EXAMPLES)))
-    images = Feed(examples, spec.input.hwc, store=run.image_store()).array(CHECK_EXAMPLES)
-    expected = np.asarray(served.predict_on_batch(images))
+        return quantized_export(run, predictor, target, quantize, calibration=calibration, max_drop=max_drop)
+    part, _, images = run.held_out_images(CHECK_EXAMPLES)
+    expected = predictor.probabilities(images)
+    served = predictor.serving
     _make_parent(target)
     with replacing(target) as tmp, quietly():
         try:

@@ -6,37 +6,15 @@ ImageNet weights as a classifier, or cut at fc2 as a feature extractor).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import RunError, SpecError
 from .data import IMAGE_SUFFIXES, Examples, as_images, naming_unreadable
 from .data.pipeline import Feed
-
-
-@dataclass
-class Loaded:
-    model: Any
-    spec: Any | None  # for preprocessing; None when unknown
-    class_names: list[str] | None
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.model.input_shape[1:])  # type: ignore[return-value]
-
-    @property
-    def preprocess(self):
-        """The backbone's preprocessing (images in [0, 1] -> network input), when the spec is known."""
-        return None if self.spec is None else self.spec.backbone.preprocess
-
-    def feed(self, files: list[Path]) -> Feed:
-        """Image files through the data pipeline (read it inside `naming_unreadable`, which names
-        an unreadable file; nothing is decoded twice)."""
-        paths = np.array([str(f) for f in files])
-        return Feed(Examples(np.zeros(len(paths), "int64"), files=paths), self.input_shape, self.preprocess)
+from .errors import SpecError
+from .predictor import Predictor
 
 
 def resolve(source: str | Path):
@@ -57,18 +35,20 @@ def resolve(source: str | Path):
     return Run.open(path.parent) if path.name == "model.keras" and Run.is_run(path.parent) else path
 
 
-def load(source: str | Path, *, safe_mode: bool = True) -> Loaded:
+def load(found, *, safe_mode: bool = True) -> Predictor:
+    """The predictor for what `resolve` found: a spec compiled on the spot, a run's model with its
+    preprocessing and classes, or a bare .keras file (no preprocessing, classes by index)."""
     from .emit import compile as emit
     from .models import load_model
     from .preflight import Ready
     from .train.runs import Run
 
-    found = resolve(source)
     if isinstance(found, Ready):
-        return Loaded(emit(found, safe_mode=safe_mode), found.spec, _imagenet_names(found.spec))
+        return Predictor(emit(found, safe_mode=safe_mode), preprocess=found.spec.backbone.preprocess,
+                         classes=_imagenet_names(found.spec), name=found.spec.name)
     if isinstance(found, Run):
-        return Loaded(found.model(safe_mode=safe_mode), found.spec, found.classes)
-    return Loaded(load_model(found, safe_mode=safe_mode), None, None)
+        return Predictor.of_run(found, safe_mode=safe_mode)
+    return Predictor(load_model(found, safe_mode=safe_mode))
 
 
 def _imagenet_names(spec) -> list[str] | None:
@@ -100,25 +80,21 @@ def image_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def predict(loaded: Loaded, files: list[Path], top: int, batch_size: int = 64) -> list[dict]:
-    from .models import output_activation, probabilities
+def file_feed(files: list[Path], hwc: tuple[int, int, int]) -> Feed:
+    """Image files as [0, 1] images through the data pipeline (read it inside `naming_unreadable`,
+    which names an unreadable file; nothing is decoded twice)."""
+    return Feed(Examples(np.zeros(len(files), "int64"), files=np.array([str(f) for f in files])), hwc)
 
-    if output_activation(loaded.model) not in ("softmax", "sigmoid", "linear"):
-        raise RunError(f"the model outputs {tuple(loaded.model.output.shape[1:])} features per image "
-                       f"({loaded.model.layers[-1].name}), not class scores; use tlc extract")
-    feed = loaded.feed(files)
+
+def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int = 64) -> list[dict]:
+    predictor.require_classifier()
+    feed = file_feed(files, predictor.input_shape)
     with naming_unreadable([feed.examples], fix=""):
-        scores = probabilities(loaded.model, feed.in_order(batch_size))
-    names = loaded.class_names if loaded.class_names and len(loaded.class_names) == scores.shape[1] else None
-    out = []
-    for file, row in zip(files, scores):
-        best = np.argsort(row)[::-1][:top]
-        out.append({"image": str(file), "top": [
-            {"class": names[i] if names else str(i), "index": int(i), "probability": float(row[i])} for i in best]})
-    return out
+        scores = predictor.of_feed(feed, batch_size)
+    return [{"image": str(file), "top": best} for file, best in zip(files, predictor.top(scores, top))]
 
 
-def extract(loaded: Loaded, data: Path, output: Path, batch_size: int = 64,
+def extract(predictor: Predictor, data: Path, output: Path, batch_size: int = 64,
             progress: Any = None) -> tuple[tuple, list[str]]:
     """Features for an .npz (array `x`) or image files/folders, streamed batch by batch into the
     .npy `output` (written atomically); returns (shape, sources).
@@ -134,19 +110,19 @@ def extract(loaded: Loaded, data: Path, output: Path, batch_size: int = 64,
         except (OSError, KeyError, ValueError) as exc:
             raise SpecError(f"{data}: needs an array named x ({exc})") from None
         x = as_images(x)
-        if x.shape[1:] != loaded.input_shape:
-            raise SpecError(f"{data}: images are {x.shape[1:]}, the model needs {loaded.input_shape}")
-        feed = Feed(Examples(np.zeros(len(x), "int64"), images=x), loaded.input_shape, loaded.preprocess)
+        if x.shape[1:] != predictor.input_shape:
+            raise SpecError(f"{data}: images are {x.shape[1:]}, the model needs {predictor.input_shape}")
+        feed = Feed(Examples(np.zeros(len(x), "int64"), images=x), predictor.input_shape)
         sources = [f"{data}[{i}]" for i in range(len(x))]
     else:
         files = image_files([data])
-        feed, sources = loaded.feed(files), [str(f) for f in files]
-    shape = (len(feed), *(int(d) for d in loaded.model.output.shape[1:]))
+        feed, sources = file_feed(files, predictor.input_shape), [str(f) for f in files]
+    shape = (len(feed), *(int(d) for d in predictor.serving.output.shape[1:]))
 
     def chunks():
         done = 0
         for x, _ in feed.in_order(batch_size):
-            features = np.asarray(loaded.model.predict_on_batch(x))
+            features = predictor(x.numpy())
             done += len(features)
             if progress:
                 progress(done, len(feed))

@@ -69,19 +69,17 @@ def litert_scores(path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([run_artifact("tflite", path, images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
 
 
-def quantized_export(run, served, target: Path, mode: str, *, calibration: int, max_drop: float) -> dict:
-    """Convert, check on the held-out split, and write `target` only when the drop is allowed."""
+def quantized_export(run, predictor, target: Path, mode: str, *, calibration: int, max_drop: float) -> dict:
+    """Convert the predictor's serving model, check it on the held-out split beside the predictor,
+    and write `target` only when the drop is allowed."""
     import tempfile
 
     from .atomic import replacing
-    from .data.pipeline import Feed
     from .runtimes import quietly
 
-    part = run.choose_split(None)
-    examples = run.held_out(part)
-    images = Feed(examples, run.spec.input.hwc, store=run.image_store()).array(BATCH)
-    keras_scores = np.concatenate([np.asarray(served.predict_on_batch(images[i:i + BATCH]))
-                                   for i in range(0, len(images), BATCH)])
+    served = predictor.serving
+    part, examples, images = run.held_out_images()
+    keras_scores = predictor.probabilities(images, BATCH)
     calibrate = calibration_set(run, calibration) if mode == "int8" else None
     with replacing(target) as tmp, quietly():
         try:

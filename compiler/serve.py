@@ -17,7 +17,6 @@ import functools
 import os
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,10 +43,10 @@ class BadRequest(Exception):
 
 @dataclass
 class Served:
-    """The run's model, ready to answer: decoding, the batched call, and what /metadata says."""
+    """The run's predictor, ready to answer: decoding, the batched call, and what /metadata says."""
 
     run: Any
-    model: Any
+    predictor: Any
     sha256: str
     limits: Limits
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -55,32 +54,16 @@ class Served:
     images: int = 0
 
     @classmethod
-    def load(cls, folder: Path, limits: Limits, *, safe_mode: bool = True) -> Served:
+    def load(cls, run, limits: Limits, *, safe_mode: bool = True) -> Served:
+        """`run`: a `Run` (or its folder); its batch shapes are traced before the first request."""
+        from .predictor import Predictor
         from .train.runs import Run
         from .weights import file_sha256
 
-        run = Run.open(folder)
-        served = cls(run, run.model(safe_mode=safe_mode), file_sha256(str(run.model_path)), limits)
-        served._compile()
+        run = Run.of(run)
+        served = cls(run, Predictor.of_run(run, safe_mode=safe_mode), file_sha256(str(run.model_path)), limits)
+        served.predictor.warm({1, limits.max_batch})
         return served
-
-    def _compile(self) -> None:
-        import tensorflow as tf
-
-        from .models import output_activation
-
-        logits = output_activation(self.model) == "linear"
-        spec, model = self.run.spec, self.model
-
-        @tf.function(reduce_retracing=True)
-        def scores(images):
-            out = model(spec.backbone.preprocess(images), training=False)
-            return tf.nn.softmax(out, axis=-1) if logits else out
-
-        self._scores = scores
-        h, w, c = spec.input.hwc
-        for n in sorted({1, self.limits.max_batch}):  # trace the usual batch shapes before the first request
-            scores(tf.zeros((n, h, w, c)))
 
     def decode(self, name: str, contents: bytes) -> np.ndarray:
         """One uploaded image -> (h, w, c) in [0, 1], decoded as `tlc predict` decodes files
@@ -94,14 +77,6 @@ class Served:
             return decode_bytes(contents, (h, w), c, name).astype(np.float32) / 255.0
         except ImageError as exc:
             raise BadRequest(400, f"{exc} (PNG, JPEG, GIF, BMP or WebP)") from None
-
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for a batch, padded up to a power of two (few traced shapes)."""
-        n = len(images)
-        padded = 1 << (n - 1).bit_length()
-        if padded > n:
-            images = np.concatenate([images, np.zeros((padded - n, *images.shape[1:]), images.dtype)])
-        return np.asarray(self._scores(images))[:n]
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         future = asyncio.get_running_loop().create_future()
@@ -143,15 +118,11 @@ class Served:
         size = self.limits.max_batch
         self.calls += -(-len(batch) // size)
         self.images += len(batch)
-        return np.concatenate([self.infer(batch[i:i + size]) for i in range(0, len(batch), size)])
+        return self.predictor.probabilities(batch, size)
 
     def answer(self, names: list[str], scores: np.ndarray, top: int) -> dict:
-        classes = self.run.classes
-        predictions = []
-        for name, row in zip(names, scores):
-            best = np.argsort(row)[::-1][:top]
-            predictions.append({"file": name, "top": [{"class": classes[i], "probability": float(row[i])}
-                                                      for i in best]})
+        predictions = [{"file": name, "top": [{"class": t["class"], "probability": t["probability"]} for t in best]}
+                       for name, best in zip(names, self.predictor.top(scores, top))]
         return {"predictions": predictions, "model": {"name": self.run.spec.name, "sha256": self.sha256}}
 
     @functools.cached_property
@@ -308,13 +279,13 @@ def _server_class():
     return Server
 
 
-def serve(folder: Path, *, host: str, port: int, limits: Limits, api_key: str | None, safe_mode: bool,
+def serve(run, *, host: str, port: int, limits: Limits, api_key: str | None, safe_mode: bool,
           announce) -> None:
     """Load, listen, serve until SIGTERM or Ctrl-C (uvicorn finishes the requests in flight)."""
     import uvicorn
 
     sock = listen(host, port)
-    served = Served.load(folder, limits, safe_mode=safe_mode)
+    served = Served.load(run, limits, safe_mode=safe_mode)
     app = create_app(served, api_key)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30)
     server = _server_class()(config)

@@ -152,3 +152,8 @@ def draw_shapes(folder, per_class: int, size: tuple[int, int] = (48, 48), seed: 
             image.save(path)
             out.append((str(path), label, quadrant))
     return out
+
+
+def unboxed(text: str) -> str:
+    """A CLI message as one line: typer's rich error panel wraps it and draws borders around it."""
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())

@@ -79,10 +79,33 @@ def test_evaluate_draws_heat_maps_on_the_misclassified(shapes_run, tmp_path):
     result = tlc("evaluate", copy, "--split", "val")
     assert result.exit_code == 0, result.output
     from tlc.explain import heat_maps
-    from tlc.models import load_model
+    from tlc.predictor import Predictor
     from tlc.train.runs import Run
 
     run = Run.open(copy)
     images = np.random.default_rng(0).random((2, 48, 48, 3), dtype=np.float32)
-    heats = heat_maps(load_model(run.model_path), run.spec, images, [0, 1])
+    heats = heat_maps(Predictor.of_run(run), run.spec, images, [0, 1])
     assert heats.shape == (2, 48, 48) and heats.min() >= 0 and heats.max() <= 1
+
+
+def test_images_of_the_same_name_get_heat_maps_of_their_own(shapes_run, tmp_path):
+    """`tlc explain RUN a/x.png b/x.png` once wrote x.cam.png twice; each input keeps its own file."""
+    import shutil
+
+    folder, drawn = shapes_run
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = shutil.copy(drawn[0][0], tmp_path / "a" / "x.png"), shutil.copy(drawn[-1][0], tmp_path / "b" / "x.png")
+    result = tlc("explain", folder, first, second, first, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    written = [Path(r["png"]).name for r in json.loads(result.stdout)]
+    assert written == ["a_x.cam.png", "b_x.cam.png", "a_x-2.cam.png"]
+    assert all((tmp_path / "out" / name).is_file() for name in written)
+
+
+def test_output_names_keep_as_much_of_the_path_as_tells_them_apart():
+    from tlc.explain import output_stems
+
+    assert output_stems([Path("p/a/x.png"), Path("p/b/x.jpg"), Path("y.png")]) == ["a_x", "b_x", "y"]
+    assert output_stems([Path("one/same/x.png"), Path("two/same/x.png")]) == ["one_same_x", "two_same_x"]
+    assert output_stems([Path("x.png"), Path("x.png")]) == ["x", "x-2"]

@@ -271,6 +271,11 @@ class Run:
         return cls(folder, load_spec(folder / "spec.lock.yaml"), json.loads((folder / "split.json").read_text()),
                    json.loads((folder / "metrics.json").read_text()))
 
+    @classmethod
+    def of(cls, run: Run | str | os.PathLike) -> Run:
+        """`run` itself when the caller opened it already (the CLI does, before TensorFlow loads)."""
+        return run if isinstance(run, Run) else cls.open(run)
+
     @staticmethod
     def is_run(folder: str | os.PathLike) -> bool:
         return all((Path(folder) / name).is_file() for name in RUN_FILES)
@@ -288,8 +293,9 @@ class Run:
 
         return load_model(self.model_path, safe_mode=safe_mode)
 
-    def choose_split(self, asked: str | None) -> str:
-        """`asked` ('test' or 'val'), or test when the run has one, else val."""
+    def choose_split(self, asked: str | None = None) -> str:
+        """`asked` ('test' or 'val'), or the held-out rule of evaluate, export and quantize: test
+        when the run has one, else val."""
         counts = self.split["counts"]
         if asked == "test" and not counts.get("test"):
             raise UsageError(f"{self.folder} has no test split (train.data.test_split was 0); "
@@ -317,6 +323,19 @@ class Run:
             return Examples(np.array([int(y) for _, y in files], dtype="int64"),
                             files=np.array([f for f, _ in files]))
         return getattr(self._checked(load(self.spec, check_files=False), part), part)
+
+    def held_out_images(self, limit: int | None = None):
+        """(split, examples, [0, 1] images) of the held-out rule's split (test, else val), the
+        first `limit` of them: what the export and quantize checks run the artifact on."""
+        import numpy as np
+
+        from ..data.pipeline import Feed
+
+        part = self.choose_split()
+        examples = self.held_out(part)
+        if limit is not None and len(examples) > limit:
+            examples = examples.take(np.arange(limit))
+        return part, examples, Feed(examples, self.spec.input.hwc, store=self.image_store()).array(32)
 
     def image_store(self):
         """The decoded-image store training filled (`metrics.json`'s `image_store`, else
