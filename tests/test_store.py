@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from tlc.data import store as store_module
+
+pytestmark = pytest.mark.slow  # trains models
 from tlc.data.images import decode_file
 from tlc.data.store import STAMP, ImageStore
 
