@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from tlc.data import store as store_module
-
-pytestmark = pytest.mark.slow  # trains models
 from tlc.data.images import decode_file
 from tlc.data.store import STAMP, ImageStore
 
 from .conftest import tlc
+
+pytestmark = pytest.mark.slow  # trains models
 
 HWC = (16, 16, 3)
 SPEC = """
@@ -32,6 +32,8 @@ train:
   epochs: 2
   batch_size: 8
 """
+
+pytestmark = pytest.mark.slow  # trains models
 
 
 def photos(folder, per_class: int = 12, size=(40, 30)) -> list[str]:
