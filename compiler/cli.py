@@ -23,7 +23,8 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
 
 app = typer.Typer(
     name="tlc", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="Transfer-learning models as short YAML specs: check, build, summarize, train.",
+    help="Transfer-learning models as short YAML specs: check, summarize and build them; train, tune, "
+         "compare and evaluate runs; predict, extract, explain, export and serve with them.",
 )
 _state = {"debug": False}
 

@@ -1,8 +1,9 @@
 """One way in: everything a command can check about a spec before TensorFlow is imported.
 
-`build`, `train`, `predict`, `extract` and the library's `compile`/`train` all start here, so a
-bad spec fails in the time `check` takes (exit 2 invalid, 1 infeasible), the same way for every
-command, and nothing is validated twice: the result carries the plan and the phases to run.
+`build`, `train`, `predict` and `extract` with a spec, `tune` (its base spec, `check_search_base`)
+and the library's `compile`/`train` all start here, so a bad spec fails in the time `check` takes
+(exit 2 invalid, 1 infeasible), the same way for every command, and nothing is validated twice:
+the result carries the plan and the phases to run. Commands on a run folder start at `Run.open`.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 
 from .errors import InfeasibleError
 
-MAX_PARAMS = int(os.environ.get("TLC_MAX_PARAMS", 1_000_000_000))  # keeps hostile specs from exhausting memory
 from .plan import Plan, missing_weights, plan as make_plan
 from .spec import SpecBase
+
+MAX_PARAMS = int(os.environ.get("TLC_MAX_PARAMS", 1_000_000_000))  # keeps hostile specs from exhausting memory
 
 
 @dataclass(frozen=True)

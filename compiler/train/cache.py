@@ -2,7 +2,8 @@
 
 The prefix is every layer before the first one that trains (has trainable weights) or is random
 at training time (Dropout and friends), so results match an uncached run up to floating-point
-noise. Features are stored under the run folder, keyed by a hash of the data and of the prefix's
+noise. Features are stored in the run's `cache/` folder (`runs/<name>/cache/`; under `tlc tune`,
+in one folder the study's trials share), keyed by a hash of the data and of the prefix's
 configuration and weights, so a resumed or repeated run reuses them and any change invalidates them.
 """
 from __future__ import annotations
