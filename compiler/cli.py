@@ -273,7 +273,7 @@ def compare(
     Runs of the same spec (e.g. several seeds) are one row: their mean and range."""
     from .atomic import write_with
     from .comparison import load_groups, verdict
-    from .train.plots import compare_plot
+    from .figures import compare_plot
     from .views import compare_table
 
     groups = load_groups(runs)

@@ -55,7 +55,7 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True) -> dict:
     from .data.pipeline import Feed
     from .explain import heat_maps
     from .predictor import Predictor
-    from .train.plots import confusion_plot, examples_grid
+    from .figures import confusion_plot, examples_grid
     from .train.runs import Run
 
     run = Run.of(run)

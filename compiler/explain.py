@@ -95,7 +95,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     from .data import naming_unreadable
     from .infer import file_feed
     from .predictor import Predictor
-    from .train.plots import examples_grid
+    from .figures import examples_grid
     from .train.runs import Run
 
     run = Run.of(run)

@@ -1,1 +1,1 @@
-"""Training: data sources, the resumable loop, feature caching, run folders and plots."""
+"""Training: the resumable loop, feature caching, run folders, progress and distribution."""

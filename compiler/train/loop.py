@@ -21,7 +21,7 @@ from ..preflight import Ready, prepare
 from . import cache, controls
 from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit
-from .plots import accuracy_plot, import_in_background
+from ..figures import accuracy_plot, import_in_background
 from .progress import Reporter
 from .runs import RunFolder, State, metrics_record
 

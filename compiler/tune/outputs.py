@@ -42,7 +42,7 @@ def best_row(rows: list[dict], maximise: bool) -> dict | None:
 
 def write(study, tune, folder: Path, name: str) -> dict:
     """Write the outputs into `folder` (runs/<name>/tune); returns the `--json` summary."""
-    from ..train.plots import importance_plot, tune_history_plot
+    from ..figures import importance_plot, tune_history_plot
 
     rows = trial_rows(study, tune)
     write_text(folder / "trials.csv", _csv(rows, list(tune.space)))

@@ -1,4 +1,6 @@
-"""The figures a person would rather look at than a CSV: accuracy per epoch, and run comparisons."""
+"""The figures a person would rather look at than a CSV, in one module above training: accuracy
+per epoch (train), run comparisons (compare), the confusion matrix and image grids with heat maps
+(evaluate, explain), a study's history and parameter importance (tune)."""
 from __future__ import annotations
 
 from pathlib import Path
