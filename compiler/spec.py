@@ -14,7 +14,7 @@ from .errors import SpecError
 from .fields import by_kind
 from .loader import Document, Loc, format_loc
 from .registry import Registry, get_registry
-from .tune.config import TuneSpec
+from .tune_spec import TuneSpec
 
 MAX_SIDE = int(os.environ.get("TLC_MAX_SIDE", 8192))  # largest input height/width
 MAX_CHANNELS = int(os.environ.get("TLC_MAX_CHANNELS", 1024))

@@ -10,7 +10,7 @@ import yaml
 
 from tlc.registry import get_registry
 from tlc.spec import DataSpec, FreezeUpTo, SpecBase, TrainSpec, json_schema
-from tlc.tune.config import TuneSpec
+from tlc.tune_spec import TuneSpec
 
 from .conftest import REPO, tlc
 

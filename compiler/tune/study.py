@@ -89,18 +89,14 @@ def open_study(tune, storage, name: str, worker: int = 0):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = tune.seed + worker
-    if tune.sampler == "grid":
-        from .objective import optuna_choices
+    from ..tune_spec import PRUNERS, SAMPLERS
+    from .objective import optuna_choices
 
-        grid = {path: optuna_choices(s.values) for path, s in tune.space.items()}
-        sampler = optuna.samplers.GridSampler(grid, seed=seed)
-    elif tune.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner = {"none": optuna.pruners.NopPruner(), "median": optuna.pruners.MedianPruner(n_startup_trials=3),
-              "hyperband": optuna.pruners.HyperbandPruner()}[tune.pruner]
+    grid = {"search_space": {path: optuna_choices(s.values) for path, s in tune.space.items()}} \
+        if tune.sampler == "grid" else {}
+    sampler = getattr(optuna.samplers, SAMPLERS[tune.sampler])(**grid, seed=tune.seed + worker)
+    pruner_class, arguments = PRUNERS[tune.pruner]
+    pruner = getattr(optuna.pruners, pruner_class)(**arguments)
     direction = "maximize" if tune.maximise else "minimize"
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction=direction, load_if_exists=True)

@@ -1,12 +1,22 @@
-"""The `tune:` section of a spec (contract section 7), validated like the rest of the spec."""
+"""The `tune:` section of a spec (contract section 7), validated like the rest of the spec.
+
+Samplers and pruners are one row each: the name a spec writes -> the Optuna class (and its
+arguments) that `tune/study.py` builds; the spec's literals are these tables' keys.
+"""
 
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, Strict, model_validator
 
-from ..components import StrictModel
+from .components import StrictModel
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
+
+#: sampler name -> its class in `optuna.samplers` (grid is also given the grid of choices)
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "grid": "GridSampler"}
+#: pruner name -> (its class in `optuna.pruners`, the arguments tlc gives it)
+PRUNERS = {"none": ("NopPruner", {}), "median": ("MedianPruner", {"n_startup_trials": 3}),
+           "hyperband": ("HyperbandPruner", {})}
 
 
 class Choice(StrictModel):
@@ -63,9 +73,9 @@ class TuneSpec(StrictModel):
     trials: Annotated[int, Strict(), Field(gt=0, le=100_000)] = Field(
         20, description="trials in the whole study, over every worker and resumption")
     timeout: Annotated[float, Field(gt=0)] | None = Field(None, description="seconds per worker (null: no limit)")
-    sampler: Literal["tpe", "random", "grid"] = Field(
+    sampler: Literal[tuple(SAMPLERS)] = Field(  # type: ignore[valid-type]
         "tpe", description="tpe, random, or grid (every combination; choice spaces only)")
-    pruner: Literal["none", "median", "hyperband"] = Field(
+    pruner: Literal[tuple(PRUNERS)] = Field(  # type: ignore[valid-type]
         "median", description="stop a trial after a clearly worse epoch: none, median or hyperband")
     seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = Field(0, description="the sampler's seed")
     space: Annotated[dict[str, Space], Field(min_length=1)] = Field(
