@@ -408,7 +408,7 @@ def evaluate(
     """Per-class metrics and confusion matrix of a run on its held-out split (evaluation.json,
     confusion.png and misclassified.png in the run folder)."""
     from .evaluate import evaluate as run_evaluation
-    from .train.runs import Run
+    from .run import Run
     from .views import evaluation_table
 
     opened = Run.open(run)
@@ -443,7 +443,7 @@ def export(
     artifact in its own runtime and compare it with Keras (quantized: by held-out accuracy)."""
     from .export import check_target, export as run_export
     from .quantize import check_mode
-    from .train.runs import Run
+    from .run import Run
 
     fmt, mode = format.value, quantize and quantize.value
     check_mode(fmt, mode, calibration, max_drop)
@@ -482,7 +482,7 @@ def explain(
     a labelled grid for several)."""
     from . import infer
     from .explain import explain as run_explain
-    from .train.runs import Run
+    from .run import Run
 
     opened = Run.open(run)
     files = infer.image_files(images)
@@ -515,7 +515,7 @@ def serve(
     """Serve a run's model over HTTP: POST /predict (images), GET /health, GET /metadata; concurrent
     requests are batched into one model call. Stops cleanly on SIGTERM or Ctrl-C."""
     from .serve import Limits, api_key_from, serve as run_server
-    from .train.runs import Run
+    from .run import Run
 
     opened = Run.open(run)
     key = api_key_from(api_key_env)

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .train.runs import read_run
+from .run import read_run
 
 
 @dataclass

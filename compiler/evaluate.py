@@ -56,7 +56,7 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True) -> dict:
     from .explain import heat_maps
     from .predictor import Predictor
     from .figures import confusion_plot, examples_grid
-    from .train.runs import Run
+    from .run import Run
 
     run = Run.of(run)
     spec, part = run.spec, run.choose_split(split)

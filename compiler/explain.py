@@ -96,7 +96,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     from .infer import file_feed
     from .predictor import Predictor
     from .figures import examples_grid
-    from .train.runs import Run
+    from .run import Run
 
     run = Run.of(run)
     names = run.classes

@@ -57,7 +57,7 @@ def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
     from .atomic import replacing
     from .predictor import Predictor
     from .quantize import check_mode, quantized_export
-    from .train.runs import Run
+    from .run import Run
 
     check_mode(fmt, quantize, calibration, max_drop)
     run = Run.of(run)

@@ -21,7 +21,7 @@ def resolve(source: str | Path):
     """What a model source is, checked without TensorFlow: a spec's preflight (`Ready`), a run
     (`Run`: a run folder, or a run's model.keras), or a bare .keras file (its path)."""
     from .preflight import prepare
-    from .train.runs import Run
+    from .run import Run
 
     path = Path(source)
     if path.suffix in (".yaml", ".yml"):
@@ -41,7 +41,7 @@ def load(found, *, safe_mode: bool = True) -> Predictor:
     from .emit import compile as emit
     from .models import load_model
     from .preflight import Ready
-    from .train.runs import Run
+    from .run import Run
 
     if isinstance(found, Ready):
         return Predictor(emit(found, safe_mode=safe_mode), preprocess=found.spec.backbone.preprocess,

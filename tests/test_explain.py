@@ -80,7 +80,7 @@ def test_evaluate_draws_heat_maps_on_the_misclassified(shapes_run, tmp_path):
     assert result.exit_code == 0, result.output
     from tlc.explain import heat_maps
     from tlc.predictor import Predictor
-    from tlc.train.runs import Run
+    from tlc.run import Run
 
     run = Run.open(copy)
     images = np.random.default_rng(0).random((2, 48, 48, 3), dtype=np.float32)

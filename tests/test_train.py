@@ -11,7 +11,7 @@ from tlc.data.pipeline import Feed
 from tlc.errors import RunError
 from tlc.train.loop import train
 from tlc.train.progress import Reporter
-from tlc.train.runs import read_run
+from tlc.run import read_run
 
 from .conftest import tlc as run
 from .helpers import rows_of

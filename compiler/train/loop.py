@@ -23,7 +23,8 @@ from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit
 from ..figures import accuracy_plot, import_in_background
 from .progress import Reporter
-from .runs import RunFolder, State, metrics_record
+from .runs import RunFolder
+from .state import State, metrics_record
 
 
 @dataclass

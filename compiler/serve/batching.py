@@ -1,0 +1,114 @@
+"""The served model: the run's predictor, decoding as `tlc predict` decodes files, and one
+batching worker. Requests wait in one queue; the worker takes whatever has arrived (up to
+`max_batch` images, waiting at most `MAX_WAIT_S` after the first) and makes one predictor call
+for all of it, in a thread, so the event loop keeps accepting. Under concurrent load that is one
+call per batch, not per request (`bench/serve_load.py`)."""
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .uploads import BadRequest, Limits
+
+MAX_WAIT_S = 0.005  # how long the first request of a batch waits for company
+
+
+@dataclass
+class Served:
+    """The run's predictor, ready to answer: decoding, the batched call, and what /metadata says."""
+
+    run: Any
+    predictor: Any
+    sha256: str
+    limits: Limits
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    calls: int = 0  # model calls made, and the images they classified (/metadata says both)
+    images: int = 0
+
+    @classmethod
+    def load(cls, run, limits: Limits, *, safe_mode: bool = True) -> Served:
+        """`run`: a `Run` (or its folder); its batch shapes are traced before the first request."""
+        from ..predictor import Predictor
+        from ..run import Run
+        from ..weights import file_sha256
+
+        run = Run.of(run)
+        served = cls(run, Predictor.of_run(run, safe_mode=safe_mode), file_sha256(str(run.model_path)), limits)
+        served.predictor.warm({1, limits.max_batch})
+        return served
+
+    def decode(self, name: str, contents: bytes) -> np.ndarray:
+        """One uploaded image -> (h, w, c) in [0, 1], decoded as `tlc predict` decodes files
+        (upright, DCT-scaled, antialiased); an undecodable part is a 400 naming it."""
+        from ..data.images import ImageError, decode_bytes
+
+        if not contents:
+            raise BadRequest(400, f"{name}: empty")
+        h, w, c = self.run.spec.input.hwc
+        try:
+            return decode_bytes(contents, (h, w), c, name).astype(np.float32) / 255.0
+        except ImageError as exc:
+            raise BadRequest(400, f"{exc} (PNG, JPEG, GIF, BMP or WebP)") from None
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((images, future))
+        return await future
+
+    async def batcher(self) -> None:
+        """The one worker: gather queued requests into batches of up to max_batch images."""
+        loop = asyncio.get_running_loop()
+        while True:
+            pending = [await self.queue.get()]
+            count = len(pending[0][0])
+            deadline = loop.time() + MAX_WAIT_S
+            while count < self.limits.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                pending.append(item)
+                count += len(item[0])
+            try:
+                batch = np.concatenate([images for images, _ in pending])
+                scores = await loop.run_in_executor(None, self._chunked, batch)
+            except Exception as exc:  # a failed model call fails its requests, not the server
+                for _, future in pending:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for images, future in pending:
+                if not future.done():
+                    future.set_result(scores[start:start + len(images)])
+                start += len(images)
+
+    def _chunked(self, batch: np.ndarray) -> np.ndarray:
+        size = self.limits.max_batch
+        self.calls += -(-len(batch) // size)
+        self.images += len(batch)
+        return self.predictor.probabilities(batch, size)
+
+    def answer(self, names: list[str], scores: np.ndarray, top: int) -> dict:
+        predictions = [{"file": name, "top": [{"class": t["class"], "probability": t["probability"]} for t in best]}
+                       for name, best in zip(names, self.predictor.top(scores, top))]
+        return {"predictions": predictions, "model": {"name": self.run.spec.name, "sha256": self.sha256}}
+
+    @functools.cached_property
+    def resolved_spec(self) -> dict:
+        """The run's spec.lock.yaml as data, read once."""
+        import yaml
+
+        return yaml.safe_load((self.run.folder / "spec.lock.yaml").read_text())
+
+    def metadata(self) -> dict:
+        return {"name": self.run.spec.name, "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
+                "sha256": self.sha256, "spec": self.resolved_spec,
+                "served": {"images": self.images, "model_calls": self.calls, "max_batch": self.limits.max_batch}}
