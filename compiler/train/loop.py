@@ -1,8 +1,9 @@
 """`tlc train`: phases of epochs, one `fit` call per phase, checkpointed after every epoch.
 
-This module orchestrates; what a spec must satisfy is the preflight's (`tlc.preflight`), what
-each epoch does is `epochs`', what the model trains with is `controls`', what is cached is
-`cache`'s and what the run folder holds is `runs`'.
+This module orchestrates: `PhaseRunner` runs one phase at a time over one model. What a spec
+must satisfy is the preflight's (`tlc.preflight`), what each epoch does is `epochs`', what the
+model trains with is `controls`', what is cached is `cache`'s and what the run folder holds is
+`runs`' and `state`'s.
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from .. import data as datasets
 from ..data.split import split_record
 from ..emit import set_frozen
 from ..errors import RunError
+from ..figures import accuracy_plot, import_in_background
 from ..preflight import Ready, prepare
 from . import cache, controls
 from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit
-from ..figures import accuracy_plot, import_in_background
 from .progress import Reporter
 from .runs import RunFolder
 from .state import State, metrics_record
@@ -96,86 +97,134 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
 
 def _run(ready: Ready, dataset, folder: RunFolder, state: State, options: Options, reporter,
          strategy: Strategy, store=None) -> Result:
-    import keras
+    runner = PhaseRunner.start(ready, dataset, folder, state, options, reporter, strategy, store)
+    for index, phase in enumerate(ready.phases):
+        if index >= state.phases_done:  # (a resumed run skips the phases it finished)
+            runner.run(index, phase)
+    return runner.finish()
 
-    from ..emit import compile as emit
 
-    spec, phases = ready.spec, ready.phases
-    total = phases[-1].first_epoch + phases[-1].epochs
-    import_in_background()
-    keras.utils.set_random_seed(spec.train.seed)
-    scope = strategy.scope
-    with scope():
-        if state.checkpoint:
-            model = keras.saving.load_model(folder.checkpoint_path(state), compile=True, safe_mode=options.safe_mode)
-            reporter.note(f"resuming {spec.name} after epoch {state.epochs_done} of {total}")
-        else:
-            weights_notes: list[str] = []
-            model = emit(ready, safe_mode=options.safe_mode, notes=weights_notes)
-            for note in weights_notes:
-                reporter.note(note)
-            state.weights_notes = weights_notes
-        loss = controls.loss_for(spec, model, dataset)
-    train_feed, val_feed = datasets.feeds(spec, dataset, store)
-    weights = controls.class_weights(spec, dataset.train.labels, dataset.num_classes)
-    log = controls.TensorBoardLog(folder.work, enabled=folder.writer)
-    n_backbone = len(ready.plan.backbone)
-    for index, phase in enumerate(phases):
-        if index < state.phases_done:
-            continue
+@dataclass
+class PhaseRunner:
+    """One run's model, loss, feeds and logs, and the phases run over them: `run` trains one phase
+    (freeze, compile, split off the cached prefix, fit, restore the best epoch), `finish` records
+    and saves the run. What comes between phases or after the last belongs here, not in `fit`."""
+
+    ready: Ready
+    dataset: Any
+    folder: RunFolder
+    state: State
+    options: Options
+    reporter: Any
+    strategy: Strategy
+    store: Any
+    model: Any
+    loss: Any
+    feeds: tuple
+    class_weight: Any
+    log: Any
+
+    @classmethod
+    def start(cls, ready: Ready, dataset, folder: RunFolder, state: State, options: Options, reporter,
+              strategy: Strategy, store) -> PhaseRunner:
+        """The model (from the checkpoint when resuming, else built and its weights loaded), its loss,
+        the feeds over the decoded-image store, class weights and the TensorBoard log."""
+        import keras
+
+        from ..emit import compile as emit
+
+        spec = ready.spec
+        import_in_background()
+        keras.utils.set_random_seed(spec.train.seed)
+        with strategy.scope():
+            if state.checkpoint:
+                model = keras.saving.load_model(folder.checkpoint_path(state), compile=True,
+                                                safe_mode=options.safe_mode)
+                reporter.note(f"resuming {spec.name} after epoch {state.epochs_done} of {cls.total(ready)}")
+            else:
+                weights_notes: list[str] = []
+                model = emit(ready, safe_mode=options.safe_mode, notes=weights_notes)
+                for note in weights_notes:
+                    reporter.note(note)
+                state.weights_notes = weights_notes
+            loss = controls.loss_for(spec, model, dataset)
+        return cls(ready, dataset, folder, state, options, reporter, strategy, store, model, loss,
+                   datasets.feeds(spec, dataset, store),
+                   controls.class_weights(spec, dataset.train.labels, dataset.num_classes),
+                   controls.TensorBoardLog(folder.work, enabled=folder.writer))
+
+    @staticmethod
+    def total(ready: Ready) -> int:
+        return ready.phases[-1].first_epoch + ready.phases[-1].epochs
+
+    def run(self, index: int, phase) -> None:
+        spec, state, model, scope = self.ready.spec, self.state, self.model, self.strategy.scope
         if len(state.phase_starts) <= index:  # a new phase (early stopping may have moved its start)
             state.phase_starts.append(state.epochs_done)
             state.early = {}
         first = state.phase_starts[index]
         resuming_inside = state.checkpoint is not None and state.epochs_done > first
         if not resuming_inside:
-            set_frozen(model.layers[:n_backbone], phase.frozen_through, phase.batch_norm)
+            set_frozen(model.layers[:len(self.ready.plan.backbone)], phase.frozen_through, phase.batch_norm)
             with scope():
-                controls.compile_model(model, loss, controls.optimizer(spec, phase.learning_rate))
+                controls.compile_model(model, self.loss, controls.optimizer(spec, phase.learning_rate))
+        part, steps = self._split()
+        epochs = range(state.epochs_done, first + phase.epochs)
+        hooks = EpochHooks(part.model, spec, phase, first, self.total(self.ready), steps, self.reporter, state, self.log,
+                           checkpoint=lambda: self.folder.save_epoch(model, state, checkpoint=self.options.checkpoints),
+                           save_best=lambda: self.folder.save_best(model))
+        if not hooks.stopped:
+            if self.strategy.kind == "multi_worker":
+                fit_multi_worker(self.strategy, part.model, part.train, part.val, self.loss, spec.train.batch_size,
+                                 spec.train.seed, epochs, hooks, self.class_weight)
+            else:
+                fit(part, spec, epochs, hooks, self.class_weight)
+        stopping = spec.train.early_stopping
+        if stopping and stopping.restore_best and self.folder.best_exists():
+            model.load_weights(self.folder.best_path)
+            self.reporter.note(f"restored the weights of epoch {state.early['best_epoch'] + 1} "
+                               f"(best {stopping.monitor} {state.early['best']:.4f})")
+        state.phases_done = index + 1
+
+    def _split(self):
+        """The phase's trainable part: the model, or the layers after the frozen prefix on cached
+        features (which share the model's layers and optimizer, so the same scope); and its steps
+        per epoch. Computing features counts as training time."""
+        spec, state, options = self.ready.spec, self.state, self.options
         started = time.perf_counter()
-        multi_worker = strategy.kind == "multi_worker"
-        with scope():  # the cached tail shares the model's layers and optimizer, so the same scope
-            part = cache.split(model, train_feed, val_feed, options.features_dir or folder.cache_dir,
+        multi_worker = self.strategy.kind == "multi_worker"
+        with self.strategy.scope():
+            part = cache.split(self.model, *self.feeds, options.features_dir or self.folder.cache_dir,
                                enabled=options.use_cache and not multi_worker, batch_size=spec.train.batch_size,
                                off_because="multi_worker: each worker trains the whole model" if multi_worker
                                else "--no-cache")
-            steps = -(-len(part.train) // spec.train.batch_size)  # per epoch
-            if part.model is not model:  # a head on cached features: a whole epoch per call, at most 64 steps
-                controls.compile_model(part.model, loss, model.optimizer, steps_per_execution=min(steps, 64))
+            steps = -(-len(part.train) // spec.train.batch_size)
+            if part.model is not self.model:  # a head on cached features: a whole epoch per call, at most 64 steps
+                controls.compile_model(part.model, self.loss, self.model.optimizer, steps_per_execution=min(steps, 64))
         state.train_seconds += time.perf_counter() - started
-        reporter.note(part.note)
+        self.reporter.note(part.note)
         if part.note not in state.notes:
             state.notes.append(part.note)
         if part.key and part.key not in state.cache_keys:
             state.cache_keys.append(part.key)
         state.features.append(("reused" if part.reused else "computed") if part.key else "off")
-        epochs = range(state.epochs_done, first + phase.epochs)
-        hooks = EpochHooks(part.model, spec, phase, first, total, steps, reporter, state, log,
-                           checkpoint=lambda: folder.save_epoch(model, state, checkpoint=options.checkpoints),
-                           save_best=lambda: folder.save_best(model))
-        if not hooks.stopped:
-            if multi_worker:
-                fit_multi_worker(strategy, part.model, part.train, part.val, loss, spec.train.batch_size,
-                                 spec.train.seed, epochs, hooks, weights)
-            else:
-                fit(part, spec, epochs, hooks, weights)
-        if spec.train.early_stopping and spec.train.early_stopping.restore_best and folder.best_exists():
-            model.load_weights(folder.best_path)
-            reporter.note(f"restored the weights of epoch {state.early['best_epoch'] + 1} "
-                          f"(best {spec.train.early_stopping.monitor} {state.early['best']:.4f})")
-        state.phases_done = index + 1
-    log.close()
-    if folder.writer and options.features_dir is None:
-        cache.drop_unused(folder.cache_dir, state.cache_keys)
-    metrics = metrics_record(spec, model, state, phases, dataset, options.resume, strategy, weights)
-    if store is not None:
-        for line in (store.summary(), store.failure):
-            if line:
-                reporter.note(line)
-        metrics["image_store"] = store.record()
-    plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", state.phase_starts)
-    extra = {"split.json": json.dumps(split_record(dataset), indent=1) + "\n"}
-    return Result(folder.finish(model, state, metrics, spec, plot, extra), metrics, model, folder.writer)
+        return part, steps
+
+    def finish(self) -> Result:
+        spec, state, folder, store = self.ready.spec, self.state, self.folder, self.store
+        self.log.close()
+        if folder.writer and self.options.features_dir is None:
+            cache.drop_unused(folder.cache_dir, state.cache_keys)
+        metrics = metrics_record(spec, self.model, state, self.ready.phases, self.dataset, self.options.resume,
+                                 self.strategy, self.class_weight)
+        if store is not None:
+            for line in (store.summary(), store.failure):
+                if line:
+                    self.reporter.note(line)
+            metrics["image_store"] = store.record()
+        plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", state.phase_starts)
+        extra = {"split.json": json.dumps(split_record(self.dataset), indent=1) + "\n"}
+        return Result(folder.finish(self.model, state, metrics, spec, plot, extra), metrics, self.model, folder.writer)
 
 
 def data_note(dataset) -> str:
