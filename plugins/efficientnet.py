@@ -7,11 +7,11 @@ from typing import ClassVar
 
 from tlc import hookimpl
 from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, \
-    GlobalPooling2D, Layer, Multiply, Normalization, Rescaling, Reshape, ZeroPadding2D
+from tlc.layers import Activation, BatchNormalization, Conv2D, Dense, Dropout, GlobalPooling2D, Layer, \
+    Normalization, Rescaling, ZeroPadding2D
 
 from .applications import Application, variants
-from .blocks import pointwise
+from .blocks import mbconv, pointwise, round_filters
 
 #: (kernel, repeats, filters in, filters out, expand ratio, strides) per stage; se_ratio 0.25, id_skip
 STAGES = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
@@ -35,10 +35,8 @@ def top(g: Graph, x: str, filters: int, classes: int | None, dropout: float) -> 
 class EfficientNet(Application):
     scaling: ClassVar[tuple[float, float, float]]  # width, depth, dropout before the top's predictions
 
-    def round_filters(self, filters: int, divisor: int = 8) -> int:
-        filters *= self.scaling[0]
-        new = max(divisor, int(filters + divisor / 2) // divisor * divisor)
-        return int(new + divisor if new < 0.9 * filters else new)
+    def round_filters(self, filters: int) -> int:
+        return round_filters(filters, self.scaling[0])
 
     def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
@@ -58,38 +56,11 @@ class EfficientNet(Application):
             for j in range(n):
                 if j > 0:
                     strides, f_in = 1, f_out
-                x = self._block(g, x, DROP_CONNECT_RATE * b / blocks, f"block{i + 1}{chr(j + 97)}_",
-                                f_in, f_out, kernel, strides, expand)
+                x = mbconv(g, x, f"block{i + 1}{chr(j + 97)}_", f_in, f_out, kernel, strides, expand, 0.25,
+                           DROP_CONNECT_RATE * b / blocks)
                 b += 1
         top(g, x, self.round_filters(1280), self.classes if self.include_top else None, self.scaling[2])
         return g.layers
-
-    @staticmethod
-    def _block(g: Graph, inputs: str, drop_rate: float, name: str, f_in: int, f_out: int, kernel: int,
-               strides: int, expand: int) -> str:
-        filters, x = f_in * expand, inputs
-        if expand != 1:
-            x = g(pointwise(f"{name}expand_conv", filters), x)
-            x = g(BatchNormalization(f"{name}expand_bn"), x)
-            x = g(Activation(f"{name}expand_activation", activation="swish"), x)
-        if strides == 2:
-            x = g(ZeroPadding2D(f"{name}dwconv_pad", correct_for=kernel), x)
-        x = g(DepthwiseConv2D(f"{name}dwconv", kernel_size=(kernel, kernel), strides=(strides, strides),
-                              padding="valid" if strides == 2 else "same", use_bias=False), x)
-        x = g(BatchNormalization(f"{name}bn"), x)
-        x = g(Activation(f"{name}activation", activation="swish"), x)
-        se = g(GlobalPooling2D(f"{name}se_squeeze", mode="avg"), x)
-        se = g(Reshape(f"{name}se_reshape", target_shape=(1, 1, filters)), se)
-        se = g(pointwise(f"{name}se_reduce", max(1, int(f_in * 0.25)), bias=True, activation="swish"), se)
-        se = g(pointwise(f"{name}se_expand", filters, bias=True, activation="sigmoid"), se)
-        x = g(Multiply(f"{name}se_excite"), x, se)
-        x = g(pointwise(f"{name}project_conv", f_out), x)
-        x = g(BatchNormalization(f"{name}project_bn"), x)
-        if strides == 1 and f_in == f_out:
-            if drop_rate > 0:
-                x = g(Dropout(f"{name}drop", rate=drop_rate), x)
-            x = g(Add(f"{name}add"), x, inputs)
-        return x
 
 
 EFFICIENTNETS = variants(EfficientNet)

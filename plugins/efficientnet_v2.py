@@ -8,11 +8,10 @@ from typing import ClassVar
 
 from tlc import hookimpl
 from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, DepthwiseConv2D, Dropout, GlobalPooling2D, Layer, \
-    Multiply, Normalization, Rescaling, Reshape
+from tlc.layers import Activation, BatchNormalization, Layer, Normalization, Rescaling
 
 from .applications import Application, preprocess, variants
-from .blocks import conv, pointwise
+from .blocks import conv, mbconv, round_filters
 from .efficientnet import top
 
 #: (kernel, repeats, filters in, filters out, expand ratio, se ratio, strides, fused) per stage
@@ -37,9 +36,8 @@ class EfficientNetV2(Application):
     scaling: ClassVar[tuple[float, float]]  # width, depth
     stages: ClassVar[str]  # the STAGES table
 
-    def round_filters(self, filters: int, divisor: int = 8) -> int:
-        filters *= self.scaling[0]
-        return int(max(divisor, int(filters + divisor / 2) // divisor * divisor))
+    def round_filters(self, filters: int) -> int:
+        return round_filters(filters, self.scaling[0], within_90_percent=False)
 
     def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
@@ -59,44 +57,11 @@ class EfficientNetV2(Application):
             for j in range(n):
                 if j > 0:
                     strides, f_in = 1, f_out
-                x = self._block(g, x, f"block{i + 1}{chr(j + 97)}_", f_in, f_out, kernel, strides, expand, se, fused,
-                                DROP_CONNECT_RATE * b / blocks)
+                x = mbconv(g, x, f"block{i + 1}{chr(j + 97)}_", f_in, f_out, kernel, strides, expand, se,
+                           DROP_CONNECT_RATE * b / blocks, fused=fused, depthwise="dwconv2", pad_strided=False)
                 b += 1
         top(g, x, self.round_filters(1280), self.classes if self.include_top else None, 0.2)
         return g.layers
-
-    @staticmethod
-    def _block(g: Graph, inputs: str, name: str, f_in: int, f_out: int, kernel: int, strides: int, expand: int,
-               se_ratio: float, fused: bool, drop_rate: float) -> str:
-        filters, x = f_in * expand, inputs
-        if expand != 1:
-            x = g(conv(f"{name}expand_conv", filters, kernel if fused else 1, strides if fused else 1,
-                       padding="same", bias=False), x)
-            x = g(BatchNormalization(f"{name}expand_bn"), x)
-            x = g(Activation(f"{name}expand_activation", activation="swish"), x)
-        if not fused:
-            x = g(DepthwiseConv2D(f"{name}dwconv2", kernel_size=(kernel, kernel), strides=(strides, strides),
-                                  padding="same", use_bias=False), x)
-            x = g(BatchNormalization(f"{name}bn"), x)
-            x = g(Activation(f"{name}activation", activation="swish"), x)
-        if 0 < se_ratio <= 1:
-            se = g(GlobalPooling2D(f"{name}se_squeeze", mode="avg"), x)
-            se = g(Reshape(f"{name}se_reshape", target_shape=(1, 1, filters)), se)
-            se = g(pointwise(f"{name}se_reduce", max(1, int(f_in * se_ratio)), bias=True, activation="swish"), se)
-            se = g(pointwise(f"{name}se_expand", filters, bias=True, activation="sigmoid"), se)
-            x = g(Multiply(f"{name}se_excite"), x, se)
-        project_here = fused and expand == 1  # the fused block without expansion convolves in its projection
-        x = g(conv(f"{name}project_conv", f_out, kernel if project_here else 1, strides if project_here else 1,
-                   padding="same", bias=False), x)
-        x = g(BatchNormalization(f"{name}project_bn"), x)
-        if project_here:
-            x = g(Activation(f"{name}project_activation", activation="swish"), x)
-        if strides == 1 and f_in == f_out:
-            if drop_rate:
-                x = g(Dropout(f"{name}drop", rate=drop_rate), x)
-            x = g(Add(f"{name}add"), x, inputs)
-        return x
-
 
     def preprocess(self, images):
         """0..255 images for the model's own layers. B0-B3 at other than 3 channels: Keras swaps

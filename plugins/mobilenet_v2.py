@@ -6,7 +6,7 @@ from tlc.graph import Graph
 from tlc.layers import Add, BatchNormalization, Conv2D, DepthwiseConv2D, Layer, ReLU, ZeroPadding2D
 
 from .applications import WidthMultiplied, variants
-from .blocks import classifier, make_divisible, pointwise
+from .blocks import classifier, round_filters, pointwise
 
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 #: (filters, stride, expansion) of blocks 0..16
@@ -19,13 +19,13 @@ class MobileNetV2(WidthMultiplied):
     imagenet_alphas = IMAGENET_ALPHAS
     def describe(self, channels: int = 3) -> list[Layer]:
         g = Graph(self.input_layer())
-        channels = make_divisible(32 * self.alpha)
+        channels = round_filters(32 * self.alpha)
         x = g(Conv2D("Conv1", filters=channels, kernel_size=(3, 3), strides=(2, 2), padding="same", use_bias=False))
         x = g(BatchNormalization("bn_Conv1"), x)
         x = g(ReLU("Conv1_relu", max_value=6.0), x)
         for block_id, (filters, stride, expansion) in enumerate(BLOCKS):
             x, channels = self._inverted_residual(g, x, channels, filters, stride, expansion, block_id)
-        last = make_divisible(1280 * self.alpha) if self.alpha > 1.0 else 1280
+        last = round_filters(1280 * self.alpha) if self.alpha > 1.0 else 1280
         x = g(Conv2D("Conv_1", filters=last, kernel_size=(1, 1), use_bias=False), x)
         x = g(BatchNormalization("Conv_1_bn"), x)
         x = g(ReLU("out_relu", max_value=6.0), x)
@@ -35,7 +35,7 @@ class MobileNetV2(WidthMultiplied):
 
     def _inverted_residual(self, g: Graph, inputs: str, channels: int, filters: int, stride: int,
                            expansion: int, block_id: int) -> tuple[str, int]:
-        out = make_divisible(int(filters * self.alpha))
+        out = round_filters(int(filters * self.alpha))
         prefix, x = f"block_{block_id}_", inputs
         if block_id:
             x = g(pointwise(f"{prefix}expand", expansion * channels), x)

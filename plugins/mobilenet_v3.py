@@ -13,7 +13,7 @@ from tlc.layers import Activation, Add, Affine, BatchNormalization, DepthwiseCon
     GlobalPooling2D, Layer, Multiply, ReLU, Rescaling, ZeroPadding2D
 
 from .applications import Application, variants
-from .blocks import conv, make_divisible, pointwise
+from .blocks import conv, round_filters, pointwise
 
 #: (expansion, filters, kernel (None: the variant's), stride, squeeze-excite, hard swish) per block
 SMALL = ((1, 16, 3, 2, True, False), (72 / 16, 24, 3, 2, False, False), (88 / 24, 24, 3, 1, False, False),
@@ -59,15 +59,15 @@ class MobileNetV3(Application):
         filters = 16
         for block_id, (expansion, out, kernel, stride, se, hard) in enumerate(LARGE if self.large else SMALL):
             kernel = kernel or (3 if self.minimalistic else 5)
-            x, filters = self._block(g, x, filters, expansion, make_divisible(out * self.alpha), kernel, stride,
+            x, filters = self._block(g, x, filters, expansion, round_filters(out * self.alpha), kernel, stride,
                                      se and not self.minimalistic, hard, block_id)
-        x = g(pointwise("conv_1", make_divisible(filters * 6)), x)
+        x = g(pointwise("conv_1", round_filters(filters * 6)), x)
         x = g(BatchNormalization("conv_1_bn"), x)
         x = self._activate(g, x, True)
         if self.include_top:
             last = 1280 if self.large else 1024
             x = g(GlobalPooling2D(g.auto("global_average_pooling2d"), keepdims=True), x)
-            x = g(pointwise("conv_2", make_divisible(last * self.alpha) if self.alpha > 1.0 else last, bias=True), x)
+            x = g(pointwise("conv_2", round_filters(last * self.alpha) if self.alpha > 1.0 else last, bias=True), x)
             x = self._activate(g, x, True)
             x = g(Dropout(g.auto("dropout"), rate=0.2), x)
             x = g(pointwise("logits", self.classes, bias=True), x)
@@ -78,7 +78,7 @@ class MobileNetV3(Application):
     def _block(self, g: Graph, x: str, infilters: int, expansion: float, filters: int, kernel: int, stride: int,
                se: bool, hard: bool, block_id: int) -> tuple[str, int]:
         shortcut, prefix = x, "expanded_conv_"
-        expanded = make_divisible(infilters * expansion)
+        expanded = round_filters(infilters * expansion)
         if block_id:
             prefix = f"expanded_conv_{block_id}_"
             x = g(pointwise(f"{prefix}expand", expanded), x)
@@ -103,7 +103,7 @@ class MobileNetV3(Application):
     @staticmethod
     def _squeeze_excite(g: Graph, inputs: str, filters: int, prefix: str) -> str:
         x = g(GlobalPooling2D(f"{prefix}squeeze_excite_avg_pool", keepdims=True), inputs)
-        x = g(pointwise(f"{prefix}squeeze_excite_conv", make_divisible(filters * 0.25), bias=True), x)
+        x = g(pointwise(f"{prefix}squeeze_excite_conv", round_filters(filters * 0.25), bias=True), x)
         x = g(ReLU(f"{prefix}squeeze_excite_relu"), x)
         x = g(pointwise(f"{prefix}squeeze_excite_conv_1", filters, bias=True), x)
         x = g(Affine(f"{prefix}hard_sigmoid_add", offset=3.0), x)  # hard sigmoid: relu6(x + 3) / 6
