@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .components import Backbone, Head
+from .components import Backbone, DataSource, Head
 from .errors import FieldError, InfeasibleError, RunError, SpecError, TlcError
 from .hookspecs import hookimpl
 from .validation import load_spec
 
 __all__ = [
-    "Backbone", "FieldError", "Head", "InfeasibleError", "RunError", "SpecError", "TlcError",
+    "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "RunError", "SpecError", "TlcError",
     "check", "compile", "hookimpl", "load_spec", "__version__",
 ]
 

@@ -16,6 +16,7 @@ import typer
 
 from ._version import __version__
 from .errors import EXIT_INFEASIBLE, TlcError, UsageError
+from .formats import EXPORT_FORMATS, QUANTIZE_MODES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 # The tlc process uses no pydantic plugins; skipping their entry-point scan saves start-up time.
@@ -393,8 +394,8 @@ def tune(
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder (runs/<name>).", show_default=False)]
 Split = enum.Enum("Split", {name: name for name in ("test", "val")}, type=str)
-Format = enum.Enum("Format", {name: name for name in ("saved_model", "tflite", "onnx")}, type=str)
-Quantize = enum.Enum("Quantize", {name: name for name in ("float16", "dynamic", "int8")}, type=str)
+Format = enum.Enum("Format", {name: name for name in EXPORT_FORMATS}, type=str)
+Quantize = enum.Enum("Quantize", {name: name for name in QUANTIZE_MODES}, type=str)
 
 
 @command

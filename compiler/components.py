@@ -5,7 +5,8 @@ are errors). It either describes its layers statically (`layers`, fast and Tenso
 or only implements `build` (Keras), in which case tlc plans it by building it symbolically.
 """
 
-from typing import Annotated, Any, ClassVar, Optional
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -115,3 +116,23 @@ class Head(_Typed):
         for layer in described:
             x = layer.keras_layer(tuple(x.shape[1:]))(x)
         return x
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A `train.data.type`: one row of the data-source registry (built-ins and plugins alike).
+
+    `read(data, spec)` returns `(examples, class names)` (optionally a third item, {suffix: count}
+    of files found but not read): `tlc.data.Examples(labels, files=...)` for image files (streamed,
+    decoded once into the decoded-image store, held-out files recorded by path) or
+    `Examples(labels, images=...)` for images in [0, 1] (n, h, w, c), fitted to the input by tlc.
+    With `needs_path`, `train.data.path` must name an existing file or folder, checked before
+    TensorFlow loads; `data.path` arrives resolved against the spec's folder. `spec.error(("train",
+    "data", "path"), message)` gives a located error."""
+
+    name: str
+    read: Callable[[Any, Any], tuple]
+    description: str = ""
+    needs_path: bool = False
+    files: bool = False  # gives image files (a file list), not images in memory
+

@@ -14,24 +14,22 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RunError, UsageError, one_line
+from .formats import EXPORT_FORMATS
 from .runtimes import quietly, run_artifact
 
-FORMATS = {"saved_model": ("tf_saved_model", ""), "tflite": ("litert", ".tflite"), "onnx": ("onnx", ".onnx")}
-NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "tflite": ("ai_edge_litert",)}
-PACKAGES = {"tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert"}
 TOLERANCE = 1e-4
 CHECK_EXAMPLES = 32
 
 
 def default_path(folder: Path, fmt: str) -> Path:
-    return Path(folder) / "export" / f"model{FORMATS[fmt][1]}"
+    return Path(folder) / "export" / f"model{EXPORT_FORMATS[fmt].suffix}"
 
 
 def require_converters(fmt: str) -> None:
     """A missing converter or runtime is a clear message naming the package to install."""
     import importlib.util
 
-    missing = [PACKAGES[m] for m in NEEDS.get(fmt, ()) if importlib.util.find_spec(m) is None]
+    missing = [package for module, package in EXPORT_FORMATS[fmt].needs if importlib.util.find_spec(module) is None]
     if missing:
         raise RunError(f"--format {fmt} needs {' and '.join(missing)}: pip install {' '.join(missing)} "
                        "(`make install` installs them)")
@@ -40,12 +38,13 @@ def require_converters(fmt: str) -> None:
 def check_target(folder: Path, fmt: str, output: Path | None) -> Path:
     """Where the artifact goes; a format without its converter, or a wrong suffix, fails here,
     before TensorFlow is imported."""
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown --format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
     require_converters(fmt)
     target = Path(output) if output else default_path(folder, fmt)
-    if FORMATS[fmt][1] and target.suffix != FORMATS[fmt][1]:
-        raise UsageError(f"-o for --format {fmt} must end in {FORMATS[fmt][1]}, got {target}")
+    suffix = EXPORT_FORMATS[fmt].suffix
+    if suffix and target.suffix != suffix:
+        raise UsageError(f"-o for --format {fmt} must end in {suffix}, got {target}")
     return target
 
 
@@ -72,7 +71,7 @@ def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
     _make_parent(target)
     with replacing(target) as tmp, quietly():
         try:
-            served.export(str(tmp), format=FORMATS[fmt][0], verbose=False)
+            served.export(str(tmp), format=EXPORT_FORMATS[fmt].keras, verbose=False)
         except Exception as exc:
             raise RunError(f"exporting to {fmt} failed: {one_line(exc)}") from None
         difference = float(np.max(np.abs(run_artifact(fmt, tmp, images) - expected)))

@@ -19,3 +19,12 @@ def tlc_backbones() -> list[type]:
 @hookspec
 def tlc_heads() -> list[type]:
     """Return the `tlc.Head` subclasses this plugin adds (`head.type` in specs)."""
+
+
+@hookspec
+def tlc_data_sources() -> list:
+    """Return the `tlc.DataSource` rows this plugin adds (`train.data.type` in specs).
+
+    A row's `read(data, spec)` gives (examples, class names): image files or images in [0, 1].
+    A name already taken is refused with a warning.
+    """

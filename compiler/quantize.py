@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RunError, UsageError, one_line
+from .formats import QUANTIZE_MODES
 
-MODES = ("float16", "dynamic", "int8")
 BATCH = 32
 
 
@@ -26,8 +26,8 @@ def check_mode(fmt: str, mode: str | None, calibration: int, max_drop: float) ->
         return
     if fmt != "tflite":
         raise UsageError(f"--quantize is for --format tflite (got --format {fmt})")
-    if mode not in MODES:
-        raise UsageError(f"unknown --quantize {mode!r}; modes: {', '.join(MODES)}")
+    if mode not in QUANTIZE_MODES:
+        raise UsageError(f"unknown --quantize {mode!r}; modes: {', '.join(QUANTIZE_MODES)}")
     if calibration < 1:
         raise UsageError(f"--calibration must be at least 1, got {calibration}")
     if not 0 <= max_drop <= 1:

@@ -1,4 +1,4 @@
-"""Which backbone and head types exist, and where each came from.
+"""Which backbone and head types and which data sources exist, and where each came from.
 
 Third-party plugins are modules named by entry points in the group `tlc`; the built-ins are
 registered through the very same hooks. One bad plugin (fails to import, raises in a hook,
@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .components import Backbone, Head
+from .components import Backbone, DataSource, Head
 from .plugins import zoo
 
 #: The built-in types and the module that registers each (through the same hooks as plugins).
@@ -31,6 +31,9 @@ BUILTIN_TYPES = {
     "tlc.plugins.dense_head": {"head": ("dense",)},
     "tlc.plugins.no_head": {"head": ("none",)},
 }
+#: The built-in data sources (`train.data.type`), registered by `tlc.data.sources` through
+#: `tlc_data_sources` like a plugin's; named here so validating a spec imports nothing more.
+BUILTIN_SOURCES = {"tlc.data.sources": ("digits", "npz", "directory", "csv", "cifar10")}
 ENTRY_POINT_GROUP = "tlc"
 KINDS = {"backbone": ("tlc_backbones", Backbone), "head": ("tlc_heads", Head)}
 
@@ -71,6 +74,25 @@ def _builtin_class(module_name: str, kind: str, name: str) -> type:
 
 
 @dataclass(frozen=True)
+class SourceInfo:
+    """A data source's name, where it comes from, and its row (a built-in's is read on first use)."""
+
+    name: str
+    source: Source
+    loaded: DataSource | None = None
+
+    @property
+    def row(self) -> DataSource:
+        if self.loaded is not None:
+            return self.loaded
+        module = importlib.import_module(self.source.plugin)
+        for row in module.tlc_data_sources():
+            if row.name == self.name:
+                return row
+        raise LookupError(f"{self.source.plugin}.tlc_data_sources() does not return the data source {self.name!r}")
+
+
+@dataclass(frozen=True)
 class Failure:
     source: Source
     error: str
@@ -82,6 +104,7 @@ class Failure:
 @dataclass(eq=False)
 class Registry:
     types: dict[str, dict[str, TypeInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    sources: dict[str, SourceInfo] = field(default_factory=dict)  # train.data.type -> its row
     failures: list[Failure] = field(default_factory=list)
     plugins: list[Source] = field(default_factory=list)
     spec_models: dict = field(default_factory=dict)  # (backbone type, head type) -> pydantic Spec model
@@ -97,6 +120,9 @@ class Registry:
 
     def classes(self, kind: str) -> list[type]:
         return [info.cls for info in self.types[kind].values()]
+
+    def data_source(self, name: str) -> DataSource:
+        return self.sources[name].row
 
 
 _third_party = True
@@ -138,6 +164,7 @@ def register_module(module: object, name: str | None = None) -> None:
     registry.plugins.append(source)
     for kind in KINDS:
         _collect(registry, registry.manager, module, source, kind)
+    _collect_sources(registry, registry.manager, module, source)
     registry.spec_models.clear()
 
 
@@ -152,6 +179,9 @@ def _load(third_party: bool) -> Registry:
         registry.plugins.append(source)
         for kind, names in kinds.items():
             registry.types[kind].update({name: TypeInfo(name, kind, source) for name in names})
+    for module_name, names in BUILTIN_SOURCES.items():
+        source = Source(module_name, "tlc", tlc_version, builtin=True)
+        registry.sources.update({name: SourceInfo(name, source) for name in names})
     ordered: list[tuple[object, Source]] = []
     if third_party:
         for entry_point in _selected_entry_points():
@@ -168,6 +198,7 @@ def _load(third_party: bool) -> Registry:
         registry.plugins.append(source)
         for kind in KINDS:
             _collect(registry, pm, module, source, kind)
+        _collect_sources(registry, pm, module, source)
     return registry
 
 
@@ -205,6 +236,26 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: object, sourc
                 ))
                 continue
             registry.types[kind][name] = TypeInfo(name, kind, source, cls)
+
+
+def _collect_sources(registry: Registry, pm: pluggy.PluginManager, module: object, source: Source) -> None:
+    for impl in [i for i in pm.hook.tlc_data_sources.get_hookimpls() if i.plugin is module]:
+        try:
+            returned = list(impl.function() or [])
+        except Exception as exc:
+            registry.failures.append(Failure(source, f"tlc_data_sources() raised {_describe(exc)}"))
+            continue
+        for row in returned:
+            if not (isinstance(row, DataSource) and isinstance(row.name, str) and row.name and callable(row.read)):
+                registry.failures.append(Failure(
+                    source, f"tlc_data_sources() returned {row!r}, which is not a tlc.DataSource(name, read, ...)"))
+                continue
+            taken = registry.sources.get(row.name)
+            if taken is not None:
+                registry.failures.append(Failure(
+                    source, f"data source {row.name!r} is already registered by {taken.source}; ignored"))
+                continue
+            registry.sources[row.name] = SourceInfo(row.name, source, row)
 
 
 def type_name(cls: object, base: type) -> str | None:

@@ -112,7 +112,9 @@ class Run:
         from .data import image_store
         from .data.sources import read
 
-        if self.spec.train.data.type not in ("directory", "csv") or not self.spec.train.data.decode_cache:
+        from .data.sources import source_of
+
+        if not source_of(self.spec.train.data).files or not self.spec.train.data.decode_cache:
             return None
         folder = Path(self.metrics.get("image_store", {}).get("folder") or self.folder.parent / ".cache" / "images")
         try:

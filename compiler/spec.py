@@ -91,10 +91,17 @@ class OptimizerSpec(StrictModel):
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
+def _source_names() -> list[str]:
+    """`train.data.type`'s values: the data-source registry's names (built-ins, then plugins')."""
+    return list(get_registry().sources)
+
+
+
 class DataSpec(StrictModel):
-    type: Literal["digits", "npz", "directory", "csv", "cifar10"] = Field(
-        description="digits (scikit-learn's), npz (arrays x and y), directory (one sub-folder per class), "
-                    "csv (columns path,label) or cifar10")
+    type: str = Field(
+        description="the data source: digits (scikit-learn's), npz (arrays x and y), directory (one sub-folder "
+                    "per class), csv (columns path,label), cifar10, or one a plugin adds (`tlc plugins` lists them)",
+        json_schema_extra=lambda schema: schema.update(enum=_source_names()))
     path: str | None = Field(None, description="the npz file, folder or csv file, relative to the spec's folder")
     classes: Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)] | None = Field(
         None, description="a subset of the labels, relabelled 0..k-1 in this order")
@@ -107,6 +114,14 @@ class DataSpec(StrictModel):
     decode_cache: bool = Field(
         True, description="keep every image file decoded at the input size (uint8, <runs>/.cache/images/) "
                           "after its first read, for later epochs, other specs, tune trials and evaluate")
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        names = _source_names()
+        if value not in names:
+            raise ValueError(f"unknown data source; registered: {', '.join(names)}")
+        return value
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> "DataSpec":

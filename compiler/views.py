@@ -39,13 +39,16 @@ def totals_line(plan: Plan) -> str:
 def plugins_table(registry: Registry) -> Table:
     from rich.table import Table
 
-    table = Table(title="backbone and head types")
+    table = Table(title="backbone and head types, and data sources")
     for column in ("type", "kind", "plugin", "distribution", "version"):
         table.add_column(column)
     for kind in ("backbone", "head"):
         for info in registry.types[kind].values():
             s = info.source
             table.add_row(info.name, kind, s.plugin, s.distribution, s.version)
+    for info in registry.sources.values():
+        s = info.source
+        table.add_row(info.name, "data source", s.plugin, s.distribution, s.version)
     return table
 
 
@@ -56,7 +59,9 @@ def plugins_dict(registry: Registry) -> dict:
              for kind in ("backbone", "head") for info in registry.types[kind].values()]
     failed = [{"plugin": f.source.plugin, "distribution": f.source.distribution,
                "version": f.source.version, "error": f.error} for f in registry.failures]
-    return {"types": types, "failed": failed}
+    sources = [{"type": info.name, "plugin": info.source.plugin, "distribution": info.source.distribution,
+                "version": info.source.version, "builtin": info.source.builtin} for info in registry.sources.values()]
+    return {"types": types, "data_sources": sources, "failed": failed}
 
 
 def compare_table(groups) -> Table:

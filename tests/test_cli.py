@@ -188,6 +188,8 @@ def test_plugins_lists_builtins_with_their_source():
     listed = {(t["type"], t["kind"], t["plugin"], t["distribution"]) for t in json.loads(result.stdout)["types"]}
     assert {("conv_stack", "backbone", "tlc.plugins.conv_stack", "tlc"), ("vgg16", "backbone", "tlc.plugins.vgg", "tlc"),
             ("dense", "head", "tlc.plugins.dense_head", "tlc"), ("none", "head", "tlc.plugins.no_head", "tlc")} <= listed
+    sources = [(s["type"], s["plugin"], s["builtin"]) for s in json.loads(result.stdout)["data_sources"]]
+    assert sources == [(name, "tlc.data.sources", True) for name in ("digits", "npz", "directory", "csv", "cifar10")]
 
 
 def test_the_table_of_built_in_types_is_what_their_modules_register():
@@ -202,6 +204,10 @@ def test_the_table_of_built_in_types_is_what_their_modules_register():
         for kind, (hook, base) in KINDS.items():
             returned = [type_name(cls, base) for cls in getattr(module, hook, lambda: [])()]
             assert returned == list(kinds.get(kind, ())), (module_name, kind)
+    from tlc.registry import BUILTIN_SOURCES
+
+    for module_name, names in BUILTIN_SOURCES.items():
+        assert [row.name for row in importlib.import_module(module_name).tlc_data_sources()] == list(names)
 
 
 def test_a_spec_imports_only_the_built_in_modules_it_names():

@@ -78,9 +78,9 @@ def naming_unreadable(parts: list[Examples], fix: str = "remove it, or set train
 
 def check_source(spec) -> None:
     """The data source's path, checked without reading it (a fast, located error)."""
-    from .sources import _required_path
+    from .sources import _required_path, source_of
 
-    if spec.train.data.type in ("npz", "directory", "csv"):
+    if source_of(spec.train.data).needs_path:
         _required_path(spec.train.data, spec)
 
 

@@ -1,5 +1,6 @@
 """Where examples come from: each source gives image files (streamed later) or an in-memory array,
-with integer labels and class names.
+with integer labels and class names. Sources are rows of the registry (`tlc_data_sources`), so a
+plugin adds one the same way the built-ins below are added.
 
 `directory` and `csv` give file lists, so nothing is decoded here and memory does not depend on
 the number of images; `digits`, `npz` and `cifar10` are arrays already (small, or shipped so),
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..components import DataSource
 from ..errors import RunError
+from ..hookspecs import hookimpl
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # what tf.io.decode_image reads
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -58,7 +61,7 @@ def read(spec) -> tuple[Examples, list[str], dict[str, int]]:
     """The spec's `train.data` source, with `classes` picked and relabelled, and a count per suffix
     of the files it found but does not read (only a directory source has any)."""
     data = spec.train.data
-    examples, names, *rest = SOURCES[data.type](data, spec)
+    examples, names, *rest = source_of(data).read(data, spec)
     examples, names = select_classes(examples, names, data.classes, spec)
     if len(names) < 2:
         raise spec.error(("train", "data"), f"needs at least 2 classes; found {len(names)} ({', '.join(names)})")
@@ -187,7 +190,25 @@ def _cifar10(data, spec):
     return Examples(y, images=x), list(CIFAR10_NAMES)
 
 
-SOURCES = {"digits": _digits, "npz": _npz, "directory": _directory, "csv": _csv, "cifar10": _cifar10}
+@hookimpl
+def tlc_data_sources():
+    """The built-in sources, registered as a plugin's are (their names are in `registry.BUILTIN_SOURCES`)."""
+    return [
+        DataSource("digits", _digits, "scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)"),
+        DataSource("npz", _npz, "an .npz file with arrays x (images) and y (integer labels)", needs_path=True),
+        DataSource("directory", _directory, "a folder with one sub-folder of images per class", needs_path=True,
+                   files=True),
+        DataSource("csv", _csv, "a csv file with columns path,label (paths relative to it)", needs_path=True,
+                   files=True),
+        DataSource("cifar10", _cifar10, "CIFAR-10 through keras.datasets (downloaded once into the Keras cache)"),
+    ]
+
+
+def source_of(data):
+    """The registry's row for `train.data.type` (a built-in or a plugin's)."""
+    from ..registry import get_registry
+
+    return get_registry().data_source(data.type)
 
 
 def as_images(x: np.ndarray) -> np.ndarray:
