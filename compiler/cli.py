@@ -513,7 +513,8 @@ def serve(
         "--api-key-env", help="Require `Authorization: Bearer <the value of this variable>`.")] = None,
     unsafe: UnsafeOpt = False,
 ) -> None:
-    """Serve a run's model over HTTP: POST /predict (images), GET /health, GET /metadata; concurrent
+    """Serve a run's model over HTTP: a page at / (drop a photo, see its classes and heat map),
+    POST /predict (images), POST /explain (a heat map), GET /metadata, GET /health; concurrent
     requests are batched into one model call. Stops cleanly on SIGTERM or Ctrl-C."""
     from .serve import Limits, api_key_from, serve as run_server
     from .run import Run

@@ -87,6 +87,42 @@ class GradCam:
         return np.where(peak > 0, cam / np.where(peak > 0, peak, 1), 0.0), np.asarray(probabilities)
 
 
+class Explainer:
+    """A run's predictor with Grad-CAM at one layer, for `tlc explain` and `tlc serve`'s /explain:
+    heat maps for [0, 1] images, and the picture `tlc explain` draws of one."""
+
+    def __init__(self, run: Any, predictor: Any, layer: str | None = None):
+        self.run, self.predictor, self.names = run, predictor, run.classes
+        self.layer = layer or default_layer(run.spec)
+        self.cam = GradCam(predictor, self.layer)
+
+    def class_index(self, class_name: str | None, option: str = "--class") -> int | None:
+        """The index of `class_name` (None: each image's top prediction); an unknown name names the classes."""
+        if class_name is None:
+            return None
+        if class_name not in self.names:
+            raise UsageError(f"{option} {class_name}: the run's classes are {', '.join(self.names)}")
+        return self.names.index(class_name)
+
+    def __call__(self, images: np.ndarray, wanted: int | None = None, batch: int = 32) -> list[Explained]:
+        explained: list[Explained] = []
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
+            heat, probs = self.cam(chunk, [wanted] * len(chunk))
+            for image, h, p in zip(chunk, heat, probs):
+                index = int(np.argmax(p)) if wanted is None else wanted
+                explained.append(Explained(image, h, index, float(p[index])))
+        return explained
+
+    def picture(self, items: list[Explained], labels: list[str], more: str = ""):
+        """A writer for the PNG of these explained images, each captioned with its label and class."""
+        from .figures import examples_grid
+
+        captions = [f"{label}\n{self.names[e.class_index]} ({e.probability:.2f})" for label, e in zip(labels, items)]
+        return examples_grid([e.image for e in items], captions,
+                             f"{self.run.spec.name}: Grad-CAM at {self.layer}{more}", [e.heat for e in items])
+
+
 def explain(run, images: list[Path], *, output: Path | None = None, class_name: str | None = None,
             layer: str | None = None, safe_mode: bool = True) -> list[dict]:
     """Write a `<name>.cam.png` per image (and `explain.png` for several) into `output`
@@ -95,29 +131,15 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     from .data import naming_unreadable
     from .infer import file_feed
     from .predictor import Predictor
-    from .figures import examples_grid
     from .run import Run
 
     run = Run.of(run)
-    names = run.classes
-    wanted = None
-    if class_name is not None:
-        if class_name not in names:
-            raise UsageError(f"--class {class_name}: the run's classes are {', '.join(names)}")
-        wanted = names.index(class_name)
-    predictor = Predictor.of_run(run, safe_mode=safe_mode)
-    layer = layer or default_layer(run.spec)
-    cam = GradCam(predictor, layer)
+    if class_name is not None and class_name not in run.classes:  # before the model loads
+        raise UsageError(f"--class {class_name}: the run's classes are {', '.join(run.classes)}")
+    explainer = Explainer(run, Predictor.of_run(run, safe_mode=safe_mode), layer)
     feed = file_feed(images, run.spec.input.hwc)
     with naming_unreadable([feed.examples], fix=""):
-        seen = feed.array()
-    explained: list[Explained] = []
-    for start in range(0, len(seen), 32):
-        batch = seen[start:start + 32]
-        heat, probs = cam(batch, [wanted] * len(batch))
-        for image, h, p in zip(batch, heat, probs):
-            index = int(np.argmax(p)) if wanted is None else wanted
-            explained.append(Explained(image, h, index, float(p[index])))
+        explained = explainer(feed.array(), explainer.class_index(class_name))
     target = Path(output) if output else run.folder / "explain"
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -125,17 +147,14 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
         raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
     records = []
     for path, stem, item in zip(images, output_stems(images), explained):
-        caption = f"{path.name}\n{names[item.class_index]} ({item.probability:.2f})"
         png = target / f"{stem}.cam.png"
-        write_with(png, examples_grid([item.image], [caption], f"{run.spec.name}: Grad-CAM at {layer}", [item.heat]))
-        records.append({"image": str(path), "class": names[item.class_index], "probability": item.probability,
-                        "layer": layer, "png": str(png), "peak": original_peak(path, item.heat)})
+        write_with(png, explainer.picture([item], [path.name]))
+        records.append({"image": str(path), "class": explainer.names[item.class_index], "probability": item.probability,
+                        "layer": explainer.layer, "png": str(png), "peak": original_peak(path, item.heat)})
     if len(images) > 1:
-        shown = list(zip(images, explained))[:GRID_LIMIT]
         more = f" (the first {GRID_LIMIT} of {len(images)})" if len(images) > GRID_LIMIT else ""
-        write_with(target / "explain.png", examples_grid(
-            [e.image for _, e in shown], [f"{p.name}\n{names[e.class_index]} ({e.probability:.2f})" for p, e in shown],
-            f"{run.spec.name}: Grad-CAM at {layer}{more}", [e.heat for _, e in shown]))
+        write_with(target / "explain.png", explainer.picture(explained[:GRID_LIMIT],
+                                                             [p.name for p in images[:GRID_LIMIT]], more))
     return records
 
 

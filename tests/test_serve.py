@@ -84,7 +84,45 @@ def test_predict_health_and_metadata_answer_as_tlc_predict(shapes_run):
         meta = httpx.get(f"{url}/metadata").json()
         assert meta["classes"] == ["circle", "square", "triangle"] and meta["input_shape"] == [48, 48, 3]
         assert meta["spec"]["backbone"]["type"] == "conv_stack" and meta["served"]["images"] == 5
+        assert meta["served"]["max_bytes"] == 20_000_000 and meta["served"]["max_images"] == 64
+        check_explain(url, run, files)
+        page = httpx.get(f"{url}/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "<script>" in page.text and not re.search(r"""(src|href|url)\(?=?["']?(https?:)?//""", page.text)
     assert any(line.startswith("stopped: 5 images classified in") for line in lines)
+
+
+def check_explain(url, run, files):
+    """POST /explain: `tlc explain`'s class, probability and layer in headers, its picture or the
+    heat map alone; bad input as 4xx."""
+    import io
+
+    from PIL import Image
+
+    explained = tlc("explain", run, files[0], "--class", "square", "-o", run.parent / "explained", "--json")
+    (reference,) = json.loads(explained.stdout)
+    png = files[0].read_bytes()
+    picture = httpx.post(f"{url}/explain", files=[("file", (files[0].name, png, "image/png"))], timeout=60)
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png", picture.text
+    best_class, best = predicted(run, files[:1])[files[0].name][0]
+    assert picture.headers["x-tlc-class"] == best_class and picture.headers["x-tlc-layer"] == "block3_conv1"
+    assert abs(float(picture.headers["x-tlc-probability"]) - best) < 1e-4
+    with Image.open(io.BytesIO(picture.content)) as drawn:
+        assert drawn.size[0] > 300  # the captioned figure `tlc explain` writes
+    overlay = httpx.post(f"{url}/explain?overlay=1&class=square", content=png, headers={"Content-Type": "image/png"},
+                         timeout=60)
+    assert overlay.status_code == 200 and overlay.headers["x-tlc-class"] == "square"
+    assert abs(float(overlay.headers["x-tlc-probability"]) - reference["probability"]) < 1e-4
+    with Image.open(io.BytesIO(overlay.content)) as heat:
+        assert heat.size == (48, 48) and heat.mode == "RGBA"
+    for kwargs, message in (
+            (dict(params={"class": "hexagon"}, content=png, headers={"Content-Type": "image/png"}),
+             "class hexagon: the run's classes are circle, square, triangle"),
+            (dict(files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))]),
+             "/explain takes one image; got 2"),
+            (dict(files=[("file", ("notes.txt", b"hello", "text/plain"))]), "notes.txt: not a readable image")):
+        bad = httpx.post(f"{url}/explain", timeout=30, **kwargs)
+        assert bad.status_code == 400 and message in bad.json()["error"], bad.text
 
 
 def test_bad_input_is_a_4xx_naming_the_part_and_the_server_keeps_serving(shapes_run):
@@ -111,7 +149,7 @@ def test_bad_input_is_a_4xx_naming_the_part_and_the_server_keeps_serving(shapes_
         assert ok.status_code == 200 and process.poll() is None
 
 
-def test_an_api_key_guards_everything_but_health(shapes_run):
+def test_an_api_key_guards_everything_but_health_and_the_page(shapes_run):
     run, drawn = shapes_run
     png = files_of(drawn, 1)[0].read_bytes()
     with serving(run, "--api-key-env", "TLC_TEST_KEY", env={"TLC_TEST_KEY": "s3cret"}) as (url, _, _):
@@ -121,6 +159,8 @@ def test_an_api_key_guards_everything_but_health(shapes_run):
         assert post({"Authorization": "Bearer wrong"}).status_code == 401
         assert post({"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(f"{url}/metadata").status_code == 401 and httpx.get(f"{url}/health").status_code == 200
+        assert httpx.post(f"{url}/explain", content=png, headers={"Content-Type": "image/png"}).status_code == 401
+        assert httpx.get(f"{url}/").status_code == 200  # the page holds nothing; it asks for the key
     missing = tlc("serve", run, "--api-key-env", "TLC_NOT_SET_ANYWHERE")
     assert missing.exit_code == 2 and "TLC_NOT_SET_ANYWHERE: that environment variable is not set" in missing.output
 

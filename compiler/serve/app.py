@@ -1,8 +1,13 @@
-"""The FastAPI application: its routes, the API-key guard, and errors as `{"error": ...}`."""
+"""The FastAPI application: its routes, the API-key guard, and errors as `{"error": ...}`.
+
+`GET /` is the page for people (`page.html`: one file, its script inline, nothing from another
+origin); it asks the API routes for everything it shows, so it needs no key itself."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
@@ -10,11 +15,14 @@ from starlette.requests import Request  # at module level: FastAPI resolves the 
 from .batching import Served
 from .uploads import BadRequest, read_images
 
+PAGE = Path(__file__).with_name("page.html")
+OPEN_PATHS = ("/", "/health")  # what answers without the API key: the page asks for the key itself
+
 
 def create_app(served: Served, api_key: str | None = None):
     """The FastAPI application for a loaded model."""
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @contextlib.asynccontextmanager
@@ -34,13 +42,20 @@ def create_app(served: Served, api_key: str | None = None):
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if api_key is not None and request.url.path != "/health":
+        if api_key is not None and request.url.path not in OPEN_PATHS:
             if request.headers.get("authorization") != f"Bearer {api_key}":
                 return error(401, "missing or wrong API key (Authorization: Bearer <key>)")
         try:
             return await call_next(request)
         except BadRequest as exc:
             return error(exc.status, exc.message)
+
+    page = PAGE.read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home():
+        return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                                                                      "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
 
     @app.get("/health")
     async def health():
@@ -66,5 +81,26 @@ def create_app(served: Served, api_key: str | None = None):
             return error(exc.status, exc.message)
         scores = await served.predict(images)
         return served.answer([name for name, _ in parts], scores, top)
+
+    @app.post("/explain")
+    async def explain(request: Request):
+        """One image's Grad-CAM: `tlc explain`'s picture, or with `?overlay=1` the heat map alone (an
+        RGBA PNG at the input size, for drawing over the photo); class, probability and layer in headers."""
+        loop = asyncio.get_running_loop()
+        try:
+            wanted = served.class_index(request.query_params.get("class"))
+            parts = await read_images(request, served.limits)
+            if len(parts) != 1:
+                raise BadRequest(400, f"/explain takes one image; got {len(parts)}")
+            (name, data), = parts
+            image = await loop.run_in_executor(None, served.decode, name, data)
+        except BadRequest as exc:
+            return error(exc.status, exc.message)
+        item = await loop.run_in_executor(None, served.explain, image, wanted)
+        overlay = request.query_params.get("overlay", "0").lower() not in ("0", "false", "no", "")
+        png = await loop.run_in_executor(None, served.overlay_png if overlay else served.picture_png, item, name)
+        return Response(png, media_type="image/png", headers={
+            "X-TLC-Class": quote(served.run.classes[item.class_index], safe=" !#$&'()*+,/:;=?@[]~"),
+            "X-TLC-Probability": repr(item.probability), "X-TLC-Layer": served.explainer.layer})
 
     return app

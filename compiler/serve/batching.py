@@ -108,7 +108,47 @@ class Served:
 
         return yaml.safe_load((self.run.folder / "spec.lock.yaml").read_text())
 
+    def class_index(self, name: str | None) -> int | None:
+        """`?class=NAME` of /explain: its index (None: the top prediction); an unknown name is a 400."""
+        if name is None:
+            return None
+        if name not in self.run.classes:
+            raise BadRequest(400, f"class {name}: the run's classes are {', '.join(self.run.classes)}")
+        return self.run.classes.index(name)
+
+    @functools.cached_property
+    def explainer(self):
+        """Grad-CAM over the served predictor (`tlc explain`'s), built on the first /explain."""
+        from ..explain import Explainer
+
+        return Explainer(self.run, self.predictor)
+
+    def explain(self, image: np.ndarray, wanted: int | None):
+        return self.explainer(image[None], wanted)[0]
+
+    def picture_png(self, item, name: str) -> bytes:
+        """`tlc explain`'s picture of one image, as PNG bytes."""
+        import io
+
+        buffer = io.BytesIO()
+        self.explainer.picture([item], [name])(buffer)
+        return buffer.getvalue()
+
+    @staticmethod
+    def overlay_png(item, name: str = "") -> bytes:
+        """The heat map alone in `tlc explain`'s colours (jet), opaque, as an RGBA PNG at the input size."""
+        import io
+
+        import matplotlib
+        from PIL import Image
+
+        rgba = (matplotlib.colormaps["jet"](np.clip(item.heat, 0, 1)) * 255).round().astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+        return buffer.getvalue()
+
     def metadata(self) -> dict:
         return {"name": self.run.spec.name, "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
                 "sha256": self.sha256, "spec": self.resolved_spec,
-                "served": {"images": self.images, "model_calls": self.calls, "max_batch": self.limits.max_batch}}
+                "served": {"images": self.images, "model_calls": self.calls, "max_batch": self.limits.max_batch,
+                           "max_images": self.limits.max_images, "max_bytes": self.limits.max_bytes}}

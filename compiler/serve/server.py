@@ -59,8 +59,8 @@ def serve(run, *, host: str, port: int, limits: Limits, api_key: str | None, saf
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30)
     server = _server_class()(config)
     bound = sock.getsockname()[1]
-    announce(f"serving {served.run.spec.name} on http://{host}:{bound} (model sha256 {served.sha256[:12]}; "
-             f"POST /predict, GET /health, GET /metadata)")
+    announce(f"serving {served.run.spec.name} on http://{host}:{bound} (model sha256 {served.sha256[:12]}): "
+             f"a page for people at /; POST /predict, POST /explain, GET /metadata, GET /health")
     server.run(sockets=[sock])
     if not server.started:
         raise RunError("the server did not start")
