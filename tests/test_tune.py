@@ -122,6 +122,14 @@ def test_a_study_shares_features_records_every_state_and_its_best_reproduces(wri
     assert (folder / "history.png").stat().st_size > 10_000 and (folder / "importance.png").stat().st_size > 10_000
     assert int((folder / "best" / "trial.txt").read_text()) == best["number"] and not (folder / "trials").exists()
     assert time.perf_counter() - started < 240
+    import optuna  # what optuna-dashboard reads: the journal, opened with Optuna's own storage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    trials = optuna.load_study(study_name="search", storage=storage).get_trials(deepcopy=False)
+    states = {"complete": "COMPLETE", "infeasible": "FAIL", "failed": "FAIL", "pruned": "PRUNED"}
+    assert [(t.number, t.state.name, t.user_attrs["tlc_state"]) for t in trials] == \
+        [(int(r["number"]), states[r["state"]], r["state"]) for r in rows]
 
     again = tlc("train", folder / "best.yaml", "--runs", tmp_path / "again")
     assert again.exit_code == 0, again.output
