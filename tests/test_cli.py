@@ -228,7 +228,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     blocks = ", ".join(["{filters: 2, convs: 16, padding: same, pool: null}"] * 60)  # >> a pipe's 64 KiB
     spec.write_text(f"input: {{shape: [8, 8, 1]}}\nbackbone: {{type: conv_stack, blocks: [{blocks}]}}\n"
                     "head: {type: none}\n")
-    for args in (["summarize", spec], ["summarize", spec, "--json"], ["check", "--json", *[spec] * 400]):
+    short = tmp_path / "short.yaml"  # ~290 bytes of JSON each: 400 of them overflow a pipe, at no planning cost
+    short.write_text("input: {shape: [8, 8, 1]}\nbackbone: {type: conv_stack, blocks: [{filters: 2}]}\nhead: {type: none}\n")
+    for args in (["summarize", spec], ["summarize", spec, "--json"], ["check", "--json", *[short] * 400]):
         process = subprocess.Popen([tlc_executable(), *map(str, args)], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
         assert process.stdout.readline()  # the reader takes one line, then goes away
