@@ -16,7 +16,7 @@ import typer
 
 from ._version import __version__
 from .errors import EXIT_INFEASIBLE, TlcError, UsageError
-from .formats import EXPORT_FORMATS, QUANTIZE_MODES
+from .formats import EXPORT_FORMATS, QUANTIZE_MODES, TTA
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 # The tlc process uses no pydantic plugins; skipping their entry-point scan saves start-up time.
@@ -32,6 +32,9 @@ _state = {"debug": False}
 SpecArg = Annotated[Path, typer.Argument(help="A spec YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 UnsafeOpt = Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")]
+Tta = enum.Enum("Tta", {name: name for name in TTA}, type=str)
+TtaOpt = Annotated[Optional[Tta], typer.Option(  # noqa: UP007
+    "--tta", help="Test-time augmentation: flip averages each image's probabilities with its mirror image's.")]
 
 
 def say(text: str, *, error: bool = False, label: str = "", color: str = "red") -> None:
@@ -292,6 +295,7 @@ def predict(
                                           show_default=False)],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 3,
+    tta: TtaOpt = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
 ) -> None:
@@ -301,7 +305,7 @@ def predict(
     found = infer.resolve(model)
     files = infer.image_files(images)
     keras_ready()
-    results = infer.predict(infer.load(found, safe_mode=not unsafe), files, top)
+    results = infer.predict(infer.load(found, safe_mode=not unsafe), files, top, tta=tta and tta.value)
     if as_json:
         emit_json(results)
         return
@@ -403,6 +407,7 @@ def evaluate(
     run: RunArg,
     split: Annotated[Optional[Split], typer.Option(  # noqa: UP007
         "--split", help="The held-out split [default: test, or val when the run has no test split].")] = None,
+    tta: TtaOpt = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
 ) -> None:
@@ -415,13 +420,14 @@ def evaluate(
     opened = Run.open(run)
     opened.choose_split(split and split.value)  # a bad folder or split fails before TensorFlow loads
     keras_ready()
-    result = run_evaluation(opened, split and split.value, safe_mode=not unsafe)
+    result = run_evaluation(opened, split and split.value, safe_mode=not unsafe, tta=tta and tta.value)
     if as_json:
         emit_json(result)
         return
     rich_console().print(evaluation_table(result))
     top = "".join(f", top-{k} {v:.4f}" for k, v in result["top_k"].items())
-    say(f"{run}: {result['split']} accuracy {result['accuracy']:.4f}{top}, loss {result['loss']:.4f} on "
+    plain = f" ({result['tta']} test-time augmentation; {result['accuracy_no_tta']:.4f} without)" if tta else ""
+    say(f"{run}: {result['split']} accuracy {result['accuracy']:.4f}{plain}{top}, loss {result['loss']:.4f} on "
         f"{result['examples']} examples; wrote {run / 'evaluation.json'}, {run / 'confusion.png'}")
 
 
@@ -476,6 +482,7 @@ def explain(
         "--class", help="Explain this class [default: each image's top prediction].")] = None,
     layer: Annotated[Optional[str], typer.Option(  # noqa: UP007
         "--layer", help="The feature map to explain [default: the backbone's last spatial one].")] = None,
+    tta: TtaOpt = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
 ) -> None:
@@ -489,7 +496,8 @@ def explain(
     files = infer.image_files(images)
     keras_ready()
     with rich_console(stderr=True).status(f"explaining {len(files)} image(s)"):
-        records = run_explain(opened, files, output=output, class_name=class_name, layer=layer, safe_mode=not unsafe)
+        records = run_explain(opened, files, output=output, class_name=class_name, layer=layer, safe_mode=not unsafe,
+                              tta=tta and tta.value)
     if as_json:
         emit_json(records)
         return

@@ -47,9 +47,10 @@ def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 1
     return np.array(picked, dtype="int64")
 
 
-def evaluate(run, split: str | None = None, *, safe_mode: bool = True) -> dict:
+def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str | None = None) -> dict:
     """Evaluate a run (a `Run`, or its folder); writes evaluation.json, confusion.png and
-    misclassified.png into it."""
+    misclassified.png into it. With `tta`, the metrics are those of the averaged views, and
+    `accuracy_no_tta` is the plain images' (both from the same pass)."""
     from .atomic import write_text, write_with
     from .data import naming_unreadable
     from .data.pipeline import Feed
@@ -66,9 +67,11 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True) -> dict:
     feed = Feed(examples, spec.input.hwc, store=store)
     with naming_unreadable([examples], fix="the run never read its held-out images; "
                                            "replace it, or train again without it"):
-        probs = predictor.of_feed(feed)
-    names = run.classes
+        views = predictor.of_feed(feed, tta=tta, per_view=True)
+    probs, names = views.mean(axis=0), run.classes
     result = {"split": part, **scores(examples.labels, probs, names)}
+    if tta is not None:
+        result.update(tta=tta, accuracy_no_tta=float(np.mean(views[0].argmax(axis=1) == examples.labels)))
     write_text(run.folder / "evaluation.json", json.dumps(result, indent=2) + "\n")
     title = f"{spec.name}: {part} split, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
     write_with(run.folder / "confusion.png", confusion_plot(np.array(result["confusion"]), names, title))

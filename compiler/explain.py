@@ -104,11 +104,19 @@ class Explainer:
             raise UsageError(f"{option} {class_name}: the run's classes are {', '.join(self.names)}")
         return self.names.index(class_name)
 
-    def __call__(self, images: np.ndarray, wanted: int | None = None, batch: int = 32) -> list[Explained]:
+    def __call__(self, images: np.ndarray, wanted: int | None = None, batch: int = 32,
+                 tta: str | None = None) -> list[Explained]:
+        """With `tta="flip"`, the class is chosen on the averaged probabilities, and the mirror
+        image's heat map, mirrored back, is averaged with the image's."""
         explained: list[Explained] = []
         for start in range(0, len(images), batch):
             chunk = images[start:start + batch]
-            heat, probs = self.cam(chunk, [wanted] * len(chunk))
+            if tta is None:
+                heat, probs = self.cam(chunk, [wanted] * len(chunk))
+            else:
+                probs = self.predictor(chunk, tta)
+                classes = [int(np.argmax(p)) if wanted is None else wanted for p in probs]
+                heat = (self.cam(chunk, classes)[0] + self.cam(chunk[:, :, ::-1], classes)[0][:, :, ::-1]) / 2
             for image, h, p in zip(chunk, heat, probs):
                 index = int(np.argmax(p)) if wanted is None else wanted
                 explained.append(Explained(image, h, index, float(p[index])))
@@ -124,7 +132,7 @@ class Explainer:
 
 
 def explain(run, images: list[Path], *, output: Path | None = None, class_name: str | None = None,
-            layer: str | None = None, safe_mode: bool = True) -> list[dict]:
+            layer: str | None = None, safe_mode: bool = True, tta: str | None = None) -> list[dict]:
     """Write a `<name>.cam.png` per image (and `explain.png` for several) into `output`
     (default RUN/explain/); returns one record per image. `run` is a `Run` or its folder."""
     from .atomic import write_with
@@ -139,7 +147,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     explainer = Explainer(run, Predictor.of_run(run, safe_mode=safe_mode), layer)
     feed = file_feed(images, run.spec.input.hwc)
     with naming_unreadable([feed.examples], fix=""):
-        explained = explainer(feed.array(), explainer.class_index(class_name))
+        explained = explainer(feed.array(), explainer.class_index(class_name), tta=tta)
     target = Path(output) if output else run.folder / "explain"
     try:
         target.mkdir(parents=True, exist_ok=True)

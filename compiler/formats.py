@@ -1,6 +1,7 @@
-"""What `tlc export` writes: one row per artifact format and the quantization modes, read by the
-CLI (its `--format` and `--quantize` choices) and by `export`/`quantize` alike. No TensorFlow or
-NumPy here, so the CLI's choices cost nothing at start-up."""
+"""The closed tables the CLI offers as choices: what `tlc export` writes (one row per artifact
+format, and the quantization modes) and the test-time augmentations, read by the CLI (`--format`,
+`--quantize`, `--tta`) and by export, quantize and the predictor alike. No TensorFlow or NumPy
+here, so the CLI's choices cost nothing at start-up."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,3 +22,5 @@ EXPORT_FORMATS = {row.name: row for row in (
 )}
 #: `--quantize` (LiteRT only): float16 weights, dynamic-range int8 weights, full-integer int8
 QUANTIZE_MODES = ("float16", "dynamic", "int8")
+#: `--tta` (evaluate, predict, explain; `?tta=` in serve): name -> how many views are averaged
+TTA = {"flip": 2}  # the image and its horizontal flip (mmpretrain's default `--tta`)

@@ -86,11 +86,12 @@ def file_feed(files: list[Path], hwc: tuple[int, int, int]) -> Feed:
     return Feed(Examples(np.zeros(len(files), "int64"), files=np.array([str(f) for f in files])), hwc)
 
 
-def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int = 64) -> list[dict]:
+def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int = 64,
+            tta: str | None = None) -> list[dict]:
     predictor.require_classifier()
     feed = file_feed(files, predictor.input_shape)
     with naming_unreadable([feed.examples], fix=""):
-        scores = predictor.of_feed(feed, batch_size)
+        scores = predictor.of_feed(feed, batch_size, tta)
     return [{"image": str(file), "top": best} for file, best in zip(files, predictor.top(scores, top))]
 
 

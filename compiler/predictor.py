@@ -16,9 +16,19 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import RunError
+from .formats import TTA
 
 CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 BATCH = 64
+
+
+def tta_views(images: np.ndarray, tta: str | None) -> np.ndarray:
+    """The views of a batch one after the other: the images, then (flip) their mirror images."""
+    if tta is None:
+        return images
+    if tta not in TTA:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; known: {', '.join(TTA)}")
+    return np.concatenate([images, images[:, :, ::-1]])
 
 
 def output_activation(model: Any) -> str | None:
@@ -58,7 +68,8 @@ def serving_model(model: Any, preprocess: Callable | None, name: str = "model", 
 
 
 class Predictor:
-    """A model ready to answer: `probabilities(images)` for [0, 1] images, `top(scores, k)`."""
+    """A model ready to answer: `probabilities(images)` for [0, 1] images (`tta="flip"`: averaged
+    with their mirror images'), `top(scores, k)`."""
 
     def __init__(self, model: Any, *, preprocess: Callable | None = None, classes: list[str] | None = None,
                  name: str = "model"):
@@ -99,28 +110,39 @@ class Predictor:
         for n in sorted({_padded(int(n)) for n in sizes}):
             self._call(np.zeros((n, *self.input_shape), np.float32))
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """One batch: outputs (probabilities for a classifier), the batch padded to a power of two."""
+    def views(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """One batch's outputs per view, (views, n, ...): every view in one model call, padded to
+        a power of two."""
         n = len(images)
-        padded = _padded(n)
-        if padded > n:
-            images = np.concatenate([images, np.zeros((padded - n, *images.shape[1:]), images.dtype)])
-        return np.asarray(self._call(np.asarray(images, np.float32)))[:n]
+        stacked = tta_views(np.asarray(images, np.float32), tta)
+        count, padded = len(stacked), _padded(len(stacked))
+        if padded > count:
+            stacked = np.concatenate([stacked, np.zeros((padded - count, *stacked.shape[1:]), np.float32)])
+        out = np.asarray(self._call(stacked))[:count]
+        return out.reshape(count // n if n else 1, n, *out.shape[1:])
 
-    def probabilities(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+    def __call__(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """One batch's outputs (probabilities for a classifier), averaged over the `tta` views."""
+        return self.views(images, tta).mean(axis=0)
+
+    def probabilities(self, images: np.ndarray, batch_size: int = BATCH, tta: str | None = None) -> np.ndarray:
         """Every image in batches of at most `batch_size`."""
-        return self.over(images[i:i + batch_size] for i in range(0, len(images), batch_size))
+        return self.over((images[i:i + batch_size] for i in range(0, len(images), batch_size)), tta)
 
-    def over(self, batches) -> np.ndarray:
-        """Outputs for an iterable of image batches (arrays, or (images, labels) pairs from a `Feed`)."""
-        chunks = [self(_images(batch)) for batch in batches]
+    def over(self, batches, tta: str | None = None, *, per_view: bool = False) -> np.ndarray:
+        """Outputs for an iterable of image batches (arrays, or (images, labels) pairs from a `Feed`),
+        averaged over the `tta` views, or with `per_view` kept apart: (views, n, ...)."""
+        chunks = [self.views(_images(batch), tta) for batch in batches]
         if not chunks:
-            return np.zeros((0, *self.serving.output.shape[1:]), np.float32)
-        return np.concatenate(chunks)
+            chunks = [np.zeros((TTA.get(tta, 1), 0, *self.serving.output.shape[1:]), np.float32)]
+        every = np.concatenate(chunks, axis=1)
+        return every if per_view else every.mean(axis=0)
 
-    def of_feed(self, feed: Any, batch_size: int = BATCH) -> np.ndarray:
+    def of_feed(self, feed: Any, batch_size: int = BATCH, tta: str | None = None, *,
+                per_view: bool = False) -> np.ndarray:
         """Outputs for every example of a `Feed` (built without preprocessing: [0, 1] images), in order."""
-        return self.over(feed.in_order(batch_size))
+        return self.over(feed.in_order(batch_size if tta is None else max(1, batch_size // TTA[tta])), tta,
+                         per_view=per_view)
 
     def top(self, scores: np.ndarray, k: int) -> list[list[dict]]:
         """The `k` most probable classes of each row: [{"class", "index", "probability"}, ...]."""

@@ -69,6 +69,16 @@ def test_evaluate_matches_keras_on_the_test_examples(trained):
     predicted = model.predict(test.images, verbose=0).argmax(axis=1)
     report = json.loads(run("evaluate", trained, "--json").stdout)
     assert report["accuracy"] == pytest.approx(float(np.mean(predicted == test.labels)))
+    assert "tta" not in report and "accuracy_no_tta" not in report
+    flipped = model.predict(test.images[:, :, ::-1], verbose=0)
+    averaged = (model.predict(test.images, verbose=0) + flipped) / 2
+    with_tta = run("evaluate", trained, "--json", "--tta", "flip")
+    assert with_tta.exit_code == 0, with_tta.output
+    tta = json.loads(with_tta.stdout)
+    assert tta["tta"] == "flip" and tta["accuracy_no_tta"] == pytest.approx(report["accuracy"])
+    assert tta["accuracy"] == pytest.approx(float(np.mean(averaged.argmax(axis=1) == test.labels)))
+    text = run("evaluate", trained, "--tta", "flip")
+    assert f"(flip test-time augmentation; {report['accuracy']:.4f} without)" in text.stdout
 
 
 @pytest.mark.parametrize("args,code,message", [

@@ -109,3 +109,22 @@ def test_output_names_keep_as_much_of_the_path_as_tells_them_apart():
     assert output_stems([Path("p/a/x.png"), Path("p/b/x.jpg"), Path("y.png")]) == ["a_x", "b_x", "y"]
     assert output_stems([Path("one/same/x.png"), Path("two/same/x.png")]) == ["one_same_x", "two_same_x"]
     assert output_stems([Path("x.png"), Path("x.png")]) == ["x", "x-2"]
+
+
+def test_flip_averages_the_heat_map_with_the_mirror_images_mirrored_back(shapes_run):
+    from tlc.explain import Explainer
+    from tlc.infer import file_feed
+    from tlc.predictor import Predictor
+    from tlc.run import Run
+
+    folder, drawn = shapes_run
+    run = Run.open(folder)
+    explainer = Explainer(run, Predictor.of_run(run))
+    images = file_feed([Path(p) for p, _, _ in drawn[:3]], run.spec.input.hwc).array()
+    flipped = explainer(images, tta="flip")
+    chosen = [e.class_index for e in flipped]
+    for i, item in enumerate(flipped):
+        plain = explainer(images[i:i + 1], chosen[i])[0]
+        mirrored = explainer(images[i:i + 1, :, ::-1], chosen[i])[0]
+        np.testing.assert_allclose(item.heat, (plain.heat + mirrored.heat[:, ::-1]) / 2, atol=1e-5)
+        assert abs(item.probability - (plain.probability + mirrored.probability) / 2) < 1e-5

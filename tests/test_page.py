@@ -4,11 +4,13 @@ shows an error for a file that is not an image and keeps working, asks for the A
 loads nothing from another origin."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import pytest
 
+from .conftest import tlc
 from .test_serve import files_of, predicted, serving
 
 pytestmark = pytest.mark.slow
@@ -86,8 +88,15 @@ def test_a_photo_shows_its_classes_and_heat_map_and_a_bad_file_an_error(shapes_r
         expect(page.locator("#classes li").first.locator(".class")).to_have_text(expected[other.name][0][0])
         expect(page.locator("#error")).to_be_empty()
         expect(page.locator("#heat")).to_be_visible()
+
+        flip = tlc("predict", run, other, "--json", "--tta", "flip")
+        flip_class, flip_p = [(t["class"], t["probability"]) for t in json.loads(flip.stdout)[0]["top"]][0]
+        page.check("#tta")  # the switch classifies the photo again, averaged with its mirror image
+        expect(page.locator("#classes li").first.locator(".probability")).to_have_text(f"{100 * flip_p:.1f}%")
+        assert page.locator("#classes li").first.locator(".class").text_content() == flip_class
     outside = [u for u in page.requested if not (u.startswith(url) or u.startswith(("blob:", "data:")))]
     assert outside == [] and any(u.endswith("/explain?overlay=1") for u in page.requested)
+    assert any(u.endswith("/predict?top=5&tta=flip") for u in page.requested)
 
 
 def test_keyboard_opens_the_chooser_and_a_too_large_file_is_refused_on_the_page(shapes_run, page, tmp_path):

@@ -49,3 +49,21 @@ def test_a_classifier_is_recognised_by_its_last_layer(last):
     with pytest.raises(RunError, match=r"outputs \(4, 4, 4\) features per image .* use tlc extract"):
         features.require_classifier()
     assert features(np.zeros((2, 6, 6, 1), np.float32)).shape == (2, 4, 4, 4)
+
+
+def test_flip_averages_each_image_with_its_mirror_image_in_one_call():
+    from tlc.predictor import Predictor
+
+    model = _model("softmax")
+    predictor = Predictor(model)
+    images = np.random.default_rng(1).random((5, 6, 6, 1), dtype=np.float32)
+    plain = np.asarray(model(images, training=False))
+    mirrored = np.asarray(model(images[:, :, ::-1], training=False))
+    np.testing.assert_allclose(predictor(images, "flip"), (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    views = predictor.probabilities(images, batch_size=2, tta="flip")
+    np.testing.assert_allclose(views, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    kept = predictor.over([images[:3], images[3:]], "flip", per_view=True)
+    assert kept.shape == (2, 5, 3)
+    np.testing.assert_allclose(kept[0], plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(kept[1], mirrored, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(plain, mirrored, atol=1e-4)  # the flip is not a no-op here

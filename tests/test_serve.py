@@ -86,10 +86,29 @@ def test_predict_health_and_metadata_answer_as_tlc_predict(shapes_run):
         assert meta["spec"]["backbone"]["type"] == "conv_stack" and meta["served"]["images"] == 5
         assert meta["served"]["max_bytes"] == 20_000_000 and meta["served"]["max_images"] == 64
         check_explain(url, run, files)
+        check_flip(url, run, files)
         page = httpx.get(f"{url}/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "<script>" in page.text and not re.search(r"""(src|href|url)\(?=?["']?(https?:)?//""", page.text)
-    assert any(line.startswith("stopped: 5 images classified in") for line in lines)
+    assert any(line.startswith("stopped: 9 images classified in") for line in lines)  # 5, and 2 with their flips
+
+
+def check_flip(url, run, files):
+    """`?tta=flip` on /predict and /explain answers `tlc predict --tta flip`'s probabilities."""
+    result = tlc("predict", run, *files[:2], "--json", "--top", "3", "--tta", "flip")
+    assert result.exit_code == 0, result.output
+    expected = {Path(r["image"]).name: [(t["class"], t["probability"]) for t in r["top"]] for r in json.loads(result.stdout)}
+    assert expected != predicted(run, files[:2])  # the flip changes the numbers
+    multipart = [("file", (f.name, f.read_bytes(), "image/png")) for f in files[:2]]
+    answer = httpx.post(f"{url}/predict?tta=flip", files=multipart, timeout=30).json()
+    assert all(same(p["top"], expected[p["file"]]) for p in answer["predictions"])
+    heat = httpx.post(f"{url}/explain?tta=flip&overlay=1", files=multipart[:1], timeout=60)
+    best_class, best = expected[files[0].name][0]
+    assert heat.headers["x-tlc-class"] == best_class and abs(float(heat.headers["x-tlc-probability"]) - best) < 1e-4
+    explained = tlc("explain", run, files[0], "--tta", "flip", "-o", run.parent / "flipped", "--json")
+    assert abs(json.loads(explained.stdout)[0]["probability"] - best) < 1e-4
+    bad = httpx.post(f"{url}/predict?tta=rotate", files=multipart[:1], timeout=30)
+    assert bad.status_code == 400 and "tta: expected flip (or none), got 'rotate'" in bad.json()["error"]
 
 
 def check_explain(url, run, files):

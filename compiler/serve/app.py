@@ -12,6 +12,8 @@ from urllib.parse import quote
 import numpy as np
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
+from ..formats import TTA
+from ..predictor import tta_views
 from .batching import Served
 from .uploads import BadRequest, read_images
 
@@ -74,12 +76,14 @@ def create_app(served: Served, api_key: str | None = None):
         if top < 1:
             return error(400, f"top: must be at least 1, got {top}")
         try:
+            tta = served.tta_of(request.query_params.get("tta"))
             parts = await read_images(request, served.limits)
             images = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: np.stack([served.decode(name, data) for name, data in parts]))
         except BadRequest as exc:
             return error(exc.status, exc.message)
-        scores = await served.predict(images)
+        scores = await served.predict(tta_views(images, tta))  # the views go through the batching like images
+        scores = scores.reshape(TTA.get(tta, 1), len(images), *scores.shape[1:]).mean(axis=0)
         return served.answer([name for name, _ in parts], scores, top)
 
     @app.post("/explain")
@@ -89,6 +93,7 @@ def create_app(served: Served, api_key: str | None = None):
         loop = asyncio.get_running_loop()
         try:
             wanted = served.class_index(request.query_params.get("class"))
+            tta = served.tta_of(request.query_params.get("tta"))
             parts = await read_images(request, served.limits)
             if len(parts) != 1:
                 raise BadRequest(400, f"/explain takes one image; got {len(parts)}")
@@ -96,7 +101,7 @@ def create_app(served: Served, api_key: str | None = None):
             image = await loop.run_in_executor(None, served.decode, name, data)
         except BadRequest as exc:
             return error(exc.status, exc.message)
-        item = await loop.run_in_executor(None, served.explain, image, wanted)
+        item = await loop.run_in_executor(None, served.explain, image, wanted, tta)
         overlay = request.query_params.get("overlay", "0").lower() not in ("0", "false", "no", "")
         png = await loop.run_in_executor(None, served.overlay_png if overlay else served.picture_png, item, name)
         return Response(png, media_type="image/png", headers={

@@ -123,8 +123,19 @@ class Served:
 
         return Explainer(self.run, self.predictor)
 
-    def explain(self, image: np.ndarray, wanted: int | None):
-        return self.explainer(image[None], wanted)[0]
+    def explain(self, image: np.ndarray, wanted: int | None, tta: str | None = None):
+        return self.explainer(image[None], wanted, tta=tta)[0]
+
+    @staticmethod
+    def tta_of(value: str | None) -> str | None:
+        """`?tta=flip`: the test-time augmentation asked for (None: none); another value is a 400."""
+        from ..formats import TTA
+
+        if value in (None, "", "none"):
+            return None
+        if value not in TTA:
+            raise BadRequest(400, f"tta: expected {' or '.join(TTA)} (or none), got {value!r}")
+        return value
 
     def picture_png(self, item, name: str) -> bytes:
         """`tlc explain`'s picture of one image, as PNG bytes."""
