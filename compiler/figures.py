@@ -144,7 +144,7 @@ def tune_history_plot(trials: list[dict], metric: str, maximise: bool, title: st
 
     def write(path: Path) -> None:
         plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+        fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
         styles = {"complete": ("o", "C0", "complete"), "pruned": ("x", "C3", "pruned (last reported epoch)")}
         for state, (marker, color, label) in styles.items():
             points = [(t["number"], t["shown"]) for t in trials if t["state"] == state and t["shown"] is not None]
@@ -165,7 +165,10 @@ def tune_history_plot(trials: list[dict], metric: str, maximise: bool, title: st
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if maximise else "upper right")
+        if ax.get_legend_handles_labels()[0]:  # beside the axes, so it covers no point
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=9)
+        else:
+            ax.text(0.5, 0.5, "no trial completed", transform=ax.transAxes, ha="center", va="center", color="0.4")
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)

@@ -70,8 +70,9 @@ def test_evaluate_matches_keras_on_the_test_examples(trained):
     report = json.loads(run("evaluate", trained, "--json").stdout)
     assert report["accuracy"] == pytest.approx(float(np.mean(predicted == test.labels)))
     assert "tta" not in report and "accuracy_no_tta" not in report
-    flipped = model.predict(test.images[:, :, ::-1], verbose=0)
-    averaged = (model.predict(test.images, verbose=0) + flipped) / 2
+    softmax = keras.activations.softmax  # the spec's head gives logits: probabilities are averaged
+    averaged = (np.asarray(softmax(model.predict(test.images, verbose=0))) +
+                np.asarray(softmax(model.predict(test.images[:, :, ::-1], verbose=0)))) / 2
     with_tta = run("evaluate", trained, "--json", "--tta", "flip")
     assert with_tta.exit_code == 0, with_tta.output
     tta = json.loads(with_tta.stdout)

@@ -268,3 +268,14 @@ def test_a_grid_runs_every_combination_once(write, tmp_path):
     assert result.exit_code == 0, result.output
     combos = sorted((t["params"]["head.units"], t["params"]["train.epochs"]) for t in json.loads(result.stdout)["trials"])
     assert combos == sorted((u, e) for u in ("[]", "[16]", "[32, 8]") for e in (1, 2))
+
+
+@pytest.mark.slow
+def test_a_study_where_no_trial_completes_exits_1_and_still_draws_its_history_without_a_warning(write, tmp_path,
+                                                                                                recwarn):
+    spec = write(SPEC.replace("trials: 5", "trials: 2").replace(
+        "    head.units:", "    input.shape: {type: choice, values: [[2, 2, 1]]}\n    head.units:"))
+    result = tlc("tune", spec, "--runs", tmp_path / "runs")
+    assert result.exit_code == 1 and "2 trials (0 complete); none completed" in result.output, result.output
+    assert not [w for w in recwarn if "No artists" in str(w.message)]
+    assert (tmp_path / "runs" / "search" / "tune" / "history.png").stat().st_size > 5_000
