@@ -98,7 +98,7 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> N
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited with {process.returncode}")
+            raise SystemExit(f"{url}: the server exited with {process.returncode}; see the server-*.log files")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
@@ -146,14 +146,15 @@ def main() -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run([str(BIN / "tlc"), "train", "spec.yaml", "--runs", "runs"], cwd=folder, check=True,
                    capture_output=True, env=env)
-    run = next((folder / "runs").iterdir())
+    run = next(p for p in (folder / "runs").iterdir() if not p.name.startswith("."))  # (.cache: the image store)
     payloads = [(Path(p).name, Path(p).read_bytes()) for p, _, _ in drawn[::9]]
     ports = {label: free_port() for label in ("tlc serve", *CALLS)}
+    logs = {label: open(folder / f"server-{i}.log", "w") for i, label in enumerate(ports)}  # read when one fails
     processes = {"tlc serve": subprocess.Popen([str(BIN / "tlc"), "serve", str(run), "--port", str(ports["tlc serve"])],
-                                               stderr=subprocess.DEVNULL, env=env)}
+                                               stderr=logs["tlc serve"], env=env)}
     for label, call in CALLS.items():
         processes[label] = subprocess.Popen([sys.executable, "-c", HAND_WRITTEN.replace("CALL", call), str(run),
-                                             str(ports[label])], stderr=subprocess.DEVNULL, env=env)
+                                             str(ports[label])], stderr=logs[label], env=env)
     try:
         for label, process in processes.items():
             wait_healthy(f"http://127.0.0.1:{ports[label]}", process)

@@ -79,7 +79,7 @@ def create_app(served: Served, api_key: str | None = None):
             tta = served.tta_of(request.query_params.get("tta"))
             parts = await read_images(request, served.limits)
             images = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: np.stack([served.decode(name, data) for name, data in parts]))
+                served.decoders, lambda: np.stack([served.decode(name, data) for name, data in parts]))
         except BadRequest as exc:
             return error(exc.status, exc.message)
         scores = await served.predict(tta_views(images, tta))  # the views go through the batching like images
@@ -98,7 +98,7 @@ def create_app(served: Served, api_key: str | None = None):
             if len(parts) != 1:
                 raise BadRequest(400, f"/explain takes one image; got {len(parts)}")
             (name, data), = parts
-            image = await loop.run_in_executor(None, served.decode, name, data)
+            image = await loop.run_in_executor(served.decoders, served.decode, name, data)
         except BadRequest as exc:
             return error(exc.status, exc.message)
         item = await loop.run_in_executor(None, served.explain, image, wanted, tta)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 from .uploads import BadRequest, Limits
 
 MAX_WAIT_S = 0.005  # how long the first request of a batch waits for company
+IN_FLIGHT = 2  # model calls running at once
+DECODERS = 8  # threads decoding uploads (Pillow releases the GIL while it decodes)
 
 
 @dataclass
@@ -28,6 +31,9 @@ class Served:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     calls: int = 0  # model calls made, and the images they classified (/metadata says both)
     images: int = 0
+    # threads of their own, so decoding never waits behind a model call (and the reverse)
+    model_calls: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(IN_FLIGHT, "tlc-model"))
+    decoders: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(DECODERS, "tlc-decode"))
 
     @classmethod
     def load(cls, run, limits: Limits, *, safe_mode: bool = True) -> Served:
@@ -60,9 +66,14 @@ class Served:
         return await future
 
     async def batcher(self) -> None:
-        """The one worker: gather queued requests into batches of up to max_batch images."""
+        """The one worker: gather queued requests into batches of up to max_batch images, and keep
+        up to `IN_FLIGHT` model calls running (while one computes, the next gathers and starts:
+        one call alone leaves the cores idle between its small layers). With every slot busy,
+        requests wait in the queue, so the next batch is larger."""
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(IN_FLIGHT)
         while True:
+            await slots.acquire()
             pending = [await self.queue.get()]
             count = len(pending[0][0])
             deadline = loop.time() + MAX_WAIT_S
@@ -76,19 +87,25 @@ class Served:
                     break
                 pending.append(item)
                 count += len(item[0])
-            try:
-                batch = np.concatenate([images for images, _ in pending])
-                scores = await loop.run_in_executor(None, self._chunked, batch)
-            except Exception as exc:  # a failed model call fails its requests, not the server
-                for _, future in pending:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for images, future in pending:
+            asyncio.create_task(self._answer(pending, slots))
+
+    async def _answer(self, pending: list, slots: asyncio.Semaphore) -> None:
+        """One model call for the gathered requests, then each request's share of the scores."""
+        try:
+            batch = np.concatenate([images for images, _ in pending])
+            scores = await asyncio.get_running_loop().run_in_executor(self.model_calls, self._chunked, batch)
+        except Exception as exc:  # a failed model call fails its requests, not the server
+            for _, future in pending:
                 if not future.done():
-                    future.set_result(scores[start:start + len(images)])
-                start += len(images)
+                    future.set_exception(exc)
+            return
+        finally:
+            slots.release()
+        start = 0
+        for images, future in pending:
+            if not future.done():
+                future.set_result(scores[start:start + len(images)])
+            start += len(images)
 
     def _chunked(self, batch: np.ndarray) -> np.ndarray:
         size = self.limits.max_batch
