@@ -21,6 +21,20 @@ PAGE = Path(__file__).with_name("page.html")
 OPEN_PATHS = ("/", "/health")  # what answers without the API key: the page asks for the key itself
 
 
+class KeyGuard:
+    """A plain ASGI middleware (Starlette's `BaseHTTPMiddleware` costs every request a detour
+    through memory streams): the API key on every path but `OPEN_PATHS`."""
+
+    def __init__(self, app, key: str, refuse):
+        self.app, self.expected, self.refuse = app, f"Bearer {key}".encode(), refuse
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            if dict(scope["headers"]).get(b"authorization") != self.expected:
+                return await self.refuse(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def create_app(served: Served, api_key: str | None = None):
     """The FastAPI application for a loaded model."""
     from fastapi import FastAPI
@@ -42,15 +56,13 @@ def create_app(served: Served, api_key: str | None = None):
     async def http_error(request, exc):  # 404 / 405 in the same shape as every other error
         return error(exc.status_code, str(exc.detail))
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if api_key is not None and request.url.path not in OPEN_PATHS:
-            if request.headers.get("authorization") != f"Bearer {api_key}":
-                return error(401, "missing or wrong API key (Authorization: Bearer <key>)")
-        try:
-            return await call_next(request)
-        except BadRequest as exc:
-            return error(exc.status, exc.message)
+    @app.exception_handler(BadRequest)
+    async def bad_request(request, exc):
+        return error(exc.status, exc.message)
+
+    if api_key is not None:
+        app.add_middleware(KeyGuard, key=api_key, refuse=error(401, "missing or wrong API key "
+                                                                    "(Authorization: Bearer <key>)"))
 
     page = PAGE.read_text(encoding="utf-8")
 
