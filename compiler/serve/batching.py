@@ -34,6 +34,7 @@ class Served:
     # threads of their own, so decoding never waits behind a model call (and the reverse)
     model_calls: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(IN_FLIGHT, "tlc-model"))
     decoders: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(DECODERS, "tlc-decode"))
+    _running: set = field(default_factory=set)  # the model calls' tasks
 
     @classmethod
     def load(cls, run, limits: Limits, *, safe_mode: bool = True) -> Served:
@@ -87,13 +88,18 @@ class Served:
                     break
                 pending.append(item)
                 count += len(item[0])
-            asyncio.create_task(self._answer(pending, slots))
+            task = asyncio.create_task(self._answer(pending, slots))
+            self._running.add(task)  # (the loop keeps only weak references to tasks)
+            task.add_done_callback(self._running.discard)
 
     async def _answer(self, pending: list, slots: asyncio.Semaphore) -> None:
         """One model call for the gathered requests, then each request's share of the scores."""
         try:
             batch = np.concatenate([images for images, _ in pending])
-            scores = await asyncio.get_running_loop().run_in_executor(self.model_calls, self._chunked, batch)
+            scores = await asyncio.get_running_loop().run_in_executor(
+                self.model_calls, self.predictor.probabilities, batch, self.limits.max_batch)
+            self.calls += -(-len(batch) // self.limits.max_batch)  # counted here, on the event loop's one thread
+            self.images += len(batch)
         except Exception as exc:  # a failed model call fails its requests, not the server
             for _, future in pending:
                 if not future.done():
@@ -106,12 +112,6 @@ class Served:
             if not future.done():
                 future.set_result(scores[start:start + len(images)])
             start += len(images)
-
-    def _chunked(self, batch: np.ndarray) -> np.ndarray:
-        size = self.limits.max_batch
-        self.calls += -(-len(batch) // size)
-        self.images += len(batch)
-        return self.predictor.probabilities(batch, size)
 
     def answer(self, names: list[str], scores: np.ndarray, top: int) -> dict:
         predictions = [{"file": name, "top": [{"class": t["class"], "probability": t["probability"]} for t in best]}
