@@ -32,7 +32,16 @@ _state = {"debug": False}
 SpecArg = Annotated[Path, typer.Argument(help="A spec YAML file.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 UnsafeOpt = Annotated[bool, typer.Option("--unsafe", help="Allow .keras files that contain code.")]
-Tta = enum.Enum("Tta", {name: name for name in TTA}, type=str)
+def choices(name: str, values) -> type[enum.Enum]:
+    """A typer choice over `values`: the help lists them, and another value is a usage error (exit 2)."""
+    return enum.Enum(name, {value: value for value in values}, type=str)
+
+
+def chosen(option: enum.Enum | None) -> str | None:
+    return None if option is None else option.value
+
+
+Tta = choices("Tta", TTA)
 TtaOpt = Annotated[Optional[Tta], typer.Option(  # noqa: UP007
     "--tta", help="Test-time augmentation: flip averages each image's probabilities with its mirror image's.")]
 
@@ -305,7 +314,7 @@ def predict(
     found = infer.resolve(model)
     files = infer.image_files(images)
     keras_ready()
-    results = infer.predict(infer.load(found, safe_mode=not unsafe), files, top, tta=tta and tta.value)
+    results = infer.predict(infer.load(found, safe_mode=not unsafe), files, top, tta=chosen(tta))
     if as_json:
         emit_json(results)
         return
@@ -397,9 +406,9 @@ def tune(
 
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder (runs/<name>).", show_default=False)]
-Split = enum.Enum("Split", {name: name for name in ("test", "val")}, type=str)
-Format = enum.Enum("Format", {name: name for name in EXPORT_FORMATS}, type=str)
-Quantize = enum.Enum("Quantize", {name: name for name in QUANTIZE_MODES}, type=str)
+Split = choices("Split", ("test", "val"))
+Format = choices("Format", EXPORT_FORMATS)
+Quantize = choices("Quantize", QUANTIZE_MODES)
 
 
 @command
@@ -418,9 +427,9 @@ def evaluate(
     from .views import evaluation_table
 
     opened = Run.open(run)
-    opened.choose_split(split and split.value)  # a bad folder or split fails before TensorFlow loads
+    opened.choose_split(chosen(split))  # a bad folder or split fails before TensorFlow loads
     keras_ready()
-    result = run_evaluation(opened, split and split.value, safe_mode=not unsafe, tta=tta and tta.value)
+    result = run_evaluation(opened, chosen(split), safe_mode=not unsafe, tta=chosen(tta))
     if as_json:
         emit_json(result)
         return
@@ -452,7 +461,7 @@ def export(
     from .quantize import check_mode
     from .run import Run
 
-    fmt, mode = format.value, quantize and quantize.value
+    fmt, mode = format.value, chosen(quantize)
     check_mode(fmt, mode, calibration, max_drop)
     opened = Run.open(run)
     check_target(opened.folder, fmt, output)  # before TensorFlow loads
@@ -497,7 +506,7 @@ def explain(
     keras_ready()
     with rich_console(stderr=True).status(f"explaining {len(files)} image(s)"):
         records = run_explain(opened, files, output=output, class_name=class_name, layer=layer, safe_mode=not unsafe,
-                              tta=tta and tta.value)
+                              tta=chosen(tta))
     if as_json:
         emit_json(records)
         return

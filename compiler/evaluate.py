@@ -63,8 +63,7 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str 
     spec, part = run.spec, run.choose_split(split)
     examples = run.held_out(part)
     predictor = Predictor.of_run(run, safe_mode=safe_mode)
-    store = run.image_store()
-    feed = Feed(examples, spec.input.hwc, store=store)
+    feed = Feed(examples, spec.input.hwc, store=run.image_store)
     with naming_unreadable([examples], fix="the run never read its held-out images; "
                                            "replace it, or train again without it"):
         views = predictor.of_feed(feed, tta=tta, per_view=True)
@@ -77,7 +76,7 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str 
     write_with(run.folder / "confusion.png", confusion_plot(np.array(result["confusion"]), names, title))
     wrong = worst_mistakes(examples.labels, probs)
     if len(wrong):
-        images = Feed(examples.take(wrong), spec.input.hwc, store=store).array(16)
+        images = run.images(examples.take(wrong), 16)
         captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
                     f"({probs[i].max():.2f})" for i in wrong]
         heats = heat_maps(predictor, spec, images, [int(probs[i].argmax()) for i in wrong])

@@ -87,6 +87,16 @@ class GradCam:
         return np.where(peak > 0, cam / np.where(peak > 0, peak, 1), 0.0), np.asarray(probabilities)
 
 
+def class_index(names: list[str], class_name: str | None, option: str = "--class") -> int | None:
+    """The index of the class to explain (None: each image's top prediction); an unknown name is a
+    usage error naming the run's classes (`tlc explain --class`, serve's `?class=`)."""
+    if class_name is None:
+        return None
+    if class_name not in names:
+        raise UsageError(f"{option} {class_name}: the run's classes are {', '.join(names)}")
+    return names.index(class_name)
+
+
 class Explainer:
     """A run's predictor with Grad-CAM at one layer, for `tlc explain` and `tlc serve`'s /explain:
     heat maps for [0, 1] images, and the picture `tlc explain` draws of one."""
@@ -95,14 +105,6 @@ class Explainer:
         self.run, self.predictor, self.names = run, predictor, run.classes
         self.layer = layer or default_layer(run.spec)
         self.cam = GradCam(predictor, self.layer)
-
-    def class_index(self, class_name: str | None, option: str = "--class") -> int | None:
-        """The index of `class_name` (None: each image's top prediction); an unknown name names the classes."""
-        if class_name is None:
-            return None
-        if class_name not in self.names:
-            raise UsageError(f"{option} {class_name}: the run's classes are {', '.join(self.names)}")
-        return self.names.index(class_name)
 
     def __call__(self, images: np.ndarray, wanted: int | None = None, batch: int = 32,
                  tta: str | None = None) -> list[Explained]:
@@ -115,11 +117,10 @@ class Explainer:
                 heat, probs = self.cam(chunk, [wanted] * len(chunk))
             else:
                 probs = self.predictor(chunk, tta)
-                classes = [int(np.argmax(p)) if wanted is None else wanted for p in probs]
+            classes = [int(np.argmax(p)) if wanted is None else wanted for p in probs]
+            if tta is not None:
                 heat = (self.cam(chunk, classes)[0] + self.cam(chunk[:, :, ::-1], classes)[0][:, :, ::-1]) / 2
-            for image, h, p in zip(chunk, heat, probs):
-                index = int(np.argmax(p)) if wanted is None else wanted
-                explained.append(Explained(image, h, index, float(p[index])))
+            explained += [Explained(image, h, c, float(p[c])) for image, h, c, p in zip(chunk, heat, classes, probs)]
         return explained
 
     def picture(self, items: list[Explained], labels: list[str], more: str = ""):
@@ -142,12 +143,11 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     from .run import Run
 
     run = Run.of(run)
-    if class_name is not None and class_name not in run.classes:  # before the model loads
-        raise UsageError(f"--class {class_name}: the run's classes are {', '.join(run.classes)}")
+    wanted = class_index(run.classes, class_name)  # before the model loads
     explainer = Explainer(run, Predictor.of_run(run, safe_mode=safe_mode), layer)
     feed = file_feed(images, run.spec.input.hwc)
     with naming_unreadable([feed.examples], fix=""):
-        explained = explainer(feed.array(), explainer.class_index(class_name), tta=tta)
+        explained = explainer(feed.array(), wanted, tta=tta)
     target = Path(output) if output else run.folder / "explain"
     try:
         target.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,11 @@ def tta_views(images: np.ndarray, tta: str | None) -> np.ndarray:
     return np.concatenate([images, images[:, :, ::-1]])
 
 
+def split_views(outputs: np.ndarray, n: int) -> np.ndarray:
+    """The outputs of `tta_views`' stacked views, (views * n, ...) -> (views, n, ...)."""
+    return outputs.reshape(len(outputs) // n if n else 1, n, *outputs.shape[1:])
+
+
 def output_activation(model: Any) -> str | None:
     """The activation of the model's last layer when it is a classifier's (a Dense layer, or
     Keras's `Activation` after a 1x1 convolution as in MobileNet): softmax, sigmoid or linear;
@@ -118,8 +123,7 @@ class Predictor:
         count, padded = len(stacked), _padded(len(stacked))
         if padded > count:
             stacked = np.concatenate([stacked, np.zeros((padded - count, *stacked.shape[1:]), np.float32)])
-        out = np.asarray(self._call(stacked))[:count]
-        return out.reshape(count // n if n else 1, n, *out.shape[1:])
+        return split_views(np.asarray(self._call(stacked))[:count], n)
 
     def __call__(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
         """One batch's outputs (probabilities for a classifier), averaged over the `tta` views."""

@@ -53,13 +53,12 @@ def converter_settings(mode: str, calibration_images: np.ndarray | None) -> dict
 
 def calibration_set(run, size: int) -> np.ndarray:
     """Up to `size` training images in [0, 1], spread over the training set (seeded)."""
-    from .data.pipeline import Feed
 
     examples = run.training()
     if len(examples) > size:
         picked = np.sort(np.random.default_rng(0).choice(len(examples), size, replace=False))
         examples = examples.take(picked)
-    return Feed(examples, run.spec.input.hwc, store=run.image_store()).array(BATCH)
+    return run.images(examples, BATCH)
 
 
 def litert_scores(path: Path, images: np.ndarray) -> np.ndarray:

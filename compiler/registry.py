@@ -162,9 +162,7 @@ def register_module(module: object, name: str | None = None) -> None:
         registry.failures.append(Failure(source, f"failed to register: {_describe(exc)}"))
         return
     registry.plugins.append(source)
-    for kind in KINDS:
-        _collect(registry, registry.manager, module, source, kind)
-    _collect_sources(registry, registry.manager, module, source)
+    _collect_all(registry, registry.manager, module, source)
     registry.spec_models.clear()
 
 
@@ -196,9 +194,7 @@ def _load(third_party: bool) -> Registry:
             ordered.append((module, source))
     for module, source in ordered:
         registry.plugins.append(source)
-        for kind in KINDS:
-            _collect(registry, pm, module, source, kind)
-        _collect_sources(registry, pm, module, source)
+        _collect_all(registry, pm, module, source)
     return registry
 
 
@@ -211,16 +207,10 @@ def _selected_entry_points() -> list[metadata.EntryPoint]:
     return [ep for ep in found if ep.name in names]
 
 
-def _collect(registry: Registry, pm: pluggy.PluginManager, module: object, source: Source, kind: str):
-    hook_name, base = KINDS[kind]
-    impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is module]
-    for impl in impls:
-        try:
-            returned = list(impl.function() or [])
-        except Exception as exc:
-            registry.failures.append(Failure(source, f"{hook_name}() raised {_describe(exc)}"))
-            continue
-        for cls in returned:
+def _collect_all(registry: Registry, pm: pluggy.PluginManager, module: object, source: Source) -> None:
+    """What `module` adds through every hook: backbone and head types, then data sources."""
+    for kind, (hook_name, base) in KINDS.items():
+        for cls in _returned(registry, pm, module, source, hook_name):
             name = type_name(cls, base)
             if name is None:
                 registry.failures.append(Failure(
@@ -228,34 +218,33 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: object, sourc
                     f"{hook_name}() returned {cls!r}, which is not a tlc.{base.__name__} subclass "
                     'with a field like type: Literal["name"]',
                 ))
-                continue
-            taken = registry.types[kind].get(name)
-            if taken is not None:
-                registry.failures.append(Failure(
-                    source, f"{kind} type {name!r} is already registered by {taken.source}; ignored"
-                ))
-                continue
-            registry.types[kind][name] = TypeInfo(name, kind, source, cls)
+            elif _free(registry, registry.types[kind], name, f"{kind} type", source):
+                registry.types[kind][name] = TypeInfo(name, kind, source, cls)
+    for row in _returned(registry, pm, module, source, "tlc_data_sources"):
+        if not (isinstance(row, DataSource) and isinstance(row.name, str) and row.name and callable(row.read)):
+            registry.failures.append(Failure(
+                source, f"tlc_data_sources() returned {row!r}, which is not a tlc.DataSource(name, read, ...)"))
+        elif _free(registry, registry.sources, row.name, "data source", source):
+            registry.sources[row.name] = SourceInfo(row.name, source, row)
 
 
-def _collect_sources(registry: Registry, pm: pluggy.PluginManager, module: object, source: Source) -> None:
-    for impl in [i for i in pm.hook.tlc_data_sources.get_hookimpls() if i.plugin is module]:
+def _returned(registry: Registry, pm: pluggy.PluginManager, module: object, source: Source, hook_name: str):
+    """Everything `module`'s implementations of `hook_name` return; one that raises is a failure."""
+    for impl in [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is module]:
         try:
             returned = list(impl.function() or [])
         except Exception as exc:
-            registry.failures.append(Failure(source, f"tlc_data_sources() raised {_describe(exc)}"))
+            registry.failures.append(Failure(source, f"{hook_name}() raised {_describe(exc)}"))
             continue
-        for row in returned:
-            if not (isinstance(row, DataSource) and isinstance(row.name, str) and row.name and callable(row.read)):
-                registry.failures.append(Failure(
-                    source, f"tlc_data_sources() returned {row!r}, which is not a tlc.DataSource(name, read, ...)"))
-                continue
-            taken = registry.sources.get(row.name)
-            if taken is not None:
-                registry.failures.append(Failure(
-                    source, f"data source {row.name!r} is already registered by {taken.source}; ignored"))
-                continue
-            registry.sources[row.name] = SourceInfo(row.name, source, row)
+        yield from returned
+
+
+def _free(registry: Registry, table: dict, name: str, what: str, source: Source) -> bool:
+    """Whether `name` is still free in `table`; a taken one is a failure (the first registration wins)."""
+    taken = table.get(name)
+    if taken is not None:
+        registry.failures.append(Failure(source, f"{what} {name!r} is already registered by {taken.source}; ignored"))
+    return taken is None
 
 
 def type_name(cls: object, base: type) -> str | None:

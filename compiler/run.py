@@ -5,6 +5,7 @@ so a wrong folder fails at once."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -97,22 +98,26 @@ class Run:
         first `limit` of them: what the export and quantize checks run the artifact on."""
         import numpy as np
 
-        from .data.pipeline import Feed
-
         part = self.choose_split()
         examples = self.held_out(part)
         if limit is not None and len(examples) > limit:
             examples = examples.take(np.arange(limit))
-        return part, examples, Feed(examples, self.spec.input.hwc, store=self.image_store()).array(32)
+        return part, examples, self.images(examples)
 
+    def images(self, examples, batch: int = 32):
+        """`examples` as one array of [0, 1] images, read from the decoded-image store when it has them."""
+        from .data.pipeline import Feed
+
+        return Feed(examples, self.spec.input.hwc, store=self.image_store).array(batch)
+
+    @functools.cached_property
     def image_store(self):
         """The decoded-image store training filled (`metrics.json`'s `image_store`, else
         `<runs>/.cache/images` beside the run), or None for an in-memory source, or with
-        `decode_cache: false`; evaluating reads the held-out images from it and adds the rest."""
+        `decode_cache: false`; evaluating reads the held-out images from it and adds the rest.
+        Opened once per `Run` (opening lists the source's files)."""
         from .data import image_store
-        from .data.sources import read
-
-        from .data.sources import source_of
+        from .data.sources import read, source_of
 
         if not source_of(self.spec.train.data).files or not self.spec.train.data.decode_cache:
             return None

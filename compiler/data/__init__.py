@@ -85,19 +85,15 @@ def check_source(spec) -> None:
 
 
 def image_store(spec, files: np.ndarray | None, folder: Path):
-    """(the decoded-image store for a file source's `files` in `folder`, or None; a line saying
-    what it holds) per `train.data.decode_cache`."""
+    """(the decoded-image store for a file source's `files` in `folder`, or None; why it is off,
+    '' when it is on or there are no files) per `train.data.decode_cache`."""
     if files is None:
         return None, ""
     if not spec.train.data.decode_cache:
         return None, "image store: off (train.data.decode_cache: false); every epoch decodes the images"
     from .store import ImageStore
 
-    store, why = ImageStore.open(folder, files, spec.input.hwc)
-    if store is None:
-        return None, why
-    return store, (f"image store: {store.stored():,} of {len(files):,} images already decoded "
-                   f"({store.bytes / 2**20:,.1f} MB in {folder})")
+    return ImageStore.open(folder, files, spec.input.hwc)
 
 
 def feeds(spec, dataset: Dataset, store=None):

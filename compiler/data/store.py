@@ -159,6 +159,11 @@ class ImageStore:
                 "decoded": self.decoded, "read_from_store": self.from_store, "bytes": self.bytes,
                 "stopped": self.failure}
 
+    def opening(self) -> str:
+        """The data line's store part: how much is decoded already (a stat of every file: said once)."""
+        return (f"image store: {self.stored():,} of {len(self.files):,} images already decoded "
+                f"({self.bytes / 2**20:,.1f} MB in {self.path.parent})")
+
     def summary(self) -> str:
         return (f"image store: {self.decoded:,} decoded, {self.from_store:,} read from the store "
                 f"({self.bytes / 2**20:,.1f} MB at {self.path.parent})")

@@ -12,8 +12,7 @@ from urllib.parse import quote
 import numpy as np
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
-from ..formats import TTA
-from ..predictor import tta_views
+from ..predictor import split_views, tta_views
 from .batching import Served
 from .uploads import BadRequest, read_images
 
@@ -95,7 +94,7 @@ def create_app(served: Served, api_key: str | None = None):
         except BadRequest as exc:
             return error(exc.status, exc.message)
         scores = await served.predict(tta_views(images, tta))  # the views go through the batching like images
-        scores = scores.reshape(TTA.get(tta, 1), len(images), *scores.shape[1:]).mean(axis=0)
+        scores = split_views(scores, len(images)).mean(axis=0)
         return served.answer([name for name, _ in parts], scores, top)
 
     @app.post("/explain")

@@ -127,11 +127,13 @@ class Served:
 
     def class_index(self, name: str | None) -> int | None:
         """`?class=NAME` of /explain: its index (None: the top prediction); an unknown name is a 400."""
-        if name is None:
-            return None
-        if name not in self.run.classes:
-            raise BadRequest(400, f"class {name}: the run's classes are {', '.join(self.run.classes)}")
-        return self.run.classes.index(name)
+        from ..errors import UsageError
+        from ..explain import class_index
+
+        try:
+            return class_index(self.run.classes, name, option="class")
+        except UsageError as exc:
+            raise BadRequest(400, str(exc)) from None
 
     @functools.cached_property
     def explainer(self):

@@ -82,7 +82,8 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
     try:
         dataset = datasets.load(spec)
         reporter.note(data_note(dataset))
-        store, note = datasets.image_store(spec, dataset.source_files, options.images_dir)
+        store, off = datasets.image_store(spec, dataset.source_files, options.images_dir)
+        note = store.opening() if store is not None else off
         if note:
             reporter.note(note)
         with datasets.naming_unreadable([dataset.train, dataset.val]):
