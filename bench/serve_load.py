@@ -1,7 +1,8 @@
 """`tlc serve` under 16 concurrent clients vs the endpoints people write by hand: FastAPI calling
 `model.predict` once per request, and the careful one, FastAPI calling a traced `tf.function` of
 the model once per request (the fastest one-call-per-request code). Same model, same images,
-same machine, one run.
+same machine, one run. A third endpoint is the careful one with TensorFlow's intra-op threads set
+to 1, the threading `tlc serve` uses (no target: it shows what that setting alone buys).
 
 The model is a run trained here on generated shapes (a small conv_stack at 48x48, or
 `--backbone mobilenet_v2`, alpha 0.35 at 160x160, weights null). The servers run at once on
@@ -58,6 +59,8 @@ from PIL import Image
 from tlc.validation import load_spec
 
 run, port = sys.argv[1], int(sys.argv[2])
+if sys.argv[3:] == ["one-thread"]:
+    tf.config.threading.set_intra_op_parallelism_threads(1)
 model = keras.saving.load_model(f"{run}/model.keras", compile=False)
 spec = load_spec(f"{run}/spec.lock.yaml")
 h, w, _ = spec.input.hwc
@@ -80,8 +83,11 @@ def health():
 
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 """
-CALLS = {"hand-written FastAPI + model.predict": "model.predict(x, verbose=0)[0]",
-         "hand-written FastAPI + traced tf.function": "traced(tf.constant(x)).numpy()[0]"}
+TRACED = "traced(tf.constant(x)).numpy()[0]"
+#: label -> (the model call, extra arguments); the first two have targets
+CALLS = {"hand-written FastAPI + model.predict": ("model.predict(x, verbose=0)[0]", []),
+         "hand-written FastAPI + traced tf.function": (TRACED, []),
+         "  same, intra-op threads 1": (TRACED, ["one-thread"])}
 
 
 def free_port() -> int:
@@ -152,9 +158,9 @@ def main() -> None:
     logs = {label: open(folder / f"server-{i}.log", "w") for i, label in enumerate(ports)}  # read when one fails
     processes = {"tlc serve": subprocess.Popen([str(BIN / "tlc"), "serve", str(run), "--port", str(ports["tlc serve"])],
                                                stderr=logs["tlc serve"], env=env)}
-    for label, call in CALLS.items():
+    for label, (call, extra) in CALLS.items():
         processes[label] = subprocess.Popen([sys.executable, "-c", HAND_WRITTEN.replace("CALL", call), str(run),
-                                             str(ports[label])], stderr=logs[label], env=env)
+                                             str(ports[label]), *extra], stderr=logs[label], env=env)
     try:
         for label, process in processes.items():
             wait_healthy(f"http://127.0.0.1:{ports[label]}", process)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,22 @@ import numpy as np
 from .uploads import BadRequest, Limits
 
 MAX_WAIT_S = 0.005  # how long the first request of a batch waits for company
-IN_FLIGHT = 2  # model calls running at once
+IN_FLIGHT = max(2, os.cpu_count() or 2)  # model calls running at once, each on one core
 DECODERS = 8  # threads decoding uploads (Pillow releases the GIL while it decodes)
+
+
+def one_core_per_call() -> None:
+    """TensorFlow runs each op on every core by default; for the small ops of a serving batch,
+    splitting them costs more than it gains. One core per model call and `IN_FLIGHT` calls at
+    once doubled throughput (MobileNetV2 at 160x160, two calls of 5 images: 389 -> 823 img/s on
+    2 cores). Set before the runtime starts; inside a process that already ran TensorFlow (a
+    test) its threads stay as they are."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # "... cannot be modified after initialization"
+        pass
 
 
 @dataclass
@@ -43,9 +58,10 @@ class Served:
         from ..run import Run
         from ..weights import file_sha256
 
+        one_core_per_call()
         run = Run.of(run)
         served = cls(run, Predictor.of_run(run, safe_mode=safe_mode), file_sha256(str(run.model_path)), limits)
-        served.predictor.warm({1, limits.max_batch})
+        served.predictor.warm()
         return served
 
     def decode(self, name: str, contents: bytes) -> np.ndarray:

@@ -12,9 +12,13 @@ from .uploads import Limits
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A bound, listening socket, so a taken port is a clear error before the model loads."""
+    """A bound, listening socket, so a taken port is a clear error before the model loads.
+
+    Its protocol is named (IPPROTO_TCP, not 0): asyncio turns Nagle's algorithm off only on
+    accepted sockets whose `proto` says TCP, and with it on every answer waited for an ACK
+    (168 -> 224 req/s on MobileNetV2 under 16 clients)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
