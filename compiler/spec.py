@@ -171,6 +171,14 @@ class PhaseSpec(StrictModel):
         None, description="this phase's learning rate (null: the optimizer's)")
 
 
+PRECISE_BN_IMAGES = 2000
+
+
+class RecalibrateBNSpec(StrictModel):
+    images: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = Field(
+        PRECISE_BN_IMAGES, description="training images to average the batch statistics over")
+
+
 class TrainSpec(StrictModel):
     data: DataSpec = Field(description="where the examples come from and how they are split")
     epochs: Annotated[int, Strict(), Field(gt=0, le=100_000)] = Field(10, description="epochs (without phases)")
@@ -190,6 +198,11 @@ class TrainSpec(StrictModel):
         0.0, description="label smoothing of the categorical cross-entropy")
     class_weight: Literal["balanced"] | None = Field(
         None, description="balanced: weight classes inversely to their frequency in the training split")
+    recalibrate_bn: by_kind("auto, true, false or {images: N}", str=Literal["auto"], bool=Annotated[bool, Strict()],
+                            map=RecalibrateBNSpec) = Field(
+        "auto", description="after training, set the moving mean and variance of every batch norm that trained "
+                            f"in the last phase to exact averages over N training images ({PRECISE_BN_IMAGES:,} by "
+                            "default, or {images: N}); auto: when any did")
 
 
 class SpecBase(StrictModel):

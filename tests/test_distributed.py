@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 SPEC = """
 name: dist
 input: {{shape: [8, 8, 1]}}
-backbone: {{type: conv_stack, blocks: [{{filters: 16, convs: 2}}]}}
+backbone: {{type: conv_stack, blocks: [{{filters: 16, convs: 2, batch_norm: true}}]}}
 head: {{type: dense, units: [32], classes: 10}}
 train: {{data: {{type: digits}}, epochs: 4, batch_size: 32, seed: 0, distribute: {mode}}}
 """
@@ -55,6 +55,7 @@ def test_mirrored_on_two_logical_cpus(write, tmp_path, single):
     assert metrics["distribute"] == {"strategy": "mirrored", "replicas": 2}
     assert metrics["epochs"] == 4
     assert abs(metrics["final"]["val_accuracy"] - single["final"]["val_accuracy"]) < 0.08
+    assert metrics["recalibrated_bn"]["layers"] == single["recalibrated_bn"]["layers"] == ["block1_bn1", "block1_bn2"]
 
 
 def test_two_workers_on_localhost(write, tmp_path, single):
@@ -72,6 +73,8 @@ def test_two_workers_on_localhost(write, tmp_path, single):
     assert metrics["feature_cache"] == ["feature cache: off (multi_worker: each worker trains the whole model)"]
     assert len((chief / "history.csv").read_text().splitlines()) == 1 + 4
     assert abs(metrics["final"]["val_accuracy"] - single["final"]["val_accuracy"]) < 0.08
+    assert metrics["recalibrated_bn"]["layers"] == ["block1_bn1", "block1_bn2"]  # precise batch norm, on the chief
+    assert metrics["recalibrated_bn"]["images"] == single["recalibrated_bn"]["images"]
 
 
 def test_multi_worker_without_tf_config_is_a_clear_error(write, tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.tfdata import without_autotune
 from ..errors import RunError
+from .epochs import validate
 
 
 def local_cluster(workers: int) -> list[str]:
@@ -157,14 +158,7 @@ def fit_multi_worker(strategy: Strategy, model: Any, train: Any, val: Any, loss:
             totals += [float(v) for v in train_step(iterator)]
             hooks.batch()
         logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
-        if len(val):  # every worker holds the whole model: evaluate locally, outside `fit`
-            losses, hits = [], []
-            for images, labels in val.in_order(batch_size):
-                scores = model(images, training=False)
-                losses.append(np.asarray(per_example(labels, scores)))
-                hits.append(np.argmax(scores, axis=-1) == labels.numpy())
-            logs["val_loss"] = float(np.mean(np.concatenate(losses)))
-            logs["val_accuracy"] = float(np.mean(np.concatenate(hits)))
+        logs.update(validate(model, val, batch_size, loss))  # every worker holds the whole model: locally
         hooks.end(epoch, logs)
         if hooks.stopped:
             break

@@ -87,3 +87,18 @@ def reseed_random_layers(model, seed: int, epoch: int) -> None:
     for layer in model.layers:
         for generator in getattr(layer, "_seed_generators", None) or []:
             generator.state.assign(np.array([rng.integers(2**31), 0], dtype=generator.state.dtype))
+
+
+def validate(model, feed, batch_size: int, loss) -> dict:
+    """{val_loss, val_accuracy} of `model` over every example of `feed`, in this process, in
+    inference mode ({} for an empty feed): outside `fit`, where Keras's `evaluate` would spread
+    the batches over a multi-worker strategy's replicas."""
+    if not len(feed):
+        return {}
+    per_example = loss.__class__.from_config({**loss.get_config(), "reduction": "none"})
+    losses, hits = [], []
+    for images, labels in feed.in_order(batch_size):
+        scores = model(images, training=False)
+        losses.append(np.asarray(per_example(labels, scores)))
+        hits.append(np.argmax(scores, axis=-1) == labels.numpy())
+    return {"val_loss": float(np.mean(np.concatenate(losses))), "val_accuracy": float(np.mean(np.concatenate(hits)))}

@@ -20,9 +20,9 @@ from ..emit import set_frozen
 from ..errors import RunError
 from ..figures import accuracy_plot, import_in_background
 from ..preflight import Ready, prepare
-from . import cache, controls
+from . import cache, controls, precise_bn
 from .distribute import Strategy, fit_multi_worker
-from .epochs import EpochHooks, fit
+from .epochs import EpochHooks, fit, reseed_random_layers, validate
 from .progress import Reporter
 from .runs import RunFolder
 from .state import State, metrics_record
@@ -124,6 +124,7 @@ class PhaseRunner:
     feeds: tuple
     class_weight: Any
     log: Any
+    last: Any = None  # the last phase's trainable part (`_split`), when it ran in this process
 
     @classmethod
     def start(cls, ready: Ready, dataset, folder: RunFolder, state: State, options: Options, reporter,
@@ -170,6 +171,7 @@ class PhaseRunner:
             with scope():
                 controls.compile_model(model, self.loss, controls.optimizer(spec, phase.learning_rate))
         part, steps = self._split()
+        self.last = part
         epochs = range(state.epochs_done, first + phase.epochs)
         hooks = EpochHooks(part.model, spec, phase, first, self.total(self.ready), steps, self.reporter, state, self.log,
                            checkpoint=lambda: self.folder.save_epoch(model, state, checkpoint=self.options.checkpoints),
@@ -216,8 +218,12 @@ class PhaseRunner:
         self.log.close()
         if folder.writer and self.options.features_dir is None:
             cache.drop_unused(folder.cache_dir, state.cache_keys)
+        recalibrated = self.recalibrate_bn()
         metrics = metrics_record(spec, self.model, state, self.ready.phases, self.dataset, self.options.resume,
                                  self.strategy, self.class_weight)
+        metrics["recalibrated_bn"] = recalibrated
+        if recalibrated and recalibrated["after"]:
+            metrics["final"] = {**metrics["final"], **recalibrated["after"]}
         if store is not None:
             for line in (store.summary(), store.failure):
                 if line:
@@ -226,6 +232,41 @@ class PhaseRunner:
         plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", state.phase_starts)
         extra = {"split.json": json.dumps(split_record(self.dataset), indent=1) + "\n"}
         return Result(folder.finish(self.model, state, metrics, spec, plot, extra), metrics, self.model, folder.writer)
+
+
+    def recalibrate_bn(self) -> dict | None:
+        """Precise batch-norm statistics (`precise_bn`) for the batch norms that trained in the last
+        phase, over its trainable part: the tail on cached features when those are the plain
+        images' (not augmented views), else the whole model on the images. Validation metrics
+        before and after; None when off or no batch norm trained."""
+        spec, reporter = self.ready.spec, self.reporter
+        wanted = precise_bn.images_wanted(spec.train.recalibrate_bn)
+        if not wanted:
+            return None
+        layers = precise_bn.trained_batch_norms(self.model)
+        if not layers:
+            if spec.train.recalibrate_bn != "auto":
+                reporter.note("batch norm: nothing to recalibrate (no batch norm trained in the last phase)")
+            return None
+        part = self.last
+        if part is None or part.model is self.model or part.train.views != 1:
+            part = cache.Split(self.model, *self.feeds, "")
+        batch_size = spec.train.batch_size
+        started = time.perf_counter()
+        before = self._validation(part)
+        chosen = precise_bn.sample(part.train, wanted, spec.train.seed)
+        reseed_random_layers(self.model, spec.train.seed, self.total(self.ready))  # Dropout runs too, seeded
+        with self.strategy.scope():
+            seen = precise_bn.recalibrate(part.model, (x for x, _ in chosen.in_order(batch_size)), layers)
+        after = self._validation(part)
+        self.state.train_seconds += time.perf_counter() - started
+        change = "".join(f"; {k} {before[k]:.4f} -> {after[k]:.4f}" for k in sorted(after))
+        reporter.note(f"precise batch norm: {len(layers)} layer{'s' if len(layers) != 1 else ''} recalibrated over "
+                      f"{seen:,} training images{change}")
+        return {"layers": [layer.name for layer in layers], "images": seen, "before": before, "after": after}
+
+    def _validation(self, part) -> dict:
+        return validate(part.model, part.val, part.eval_batch_size or self.ready.spec.train.batch_size, self.loss)
 
 
 def data_note(dataset) -> str:
