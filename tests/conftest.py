@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Commands print to pipes as to a log (130 columns); pytest-xdist's workers inherit COLUMNS=80.
+os.environ.pop("COLUMNS", None)
 
 import pytest
 from typer.testing import CliRunner
