@@ -186,7 +186,7 @@ def importance_plot(importances: dict[str, float], title: str):
         ax.barh(names, [importances[n] for n in names], color="C0")
         for y, name in enumerate(names):
             ax.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=9)
-        ax.set(title=title, xlabel="importance (fANOVA, sums to 1)", xlim=(0, 1.1))
+        ax.set(title=title, xlabel="importance (Optuna PED-ANOVA, sums to 1)", xlim=(0, 1.1))
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)

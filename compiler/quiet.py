@@ -43,3 +43,13 @@ def import_keras_quietly() -> None:
     _done = True
     with fd2_silenced():
         import keras  # noqa: F401
+    import logging
+
+    logging.getLogger("tensorflow").addFilter(_not_retracing)
+
+
+def _not_retracing(record) -> bool:
+    """TensorFlow's "N out of the last M calls ... triggered tf.function retracing": each tune
+    trial and each phase compiles a new model, so Keras traces new steps by design; the warning
+    tells a user nothing they can act on (`--debug` shows it)."""
+    return "triggered tf.function retracing" not in record.getMessage()

@@ -279,3 +279,38 @@ def test_a_study_where_no_trial_completes_exits_1_and_still_draws_its_history_wi
     assert result.exit_code == 1 and "2 trials (0 complete); none completed" in result.output, result.output
     assert not [w for w in recwarn if "No artists" in str(w.message)]
     assert (tmp_path / "runs" / "search" / "tune" / "history.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("values, expected", [([0.5, 0.5, 0.5, 0.5], set()), ([0.2, 0.9, 0.3, 0.8], {"a", "b"})])
+def test_importances_need_trials_that_differ_and_say_nothing_else(values, expected):
+    """Every trial with one value explains nothing: no importances and no warning from Optuna's
+    evaluator (it warned, then split evenly); otherwise each searched path has one."""
+    import warnings
+    from types import SimpleNamespace
+
+    import optuna
+
+    from tlc.tune.outputs import _importances
+
+    study = optuna.create_study(direction="maximize")
+    space = {"a": optuna.distributions.FloatDistribution(0, 1), "b": optuna.distributions.FloatDistribution(0, 1)}
+    for i, value in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(params={"a": i / 4, "b": (3 - i) / 4}, distributions=space,
+                                                  value=value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = _importances(study, SimpleNamespace(space=space))
+    assert set(found) == expected
+
+
+def test_tensorflow_retracing_warnings_are_kept_from_the_user():
+    """Each trial and phase compiles a new model, so Keras traces new steps by design."""
+    import logging
+
+    from tlc.quiet import _not_retracing
+
+    def record(message):
+        return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not _not_retracing(record("5 out of the last 20 calls to <function f> triggered tf.function retracing."))
+    assert _not_retracing(record("something a user should see"))

@@ -97,15 +97,21 @@ def _tidy_trials(folder: Path, rows: list[dict]) -> None:
 
 
 def _importances(study, tune) -> dict[str, float]:
-    """fANOVA importances of the searched paths, with two or more paths and enough complete trials."""
+    """Optuna's importances of the searched paths, with two or more paths and enough complete trials."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(tune.space) < 2 or len(done) < 3:
-        return {}
+    if len(tune.space) < 2 or len(done) < 3 or len({t.value for t in done}) < 2:
+        return {}  # (with one value for every trial, no path explains anything: Optuna warns and splits evenly)
+    import warnings
+
     import optuna
 
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # its evaluator's notes on few trials, for a person to ignore
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # (what the figure names)
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            return {k: float(v) for k, v in found.items()}
     except (RuntimeError, ValueError):  # e.g. every trial had the same values
         return {}
