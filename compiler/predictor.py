@@ -7,8 +7,8 @@ one softmax (over logits, for `output_activation: linear`) form one Keras model,
 model, which `tlc export` also writes, so an artifact computes exactly what the commands do. It
 is called through one traced function whose batch dimension is free: traced once, whatever the
 batches' sizes, and no batch is padded (padding 9 images to 16 cost MobileNetV2 40% of its
-throughput in `tlc serve`, and a free dimension is no slower at any size). A feature extractor (a model that does not end in a
-classifier) goes through the same path and gives its features.
+throughput in `tlc serve`, and a free dimension is no slower at any size). A feature extractor
+(a model that does not end in a classifier) goes through the same path and gives its features.
 """
 from __future__ import annotations
 

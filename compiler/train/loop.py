@@ -233,7 +233,6 @@ class PhaseRunner:
         extra = {"split.json": json.dumps(split_record(self.dataset), indent=1) + "\n"}
         return Result(folder.finish(self.model, state, metrics, spec, plot, extra), metrics, self.model, folder.writer)
 
-
     def recalibrate_bn(self) -> dict | None:
         """Precise batch-norm statistics (`precise_bn`) for the batch norms that trained in the last
         phase, over its trainable part: the tail on cached features when those are the plain
@@ -246,7 +245,7 @@ class PhaseRunner:
         layers = precise_bn.trained_batch_norms(self.model)
         if not layers:
             if spec.train.recalibrate_bn != "auto":
-                reporter.note("batch norm: nothing to recalibrate (no batch norm trained in the last phase)")
+                reporter.note("precise batch norm: nothing to recalibrate (no batch norm trained in the last phase)")
             return None
         part = self.last
         if part is None or part.model is self.model or part.train.views != 1:
