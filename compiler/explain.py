@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RunError, UsageError
+from .predictor import split_views, tta_views
 
 GRID_LIMIT = 36  # explain.png shows at most this many images (each has its own PNG)
 
@@ -118,8 +119,9 @@ class Explainer:
             else:
                 probs = self.predictor(chunk, tta)
             classes = [int(np.argmax(p)) if wanted is None else wanted for p in probs]
-            if tta is not None:
-                heat = (self.cam(chunk, classes)[0] + self.cam(chunk[:, :, ::-1], classes)[0][:, :, ::-1]) / 2
+            if tta is not None:  # both views' heat maps in one pass; the mirror's mirrored back
+                image, mirror = split_views(self.cam(tta_views(chunk, tta), classes * 2)[0], len(chunk))
+                heat = (image + mirror[:, :, ::-1]) / 2
             explained += [Explained(image, h, c, float(p[c])) for image, h, c, p in zip(chunk, heat, classes, probs)]
         return explained
 

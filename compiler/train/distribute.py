@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data.tfdata import without_autotune
 from ..errors import RunError
-from .epochs import validate
+from .epochs import per_example_loss, validate
 
 
 def local_cluster(workers: int) -> list[str]:
@@ -118,7 +118,7 @@ def fit_multi_worker(strategy: Strategy, model: Any, train: Any, val: Any, loss:
     import tensorflow as tf
 
     steps = len(train) // batch_size + (len(train) % batch_size >= strategy.replicas)
-    per_example = loss.__class__.from_config({**loss.get_config(), "reduction": "none"})
+    per_example = per_example_loss(loss)
     optimizer = model.optimizer
     replicas = strategy.replicas
     load = train.loader(training=True)

@@ -95,10 +95,16 @@ def validate(model, feed, batch_size: int, loss) -> dict:
     the batches over a multi-worker strategy's replicas."""
     if not len(feed):
         return {}
-    per_example = loss.__class__.from_config({**loss.get_config(), "reduction": "none"})
+    per_example = per_example_loss(loss)
     losses, hits = [], []
     for images, labels in feed.in_order(batch_size):
         scores = model(images, training=False)
         losses.append(np.asarray(per_example(labels, scores)))
         hits.append(np.argmax(scores, axis=-1) == labels.numpy())
     return {"val_loss": float(np.mean(np.concatenate(losses))), "val_accuracy": float(np.mean(np.concatenate(hits)))}
+
+
+def per_example_loss(loss):
+    """The same loss without its reduction: one value per example (the multi-worker step weighs
+    them by class and divides by the global batch; validation averages them)."""
+    return loss.__class__.from_config({**loss.get_config(), "reduction": "none"})
