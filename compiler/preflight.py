@@ -115,3 +115,7 @@ def _check_training(spec: SpecBase) -> None:
     if es and es.monitor.startswith("val_") and spec.train.data.validation_split == 0:
         raise spec.error(("train", "early_stopping", "monitor"),
                          f"{es.monitor} needs validation data; set train.data.validation_split above 0")
+    if spec.train.distill is not None:
+        from .train.teacher import check_distill
+
+        check_distill(spec)

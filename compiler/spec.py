@@ -179,6 +179,20 @@ class RecalibrateBNSpec(StrictModel):
         PRECISE_BN_IMAGES, description="training images to average the batch statistics over")
 
 
+class DistillSpec(StrictModel):
+    """Learning from a teacher's probabilities as well as from labels (`train.distill`)."""
+
+    teacher: str = Field(description="a finished run folder, or a .keras model taking [0, 1] images, with the "
+                                     "same classes; relative to the spec's folder")
+    temperature: Annotated[float, Field(gt=0, le=100)] = Field(
+        4.0, description="softens both distributions: the KL term compares softmax(logits / T)")
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.9, description="loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels)")
+    unlabeled: str | None = Field(
+        None, description="images without labels, taught by the teacher alone: a folder of images or an npz "
+                          "with x only, relative to the spec's folder")
+
+
 class TrainSpec(StrictModel):
     data: DataSpec = Field(description="where the examples come from and how they are split")
     epochs: Annotated[int, Strict(), Field(gt=0, le=100_000)] = Field(10, description="epochs (without phases)")
@@ -203,6 +217,8 @@ class TrainSpec(StrictModel):
         "auto", description="after training, set the moving mean and variance of every batch norm that trained "
                             f"in the last phase to exact averages over N training images ({PRECISE_BN_IMAGES:,} by "
                             "default, or {images: N}); auto: when any did")
+    distill: DistillSpec | None = Field(
+        None, description="learn from a teacher's probabilities too, computed once per image and cached view")
 
 
 class SpecBase(StrictModel):

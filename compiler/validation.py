@@ -64,7 +64,8 @@ def _type_of(value: Any) -> str | None:
 
 def _resolve_paths(doc: Document, data: dict) -> None:
     """Relative paths are relative to the folder of the file that wrote them."""
-    for loc in (("backbone", "weights"), ("backbone", "weights", "path"), ("train", "data", "path")):
+    for loc in (("backbone", "weights"), ("backbone", "weights", "path"), ("train", "data", "path"),
+                ("train", "distill", "teacher"), ("train", "distill", "unlabeled")):
         parent = data
         for part in loc[:-1]:
             parent = parent.get(part) if isinstance(parent, dict) else None

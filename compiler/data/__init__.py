@@ -28,14 +28,21 @@ class Dataset:
     ignored: dict[str, int] = field(default_factory=dict)  # other files found, per suffix (not images)
     indices: dict = field(default_factory=dict)  # part -> indices into the source's examples
     source_files: np.ndarray | None = None  # every file the source lists (the image store's list)
+    unlabeled: Examples | None = None  # train.distill.unlabeled: training images taught by the teacher alone
+
+    @property
+    def training_examples(self) -> Examples:
+        """What the training feed reads: the training split, then the unlabeled images (if any)."""
+        return self.train.plus(self.unlabeled)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
-def load(spec, *, check_files: bool = True) -> Dataset:
-    """The spec's `train.data`: read, split, and with `on_error: skip` cleared of unreadable files.
+def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
+    """The spec's `train.data`: read, split, and with `on_error: skip` cleared of unreadable files;
+    with `unlabeled`, also `train.distill.unlabeled`'s images (which the image store then lists too).
 
     With `on_error: error` nothing is scanned up front (a pass over every file, ~1.4 s per 6,000
     JPEGs here): decoding fails on a bad file anyway, and `naming_unreadable` then names it."""
@@ -53,8 +60,21 @@ def load(spec, *, check_files: bool = True) -> Dataset:
     train, val, test = stratified(examples.labels, data.validation_split, data.test_split, spec.train.seed)
     if len(train) == 0:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
+    extra = None
+    if unlabeled and spec.train.distill is not None and spec.train.distill.unlabeled:
+        from .sources import read_unlabeled
+
+        extra = read_unlabeled(spec, examples.streamed)
+        if extra.files is not None:
+            if check_files and data.on_error == "skip":
+                from .images import unreadable
+
+                bad = np.array(sorted(unreadable(extra.files)), dtype="int64")
+                skipped += [str(f) for f in extra.files[bad]]
+                extra = extra.take(np.setdiff1d(np.arange(len(extra)), bad))
+            listed = np.concatenate([listed, extra.files])
     return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped, ignored,
-                   {"train": train, "val": val, "test": test}, listed)
+                   {"train": train, "val": val, "test": test}, listed, extra)
 
 
 @contextlib.contextmanager
@@ -107,5 +127,5 @@ def feeds(spec, dataset: Dataset, store=None):
 
         augment = Augmenter(a, spec.train.seed)
     preprocess = spec.backbone.preprocess
-    return (Feed(dataset.train, spec.input.hwc, preprocess, augment, store=store),
+    return (Feed(dataset.training_examples, spec.input.hwc, preprocess, augment, store=store),
             Feed(dataset.val, spec.input.hwc, preprocess, store=store))

@@ -30,16 +30,20 @@ class Feed:
     augment: Any = None  # an Augmenter, for training batches
     views: int = 1  # an array of `views` stacked copies (cached augmented views): epoch e reads view e mod views
     store: Any = None  # an ImageStore holding the files decoded (None: decode every time)
+    # Distillation's targets in place of the labels: (views * n, 1 + classes) float32 rows of
+    # (label, or -1 for an unlabeled image; the teacher's probabilities), epoch e reading view e mod views.
+    targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.examples)
 
     @classmethod
-    def of(cls, images: np.ndarray, labels: np.ndarray | None = None, views: int = 1) -> Feed:
+    def of(cls, images: np.ndarray, labels: np.ndarray | None = None, views: int = 1,
+           targets: np.ndarray | None = None) -> Feed:
         """A feed over a ready array (cached features, or images already preprocessed)."""
         n = len(images) // views
         labels = np.zeros(n, "int64") if labels is None else labels
-        return cls(Examples(labels, images=images), tuple(images.shape[1:]), views=views)
+        return cls(Examples(labels, images=images), tuple(images.shape[1:]), views=views, targets=targets)
 
     # --- index batches -------------------------------------------------------------------------
     def index_batches(self, seed: int, epochs: range, batch_size: int):
@@ -94,6 +98,14 @@ class Feed:
 
         augment = self.augment if training else None
         preprocess = self.preprocess
+        if self.targets is not None and training:
+            targets, target_views = tf.constant(self.targets), len(self.targets) // max(n, 1)
+
+            def answers(epoch, ids):
+                return tf.gather(targets, ids + tf.math.floormod(tf.maximum(epoch, 0), target_views) * n)
+        else:
+            def answers(epoch, ids):
+                return tf.gather(labels, ids)
 
         def load(epoch, batch, ids):
             x = rows(epoch, ids)
@@ -101,7 +113,7 @@ class Feed:
                 x = augment(x, ids, epoch)
             if preprocess is not None:
                 x = preprocess(x)
-            return x, tf.gather(labels, ids)
+            return x, answers(epoch, ids)
 
         return load
 

@@ -45,6 +45,14 @@ class Examples:
                         None if self.files is None else self.files[indices],
                         None if self.images is None else self.images[indices])
 
+    def plus(self, other: Examples | None) -> Examples:
+        """These examples followed by `other`'s (of the same kind: files, or images)."""
+        if other is None:
+            return self
+        return Examples(np.concatenate([self.labels, other.labels]),
+                        None if self.files is None else np.concatenate([self.files, other.files]),
+                        None if self.images is None else np.concatenate([self.images, other.images]))
+
     def fingerprint(self, digest) -> None:
         """Feed what identifies these examples into a hash (for the feature cache key)."""
         digest.update(np.ascontiguousarray(self.labels).tobytes())
@@ -68,6 +76,45 @@ def read(spec) -> tuple[Examples, list[str], dict[str, int]]:
     if examples.images is not None:
         examples.images = fit_to_input(examples.images, spec)
     return examples, names, (rest[0] if rest else {})
+
+
+UNLABELED = ("train", "distill", "unlabeled")
+
+
+def read_unlabeled(spec, streamed: bool) -> Examples:
+    """`train.distill.unlabeled`: images without labels (label -1), of the training source's kind:
+    a folder's files for a file source (streamed and stored like its own), images in [0, 1] at
+    the input for an in-memory one (a folder decoded once, or an npz's `x` fitted like `train.data`'s)."""
+    path = Path(spec.train.distill.unlabeled)
+    if path.is_dir():
+        files, others = list_images(path)
+        if not files:
+            raise spec.error(UNLABELED, f"{path} has no images ({', '.join(IMAGE_SUFFIXES)})"
+                                        + (f"; it has {describe_ignored(others)}" if others else ""))
+        if streamed:
+            return Examples(np.full(len(files), -1, "int64"), files=np.array(files))
+        from .images import ImageError, decode_many
+
+        h, w, c = spec.input.hwc
+        try:
+            images = decode_many(files, (h, w), c).astype("float32") / 255.0
+        except ImageError as exc:
+            raise spec.error(UNLABELED, str(exc)) from None
+        return Examples(np.full(len(files), -1, "int64"), images=images)
+    if streamed:
+        raise spec.error(UNLABELED, f"{path}: with a {spec.train.data.type} source (image files), the unlabeled "
+                                    "images are a folder of image files too")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays:
+                raise spec.error(UNLABELED, f"{path} must contain an array 'x'; found {', '.join(arrays.files)}")
+            x = arrays["x"]
+    except (OSError, ValueError) as exc:
+        raise spec.error(UNLABELED, f"cannot read {path}: {exc}") from None
+    x = as_images(x)
+    if x.ndim != 4:
+        raise spec.error(UNLABELED, f"x must be (n, h, w[, c]); got {x.shape}")
+    return Examples(np.full(len(x), -1, "int64"), images=fit_to_input(x, spec))
 
 
 def _digits(data, spec):

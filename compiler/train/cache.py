@@ -116,7 +116,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         size = features[0].nbytes / 2**20
         note += (f"; {views} augmented views of {len(train):,} training images "
                  f"({size:,.1f} MB on disk, {size / views:,.1f} MB per view)")
-    return Split(tail, Feed.of(features[0], train.examples.labels, views=views or 1),
+    return Split(tail, Feed.of(features[0], train.examples.labels, views=views or 1, targets=train.targets),
                  Feed.of(features[1], val.examples.labels), note, eval_batch_size, key, reused)
 
 

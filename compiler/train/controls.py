@@ -89,7 +89,12 @@ def loss_for(spec, model, dataset) -> Any:
     activation = getattr(spec.head, "output_activation", "softmax")
     if activation == "sigmoid":
         raise RunError("tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
-    return loss(spec, from_logits=activation == "linear")
+    t, from_logits = spec.train, activation == "linear"
+    if t.distill is not None:
+        from .distill_loss import classes
+
+        return classes()[0](t.distill.temperature, t.distill.alpha, t.label_smoothing, from_logits)
+    return loss(t.label_smoothing, from_logits)
 
 
 def optimizer(spec, learning_rate: float) -> Any:
@@ -103,18 +108,30 @@ def compile_model(model, loss_fn, optimizer_, steps_per_execution: int = 1) -> N
     """Keywords only: Keras 3's third positional argument is `loss_weights`, not metrics.
     `steps_per_execution` > 1 runs that many steps per call of the traced function: the same
     steps in the same order, without Python between them (a head on cached features takes a
-    few milliseconds a step, less than Keras spends calling it)."""
-    model.compile(optimizer=optimizer_, loss=loss_fn, metrics=list(METRICS), steps_per_execution=steps_per_execution)
+    few milliseconds a step, less than Keras spends calling it). A distillation loss comes with
+    its accuracy, which counts labelled images only."""
+    from .distill_loss import classes, is_distillation
+
+    metrics = [classes()[1]()] if is_distillation(loss_fn) else list(METRICS)
+    model.compile(optimizer=optimizer_, loss=loss_fn, metrics=metrics, steps_per_execution=steps_per_execution)
 
 
-def loss(spec, from_logits: bool) -> Any:
+def loss(label_smoothing: float, from_logits: bool, reduction: str = "sum_over_batch_size") -> Any:
     """Sparse categorical cross-entropy, with `label_smoothing` when asked (Keras's sparse loss has
     no smoothing, so the labels are one-hot encoded inside the loss)."""
     import keras
 
-    if spec.train.label_smoothing == 0:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    return _smoothed_class()(label_smoothing=spec.train.label_smoothing, from_logits=from_logits)
+    if label_smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits, reduction=reduction)
+    return _smoothed_class()(label_smoothing=label_smoothing, from_logits=from_logits, reduction=reduction)
+
+
+def register_losses() -> None:
+    """Make the custom losses and metric known to Keras before a checkpoint that carries them loads."""
+    from .distill_loss import classes
+
+    _smoothed_class()
+    classes()
 
 
 _SMOOTHED = []

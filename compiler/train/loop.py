@@ -80,13 +80,13 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
     folder = RunFolder(runs_dir, spec.name, writer=strategy.is_chief)
     state = folder.start(spec, resume=options.resume, carry_cache=options.features_dir is None)
     try:
-        dataset = datasets.load(spec)
+        dataset = datasets.load(spec, unlabeled=True)
         reporter.note(data_note(dataset))
         store, off = datasets.image_store(spec, dataset.source_files, options.images_dir)
         note = store.opening() if store is not None else off
         if note:
             reporter.note(note)
-        with datasets.naming_unreadable([dataset.train, dataset.val]):
+        with datasets.naming_unreadable([dataset.training_examples, dataset.val]):
             return _run(ready, dataset, folder, state, options, reporter, strategy, store)
     except BaseException:
         if state.checkpoint is None and folder.writer:  # nothing worth resuming: leave nothing behind
@@ -124,6 +124,7 @@ class PhaseRunner:
     feeds: tuple
     class_weight: Any
     log: Any
+    distilled: dict | None = None  # train.distill's record (metrics.json `distill`)
     last: Any = None  # the last phase's trainable part (`_split`), when it ran in this process
 
     @classmethod
@@ -138,6 +139,8 @@ class PhaseRunner:
         spec = ready.spec
         import_in_background()
         keras.utils.set_random_seed(spec.train.seed)
+        if state.checkpoint:
+            controls.register_losses()
         with strategy.scope():
             if state.checkpoint:
                 model = keras.saving.load_model(folder.checkpoint_path(state), compile=True,
@@ -150,10 +153,29 @@ class PhaseRunner:
                     reporter.note(note)
                 state.weights_notes = weights_notes
             loss = controls.loss_for(spec, model, dataset)
-        return cls(ready, dataset, folder, state, options, reporter, strategy, store, model, loss,
-                   datasets.feeds(spec, dataset, store),
+        feeds, distilled = datasets.feeds(spec, dataset, store), None
+        if spec.train.distill is not None:
+            feeds, distilled = cls.taught(ready, dataset, feeds, folder, state, options, reporter)
+        return cls(ready, dataset, folder, state, options, reporter, strategy, store, model, loss, feeds,
                    controls.class_weights(spec, dataset.train.labels, dataset.num_classes),
-                   controls.TensorBoardLog(folder.work, enabled=folder.writer))
+                   controls.TensorBoardLog(folder.work, enabled=folder.writer), distilled)
+
+    @staticmethod
+    def taught(ready: Ready, dataset, feeds: tuple, folder: RunFolder, state: State, options: Options,
+               reporter) -> tuple[tuple, dict]:
+        """The training feed with the teacher's probabilities as its targets (`teacher`), which
+        are computed once, like features, and count as training time."""
+        import dataclasses
+
+        from .teacher import teach
+
+        taught = teach(ready.spec, dataset, options.features_dir or folder.cache_dir, options.images_dir,
+                       safe_mode=options.safe_mode)
+        state.train_seconds += taught.seconds
+        if taught.key not in state.cache_keys:
+            state.cache_keys.append(taught.key)
+        reporter.note(taught.note)
+        return (dataclasses.replace(feeds[0], targets=taught.targets), feeds[1]), taught.record
 
     @staticmethod
     def total(ready: Ready) -> int:
@@ -222,6 +244,8 @@ class PhaseRunner:
         metrics = metrics_record(spec, self.model, state, self.ready.phases, self.dataset, self.options.resume,
                                  self.strategy, self.class_weight)
         metrics["recalibrated_bn"] = recalibrated
+        if self.distilled is not None:
+            metrics["distill"] = self.distilled
         if recalibrated and recalibrated["after"]:
             metrics["final"] = {**metrics["final"], **recalibrated["after"]}
         if store is not None:
@@ -276,4 +300,6 @@ def data_note(dataset) -> str:
     source = "streamed from files" if dataset.train.streamed else "in memory"
     skipped = f"; skipped {len(dataset.skipped)} unreadable file(s)" if dataset.skipped else ""
     ignored = f"; {describe_ignored(dataset.ignored)}" if dataset.ignored else ""
-    return f"data: {counts} examples of {dataset.num_classes} classes ({source}){skipped}{ignored}"
+    unlabeled = f" and {len(dataset.unlabeled):,} unlabeled images (taught by the teacher alone)" \
+        if dataset.unlabeled is not None else ""
+    return f"data: {counts} examples of {dataset.num_classes} classes{unlabeled} ({source}){skipped}{ignored}"

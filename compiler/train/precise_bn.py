@@ -32,7 +32,7 @@ def sample(feed, n: int, seed: int):
     if n >= len(feed):
         return feed
     chosen = np.sort(np.random.default_rng([seed, 6014]).permutation(len(feed))[:n])
-    return dataclasses.replace(feed, examples=feed.examples.take(chosen))
+    return dataclasses.replace(feed, examples=feed.examples.take(chosen), targets=None)
 
 
 def trained_batch_norms(model) -> list:

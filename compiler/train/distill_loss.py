@@ -1,0 +1,86 @@
+"""Distillation's loss and accuracy, over the targets a distilled run trains on.
+
+A training target is one row (label, teacher's probabilities...): the label is -1 for an
+unlabeled image, which the teacher alone teaches. The loss is the contract's
+
+    alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(label)
+
+with the KL term from `keras.distillation.LogitsDistillation` (temperature scaling and the T^2
+factor as Hinton et al. define them; the teacher's logits are its log-probabilities, which
+differ from its logits by a constant per image, so softmax(logits / T) is the same). Validation
+targets are plain labels: there the loss is the cross-entropy alone, so `val_loss` compares with a
+run without a teacher, and accuracy counts labelled images only.
+
+Both classes are registered with Keras (once, when first asked for), so a checkpoint that
+carries them loads again for `--resume`.
+"""
+from __future__ import annotations
+
+EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as Keras's cross-entropy does
+
+_CLASSES: list = []
+
+
+def classes():
+    """(DistillationLoss, LabelledAccuracy), defined and registered with Keras on first use."""
+    if _CLASSES:
+        return tuple(_CLASSES)
+    import keras
+
+    from .controls import loss as hard_loss
+
+    def split(y_true):
+        """(labels with -1 as 0, 1.0 where labelled) and the teacher's probabilities, or None for plain labels."""
+        if len(y_true.shape) != 2 or y_true.shape[-1] == 1:
+            return None
+        labels = y_true[:, 0]
+        labelled = keras.ops.cast(labels >= 0, y_true.dtype)
+        return keras.ops.maximum(labels, 0), labelled, y_true[:, 1:]
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class DistillationLoss(keras.losses.Loss):
+        def __init__(self, temperature=4.0, alpha=0.9, label_smoothing=0.0, from_logits=False,
+                     reduction="sum_over_batch_size", name="distillation", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.temperature, self.alpha = float(temperature), float(alpha)
+            self.label_smoothing, self.from_logits = label_smoothing, from_logits
+            self.hard = hard_loss(label_smoothing, from_logits, reduction="none")
+            # The KL loss as an instance: the default, the string "kl_divergence", resolves to a
+            # function that LogitsDistillation applies to the scaled logits themselves (Keras
+            # 3.15), which are negative here and clip to a loss of 0.
+            self.soft = keras.distillation.LogitsDistillation(temperature=self.temperature,
+                                                              loss=keras.losses.KLDivergence())
+
+        def call(self, y_true, y_pred):
+            parts = split(y_true)
+            if parts is None:
+                return self.hard(y_true, y_pred)
+            labels, labelled, teacher = parts
+            student_logits = y_pred if self.from_logits else keras.ops.log(keras.ops.clip(y_pred, EPSILON, 1.0))
+            teacher_logits = keras.ops.log(keras.ops.clip(teacher, EPSILON, 1.0))
+            soft = self.soft.compute_loss(teacher_logits, student_logits)  # the batch's mean, times T^2
+            return (1 - self.alpha) * self.hard(labels, y_pred) * labelled + self.alpha * soft
+
+        def get_config(self):
+            return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha,
+                    "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class LabelledAccuracy(keras.metrics.SparseCategoricalAccuracy):
+        """`accuracy` over the labelled images of a batch of distillation targets (or plain labels)."""
+
+        def __init__(self, name="accuracy", dtype=None):
+            super().__init__(name=name, dtype=dtype)
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            parts = split(y_true)
+            if parts is not None:
+                y_true, sample_weight, _ = parts
+            return super().update_state(y_true, y_pred, sample_weight)
+
+    _CLASSES.extend([DistillationLoss, LabelledAccuracy])
+    return DistillationLoss, LabelledAccuracy
+
+
+def is_distillation(loss) -> bool:
+    return bool(_CLASSES) and isinstance(loss, _CLASSES[0])

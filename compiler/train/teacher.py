@@ -1,0 +1,215 @@
+"""`train.distill`'s teacher: checked before TensorFlow loads, then asked once per image.
+
+The teacher is a finished run folder (its own input size and preprocessing, and its class
+names, from its spec) or a `.keras` model (taking [0, 1] images at its input size; its classes
+can only be counted). It runs in inference mode through the one predictor (`predictor.py`).
+
+Its probabilities for every training image (the training split, then the unlabeled images) and,
+with `augment.views: K`, for each of the K augmented views (the same seeded transformations as
+the student's, which are fractions of the image, so at the teacher's own size too), and for the
+validation images, are computed once and kept in the feature cache, keyed by the teacher's
+files, the images and the augmentation: a resumed run, a repeated run and the trials of a
+`tlc tune` study read them back. What the student trains on is `targets`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..run import RUN_FILES
+
+TEACHER = ("train", "distill", "teacher")
+
+
+def check_distill(spec) -> None:
+    """What `train.distill` needs, checked in the time `tlc check` takes: the teacher and the
+    unlabeled source exist, and the rest of the spec trains with a teacher."""
+    d, t = spec.train.distill, spec.train
+    where = Path(d.teacher)
+    if not where.exists():
+        raise spec.error(TEACHER, f"not found: {where} (a run folder of `tlc train`, or a .keras model)")
+    if where.is_dir():
+        missing = [name for name in RUN_FILES if not (where / name).is_file()]
+        if missing:
+            raise spec.error(TEACHER, f"{where} is not a finished tlc run (missing {', '.join(missing)}); "
+                                      "train the teacher first, or name a .keras model")
+    elif where.suffix != ".keras":
+        raise spec.error(TEACHER, f"must be a run folder or a .keras model; got {where}")
+    if d.unlabeled:
+        source = Path(d.unlabeled)
+        if not source.exists():
+            raise spec.error(("train", "distill", "unlabeled"), f"not found: {source}")
+        if not source.is_dir() and source.suffix != ".npz":
+            raise spec.error(("train", "distill", "unlabeled"),
+                             f"must be a folder of images or an .npz with x; got {source}")
+    if t.distribute == "multi_worker":
+        raise spec.error(("train", "distribute"), "train.distill trains with Keras's fit: use none or mirrored")
+    if t.class_weight is not None:
+        raise spec.error(("train", "class_weight"), "cannot be combined with train.distill (the teacher's "
+                                                    "probabilities already carry how likely each class is)")
+    if t.augment is not None and t.augment.active and not t.augment.views:
+        raise spec.error(("train", "augment", "views"),
+                         "train.distill keeps the teacher's probabilities per augmented view: set views: K "
+                         "(K views of every training image, augmented once, taught once)")
+
+
+@dataclass
+class Teacher:
+    where: Path
+    predictor: Any
+    classes: list[str] | None  # None: a bare .keras model (its classes can only be counted)
+    files: tuple[Path, ...]  # what identifies it (the cache key)
+
+    @classmethod
+    def open(cls, spec, *, safe_mode: bool = True) -> Teacher:
+        from ..errors import RunError
+        from ..models import load_model
+        from ..predictor import Predictor
+        from ..run import Run
+
+        where = Path(spec.train.distill.teacher)
+        folder = where if where.is_dir() else where.parent if where.name == "model.keras" else None
+        try:
+            if folder is not None and Run.is_run(folder):
+                run = Run.open(folder)
+                predictor = Predictor.of_run(run, safe_mode=safe_mode)
+                teacher = cls(where, predictor, run.classes, (run.model_path, folder / "spec.lock.yaml"))
+            else:
+                teacher = cls(where, Predictor(load_model(where, safe_mode=safe_mode), name=where.stem), None, (where,))
+        except RunError as exc:
+            raise spec.error(TEACHER, str(exc)) from None
+        if not teacher.predictor.is_classifier:
+            raise spec.error(TEACHER, f"{where} outputs {tuple(teacher.predictor.model.output.shape[1:])} features "
+                                      "per image, not class probabilities")
+        return teacher
+
+    def check_classes(self, spec, names: list[str]) -> None:
+        """A teacher of other classes (or of the same in another order) cannot teach: a located error."""
+        width = int(self.predictor.serving.output.shape[-1])
+        if self.classes is not None and list(self.classes) != list(names):
+            raise spec.error(TEACHER, f"the teacher's classes ({', '.join(self.classes)}) are not the data's "
+                                      f"({', '.join(names)}); train it on the same classes, in the same order")
+        if width != len(names):
+            raise spec.error(TEACHER, f"the teacher has {width} classes but the data has {len(names)} "
+                                      f"({', '.join(names)})")
+
+    def fingerprint(self, digest) -> None:
+        for path in self.files:
+            stat = os.stat(path)
+            digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+
+
+@dataclass
+class Taught:
+    """The targets of the training feed and what the run records about its teacher."""
+
+    targets: np.ndarray  # (views * n, 1 + classes): label (-1: unlabeled), then the teacher's probabilities
+    key: str
+    note: str
+    record: dict
+    seconds: float
+
+
+def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool = True) -> Taught:
+    """The teacher's probabilities for the training feed's images (per augmented view) and the
+    validation images, from the cache or computed once, as the student's targets."""
+    from .cache import computing
+
+    started = time.perf_counter()
+    teacher = Teacher.open(spec, safe_mode=safe_mode)
+    teacher.check_classes(spec, dataset.class_names)
+    train, val = dataset.training_examples, dataset.val
+    views = spec.train.augment.views if _augments(spec) else 1
+    key = _key(teacher, spec, train, val, views)
+    path = Path(cache_dir) / f"{key}-teacher.npy"
+    classes = dataset.num_classes
+    with computing(Path(cache_dir) / f"{key}.lock"):
+        reused = path.is_file()
+        if not reused:
+            _compute(teacher, spec, train, val, views, path, images_dir)
+        every = np.load(path)
+    probabilities, val_probabilities = every[:views * len(train)], every[views * len(train):]
+    labels = np.tile(train.labels.astype("float32"), views)[:, None]
+    targets = np.concatenate([labels, probabilities], axis=1).astype("float32")
+    d = spec.train.distill
+    record = {"teacher": str(teacher.where), "temperature": d.temperature, "alpha": d.alpha,
+              "unlabeled": len(dataset.unlabeled) if dataset.unlabeled is not None else 0,
+              "images": len(train), "views": views, "probabilities": "reused" if reused else "computed",
+              "teacher_val_accuracy": float(np.mean(np.argmax(val_probabilities, axis=1) == val.labels))
+              if len(val) else None}
+    how = "reused from the cache" if reused else "computed once"
+    on = f"{len(train):,} training images" + (f" x {views} augmented views" if views > 1 else "")
+    agree = f"; the teacher's val_accuracy {record['teacher_val_accuracy']:.4f}" if len(val) else ""
+    note = (f"distillation: teacher {teacher.where} ({classes} classes at "
+            f"{'x'.join(map(str, teacher.predictor.input_shape))}), its probabilities for {on} {how}{agree}; "
+            f"loss {d.alpha:g} * T^2 * KL + {1 - d.alpha:g} * CE at T = {d.temperature:g}")
+    return Taught(targets, key, note, record, time.perf_counter() - started)
+
+
+def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_dir: Path) -> None:
+    """Every view of the training images, then the validation images, through the teacher, batch
+    by batch into `path` (written atomically)."""
+    from ..atomic import write_npy_rows
+
+    hwc, batch = teacher.predictor.input_shape, spec.train.batch_size
+    train_feed = _feed(spec, train, hwc, images_dir, augmented=_augments(spec), stored=views > 1)
+    val_feed = _feed(spec, val, hwc, images_dir, augmented=False, stored=False)
+
+    def chunks():
+        for view in range(views):
+            batches = train_feed.augmented_view(view, batch) if train_feed.augment else train_feed.in_order(batch)
+            for images, _ in batches:
+                yield teacher.predictor(images.numpy())
+        for images, _ in val_feed.in_order(batch):
+            yield teacher.predictor(images.numpy())
+
+    width = int(teacher.predictor.serving.output.shape[-1])
+    write_npy_rows(path, (views * len(train) + len(val), width), chunks())
+
+
+def _augments(spec) -> bool:
+    a = spec.train.augment
+    return a is not None and a.active
+
+
+def _feed(spec, examples, hwc: tuple, images_dir: Path, *, augmented: bool, stored: bool):
+    """The teacher's view of `examples`: at its own size, augmented as the student's views when
+    `augmented`; with `stored` (several views), files are read through an image store at that
+    size, so each is decoded once."""
+    from ..data.pipeline import Feed
+    from ..data.sources import Examples, match_channels
+
+    augment = None
+    if augmented:
+        from ..data.augment import Augmenter
+
+        augment = Augmenter(spec.train.augment, spec.train.seed)
+    if examples.files is not None:
+        store = None
+        if stored and spec.train.data.decode_cache:
+            from ..data.store import ImageStore
+
+            store = ImageStore.open(images_dir, examples.files, hwc)[0]
+        return Feed(examples, hwc, None, augment, store=store)
+    images = examples.images
+    if images.shape[1:3] != tuple(hwc[:2]):
+        import tensorflow as tf
+
+        images = tf.image.resize(images, hwc[:2]).numpy()
+    return Feed(Examples(examples.labels, images=match_channels(images, hwc[2])), hwc, None, augment)
+
+
+def _key(teacher: Teacher, spec, train, val, views: int) -> str:
+    digest = hashlib.sha256()
+    teacher.fingerprint(digest)
+    for examples in (train, val):
+        examples.fingerprint(digest)
+    if _augments(spec):
+        digest.update(f"{spec.train.augment.model_dump_json()}|{spec.train.seed}|{views}".encode())
+    return digest.hexdigest()[:20]
