@@ -91,10 +91,12 @@ def loss_for(spec, model, dataset) -> Any:
         raise RunError("tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
     t, from_logits = spec.train, activation == "linear"
     if t.distill is not None:
-        from .distill_loss import classes
+        from .losses import distillation_classes
 
-        return classes()[0](t.distill.temperature, t.distill.alpha, t.label_smoothing, from_logits)
-    return loss(t.label_smoothing, from_logits)
+        return distillation_classes()[0](t.distill.temperature, t.distill.alpha, t.label_smoothing, from_logits)
+    from .losses import cross_entropy
+
+    return cross_entropy(t.label_smoothing, from_logits)
 
 
 def optimizer(spec, learning_rate: float) -> Any:
@@ -110,58 +112,10 @@ def compile_model(model, loss_fn, optimizer_, steps_per_execution: int = 1) -> N
     steps in the same order, without Python between them (a head on cached features takes a
     few milliseconds a step, less than Keras spends calling it). A distillation loss comes with
     its accuracy, which counts labelled images only."""
-    from .distill_loss import classes, is_distillation
+    from .losses import distillation_classes, is_distillation
 
-    metrics = [classes()[1]()] if is_distillation(loss_fn) else list(METRICS)
+    metrics = [distillation_classes()[1]()] if is_distillation(loss_fn) else list(METRICS)
     model.compile(optimizer=optimizer_, loss=loss_fn, metrics=metrics, steps_per_execution=steps_per_execution)
-
-
-def loss(label_smoothing: float, from_logits: bool, reduction: str = "sum_over_batch_size") -> Any:
-    """Sparse categorical cross-entropy, with `label_smoothing` when asked (Keras's sparse loss has
-    no smoothing, so the labels are one-hot encoded inside the loss)."""
-    import keras
-
-    if label_smoothing == 0:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits, reduction=reduction)
-    return _smoothed_class()(label_smoothing=label_smoothing, from_logits=from_logits, reduction=reduction)
-
-
-def register_losses() -> None:
-    """Make the custom losses and metric known to Keras before a checkpoint that carries them loads."""
-    from .distill_loss import classes
-
-    _smoothed_class()
-    classes()
-
-
-_SMOOTHED = []
-
-
-def _smoothed_class():
-    """Registered once, so checkpoints that carry this loss load again (`--resume`)."""
-    if _SMOOTHED:
-        return _SMOOTHED[0]
-    import keras
-
-    @keras.saving.register_keras_serializable(package="tlc")
-    class SparseSmoothedCrossentropy(keras.losses.Loss):
-        def __init__(self, label_smoothing=0.0, from_logits=False, reduction="sum_over_batch_size",
-                     name="sparse_smoothed_crossentropy", dtype=None):
-            super().__init__(name=name, reduction=reduction, dtype=dtype)
-            self.label_smoothing, self.from_logits = label_smoothing, from_logits
-
-        def call(self, y_true, y_pred):
-            classes = keras.ops.shape(y_pred)[-1]
-            one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
-            return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits,
-                                                         label_smoothing=self.label_smoothing)
-
-        def get_config(self):
-            return {**super().get_config(), "label_smoothing": self.label_smoothing,
-                    "from_logits": self.from_logits}
-
-    _SMOOTHED.append(SparseSmoothedCrossentropy)
-    return SparseSmoothedCrossentropy
 
 
 class TensorBoardLog:

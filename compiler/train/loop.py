@@ -20,7 +20,7 @@ from ..emit import set_frozen
 from ..errors import RunError
 from ..figures import accuracy_plot, import_in_background
 from ..preflight import Ready, prepare
-from . import cache, controls, precise_bn
+from . import cache, controls, losses, precise_bn
 from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit, reseed_random_layers, validate
 from .progress import Reporter
@@ -140,7 +140,7 @@ class PhaseRunner:
         import_in_background()
         keras.utils.set_random_seed(spec.train.seed)
         if state.checkpoint:
-            controls.register_losses()
+            losses.register()
         with strategy.scope():
             if state.checkpoint:
                 model = keras.saving.load_model(folder.checkpoint_path(state), compile=True,

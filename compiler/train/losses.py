@@ -1,6 +1,9 @@
-"""Distillation's loss and accuracy, over the targets a distilled run trains on.
+"""The losses `tlc train` compiles with, beyond Keras's own: the cross-entropy with label
+smoothing for sparse labels, and distillation's loss and accuracy. Each class is defined and
+registered with Keras on first use (Keras is imported late), so a checkpoint that carries it
+loads again for `--resume` (`register`).
 
-A training target is one row (label, teacher's probabilities...): the label is -1 for an
+Distillation: a training target is one row (label, teacher's probabilities...): the label is -1 for an
 unlabeled image, which the teacher alone teaches. The loss is the contract's
 
     alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(label)
@@ -10,24 +13,69 @@ factor as Hinton et al. define them; the teacher's logits are its log-probabilit
 differ from its logits by a constant per image, so softmax(logits / T) is the same). Validation
 targets are plain labels: there the loss is the cross-entropy alone, so `val_loss` compares with a
 run without a teacher, and accuracy counts labelled images only.
-
-Both classes are registered with Keras (once, when first asked for), so a checkpoint that
-carries them loads again for `--resume`.
 """
 from __future__ import annotations
+
+from typing import Any
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as Keras's cross-entropy does
 
 _CLASSES: list = []
 
 
-def classes():
+def register() -> None:
+    """Make every class here known to Keras before a checkpoint that carries one loads."""
+    _smoothed_class()
+    distillation_classes()
+
+
+def cross_entropy(label_smoothing: float, from_logits: bool, reduction: str = "sum_over_batch_size") -> Any:
+    """Sparse categorical cross-entropy, with `label_smoothing` when asked (Keras's sparse loss has
+    no smoothing, so the labels are one-hot encoded inside the loss)."""
+    import keras
+
+    if label_smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits, reduction=reduction)
+    return _smoothed_class()(label_smoothing=label_smoothing, from_logits=from_logits, reduction=reduction)
+
+
+
+
+_SMOOTHED = []
+
+
+def _smoothed_class():
+    """Registered once, so checkpoints that carry this loss load again (`--resume`)."""
+    if _SMOOTHED:
+        return _SMOOTHED[0]
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class SparseSmoothedCrossentropy(keras.losses.Loss):
+        def __init__(self, label_smoothing=0.0, from_logits=False, reduction="sum_over_batch_size",
+                     name="sparse_smoothed_crossentropy", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.label_smoothing, self.from_logits = label_smoothing, from_logits
+
+        def call(self, y_true, y_pred):
+            classes = keras.ops.shape(y_pred)[-1]
+            one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
+            return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits,
+                                                         label_smoothing=self.label_smoothing)
+
+        def get_config(self):
+            return {**super().get_config(), "label_smoothing": self.label_smoothing,
+                    "from_logits": self.from_logits}
+
+    _SMOOTHED.append(SparseSmoothedCrossentropy)
+    return SparseSmoothedCrossentropy
+
+
+def distillation_classes():
     """(DistillationLoss, LabelledAccuracy), defined and registered with Keras on first use."""
     if _CLASSES:
         return tuple(_CLASSES)
     import keras
-
-    from .controls import loss as hard_loss
 
     def split(y_true):
         """(labels with -1 as 0, 1.0 where labelled) and the teacher's probabilities, or None for plain labels."""
@@ -44,7 +92,7 @@ def classes():
             super().__init__(name=name, reduction=reduction, dtype=dtype)
             self.temperature, self.alpha = float(temperature), float(alpha)
             self.label_smoothing, self.from_logits = label_smoothing, from_logits
-            self.hard = hard_loss(label_smoothing, from_logits, reduction="none")
+            self.hard = cross_entropy(label_smoothing, from_logits, reduction="none")
             # The KL loss as an instance: the default, the string "kl_divergence", resolves to a
             # function that LogitsDistillation applies to the scaled logits themselves (Keras
             # 3.15), which are negative here and clip to a loss of 0.
