@@ -6,6 +6,7 @@ Memory does not depend on the number of images: files are decoded batch by batch
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +31,10 @@ class Dataset:
     source_files: np.ndarray | None = None  # every file the source lists (the image store's list)
     unlabeled: Examples | None = None  # train.distill.unlabeled: training images taught by the teacher alone
 
-    @property
+    @functools.cached_property
     def training_examples(self) -> Examples:
-        """What the training feed reads: the training split, then the unlabeled images (if any)."""
+        """What the training feed reads: the training split, then the unlabeled images (if any);
+        concatenated once (the feeds, the teacher and the error naming all read it)."""
         return self.train.plus(self.unlabeled)
 
     @property
@@ -49,14 +51,8 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
     data = spec.train.data
     examples, names, ignored = read(spec)
     listed = examples.files
-    skipped: list[str] = []
-    if examples.streamed and check_files and data.on_error == "skip":
-        from .images import unreadable
-
-        bad = np.array(sorted(unreadable(examples.files)), dtype="int64")
-        if len(bad):
-            skipped = [str(f) for f in examples.files[bad]]
-            examples = examples.take(np.setdiff1d(np.arange(len(examples)), bad))
+    skipping = check_files and data.on_error == "skip"
+    examples, skipped = _readable(examples) if examples.streamed and skipping else (examples, [])
     train, val, test = stratified(examples.labels, data.validation_split, data.test_split, spec.train.seed)
     if len(train) == 0:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
@@ -66,15 +62,21 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
 
         extra = read_unlabeled(spec, examples.streamed)
         if extra.files is not None:
-            if check_files and data.on_error == "skip":
-                from .images import unreadable
-
-                bad = np.array(sorted(unreadable(extra.files)), dtype="int64")
-                skipped += [str(f) for f in extra.files[bad]]
-                extra = extra.take(np.setdiff1d(np.arange(len(extra)), bad))
+            extra, unreadable = _readable(extra) if skipping else (extra, [])
+            skipped += unreadable
             listed = np.concatenate([listed, extra.files])
     return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped, ignored,
                    {"train": train, "val": val, "test": test}, listed, extra)
+
+
+def _readable(examples: Examples) -> tuple[Examples, list[str]]:
+    """(the examples whose files decode, the files that do not) for `on_error: skip`."""
+    from .images import unreadable
+
+    bad = np.array(sorted(unreadable(examples.files)), dtype="int64")
+    if not len(bad):
+        return examples, []
+    return examples.take(np.setdiff1d(np.arange(len(examples)), bad)), [str(f) for f in examples.files[bad]]
 
 
 @contextlib.contextmanager

@@ -102,7 +102,7 @@ class Feed:
             targets, target_views = tf.constant(self.targets), len(self.targets) // max(n, 1)
 
             def answers(epoch, ids):
-                return tf.gather(targets, ids + tf.math.floormod(tf.maximum(epoch, 0), target_views) * n)
+                return tf.gather(targets, ids + self._offset(epoch, n, target_views))
         else:
             def answers(epoch, ids):
                 return tf.gather(labels, ids)
@@ -124,12 +124,14 @@ class Feed:
             return self.store.reader(files)
         return lambda ids: decode_many(files[np.asarray(ids)], (h, w), c)
 
-    def _offset(self, epoch, n: int):
+    def _offset(self, epoch, n: int, views: int | None = None):
+        """Where epoch `epoch`'s view starts in an array of `views` (default: the feed's) stacked views."""
         import tensorflow as tf
 
-        if self.views == 1:
+        views = self.views if views is None else views
+        if views == 1:
             return tf.constant(0, tf.int64)
-        return (tf.math.floormod(tf.maximum(epoch, 0), self.views)) * n
+        return (tf.math.floormod(tf.maximum(epoch, 0), views)) * n
 
     def epochs(self, seed: int, epochs: range, batch_size: int):
         """Training batches for `epochs` (shuffled, augmented), decoded in parallel and prefetched."""

@@ -57,12 +57,17 @@ class Examples:
         """Feed what identifies these examples into a hash (for the feature cache key)."""
         digest.update(np.ascontiguousarray(self.labels).tobytes())
         if self.files is not None:
-            for name in self.files:
-                stat = os.stat(name)
-                digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            fingerprint_files(self.files, digest)
         else:
             digest.update(str(self.images.shape).encode())
             digest.update(np.ascontiguousarray(self.images).tobytes())
+
+
+def fingerprint_files(files, digest) -> None:
+    """Each file's name, size and modification time into a hash: a changed file changes the key."""
+    for name in files:
+        stat = os.stat(name)
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
 
 
 def read(spec) -> tuple[Examples, list[str], dict[str, int]]:

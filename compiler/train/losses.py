@@ -16,11 +16,10 @@ run without a teacher, and accuracy counts labelled images only.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as Keras's cross-entropy does
-
-_CLASSES: list = []
 
 
 def register() -> None:
@@ -39,15 +38,9 @@ def cross_entropy(label_smoothing: float, from_logits: bool, reduction: str = "s
     return _smoothed_class()(label_smoothing=label_smoothing, from_logits=from_logits, reduction=reduction)
 
 
-
-
-_SMOOTHED = []
-
-
+@functools.cache
 def _smoothed_class():
     """Registered once, so checkpoints that carry this loss load again (`--resume`)."""
-    if _SMOOTHED:
-        return _SMOOTHED[0]
     import keras
 
     @keras.saving.register_keras_serializable(package="tlc")
@@ -67,14 +60,12 @@ def _smoothed_class():
             return {**super().get_config(), "label_smoothing": self.label_smoothing,
                     "from_logits": self.from_logits}
 
-    _SMOOTHED.append(SparseSmoothedCrossentropy)
     return SparseSmoothedCrossentropy
 
 
+@functools.cache
 def distillation_classes():
     """(DistillationLoss, LabelledAccuracy), defined and registered with Keras on first use."""
-    if _CLASSES:
-        return tuple(_CLASSES)
     import keras
 
     def split(y_true):
@@ -126,9 +117,8 @@ def distillation_classes():
                 y_true, sample_weight, _ = parts
             return super().update_state(y_true, y_pred, sample_weight)
 
-    _CLASSES.extend([DistillationLoss, LabelledAccuracy])
     return DistillationLoss, LabelledAccuracy
 
 
 def is_distillation(loss) -> bool:
-    return bool(_CLASSES) and isinstance(loss, _CLASSES[0])
+    return isinstance(loss, distillation_classes()[0])

@@ -91,7 +91,7 @@ class Teacher:
 
     def check_classes(self, spec, names: list[str]) -> None:
         """A teacher of other classes (or of the same in another order) cannot teach: a located error."""
-        width = int(self.predictor.serving.output.shape[-1])
+        width = self.width
         if self.classes is not None and list(self.classes) != list(names):
             raise spec.error(TEACHER, f"the teacher's classes ({', '.join(self.classes)}) are not the data's "
                                       f"({', '.join(names)}); train it on the same classes, in the same order")
@@ -99,10 +99,10 @@ class Teacher:
             raise spec.error(TEACHER, f"the teacher has {width} classes but the data has {len(names)} "
                                       f"({', '.join(names)})")
 
-    def fingerprint(self, digest) -> None:
-        for path in self.files:
-            stat = os.stat(path)
-            digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    @property
+    def width(self) -> int:
+        """How many classes the teacher's probabilities have."""
+        return int(self.predictor.serving.output.shape[-1])
 
 
 @dataclass
@@ -169,8 +169,7 @@ def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_
         for images, _ in val_feed.in_order(batch):
             yield teacher.predictor(images.numpy())
 
-    width = int(teacher.predictor.serving.output.shape[-1])
-    write_npy_rows(path, (views * len(train) + len(val), width), chunks())
+    write_npy_rows(path, (views * len(train) + len(val), teacher.width), chunks())
 
 
 def _augments(spec) -> bool:
@@ -206,8 +205,10 @@ def _feed(spec, examples, hwc: tuple, images_dir: Path, *, augmented: bool, stor
 
 
 def _key(teacher: Teacher, spec, train, val, views: int) -> str:
+    from ..data.sources import fingerprint_files
+
     digest = hashlib.sha256()
-    teacher.fingerprint(digest)
+    fingerprint_files([os.path.abspath(f) for f in teacher.files], digest)
     for examples in (train, val):
         examples.fingerprint(digest)
     if _augments(spec):
