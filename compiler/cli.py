@@ -368,6 +368,9 @@ def tune(
     study: Annotated[Optional[str], typer.Option(  # noqa: UP007
         "--study", help="The study's name in the storage [default: the spec's name].")] = None,
     runs: Annotated[Path, typer.Option("--runs", help="Folder for run folders.")] = Path("runs"),
+    keep_trials: Annotated[bool, typer.Option(
+        "--keep-trials", help="Keep every trial's run folder (model, history, plot, TensorBoard log) in "
+                              "tune/trials/ [default: only the best trial's, as tune/best/].")] = False,
     as_json: JsonOpt = False,
     worker: Annotated[Optional[int], typer.Option("--worker", hidden=True)] = None,  # noqa: UP007
 ) -> None:
@@ -377,7 +380,7 @@ def tune(
     from .tune.search import Request, exit_code, load, require_optuna, search
 
     warn_plugin_failures()
-    request = Request(spec, trials, timeout, workers, storage, study, runs, worker)
+    request = Request(spec, trials, timeout, workers, storage, study, runs, worker, keep_trials)
     loaded, plan = load(request)  # an invalid spec or space fails before TensorFlow and Optuna load
     require_optuna()
     keras_ready()

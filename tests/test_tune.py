@@ -314,3 +314,32 @@ def test_tensorflow_retracing_warnings_are_kept_from_the_user():
 
     assert not _not_retracing(record("5 out of the last 20 calls to <function f> triggered tf.function retracing."))
     assert _not_retracing(record("something a user should see"))
+
+
+def test_a_head_of_a_structure_seen_before_trains_its_compiled_copy_with_the_same_history(write, tmp_path):
+    """A tune worker's pool: the second head of a structure trains the first one's compiled copy
+    (no new trace) with its own weights, learning rate and dropout rate held in variables, and
+    its history and trained weights equal those of a run of its own, exactly."""
+    import numpy as np
+
+    from tlc.train.loop import train
+    from tlc.train.pool import Pool
+    from tlc.validation import load_spec
+
+    base = SPEC.split("tune:")[0].replace("units: [16]", "units: [16, 8], dropout: DROP").replace("epochs: 3",
+                                                                                                  "epochs: 3, optimizer: {learning_rate: RATE}")
+    first, second = (load_spec(write(base.replace("DROP", d).replace("RATE", r), name=f"{n}.yaml"))
+                     for n, d, r in (("a", "0.3", "0.01"), ("b", "0.15", "0.003")))
+    pool, features = Pool(), tmp_path / "features"
+    train(first, tmp_path / "a", checkpoints=False, features_dir=features, pool=pool)
+    (head,) = pool.heads.values()
+    traced = head.model.train_function
+    pooled = train(second, tmp_path / "b", checkpoints=False, features_dir=features, pool=pool)
+    assert len(pool.heads) == 1 and head.model.train_function is traced  # the same traced step, not a new one
+    assert [layer.held.rate.numpy() for layer in head.model.layers if hasattr(layer, "held")] == \
+        [np.float32(0.15)] * 2 and float(head.optimizer.learning_rate.numpy()) == np.float32(0.003)
+    alone = train(second, tmp_path / "alone", checkpoints=False, features_dir=features)
+    assert pooled.metrics["features"] == ["reused"] and alone.metrics["features"] == ["reused"]
+    assert rows_of(tmp_path / "b" / "search") == rows_of(tmp_path / "alone" / "search")
+    for mine, theirs in zip(pooled.model.get_weights(), alone.model.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)

@@ -69,7 +69,8 @@ def _cut_tensor(model, k: int):
 
 
 def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
-          batch_size: int = 32, off_because: str = "--no-cache") -> Split:
+          batch_size: int = 32, off_because: str = "--no-cache", memory: dict | None = None) -> Split:
+    """`memory` (path -> array) keeps features read once in this process (a tune worker's trials)."""
     if not enabled:
         return Split(model, train, val, f"feature cache: off ({off_because})")
     k, why = boundary(model)
@@ -96,13 +97,15 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     forward = tf.function(lambda batch: prefix(batch, training=False))
     out_shape = tuple(prefix.output.shape[1:])
     files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
-    train_batches = [train.in_order(batch_size)] if not views else \
-        [train.augmented_view(v, batch_size) for v in range(views)]
+    def train_batches():  # (tf.data pipelines cost ~60 ms each to build: only when computing)
+        return [train.in_order(batch_size)] if not views else [train.augmented_view(v, batch_size) for v in range(views)]
+
     with computing(cache_dir / f"{key}.lock"):  # another worker computing these: wait, then reuse them
-        reused = all(f.is_file() for f in files.values())
+        reused = all(str(f) in (memory or {}) or f.is_file() for f in files.values())
         features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"],
-                              batch_size),
-                    _features(forward, out_shape, [val.in_order(batch_size)], len(val), files["val"], batch_size))
+                              batch_size, memory),
+                    _features(forward, out_shape, lambda: [val.in_order(batch_size)], len(val), files["val"],
+                              batch_size, memory))
     how = "reused from the cache" if reused else "computed once"
     # Keras builds the sub-model that starts at the cut from the same layer objects, so training
     # the tail trains the model.
@@ -137,13 +140,16 @@ def computing(lock: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _features(forward, out_shape: tuple, batches: list, rows: int, path: Path, batch_size: int) -> np.ndarray:
-    """The prefix's output for every batch of `batches` (tf.data of (images, labels)), from the
-    cache file or computed and appended batch by batch to it, so memory holds one batch however
-    large the dataset. Every call gets one batch shape: a short last batch is padded."""
+def _features(forward, out_shape: tuple, batches, rows: int, path: Path, batch_size: int,
+              memory: dict | None = None) -> np.ndarray:
+    """The prefix's output for every batch of `batches()` (tf.data of (images, labels)), from
+    `memory`, the cache file, or computed and appended batch by batch to it, so memory holds one
+    batch however large the dataset. Every call gets one batch shape: a short last batch is padded."""
+    if memory is not None and str(path) in memory:
+        return memory[str(path)]
     if not path.is_file():
         def chunks():
-            for dataset in batches:
+            for dataset in batches():
                 for images, _ in dataset:
                     n = int(images.shape[0])
                     if n < batch_size:
@@ -151,7 +157,10 @@ def _features(forward, out_shape: tuple, batches: list, rows: int, path: Path, b
                     yield forward(images).numpy()[:n]
 
         write_npy_rows(path, (rows, *out_shape), chunks())
-    return np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
+    array = np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
+    if memory is not None:
+        memory[str(path)] = array
+    return array
 
 
 def _key(layers, train: Feed, val: Feed) -> str:

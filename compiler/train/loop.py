@@ -7,12 +7,14 @@ model trains with is `controls`', what is cached is `cache`'s and what the run f
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import data as datasets
 from ..data.split import split_record
@@ -45,12 +47,16 @@ class Options:
     features_dir: Path | None = None  # a feature store shared with other runs (tune's trials)
     checkpoints: bool = True  # after every epoch, for --resume (a tune trial is never resumed)
     images_dir: Path | None = None  # the decoded-image store (default <runs>/.cache/images)
+    pool: Any = None  # a `pool.Pool` shared with the process's other runs (a tune worker's trials)
+    # Whether the finished run is worth a run folder, from its metrics (a tune trial that is not
+    # the best so far leaves none); its TensorBoard log is then written at the end, from the history.
+    keep: Callable[[dict], bool] | None = None
 
 
 def train(source, runs_dir: str | Path = "runs", *, epochs: int | None = None, resume: bool = False,
           use_cache: bool = True, reporter: Reporter | None = None, safe_mode: bool = True,
           devices: int | None = None, features_dir: Path | None = None, checkpoints: bool = True,
-          images_dir: Path | None = None) -> Result:
+          images_dir: Path | None = None, pool=None, keep: Callable[[dict], bool] | None = None) -> Result:
     """Train a spec (a path, a `Spec`, or its `Ready` preflight, which then already carries
     `epochs`) into `runs_dir/<name>/`. Per-epoch shuffling and Dropout seeds come from (seed,
     epoch), so `resume` after a kill gives the rows an uninterrupted run would have.
@@ -60,10 +66,12 @@ def train(source, runs_dir: str | Path = "runs", *, epochs: int | None = None, r
     written atomically) instead of the run folder; `checkpoints=False` saves no per-epoch
     checkpoint (the run cannot be resumed). `images_dir` is where the decoded-image store of a
     file source lives (default `<runs_dir>/.cache/images`, shared by every run in `runs_dir`).
+    `pool` and `keep` are for a process that trains many runs (`Options`).
     """
     ready = source if isinstance(source, Ready) else prepare(source, training=True, epochs=epochs)
     options = Options(resume, use_cache, safe_mode, devices, Path(features_dir) if features_dir else None,
-                      checkpoints, Path(images_dir) if images_dir else Path(runs_dir) / ".cache" / "images")
+                      checkpoints, Path(images_dir) if images_dir else Path(runs_dir) / ".cache" / "images",
+                      pool, keep)
     try:
         return _train(ready, runs_dir, options, reporter or Reporter())
     except OSError as exc:  # disk full, unwritable folder: the previous run folder is untouched
@@ -80,7 +88,8 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
     folder = RunFolder(runs_dir, spec.name, writer=strategy.is_chief)
     state = folder.start(spec, resume=options.resume, carry_cache=options.features_dir is None)
     try:
-        dataset = datasets.load(spec, unlabeled=True)
+        load = functools.partial(datasets.load, spec, unlabeled=True)
+        dataset = options.pool.dataset(spec, load) if options.pool is not None else load()
         reporter.note(data_note(dataset))
         store, off = datasets.image_store(spec, dataset.source_files, options.images_dir)
         note = store.opening() if store is not None else off
@@ -126,6 +135,7 @@ class PhaseRunner:
     log: Any
     distilled: dict | None = None  # train.distill's record (metrics.json `distill`)
     last: Any = None  # the last phase's trainable part (`_split`), when it ran in this process
+    lent: Any = None  # the phase's own head while the pool's compiled copy trains in its place
 
     @classmethod
     def start(cls, ready: Ready, dataset, folder: RunFolder, state: State, options: Options, reporter,
@@ -148,7 +158,8 @@ class PhaseRunner:
                 reporter.note(f"resuming {spec.name} after epoch {state.epochs_done} of {cls.total(ready)}")
             else:
                 weights_notes: list[str] = []
-                model = emit(ready, safe_mode=options.safe_mode, notes=weights_notes)
+                model = emit(ready, safe_mode=options.safe_mode, notes=weights_notes,
+                             backbones=options.pool.backbones if options.pool is not None else None)
                 for note in weights_notes:
                     reporter.note(note)
                 state.weights_notes = weights_notes
@@ -158,7 +169,7 @@ class PhaseRunner:
             feeds, distilled = cls.taught(ready, dataset, feeds, folder, state, options, reporter)
         return cls(ready, dataset, folder, state, options, reporter, strategy, store, model, loss, feeds,
                    controls.class_weights(spec, dataset.train.labels, dataset.num_classes),
-                   controls.TensorBoardLog(folder.work, enabled=folder.writer), distilled)
+                   controls.TensorBoardLog(folder.work, enabled=folder.writer and options.keep is None), distilled)
 
     @staticmethod
     def taught(ready: Ready, dataset, feeds: tuple, folder: RunFolder, state: State, options: Options,
@@ -204,6 +215,10 @@ class PhaseRunner:
                                  spec.train.seed, epochs, hooks, self.class_weight)
             else:
                 fit(part, spec, epochs, hooks, self.class_weight)
+        if self.lent is not None:
+            self.options.pool.give_back(part.model, self.lent)
+            part, self.lent = dataclasses.replace(part, model=self.lent), None
+            self.last = part
         stopping = spec.train.early_stopping
         if stopping and stopping.restore_best and self.folder.best_exists():
             model.load_weights(self.folder.best_path)
@@ -222,10 +237,14 @@ class PhaseRunner:
             part = cache.split(self.model, *self.feeds, options.features_dir or self.folder.cache_dir,
                                enabled=options.use_cache and not multi_worker, batch_size=spec.train.batch_size,
                                off_because="multi_worker: each worker trains the whole model" if multi_worker
-                               else "--no-cache")
+                               else "--no-cache", memory=options.pool.features if options.pool is not None else None)
             steps = -(-len(part.train) // spec.train.batch_size)
             if part.model is not self.model:  # a head on cached features: a whole epoch per call, at most 64 steps
-                controls.compile_model(part.model, self.loss, self.model.optimizer, steps_per_execution=min(steps, 64))
+                copy = self._borrow(part.model, min(steps, 64))
+                if copy is not None:
+                    part, self.lent = dataclasses.replace(part, model=copy), part.model
+                else:
+                    controls.compile_model(part.model, self.loss, self.model.optimizer, steps_per_execution=min(steps, 64))
         state.train_seconds += time.perf_counter() - started
         self.reporter.note(part.note)
         if part.note not in state.notes:
@@ -234,6 +253,16 @@ class PhaseRunner:
             state.cache_keys.append(part.key)
         state.features.append(("reused" if part.reused else "computed") if part.key else "off")
         return part, steps
+
+    def _borrow(self, tail, steps_per_execution: int):
+        """The pool's compiled copy of `tail` (`pool`), when the run may train it in place of its
+        own head: nothing saves the run's model while it trains (no checkpoint, no best epoch
+        kept), on one device."""
+        pool, stopping = self.options.pool, self.ready.spec.train.early_stopping
+        if pool is None or self.options.checkpoints or self.strategy.kind != "none" or \
+                (stopping is not None and stopping.restore_best):
+            return None
+        return pool.borrow(tail, self.loss, self.model.optimizer, steps_per_execution)
 
     def finish(self) -> Result:
         spec, state, folder, store = self.ready.spec, self.state, self.folder, self.store
@@ -248,6 +277,11 @@ class PhaseRunner:
             metrics["distill"] = self.distilled
         if recalibrated and recalibrated["after"]:
             metrics["final"] = {**metrics["final"], **recalibrated["after"]}
+        if self.options.keep is not None:
+            if not self.options.keep(metrics):
+                folder.discard()
+                return Result(folder.final, metrics, self.model, wrote=False)
+            controls.TensorBoardLog.replay(folder.work, state.rows, enabled=folder.writer)
         if store is not None:
             for line in (store.summary(), store.failure):
                 if line:

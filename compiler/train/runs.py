@@ -153,6 +153,12 @@ class RunFolder:
         if previous and previous != name:
             (self.work / previous).unlink(missing_ok=True)
 
+    def discard(self) -> None:
+        """A finished run not worth keeping (`Options.keep`): its work folder goes, and the
+        final folder is left as it was."""
+        if self.writer:
+            shutil.rmtree(self.work, ignore_errors=True)
+
     def finish(self, model, state: State, metrics: dict, spec, plot, extra: dict[str, str] | None = None) -> Path:
         """Write the run's files into the work folder, then swap it in for the final one."""
         if not self.writer:

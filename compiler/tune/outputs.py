@@ -40,16 +40,18 @@ def best_row(rows: list[dict], maximise: bool) -> dict | None:
     return (max if maximise else min)(done, key=lambda r: (r["value"], -r["number"]))
 
 
-def write(study, tune, folder: Path, name: str) -> dict:
-    """Write the outputs into `folder` (runs/<name>/tune); returns the `--json` summary."""
+def write(study, tune, folder: Path, name: str, keep_trials: bool = False) -> dict:
+    """Write the outputs into `folder` (runs/<name>/tune); returns the `--json` summary. With
+    `keep_trials`, the trials' run folders stay (the best one is copied to best/)."""
     from ..figures import importance_plot, tune_history_plot
 
     rows = trial_rows(study, tune)
     write_text(folder / "trials.csv", _csv(rows, list(tune.space)))
     best = best_row(rows, tune.maximise)
     if best is not None:
-        _keep_best(folder, best["number"], name)
-    _tidy_trials(folder, rows)
+        _keep_best(folder, best["number"], name, copy=keep_trials)
+    if not keep_trials:
+        _tidy_trials(folder, rows)
     title = f"{name}: {tune.metric} per trial"
     write_with(folder / "history.png", tune_history_plot(rows, tune.metric, tune.maximise, title))
     importances = _importances(study, tune)
@@ -72,11 +74,17 @@ def _csv(rows: list[dict], paths: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _keep_best(folder: Path, number: int, name: str) -> None:
-    """best/ becomes the best trial's run folder, best.yaml its resolved spec without `tune`."""
+def _keep_best(folder: Path, number: int, name: str, copy: bool = False) -> None:
+    """best/ becomes the best trial's run folder (moved, or copied to keep the trial's), best.yaml
+    its resolved spec without `tune`."""
     run = folder / "trials" / f"{number:04d}" / name
     best = folder / "best"
     if run.is_dir():
+        if copy:
+            staged = folder / ".best.copy"
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(run, staged)
+            run = staged
         swap_folder(run, best)
         (best / "trial.txt").write_text(f"{number}\n")
     if (best / "spec.lock.yaml").is_file():

@@ -20,6 +20,7 @@ class Request:
     study: str | None = None
     runs: Path = Path("runs")
     worker: int | None = None  # set in a spawned worker process: run trials, write no outputs
+    keep_trials: bool = False  # every trial's run folder stays in tune/trials/ (not only best/)
 
 
 def load(request: Request):
@@ -61,13 +62,15 @@ def search(request: Request, reporter=None) -> dict | None:
     study = studies.open_study(tune, storage, name, worker=request.worker or 0)
     if request.worker is not None:
         studies.work(study, lock, spec.document, tune, folder, total=tune.budget, timeout=tune.timeout,
-                     reporter=TuneReporter(tune.metric, prefix=f"worker {request.worker}: "))
+                     reporter=TuneReporter(tune.metric, prefix=f"worker {request.worker}: "),
+                     keep_trials=request.keep_trials)
         return None
     interrupted = False
     try:
         if request.workers > 1:
             command = ["tune", str(request.spec), "--storage", url, "--study", name, "--runs", str(request.runs),
-                       "--trials", str(tune.trials)] + (["--timeout", str(tune.timeout)] if tune.timeout else [])
+                       "--trials", str(tune.trials)] + (["--timeout", str(tune.timeout)] if tune.timeout else []) + \
+                (["--keep-trials"] if request.keep_trials else [])
             processes = studies.spawn_workers(command, request.workers)
             try:
                 studies.wait_for(processes)
@@ -76,10 +79,10 @@ def search(request: Request, reporter=None) -> dict | None:
                 raise
         else:
             studies.work(study, lock, spec.document, tune, folder, total=tune.budget, timeout=tune.timeout,
-                         reporter=reporter or TuneReporter(tune.metric))
+                         reporter=reporter or TuneReporter(tune.metric), keep_trials=request.keep_trials)
     except KeyboardInterrupt:
         interrupted = True
-    summary = outputs.write(study, tune, folder, spec.name)
+    summary = outputs.write(study, tune, folder, spec.name, keep_trials=request.keep_trials)
     summary["folder"] = str(folder)
     if interrupted:
         raise KeyboardInterrupt(summary)

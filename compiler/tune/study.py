@@ -164,11 +164,14 @@ def heartbeat(study, trial):
     return lambda: study._storage.set_trial_system_attr(trial._trial_id, "tlc_heartbeat", time.time())
 
 
-def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | None, reporter) -> list:
-    """Run trials until the study has `total` or `timeout` seconds have passed; the outcomes."""
+def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | None, reporter,
+         keep_trials: bool = False) -> list:
+    """Run trials until the study has `total` or `timeout` seconds have passed; the outcomes.
+    The trials share this process's datasets, features and compiled heads (`train.pool`)."""
+    from ..train.pool import Pool
     from .objective import run_trial
 
-    outcomes, started = [], time.monotonic()
+    outcomes, started, pool = [], time.monotonic(), Pool()
     fail_abandoned(study)
     while timeout is None or time.monotonic() - started < timeout:
         trial = claim(study, total, lock)
@@ -177,7 +180,8 @@ def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | 
         reporter.trial_started(trial.number, total)
         outcome = run_trial(study, trial, base, tune, folder / "trials" / f"{trial.number:04d}",
                             folder / "features", heartbeat=heartbeat(study, trial), reporter=reporter,
-                            images_dir=folder.parent.parent / ".cache" / "images")  # <runs>/<name>/tune
+                            images_dir=folder.parent.parent / ".cache" / "images",  # <runs>/<name>/tune
+                            pool=pool, keep_all=keep_trials)
         outcomes.append(outcome)
         reporter.trial_done(outcome)
     return outcomes

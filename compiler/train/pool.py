@@ -1,0 +1,150 @@
+"""What a process that trains many runs keeps between them (a `tlc tune` worker): the loaded
+datasets, the built backbones, the cached features in memory, and one compiled head per structure.
+
+A head on cached features trains in less time than Keras takes to trace its train and test
+steps. So a run whose head has the structure of an earlier run's trains the earlier compiled
+copy instead of its own: the copy takes the run's freshly initialised weights, its optimizer
+state goes back to the start, and its learning rate and dropout rates are variables that take
+the run's values. Keras's traced steps are then reused, and the run's own model gets the trained
+weights back. The dropout arithmetic is Keras's with a Python rate, operation for operation, so
+a run trained on the copy has the history it would have had on its own model (`tlc train
+best.yaml` reproduces a trial exactly).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class Pool:
+    datasets: dict = field(default_factory=dict)  # what `data.load` reads -> the Dataset
+    features: dict = field(default_factory=dict)  # cache file path -> its array (`cache.split`)
+    heads: dict = field(default_factory=dict)  # a head's structure -> its compiled copy (`_Head`)
+    backbones: dict = field(default_factory=dict)  # built backbones (`emit.compile`)
+
+    def dataset(self, spec, load: Callable):
+        """`load()`, once per data source, input shape, seed and unlabeled folder."""
+        distill = spec.train.distill
+        key = json.dumps([spec.train.data.model_dump(mode="json"), list(spec.input.hwc), spec.train.seed,
+                          distill.unlabeled if distill is not None else None], default=str)
+        if key not in self.datasets:
+            self.datasets[key] = load()
+        return self.datasets[key]
+
+    def borrow(self, tail, loss, optimizer, steps_per_execution: int):
+        """The compiled copy of `tail`'s structure, holding `tail`'s weights, `optimizer`'s
+        learning rate and fresh optimizer state; None when the head cannot be pooled."""
+        signature = _signature(tail, loss, optimizer, steps_per_execution)
+        if signature is None:
+            return None
+        head = self.heads.get(signature)
+        if head is None:
+            head = self.heads[signature] = _Head.compiled_like(tail, loss, optimizer, steps_per_execution)
+        head.take(tail, optimizer)
+        return head.model
+
+    @staticmethod
+    def give_back(copy, tail) -> None:
+        """The trained weights into the run's own head."""
+        tail.set_weights(copy.get_weights())
+
+
+@dataclass
+class _Head:
+    model: Any
+    optimizer: Any
+    initial: list  # the optimizer's variables as built: what each run starts from
+
+    @classmethod
+    def compiled_like(cls, tail, loss, optimizer, steps_per_execution: int) -> _Head:
+        import keras
+
+        from .controls import compile_model
+
+        tunable = tunable_dropout()
+
+        def clone(layer):
+            if _is_plain_dropout(layer) and 0 < layer.rate < 1:
+                return tunable.from_config(layer.get_config())
+            return layer.__class__.from_config(layer.get_config())
+
+        model = keras.models.clone_model(tail, clone_function=clone)
+        copy = type(optimizer).from_config(optimizer.get_config())
+        compile_model(model, loss, copy, steps_per_execution=steps_per_execution)
+        copy.build(model.trainable_variables)
+        return cls(model, copy, [v.numpy() for v in copy.variables])
+
+    def take(self, tail, optimizer) -> None:
+        self.model.set_weights(tail.get_weights())
+        for mine, theirs in zip(self.model.layers, tail.layers):
+            if hasattr(mine, "hold_rate"):
+                mine.hold_rate(theirs.rate)
+        for variable, value in zip(self.optimizer.variables, self.initial):
+            variable.assign(value)
+        self.optimizer.learning_rate.assign(np.asarray(optimizer.learning_rate))
+
+
+def _is_plain_dropout(layer) -> bool:
+    import keras
+
+    return type(layer) is keras.layers.Dropout
+
+
+def _signature(tail, loss, optimizer, steps_per_execution: int) -> str | None:
+    """What a compiled head bakes into its traced steps: every layer's configuration (a dropout
+    rate only as zero or not: rate 0 is no layer at all to Keras) and connections, the loss, the
+    optimizer without its learning rate, and the steps per call; names (which Keras numbers per
+    process) as positions. None for a learning-rate schedule."""
+    config = tail.get_config()
+    config["name"] = None
+    for layer, entry in zip(tail.layers, config["layers"]):
+        if _is_plain_dropout(layer) and 0 < layer.rate < 1:
+            entry["config"]["rate"] = "held"
+    settings = {k: v for k, v in optimizer.get_config().items() if k not in ("learning_rate", "name")}
+    if isinstance(optimizer.get_config().get("learning_rate"), dict):
+        return None
+    text = json.dumps([config, type(loss).__name__, loss.get_config(), type(optimizer).__name__, settings,
+                       steps_per_execution], sort_keys=True, default=str)
+    for index, layer in enumerate(tail.layers):  # (quoted: "dense_1" is not part of "dense_10")
+        text = text.replace(json.dumps(layer.name), json.dumps(f"#{index}"))
+    return text
+
+
+@functools.cache
+def tunable_dropout():
+    """Keras's Dropout with its rate held in a variable (not a weight: the head's weights stay
+    those of the run's model). Same operations as `tf.nn.experimental.stateless_dropout` with a
+    Python rate: x * float32(1 / (1 - rate)), kept where uniform >= float32(rate)."""
+    import keras
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.random import _cast_seed, _get_concrete_noise_shape, draw_seed
+    from tensorflow.python.ops import stateless_random_ops
+
+    class Held:  # (a plain object: Keras does not track what it holds)
+        def __init__(self, rate: float):
+            self.rate = tf.Variable(np.float32(rate), trainable=False)
+            self.scale = tf.Variable(np.float32(1 / (1 - rate)), trainable=False)
+
+    class TunableDropout(keras.layers.Dropout):
+        def __init__(self, rate, **kwargs):
+            super().__init__(rate, **kwargs)
+            self.held = Held(rate)
+
+        def hold_rate(self, rate: float) -> None:
+            self.held.rate.assign(np.float32(rate))
+            self.held.scale.assign(np.float32(1 / (1 - rate)))
+
+        def call(self, inputs, training=False):
+            if not training:
+                return inputs
+            seed = _cast_seed(draw_seed(self.seed_generator))
+            shape = _get_concrete_noise_shape(inputs, self.noise_shape)
+            noise = stateless_random_ops.stateless_random_uniform(shape=shape, seed=seed, alg=None, dtype=inputs.dtype)
+            return tf.where(noise >= self.held.rate, inputs * self.held.scale, tf.zeros((), inputs.dtype))
+
+    return TunableDropout
