@@ -228,9 +228,9 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
     calls = []
     real = cache._features
 
-    def spy(forward, out_shape, batches, rows, target, batch_size):
+    def spy(forward, out_shape, batches, rows, target, batch_size, memory=None):
         calls.append(target.is_file())
-        return real(forward, out_shape, batches, rows, target, batch_size)
+        return real(forward, out_shape, batches, rows, target, batch_size, memory)
 
     import shutil
 

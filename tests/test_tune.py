@@ -343,3 +343,24 @@ def test_a_head_of_a_structure_seen_before_trains_its_compiled_copy_with_the_sam
     assert rows_of(tmp_path / "b" / "search") == rows_of(tmp_path / "alone" / "search")
     for mine, theirs in zip(pooled.model.get_weights(), alone.model.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_only_a_trial_that_is_the_best_so_far_writes_a_run_folder_unless_every_one_is_kept(write, tmp_path):
+    from tlc.train.loop import train
+    from tlc.validation import load_spec
+
+    spec = load_spec(write(SPEC.split("tune:")[0]))
+    dropped = train(spec, tmp_path / "dropped", checkpoints=False, keep=lambda metrics: False)
+    assert not dropped.wrote and 0 <= dropped.metrics["final"]["val_accuracy"] <= 1
+    assert sorted(p.name for p in (tmp_path / "dropped").iterdir()) == []  # no folder, no .partial, no lock
+
+    kept = tlc("tune", write(SPEC.replace("trials: 5", "trials: 3")), "--runs", tmp_path / "runs", "--keep-trials")
+    assert kept.exit_code == 0, kept.output
+    folder = tmp_path / "runs" / "search" / "tune"
+    complete = [r for r in _trials(folder) if r["state"] == "complete"]
+    for row in complete:
+        run = folder / "trials" / f"{int(row['number']):04d}" / "search"
+        assert {"model.keras", "history.csv", "accuracy.png", "metrics.json"} <= {p.name for p in run.iterdir()}
+        assert len(rows_of(run)) == 3 and len(list((run / "logs" / "validation").iterdir())) == 1
+    best = int((folder / "best" / "trial.txt").read_text())
+    assert rows_of(folder / "best") == rows_of(folder / "trials" / f"{best:04d}" / "search")
