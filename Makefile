@@ -49,6 +49,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/serve_load.py --backbone mobilenet_v2
 	$(BIN)/python bench/precise_bn.py
+	$(BIN)/python bench/distill.py
+	$(BIN)/python bench/distill_edge.py
 	$(BIN)/python -m pip install --quiet keras-tuner  # the baseline of tune_speed.py, for the benchmark only
 	$(BIN)/python bench/tune_speed.py
 

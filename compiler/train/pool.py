@@ -39,12 +39,20 @@ class Pool:
     def borrow(self, tail, loss, optimizer, steps_per_execution: int):
         """The compiled copy of `tail`'s structure, holding `tail`'s weights, `optimizer`'s
         learning rate and fresh optimizer state; None when the head cannot be pooled."""
-        signature = _signature(tail, loss, optimizer, steps_per_execution)
+        try:
+            signature = _signature(tail, loss, optimizer, steps_per_execution)
+        except (NotImplementedError, TypeError, ValueError):  # a plugin layer without a usable config
+            return None
         if signature is None:
             return None
-        head = self.heads.get(signature)
+        if signature not in self.heads:
+            try:
+                self.heads[signature] = _Head.compiled_like(tail, loss, optimizer, steps_per_execution)
+            except (NotImplementedError, TypeError, ValueError):  # cannot be rebuilt from its config
+                self.heads[signature] = None
+        head = self.heads[signature]
         if head is None:
-            head = self.heads[signature] = _Head.compiled_like(tail, loss, optimizer, steps_per_execution)
+            return None
         head.take(tail, optimizer)
         return head.model
 
