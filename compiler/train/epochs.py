@@ -123,12 +123,12 @@ def in_memory_validation(model, feed, batch_size: int, loss):
 
     sums = _VALIDATIONS.get(model)
     if sums is None or sums[0] != loss.get_config():
-        per_example = per_example_loss(loss)
+        per_example, owner = per_example_loss(loss), weakref.ref(model)  # (weak: the entry dies with the model)
 
         @tf.function(input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32),
                                       tf.TensorSpec((None,), tf.int64)], reduce_retracing=True)
         def traced(x, y):
-            scores = model(x, training=False)
+            scores = owner()(x, training=False)
             hits = tf.cast(tf.argmax(scores, axis=-1) == y, tf.float32)
             return tf.reduce_sum(per_example(y, scores)), tf.reduce_sum(hits)
 
