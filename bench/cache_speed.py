@@ -60,7 +60,8 @@ def main() -> None:
               f"{'/'.join(map(str, sorted(accuracy))):>13s}{peak:8.0f}MB")
     peak_ratio = statistics.median(p for _, p, _ in runs["cached"]) / statistics.median(p for _, p, _ in runs["uncached"])
     print(f"training speed-up: {median['uncached'] / median['cached']:.1f}x over {epochs} epochs "
-          f"(target >= 7x; the limit is 8E / (E + head epochs + tracing)); peak memory ratio cached/uncached: {peak_ratio:.2f}")
+          f"(target >= 7x; the limit is 8E / (E + head epochs + tracing)); "
+          f"peak memory ratio cached/uncached: {peak_ratio:.2f}")
     print(f"re-run with another head, features reused: {median['uncached'] / median['rerun']:.1f}x faster "
           f"than uncached ({runs['rerun'][0][2]['feature_cache'][0]})")
 

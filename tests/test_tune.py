@@ -326,8 +326,8 @@ def test_a_head_of_a_structure_seen_before_trains_its_compiled_copy_with_the_sam
     from tlc.train.pool import Pool
     from tlc.validation import load_spec
 
-    base = SPEC.split("tune:")[0].replace("units: [16]", "units: [16, 8], dropout: DROP").replace("epochs: 3",
-                                                                                                  "epochs: 3, optimizer: {learning_rate: RATE}")
+    base = SPEC.split("tune:")[0].replace("units: [16]", "units: [16, 8], dropout: DROP").replace(
+        "epochs: 3", "epochs: 3, optimizer: {learning_rate: RATE}")
     first, second = (load_spec(write(base.replace("DROP", d).replace("RATE", r), name=f"{n}.yaml"))
                      for n, d, r in (("a", "0.3", "0.01"), ("b", "0.15", "0.003")))
     pool, features = Pool(), tmp_path / "features"

@@ -97,8 +97,11 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     forward = tf.function(lambda batch: prefix(batch, training=False))
     out_shape = tuple(prefix.output.shape[1:])
     files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
+
     def train_batches():  # (tf.data pipelines cost ~60 ms each to build: only when computing)
-        return [train.in_order(batch_size)] if not views else [train.augmented_view(v, batch_size) for v in range(views)]
+        if not views:
+            return [train.in_order(batch_size)]
+        return [train.augmented_view(v, batch_size) for v in range(views)]
 
     with computing(cache_dir / f"{key}.lock"):  # another worker computing these: wait, then reuse them
         reused = all(str(f) in (memory or {}) or f.is_file() for f in files.values())

@@ -244,7 +244,8 @@ class PhaseRunner:
                 if copy is not None:
                     part, self.lent = dataclasses.replace(part, model=copy), part.model
                 else:
-                    controls.compile_model(part.model, self.loss, self.model.optimizer, steps_per_execution=min(steps, 64))
+                    controls.compile_model(part.model, self.loss, self.model.optimizer,
+                                           steps_per_execution=min(steps, 64))
         state.train_seconds += time.perf_counter() - started
         self.reporter.note(part.note)
         if part.note not in state.notes:

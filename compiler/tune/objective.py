@@ -108,7 +108,8 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
     progress = TrialReporter(trial, tune.metric, heartbeat, reporter)
     try:
         result = train(ready, trial_dir, reporter=progress, features_dir=features_dir, checkpoints=False,
-                       images_dir=images_dir, pool=pool, keep=lambda metrics: keep_all or _best_so_far(study, tune, metrics))
+                       images_dir=images_dir, pool=pool,
+                       keep=lambda metrics: keep_all or _best_so_far(study, tune, metrics))
         outcome.value = float(result.metrics["final"][tune.metric])
         outcome.state, outcome.epochs = "complete", result.metrics["epochs"]
         outcome.features = _features(result.metrics.get("features", []))
