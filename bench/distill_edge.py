@@ -103,7 +103,7 @@ def main() -> None:
         rows.append((label, m["params"]["total"], f"{size / 2**20:.1f} MB (.keras)", m["final"]["val_accuracy"]))
     rows.append(("the distilled student as int8 LiteRT", rows[-1][1], f"{exported['bytes'] / 2**10:.0f} KB (.tflite)",
                  exported["accuracy"]))
-    print(f"\nheld out: the teacher on its own 60 validation photos; the students on the same 100 photos")
+    print("\nheld out: the teacher on its own 60 validation photos; the students on the same 100 photos")
     print(f"{'model':64s}{'params':>11s}{'file':>20s}{'accuracy':>10s}")
     for label, params, size, accuracy in rows:
         print(f"{label:64s}{params:11,d}{size:>20s}{accuracy:10.4f}")
