@@ -20,6 +20,9 @@ from typing import Any, Callable
 import numpy as np
 
 
+HEADS_KEPT = 16  # compiled heads a worker keeps (an int space of units can offer dozens of structures)
+
+
 @dataclass
 class Pool:
     datasets: dict = field(default_factory=dict)  # what `data.load` reads -> the Dataset
@@ -46,6 +49,8 @@ class Pool:
         if signature is None:
             return None
         if signature not in self.heads:
+            if len(self.heads) >= HEADS_KEPT:  # the oldest structure goes (memory stays bounded over a long study)
+                self.heads.pop(next(iter(self.heads)))
             try:
                 self.heads[signature] = _Head.compiled_like(tail, loss, optimizer, steps_per_execution)
             except (NotImplementedError, TypeError, ValueError):  # cannot be rebuilt from its config
