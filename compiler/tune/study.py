@@ -173,17 +173,22 @@ def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | 
 
     outcomes, started, pool = [], time.monotonic(), Pool()
     fail_abandoned(study)
-    while timeout is None or time.monotonic() - started < timeout:
-        trial = claim(study, total, lock)
-        if trial is None:
-            break
-        reporter.trial_started(trial.number, total)
-        outcome = run_trial(study, trial, base, tune, folder / "trials" / f"{trial.number:04d}",
-                            folder / "features", heartbeat=heartbeat(study, trial), reporter=reporter,
-                            images_dir=folder.parent.parent / ".cache" / "images",  # <runs>/<name>/tune
-                            pool=pool, keep_all=keep_trials)
-        outcomes.append(outcome)
-        reporter.trial_done(outcome)
+    try:
+        while timeout is None or time.monotonic() - started < timeout:
+            trial = claim(study, total, lock)
+            if trial is None:
+                break
+            reporter.trial_started(trial.number, total)
+            outcome = run_trial(study, trial, base, tune, folder / "trials" / f"{trial.number:04d}",
+                                folder / "features", heartbeat=heartbeat(study, trial), reporter=reporter,
+                                images_dir=folder.parent.parent / ".cache" / "images",  # <runs>/<name>/tune
+                                pool=pool, keep_all=keep_trials)
+            outcomes.append(outcome)
+            reporter.trial_done(outcome)
+    finally:
+        import gc
+
+        gc.unfreeze()  # (each trial froze what was alive: a library caller's process collects it all again)
     return outcomes
 
 
