@@ -121,8 +121,8 @@ def in_memory_validation(model, feed, batch_size: int, loss):
         return None
     import tensorflow as tf
 
-    sums = _VALIDATIONS.get(model)
-    if sums is None or sums[0] != loss.get_config():
+    sums, config = _VALIDATIONS.get(model), loss.get_config()
+    if sums is None or sums[0] != config:
         per_example, owner = per_example_loss(loss), weakref.ref(model)  # (weak: the entry dies with the model)
 
         @tf.function(input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32),
@@ -132,7 +132,7 @@ def in_memory_validation(model, feed, batch_size: int, loss):
             hits = tf.cast(tf.argmax(scores, axis=-1) == y, tf.float32)
             return tf.reduce_sum(per_example(y, scores)), tf.reduce_sum(hits)
 
-        sums = _VALIDATIONS[model] = (loss.get_config(), traced)
+        sums = _VALIDATIONS[model] = (config, traced)
     n = len(feed)
 
     def batches():

@@ -204,7 +204,6 @@ class PhaseRunner:
             with scope():
                 controls.compile_model(model, self.loss, controls.optimizer(spec, phase.learning_rate))
         part, steps = self._split()
-        self.last = part
         epochs = range(state.epochs_done, first + phase.epochs)
         hooks = EpochHooks(part.model, spec, phase, first, self.total(self.ready), steps, self.reporter, state, self.log,
                            checkpoint=lambda: self.folder.save_epoch(model, state, checkpoint=self.options.checkpoints),
@@ -215,10 +214,10 @@ class PhaseRunner:
                                  spec.train.seed, epochs, hooks, self.class_weight)
             else:
                 fit(part, spec, epochs, hooks, self.class_weight)
-        if self.lent is not None:
+        if self.lent is not None:  # the run's own head takes the trained weights, and is the phase's part again
             self.options.pool.give_back(part.model, self.lent)
             part, self.lent = dataclasses.replace(part, model=self.lent), None
-            self.last = part
+        self.last = part
         stopping = spec.train.early_stopping
         if stopping and stopping.restore_best and self.folder.best_exists():
             model.load_weights(self.folder.best_path)

@@ -118,9 +118,10 @@ def _signature(tail, loss, optimizer, steps_per_execution: int) -> str | None:
     for layer, entry in zip(tail.layers, config["layers"]):
         if _is_plain_dropout(layer) and 0 < layer.rate < 1:
             entry["config"]["rate"] = "held"
-    settings = {k: v for k, v in optimizer.get_config().items() if k not in ("learning_rate", "name")}
-    if isinstance(optimizer.get_config().get("learning_rate"), dict):
+    settings = optimizer.get_config()
+    if isinstance(settings.get("learning_rate"), dict):
         return None
+    settings = {k: v for k, v in settings.items() if k not in ("learning_rate", "name")}
     text = json.dumps([config, type(loss).__name__, loss.get_config(), type(optimizer).__name__, settings,
                        steps_per_execution], sort_keys=True, default=str)
     for index, layer in enumerate(tail.layers):  # (quoted: "dense_1" is not part of "dense_10")
