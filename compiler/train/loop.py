@@ -148,7 +148,10 @@ class PhaseRunner:
 
         spec = ready.spec
         import_in_background()
-        keras.utils.set_random_seed(spec.train.seed)
+        if options.pool is not None:
+            options.pool.seed(spec.train.seed)
+        else:
+            keras.utils.set_random_seed(spec.train.seed)
         if state.checkpoint:
             losses.register()
         with strategy.scope():

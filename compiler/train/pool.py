@@ -30,6 +30,29 @@ class Pool:
     heads: dict = field(default_factory=dict)  # a head's structure -> its compiled copy (`_Head`)
     backbones: dict = field(default_factory=dict)  # built backbones (`emit.compile`)
 
+    @staticmethod
+    def seed(seed: int) -> None:
+        """`keras.utils.set_random_seed(seed)`, except that TensorFlow's global seed is set only
+        when it changes: setting it clears TensorFlow's caches of instantiated functions, so
+        every traced step (the compiled heads' too) was instantiated again, ~0.12 s a run. Keras
+        and tlc draw their randomness statelessly (initializers, dropout, augmentation, epoch
+        orders), so a run's numbers do not depend on it (tested: a pooled run equals its own run)."""
+        import random
+
+        import keras
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+        from tensorflow.python.eager import context
+
+        if context.global_seed() != seed:
+            keras.utils.set_random_seed(seed)
+            return
+        global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)  # what set_random_seed does besides
+        global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+        random.seed(seed)
+        np.random.seed(seed)
+
     def dataset(self, spec, load: Callable):
         """`load()`, once per data source, input shape, seed and unlabeled folder."""
         distill = spec.train.distill
