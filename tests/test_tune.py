@@ -371,3 +371,28 @@ def test_only_a_trial_that_is_the_best_so_far_writes_a_run_folder_unless_every_o
         assert len(rows_of(run)) == 3 and len(list((run / "logs" / "validation").iterdir())) == 1
     best = int((folder / "best" / "trial.txt").read_text())
     assert rows_of(folder / "best") == rows_of(folder / "trials" / f"{best:04d}" / "search")
+
+
+def test_a_kept_backbone_does_not_keep_the_models_built_on_it_alive(write):
+    """A tune worker keeps its built backbone; Keras records each layer called on a backbone
+    layer's output in that layer, so the kept backbone held every trial's head (its weights
+    too) for the rest of the study."""
+    import gc
+    import weakref
+
+    import keras
+
+    from tlc.emit import compile as emit
+    from tlc.validation import load_spec
+
+    spec, kept = load_spec(write(SPEC.split("tune:")[0])), {}
+    keras.utils.set_random_seed(1)
+    first = emit(spec, backbones=kept)
+    backbone_layer, head = first.layers[1], weakref.ref(first.layers[-1])
+    keras.utils.set_random_seed(1)
+    second = emit(spec, backbones=kept)
+    assert second.layers[1] is backbone_layer  # the kept backbone, not a new one
+    del first
+    gc.collect()
+    assert head() is None
+    assert tuple(second.output.shape) == (None, 10)
