@@ -40,11 +40,15 @@ class Pool:
         import random
 
         import keras
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
-        from tensorflow.python.eager import context
 
+        try:
+            from keras.src.backend.common import global_state
+            from keras.src.random import seed_generator
+            from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+            from tensorflow.python.eager import context
+        except ImportError:  # pragma: no cover - a Keras or TensorFlow that moved them
+            keras.utils.set_random_seed(seed)
+            return
         if context.global_seed() != seed:
             keras.utils.set_random_seed(seed)
             return

@@ -179,7 +179,7 @@ def _custom_gradients() -> set[str] | None:
 
 def _release_memory(before: set[str] | None) -> None:
     """Keep memory flat however many trials a worker runs. Keras keeps every model in its global
-    graph state: `clear_session` drops it (and collects garbage). And every traced train step
+    graph state: `_clear_keras_state` drops it (the collection follows). And every traced train step
     registers a `CustomGradient-N` in TensorFlow's global gradient registry (the optimizer's
     all-reduce uses `tf.custom_gradient`), whose closure holds that step's whole graph forever
     (tensorflow/tensorflow#97697; ~10 MB a trial here). The trial's graphs are dead once its
