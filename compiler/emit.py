@@ -43,7 +43,7 @@ def _backbone(spec, last: str, safe_mode: bool, built: dict | None) -> tuple[Any
                hash(np.random.get_state()[1].tobytes()))
         if key in built:
             backbone, weights, states, note = built[key]
-            _forget_heads(backbone)
+            forget_heads(backbone)
             backbone.set_weights(weights)
             random.setstate(states[0])
             np.random.set_state(states[1])
@@ -58,10 +58,10 @@ def _backbone(spec, last: str, safe_mode: bool, built: dict | None) -> tuple[Any
     return backbone, note
 
 
-def _forget_heads(backbone) -> None:
-    """Drop the connections earlier models' heads made to a kept backbone: Keras records every
-    call of a layer on a layer's output in that layer's outbound nodes, so the kept backbone
-    held every head built on it (~1 MB a tune trial, never freed)."""
+def forget_heads(backbone) -> None:
+    """Drop the connections models' heads made to a kept backbone: Keras records every call of a
+    layer on a layer's output in that layer's outbound nodes, so a kept backbone held every head
+    built on it (~1 MB a tune trial, never freed)."""
     inside = {id(layer) for layer in backbone.layers}
     for layer in backbone.layers:
         nodes = getattr(layer, "_outbound_nodes", None)

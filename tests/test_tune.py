@@ -396,3 +396,30 @@ def test_a_kept_backbone_does_not_keep_the_models_built_on_it_alive(write):
     gc.collect()
     assert head() is None
     assert tuple(second.output.shape) == (None, 10)
+
+
+def test_a_worker_lets_go_of_each_trials_model_before_freezing_what_is_alive(write, tmp_path, monkeypatch):
+    """A worker freezes what is alive after each trial (a full collection over TensorFlow's objects
+    is slow): whatever of a trial is still referenced then, and dies later in a cycle, would never
+    be collected. So when it freezes, no trial's model may be alive."""
+    import gc
+    import weakref
+
+    import tlc.train.loop as loop
+
+    models, alive_at_freeze, train, freeze = [], [], loop.train, gc.freeze
+
+    def recording(*args, **kwargs):
+        result = train(*args, **kwargs)
+        models.append(weakref.ref(result.model))
+        return result
+
+    def counting():
+        alive_at_freeze.append(sum(model() is not None for model in models))
+        freeze()
+
+    monkeypatch.setattr(loop, "train", recording)
+    monkeypatch.setattr(gc, "freeze", counting)
+    result = tlc("tune", write(SPEC.replace("trials: 5", "trials: 3")), "--runs", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert len(models) == 3 and alive_at_freeze == [0, 0, 0]

@@ -58,8 +58,9 @@ class EpochHooks:
             self.reporter.note(f"early stopping: {self.state.stops[-1]['reason']}")
 
 
-def fit(part, spec, epochs: range, hooks: EpochHooks, class_weight: dict | None) -> None:
-    """One Keras `fit` call for a run of epochs (re-creating Keras's data pipeline per epoch is slow)."""
+def fit(part, spec, epochs: range, hooks: EpochHooks, class_weight: dict | None, batches=None) -> None:
+    """One Keras `fit` call for a run of epochs (re-creating Keras's data pipeline per epoch is slow),
+    over `batches` when given (the same training batches, built once for a tune worker's trials)."""
     import keras
 
     t = spec.train
@@ -79,7 +80,7 @@ def fit(part, spec, epochs: range, hooks: EpochHooks, class_weight: dict | None)
                 self.model.stop_training = True
 
     validation = part.val.in_order(part.eval_batch_size or t.batch_size) if len(part.val) and not in_memory else None
-    part.model.fit(part.train.epochs(t.seed, epochs, t.batch_size),
+    part.model.fit(batches if batches is not None else part.train.epochs(t.seed, epochs, t.batch_size),
                    epochs=epochs.stop, initial_epoch=epochs.start, steps_per_epoch=hooks.steps, verbose=0,
                    shuffle=False, validation_data=validation, callbacks=[Hooks()], class_weight=class_weight)
 

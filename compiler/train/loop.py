@@ -216,7 +216,9 @@ class PhaseRunner:
                 fit_multi_worker(self.strategy, part.model, part.train, part.val, self.loss, spec.train.batch_size,
                                  spec.train.seed, epochs, hooks, self.class_weight)
             else:
-                fit(part, spec, epochs, hooks, self.class_weight)
+                batches = self.options.pool.epochs(part.train, spec.train.seed, epochs, spec.train.batch_size) \
+                    if self.lent is not None else None
+                fit(part, spec, epochs, hooks, self.class_weight, batches)
         if self.lent is not None:  # the run's own head takes the trained weights, and is the phase's part again
             self.options.pool.give_back(part.model, self.lent)
             part, self.lent = dataclasses.replace(part, model=self.lent), None

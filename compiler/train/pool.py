@@ -29,6 +29,20 @@ class Pool:
     features: dict = field(default_factory=dict)  # cache file path -> its array (`cache.split`)
     heads: dict = field(default_factory=dict)  # a head's structure -> its compiled copy (`_Head`)
     backbones: dict = field(default_factory=dict)  # built backbones (`emit.compile`)
+    batches: dict = field(default_factory=dict)  # a feed's arrays, seed, epochs, batch size -> its tf.data batches
+
+    def epochs(self, feed, seed: int, epochs: range, batch_size: int):
+        """`feed.epochs(...)` of a feed over arrays (cached features), built once per arrays and
+        settings: a tf.data pipeline took ~30 ms to build each trial, and each one left its
+        functions in TensorFlow's function library. (The batches depend on nothing else: epoch
+        orders come from (seed, epoch).)"""
+        arrays = (feed.examples.images, feed.examples.labels, feed.targets)
+        key = (*map(id, arrays), feed.views, seed, epochs.start, epochs.stop, batch_size)
+        if key not in self.batches:
+            if len(self.batches) >= HEADS_KEPT:
+                self.batches.pop(next(iter(self.batches)))
+            self.batches[key] = (arrays, feed.epochs(seed, epochs, batch_size))  # (the arrays keep their ids)
+        return self.batches[key][1]
 
     @staticmethod
     def seed(seed: int) -> None:
@@ -56,6 +70,14 @@ class Pool:
         global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
         random.seed(seed)
         np.random.seed(seed)
+
+    def release(self) -> None:
+        """Let go of the runs trained so far: the kept backbones forget the heads built on them
+        (`emit.forget_heads`), so a run's model dies with the run's last reference to it."""
+        from ..emit import forget_heads
+
+        for backbone, *_ in self.backbones.values():
+            forget_heads(backbone)
 
     def dataset(self, spec, load: Callable):
         """`load()`, once per data source, input shape, seed and unlabeled folder."""

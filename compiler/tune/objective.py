@@ -87,7 +87,8 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
               reporter: Reporter, images_dir: Path | None = None, pool=None, keep_all: bool = False) -> Outcome:
     """Run `trial` and tell the study how it ended; returns the outcome (a KeyboardInterrupt is
     told as failed and raised again). `pool` is the worker's (`train.pool`); the trial's run
-    folder is written only when it is the best so far, or with `keep_all`."""
+    folder is written only when it is the best so far, or with `keep_all`. The caller releases
+    the trial's memory afterwards (`release_memory`)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -96,7 +97,6 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
     from ..validation import validate
 
     started = time.perf_counter()
-    gradients_before = _custom_gradients()
     params = suggest(trial, tune)
     outcome = Outcome(trial.number, "failed", params={k: trial.params[k] for k in tune.space})
     try:
@@ -127,8 +127,6 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
     except Exception as exc:  # a bug or a Keras error in this trial; the study goes on
         outcome.message, outcome.epochs = f"{type(exc).__name__}: {one_line(exc)}", progress.epochs
         return _tell(study, trial, outcome, TrialState.FAIL, started)
-    finally:
-        _release_memory(gradients_before)
 
 
 def _best_so_far(study, tune, metrics: dict) -> bool:
@@ -163,7 +161,7 @@ def _tell(study, trial, outcome: Outcome, state, started: float, progress: Trial
     return outcome
 
 
-def _custom_gradients() -> set[str] | None:
+def custom_gradients() -> set[str] | None:
     """The names in TensorFlow's global gradient registry (None before TensorFlow is imported)."""
     import sys
 
@@ -177,18 +175,20 @@ def _custom_gradients() -> set[str] | None:
         return None
 
 
-def _release_memory(before: set[str] | None) -> None:
-    """Keep memory flat however many trials a worker runs. Keras keeps every model in its global
-    graph state: `_clear_keras_state` drops it (the collection follows). And every traced train step
-    registers a `CustomGradient-N` in TensorFlow's global gradient registry (the optimizer's
-    all-reduce uses `tf.custom_gradient`), whose closure holds that step's whole graph forever
-    (tensorflow/tensorflow#97697; ~10 MB a trial here). The trial's graphs are dead once its
-    models are, so its registrations go too (tf-keras#898 does the same in `clear_session`)."""
+def release_memory(before: set[str] | None) -> None:
+    """Keep memory flat however many trials a worker runs. Called once a trial has returned and
+    nothing holds it: what is alive here is frozen, and what then died in a cycle would never be
+    collected. Keras keeps every model in its global graph state: `_clear_keras_state` drops it
+    (the collection follows). And every traced train step registers a `CustomGradient-N` in
+    TensorFlow's global gradient registry (the optimizer's all-reduce uses `tf.custom_gradient`),
+    whose closure holds that step's whole graph forever (tensorflow/tensorflow#97697; ~10 MB a
+    trial here). The trial's graphs are dead once its models are, so its registrations go too
+    (tf-keras#898 does the same in `clear_session`)."""
     import sys
 
     if "keras" in sys.modules:
         _clear_keras_state()
-    after = _custom_gradients()
+    after = custom_gradients()
     if after is not None and before is not None:
         from tensorflow.python.framework import ops
 

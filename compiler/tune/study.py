@@ -169,7 +169,7 @@ def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | 
     """Run trials until the study has `total` or `timeout` seconds have passed; the outcomes.
     The trials share this process's datasets, features and compiled heads (`train.pool`)."""
     from ..train.pool import Pool
-    from .objective import run_trial
+    from .objective import custom_gradients, release_memory, run_trial
 
     outcomes, started, pool = [], time.monotonic(), Pool()
     fail_abandoned(study)
@@ -179,10 +179,13 @@ def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | 
             if trial is None:
                 break
             reporter.trial_started(trial.number, total)
+            gradients = custom_gradients()
             outcome = run_trial(study, trial, base, tune, folder / "trials" / f"{trial.number:04d}",
                                 folder / "features", heartbeat=heartbeat(study, trial), reporter=reporter,
                                 images_dir=folder.parent.parent / ".cache" / "images",  # <runs>/<name>/tune
                                 pool=pool, keep_all=keep_trials)
+            pool.release()
+            release_memory(gradients)  # (here, not inside the trial: its frames still held its model)
             outcomes.append(outcome)
             reporter.trial_done(outcome)
     finally:
