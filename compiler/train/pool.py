@@ -33,9 +33,8 @@ class Pool:
 
     def epochs(self, feed, seed: int, epochs: range, batch_size: int):
         """`feed.epochs(...)` of a feed over arrays (cached features), built once per arrays and
-        settings: a tf.data pipeline took ~30 ms to build each trial, and each one left its
-        functions in TensorFlow's function library. (The batches depend on nothing else: epoch
-        orders come from (seed, epoch).)"""
+        settings: building the tf.data pipeline took ~30 ms a trial. (The batches depend on
+        nothing else: epoch orders come from (seed, epoch).)"""
         arrays = (feed.examples.images, feed.examples.labels, feed.targets)
         key = (*map(id, arrays), feed.views, seed, epochs.start, epochs.stop, batch_size)
         if key not in self.batches:
