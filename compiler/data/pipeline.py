@@ -10,7 +10,6 @@ index batches before loading, so it reads only its own files.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -84,7 +83,7 @@ class Feed:
                 out.set_shape((None, h, w, c))
                 return tf.cast(out, tf.float32) / 255.0
         elif ex.images.nbytes <= IN_MEMORY_LIMIT or not isinstance(ex.images, np.memmap):
-            images = _tensor_of(ex.images)
+            images = tf.constant(np.asarray(ex.images))
 
             def rows(epoch, ids):
                 return tf.gather(images, ids + self._offset(epoch, n))
@@ -153,23 +152,6 @@ class Feed:
         ids = tf.data.Dataset.range(len(self)).batch(batch_size)
         batches = ids.enumerate().map(lambda b, i: (tf.constant(view, tf.int64), b, i))
         return _parallel(batches, self.loader(training=True))
-
-
-_TENSORS: dict[int, tuple] = {}  # id(array) -> (a weak reference to the array, its tensor)
-
-
-def _tensor_of(array: np.ndarray):
-    """One tensor per in-memory array while the array lives: a tune worker's trials train on the
-    same features, and copied them into a new tensor every trial (5-35 ms for 23 MB), as every
-    pipeline over one array did."""
-    import tensorflow as tf
-
-    held = _TENSORS.get(id(array))
-    if held is not None and held[0]() is array:
-        return held[1]
-    tensor = tf.constant(np.asarray(array))
-    _TENSORS[id(array)] = (weakref.ref(array, lambda _, key=id(array): _TENSORS.pop(key, None)), tensor)
-    return tensor
 
 
 def _parallel(batches, load):

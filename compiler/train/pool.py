@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 
-HEADS_KEPT = 16  # compiled heads a worker keeps (an int space of units can offer dozens of structures)
+HEADS_KEPT = 16  # compiled heads and training batches a worker keeps (a space of units can offer dozens)
 
 
 @dataclass
@@ -38,9 +38,7 @@ class Pool:
         arrays = (feed.examples.images, feed.examples.labels, feed.targets)
         key = (*map(id, arrays), feed.views, seed, epochs.start, epochs.stop, batch_size)
         if key not in self.batches:
-            if len(self.batches) >= HEADS_KEPT:
-                self.batches.pop(next(iter(self.batches)))
-            self.batches[key] = (arrays, feed.epochs(seed, epochs, batch_size))  # (the arrays keep their ids)
+            _keep(self.batches, key, (arrays, feed.epochs(seed, epochs, batch_size)))  # (the arrays keep their ids)
         return self.batches[key][1]
 
     @staticmethod
@@ -97,12 +95,11 @@ class Pool:
         if signature is None:
             return None
         if signature not in self.heads:
-            if len(self.heads) >= HEADS_KEPT:  # the oldest structure goes (memory stays bounded over a long study)
-                self.heads.pop(next(iter(self.heads)))
             try:
-                self.heads[signature] = _Head.compiled_like(tail, loss, optimizer, steps_per_execution)
+                head = _Head.compiled_like(tail, loss, optimizer, steps_per_execution)
             except (NotImplementedError, TypeError, ValueError):  # cannot be rebuilt from its config
-                self.heads[signature] = None
+                head = None
+            _keep(self.heads, signature, head)
         head = self.heads[signature]
         if head is None:
             return None
@@ -113,6 +110,14 @@ class Pool:
     def give_back(copy, tail) -> None:
         """The trained weights into the run's own head."""
         tail.set_weights(copy.get_weights())
+
+
+def _keep(kept: dict, key, value) -> None:
+    """`kept[key] = value`, the oldest entry going first when `kept` is full (memory stays bounded
+    over a long study)."""
+    if len(kept) >= HEADS_KEPT:
+        kept.pop(next(iter(kept)))
+    kept[key] = value
 
 
 @dataclass
