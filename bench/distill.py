@@ -80,8 +80,8 @@ def train(folder: Path, text: str, env: dict) -> float:
 
 
 def accuracy(run: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from tlc.predictor import Predictor
-    from tlc.run import Run
+    from tlc.use.predictor import Predictor
+    from tlc.use.run import Run
 
     return float(np.mean(np.argmax(Predictor.of_run(Run.open(run)).probabilities(x), axis=1) == y))
 

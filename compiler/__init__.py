@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .components import Backbone, DataSource, Head
+from tlc.plugin.components import Backbone, DataSource, Head
 from .errors import FieldError, InfeasibleError, RunError, SpecError, TlcError
-from .hookspecs import hookimpl
-from .validation import load_spec
+from tlc.plugin.hookspecs import hookimpl
+from tlc.spec.validation import load_spec
 
 __all__ = [
     "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "RunError", "SpecError", "TlcError",
@@ -19,7 +19,7 @@ __all__ = [
 
 
 def _as_spec(spec: Any):
-    from .spec import SpecBase
+    from tlc.spec.models import SpecBase
 
     return spec if isinstance(spec, SpecBase) else load_spec(spec)
 
@@ -27,13 +27,13 @@ def _as_spec(spec: Any):
 def check(spec: Any):
     """Plan a spec (object or path) without TensorFlow: a `Plan` with `.ok`, `.failure`,
     `.min_input`, `.layers` and `.params()`."""
-    from .plan import plan
+    from tlc.plan.planner import plan
 
     return plan(_as_spec(spec))
 
 
 def compile(spec: Any):  # noqa: A001 - the public name from the contract
     """Build the `keras.Model` a spec (object or path) describes."""
-    from .emit import compile as emit
+    from tlc.build.emit import compile as emit
 
     return emit(_as_spec(spec))

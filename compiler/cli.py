@@ -16,7 +16,7 @@ import typer
 
 from ._version import __version__
 from .errors import EXIT_INFEASIBLE, TlcError, UsageError
-from .formats import EXPORT_FORMATS, QUANTIZE_MODES, TTA
+from tlc.use.formats import EXPORT_FORMATS, QUANTIZE_MODES, TTA
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 # The tlc process uses no pydantic plugins; skipping their entry-point scan saves start-up time.
@@ -53,7 +53,7 @@ def say(text: str, *, error: bool = False, label: str = "", color: str = "red") 
 
 
 def rich_console(stderr: bool = False):
-    from .console import console
+    from tlc.show.console import console
 
     return console(stderr)
 
@@ -105,7 +105,7 @@ def reader_went_away() -> None:
 def keras_ready() -> None:
     """Import TensorFlow (without its C++ chatter unless --debug) once the input has been
     validated: a bad spec fails in the time `check` takes, not after a 5 s import."""
-    from .quiet import import_keras_quietly
+    from tlc.show.quiet import import_keras_quietly
 
     import_keras_quietly()
 
@@ -124,10 +124,10 @@ def main_options(
         "--version", callback=_version, is_eager=True, help="Show the version.")] = None,
 ) -> None:
     _state["debug"] = debug
-    from . import registry
+    from tlc.plugin import registry
 
     if debug:
-        from .quiet import show_chatter
+        from tlc.show.quiet import show_chatter
 
         show_chatter()
 
@@ -136,7 +136,7 @@ def main_options(
 
 
 def warn_plugin_failures() -> None:
-    from .registry import get_registry
+    from tlc.plugin.registry import get_registry
 
     for failure in get_registry().failures:
         say(str(failure), error=True, label="warning", color="yellow")
@@ -152,7 +152,7 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Check shape feasibility of specs, without TensorFlow."""
-    from .report import examine, worst
+    from tlc.spec.preflight import examine, worst
 
     warn_plugin_failures()
     outcomes = [examine(str(path)) for path in specs]
@@ -170,8 +170,8 @@ def check(
 @command
 def summarize(spec: SpecArg, as_json: JsonOpt = False) -> None:
     """Per layer: index, name, kind, output shape, params, trainable; and the totals."""
-    from .report import examine
-    from .views import summary_table, totals_line
+    from tlc.spec.preflight import examine
+    from tlc.show.tables import summary_table, totals_line
 
     warn_plugin_failures()
     outcome = examine(str(spec))
@@ -197,8 +197,8 @@ def build(
 ) -> None:
     """Compile a spec and save the Keras model (written atomically)."""
     from .atomic import write_with
-    from .emit import compile as emit
-    from .preflight import prepare
+    from tlc.build.emit import compile as emit
+    from tlc.spec.preflight import prepare
 
     warn_plugin_failures()
     ready = prepare(spec)
@@ -220,7 +220,7 @@ def build(
 @command
 def schema() -> None:
     """Print the JSON Schema of the spec language (with every installed plugin's types)."""
-    from .spec import json_schema
+    from tlc.spec.models import json_schema
 
     warn_plugin_failures()
     emit_json(json_schema())
@@ -229,8 +229,8 @@ def schema() -> None:
 @command
 def plugins(as_json: JsonOpt = False) -> None:
     """List every backbone and head type, where it comes from, and plugins that failed."""
-    from .registry import get_registry
-    from .views import plugins_dict, plugins_table
+    from tlc.plugin.registry import get_registry
+    from tlc.show.tables import plugins_dict, plugins_table
 
     registry = get_registry()
     if as_json:
@@ -256,9 +256,9 @@ def train(
         "--seed", min=0, max=2**32 - 1, help="Override train.seed (e.g. to repeat a run over seeds).")] = None,
 ) -> None:
     """Train a spec; writes runs/<name>/ (model, history, metrics, plot, resolved spec)."""
-    from .preflight import prepare
-    from .train.loop import train as run_training
-    from .train.progress import RichReporter
+    from tlc.spec.preflight import prepare
+    from tlc.train.loop import train as run_training
+    from tlc.show.progress import RichReporter
 
     warn_plugin_failures()
     ready = prepare(spec, training=True, epochs=epochs, seed=seed)
@@ -285,9 +285,9 @@ def compare(
     """Compare runs: accuracy per epoch and training time (PNG), and a table of the results.
     Runs of the same spec (e.g. several seeds) are one row: their mean and range."""
     from .atomic import write_with
-    from .comparison import load_groups, verdict
-    from .figures import compare_plot
-    from .views import compare_table
+    from tlc.use.compare import load_groups, verdict
+    from tlc.show.figures import compare_plot
+    from tlc.show.tables import compare_table
 
     groups = load_groups(runs)
     write_with(output, compare_plot(groups))
@@ -309,7 +309,7 @@ def predict(
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Classify images: the top classes with their probabilities."""
-    from . import infer
+    from tlc.use import predict as infer
 
     found = infer.resolve(model)
     files = infer.image_files(images)
@@ -334,9 +334,8 @@ def extract(
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Run a feature extractor (e.g. VGG16 cut at fc2) over data and save the features (.npy)."""
-    from rich.progress import Progress
-
-    from . import infer
+    from tlc.show.progress import bars
+    from tlc.use import predict as infer
     from .atomic import write_text
 
     if output.suffix != ".npy":
@@ -346,7 +345,7 @@ def extract(
         raise UsageError(f"{data}: file not found")
     keras_ready()
     predictor = infer.load(found, safe_mode=not unsafe)
-    with Progress(console=rich_console(stderr=True), transient=True) as bar:
+    with bars() as bar:
         task = bar.add_task("extracting", total=None)
         shape, sources = infer.extract(predictor, data, output,
                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -376,8 +375,9 @@ def tune(
 ) -> None:
     """Search the spec's `tune.space` with Optuna; trials share the frozen-prefix features.
     Writes runs/<name>/tune/: trials.csv, best.yaml, best/, history.png, importance.png."""
-    from .tune.progress import RichTuneReporter, best_table
-    from .tune.search import Request, exit_code, load, require_optuna, search
+    from tlc.show.progress import RichTuneReporter
+    from tlc.show.tables import best_table
+    from tlc.tune.search import Request, exit_code, load, require_optuna, search
 
     warn_plugin_failures()
     request = Request(spec, trials, timeout, workers, storage, study, runs, worker, keep_trials)
@@ -425,9 +425,9 @@ def evaluate(
 ) -> None:
     """Per-class metrics and confusion matrix of a run on its held-out split (evaluation.json,
     confusion.png and misclassified.png in the run folder)."""
-    from .evaluate import evaluate as run_evaluation
-    from .run import Run
-    from .views import evaluation_table
+    from tlc.use.evaluate import evaluate as run_evaluation
+    from tlc.use.run import Run
+    from tlc.show.tables import evaluation_table
 
     opened = Run.open(run)
     opened.choose_split(chosen(split))  # a bad folder or split fails before TensorFlow loads
@@ -460,9 +460,9 @@ def export(
 ) -> None:
     """Export a run's model for serving (preprocessing inside, probabilities out), then run the
     artifact in its own runtime and compare it with Keras (quantized: by held-out accuracy)."""
-    from .export import check_target, export as run_export
-    from .quantize import check_mode
-    from .run import Run
+    from tlc.use.export import check_target, export as run_export
+    from tlc.use.quantize import check_mode
+    from tlc.use.run import Run
 
     fmt, mode = format.value, chosen(quantize)
     check_mode(fmt, mode, calibration, max_drop)
@@ -500,9 +500,9 @@ def explain(
 ) -> None:
     """Grad-CAM heat maps: where in each image the model finds its class (one PNG per image, and
     a labelled grid for several)."""
-    from . import infer
-    from .explain import explain as run_explain
-    from .run import Run
+    from tlc.use import predict as infer
+    from tlc.use.explain import explain as run_explain
+    from tlc.use.run import Run
 
     opened = Run.open(run)
     files = infer.image_files(images)
@@ -537,7 +537,7 @@ def serve(
     POST /predict (images), POST /explain (a heat map), GET /metadata, GET /health; concurrent
     requests are batched into one model call. Stops cleanly on SIGTERM or Ctrl-C."""
     from .serve import Limits, api_key_from, serve as run_server
-    from .run import Run
+    from tlc.use.run import Run
 
     opened = Run.open(run)
     key = api_key_from(api_key_env)

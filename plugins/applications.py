@@ -12,12 +12,12 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from tlc.components import Backbone
+from tlc.plugin.components import Backbone
 from tlc.errors import FieldError, RunError
-from tlc.fields import Count
-from tlc.layers import Input, Layer, Shape
+from tlc.plugin.fields import Count
+from tlc.plan.layers import Input, Layer, Shape
 
-from .zoo import MODELS, Pretrained
+from tlc.plugin.zoo import MODELS, Pretrained
 
 
 class Application(Backbone):

@@ -3,8 +3,8 @@ the layers Keras's own helper creates (same names, same order) to a `Graph` and 
 name of its output. A third-party family describes itself with the same blocks."""
 from __future__ import annotations
 
-from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, GlobalPooling2D, \
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Add, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, GlobalPooling2D, \
     Multiply, Pooling2D, Reshape, ZeroPadding2D
 
 

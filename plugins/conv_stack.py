@@ -5,9 +5,9 @@ from typing import Annotated, Literal
 from pydantic import Field, Strict
 
 from tlc import hookimpl
-from tlc.components import Backbone, StrictModel
-from tlc.fields import ActivationName, Count, Rate, WindowPair
-from tlc.layers import (
+from tlc.plugin.components import Backbone, StrictModel
+from tlc.plugin.fields import ActivationName, Count, Rate, WindowPair
+from tlc.plan.layers import (
     Activation, BatchNormalization, Conv2D, Dropout, Input, Layer, Pooling2D, Shape, pair,
 )
 

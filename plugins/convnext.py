@@ -9,8 +9,8 @@ other channel counts, so tlc normalizes those with the ImageNet statistics avera
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, Conv2D, Dense, GlobalPooling2D, Layer, LayerNormalization, LayerScale, \
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Conv2D, Dense, GlobalPooling2D, Layer, LayerNormalization, LayerScale, \
     Normalization, Sequential, Sum
 
 from .applications import TORCH_MEAN_RGB, TORCH_STD_RGB, Application, preprocess, variants

@@ -5,9 +5,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tlc import hookimpl
-from tlc.components import Head
-from tlc.fields import ActivationName, Count, Rate, WindowPair
-from tlc.layers import Dense, Dropout, Flatten, GlobalPooling2D, Layer, Pooling2D, Shape, pair
+from tlc.plugin.components import Head
+from tlc.plugin.fields import ActivationName, Count, Rate, WindowPair
+from tlc.plan.layers import Dense, Dropout, Flatten, GlobalPooling2D, Layer, Pooling2D, Shape, pair
 
 
 class DenseHead(Head):

@@ -4,8 +4,8 @@ halved by transition blocks), described as keras/src/applications/densenet.py bu
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, BatchNormalization, Concatenate, Layer
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, BatchNormalization, Concatenate, Layer
 
 from .applications import Application, variants
 from .blocks import classifier, conv, pad, pool

@@ -6,8 +6,8 @@ import math
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, BatchNormalization, Conv2D, Dense, Dropout, GlobalPooling2D, Layer, \
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, BatchNormalization, Conv2D, Dense, Dropout, GlobalPooling2D, Layer, \
     Normalization, Rescaling, ZeroPadding2D
 
 from .applications import Application, variants

@@ -7,8 +7,8 @@ import math
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, BatchNormalization, Layer, Normalization, Rescaling
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, BatchNormalization, Layer, Normalization, Rescaling
 
 from .applications import Application, preprocess, variants
 from .blocks import conv, mbconv, round_filters

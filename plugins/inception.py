@@ -5,8 +5,8 @@ described as keras/src/applications/inception_v3.py and inception_resnet_v2.py b
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, Concatenate, CustomScaleLayer, Layer
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Concatenate, CustomScaleLayer, Layer
 
 from .applications import Application, variants
 from .blocks import classifier, conv, conv_bn, pool

@@ -2,8 +2,8 @@
 `alpha`), described as keras/src/applications/mobilenet.py builds it."""
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, BatchNormalization, DepthwiseConv2D, Dropout, GlobalPooling2D, Layer, ReLU, \
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, BatchNormalization, DepthwiseConv2D, Dropout, GlobalPooling2D, Layer, ReLU, \
     Reshape
 
 from .applications import WidthMultiplied, variants

@@ -2,8 +2,8 @@
 described as keras/src/applications/mobilenet_v2.py builds it."""
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Add, BatchNormalization, Conv2D, DepthwiseConv2D, Layer, ReLU, ZeroPadding2D
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Add, BatchNormalization, Conv2D, DepthwiseConv2D, Layer, ReLU, ZeroPadding2D
 
 from .applications import WidthMultiplied, variants
 from .blocks import classifier, round_filters, pointwise

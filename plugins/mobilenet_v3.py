@@ -8,8 +8,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field, model_validator
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, Add, Affine, BatchNormalization, DepthwiseConv2D, Dropout, Flatten, \
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Add, Affine, BatchNormalization, DepthwiseConv2D, Dropout, Flatten, \
     GlobalPooling2D, Layer, Multiply, ReLU, Rescaling, ZeroPadding2D
 
 from .applications import Application, variants

@@ -11,8 +11,8 @@ the same at every input size."""
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, Concatenate, Cropping2D, Layer, SeparableConv2D, \
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Add, BatchNormalization, Concatenate, Cropping2D, Layer, SeparableConv2D, \
     ZeroPadding2D
 
 from .applications import Application, variants

@@ -3,8 +3,8 @@
 from typing import Literal
 
 from tlc import hookimpl
-from tlc.components import Head
-from tlc.layers import Layer, Shape
+from tlc.plugin.components import Head
+from tlc.plan.layers import Layer, Shape
 
 
 class NoHead(Head):

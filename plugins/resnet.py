@@ -4,8 +4,8 @@ described layer by layer as keras/src/applications/resnet.py builds them (same n
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, Layer
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Add, BatchNormalization, Layer
 
 from .applications import Application, variants
 from .blocks import classifier, conv, pad, pool

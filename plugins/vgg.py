@@ -3,7 +3,7 @@
 from typing import ClassVar
 
 from tlc import hookimpl
-from tlc.layers import Conv2D, Dense, Flatten, Layer, Pooling2D
+from tlc.plan.layers import Conv2D, Dense, Flatten, Layer, Pooling2D
 
 from .applications import Application, variants
 

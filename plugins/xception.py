@@ -2,8 +2,8 @@
 shortcuts), described as keras/src/applications/xception.py builds it."""
 
 from tlc import hookimpl
-from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Layer, SeparableConv2D
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Add, BatchNormalization, Conv2D, Layer, SeparableConv2D
 
 from .applications import Application, variants
 from .blocks import classifier, pool

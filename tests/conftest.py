@@ -12,7 +12,7 @@ os.environ.pop("COLUMNS", None)
 import pytest
 from typer.testing import CliRunner
 
-from tlc import registry
+from tlc.plugin import registry
 from tlc.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def shapes_run(tmp_path_factory):
     noise; 200 per class): (run folder, [(image path, class, quadrant)]). Trained once per session
     for the explain, quantize and serve tests (~15 s)."""
     from tlc.train.loop import train
-    from tlc.validation import load_spec
+    from tlc.spec.validation import load_spec
 
     from .helpers import draw_shapes
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from tlc.components import Backbone
+from tlc.plugin.components import Backbone
 
 
 def keras_layers(model) -> list[dict]:
@@ -20,7 +20,7 @@ def trainable_count(model) -> int:
 
 def one_type_per_family() -> list[str]:
     """The first keras.applications type of each family module (its variants share its code)."""
-    from tlc.plugins import zoo
+    from tlc.plugin import zoo
 
     return sorted(kinds[0] for kinds in zoo.by_family().values())
 
@@ -43,7 +43,7 @@ def keras_builds(spec, height: int, width: int) -> bool:
 
 
 def with_input(spec, height: int, width: int):
-    from tlc.spec import InputSpec
+    from tlc.spec.models import InputSpec
 
     return spec.model_copy(update={"input": InputSpec(shape=[height, width, spec.input.shape[2]])})
 
@@ -108,8 +108,8 @@ def rows_of(folder) -> list[dict]:
 
 def spec_from_data(data: dict, name: str = "case"):
     """A validated spec from plain data, as if read from `<name>.yaml` (no file needed)."""
-    from tlc.loader import Document
-    from tlc.validation import validate
+    from tlc.spec.loader import Document
+    from tlc.spec.validation import validate
 
     return validate(Document(path=f"{name}.yaml", data={"name": name, **data}))
 

@@ -30,7 +30,7 @@ def test_preprocessing_averages_per_channel_constants_for_other_channel_counts(c
 
 
 def test_adapt_kernel_follows_timm():
-    from tlc.weights import adapt_kernel
+    from tlc.build.weights import adapt_kernel
 
     kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype("float32")
     np.testing.assert_allclose(adapt_kernel(kernel, 1), kernel.sum(axis=2, keepdims=True), rtol=1e-6)
@@ -89,7 +89,7 @@ def test_imagenet_weights_on_other_channel_counts_adapt_the_first_convolution(ch
             in built.output)
     model = keras.saving.load_model(tmp_path / "m.keras")
     kernel, bias = donor.get_layer("block1_conv1").get_weights()
-    from tlc.weights import adapt_kernel
+    from tlc.build.weights import adapt_kernel
 
     got_kernel, got_bias = model.get_layer("block1_conv1").get_weights()
     np.testing.assert_allclose(got_kernel, adapt_kernel(kernel, channels), rtol=1e-6)
@@ -169,10 +169,10 @@ def test_imagenet_weights_on_grayscale_for_every_family(kind, monkeypatch, tmp_p
     from keras.src.legacy.saving import legacy_h5_format
     from keras.src.utils import file_utils
 
-    from tlc.emit import compile as emit
-    from tlc.graph import fresh_layer_names
-    from tlc.registry import get_registry
-    from tlc.weights import adapt_kernel
+    from tlc.build.emit import compile as emit
+    from tlc.plan.graph import fresh_layer_names
+    from tlc.plugin.registry import get_registry
+    from tlc.build.weights import adapt_kernel
 
     cls = get_registry().backbones[kind].cls
     m = cls.min_size
@@ -202,7 +202,7 @@ def test_imagenet_weights_on_grayscale_for_every_family(kind, monkeypatch, tmp_p
     before = np.asarray(model([x]))
     assert np.isfinite(before).all()
     if cls.preprocess_mode == "none":  # normalization inside the model: the .keras round trip keeps it
-        from tlc.models import load_model  # (keras-team/keras#20147 was EfficientNet's after a reload)
+        from tlc.build.loading import load_model  # (keras-team/keras#20147 was EfficientNet's after a reload)
 
         model.save(tmp_path / "m.keras")
         np.testing.assert_allclose(np.asarray(load_model(str(tmp_path / "m.keras"))([x])), before, rtol=1e-4, atol=1e-4)

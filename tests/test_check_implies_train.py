@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from tlc.registry import BUILTIN_TYPES
+from tlc.plugin.registry import BUILTIN_TYPES
 
 from .conftest import tlc
 
@@ -63,8 +63,8 @@ def test_a_spec_check_accepts_builds_trains_and_predicts(kind, channels, tmp_pat
     [answer] = json.loads(predicted.stdout)
     probabilities = [t["probability"] for t in answer["top"]]
     assert len(probabilities) == CLASSES and abs(sum(probabilities) - 1) < 1e-4
-    from tlc.infer import file_feed
-    from tlc.validation import load_spec
+    from tlc.use.predict import file_feed
+    from tlc.spec.validation import load_spec
 
     lock = load_spec(result.folder / "spec.lock.yaml")
     inputs = lock.backbone.preprocess(file_feed([image], lock.input.hwc).array(1))  # decoded, preprocessed

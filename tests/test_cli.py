@@ -197,14 +197,14 @@ def test_the_table_of_built_in_types_is_what_their_modules_register():
     their types must not drift from the classes their hooks return."""
     import importlib
 
-    from tlc.registry import BUILTIN_TYPES, KINDS, type_name
+    from tlc.plugin.registry import BUILTIN_TYPES, KINDS, type_name
 
     for module_name, kinds in BUILTIN_TYPES.items():
         module = importlib.import_module(module_name)
         for kind, (hook, base) in KINDS.items():
             returned = [type_name(cls, base) for cls in getattr(module, hook, lambda: [])()]
             assert returned == list(kinds.get(kind, ())), (module_name, kind)
-    from tlc.registry import BUILTIN_SOURCES
+    from tlc.plugin.registry import BUILTIN_SOURCES
 
     for module_name, names in BUILTIN_SOURCES.items():
         assert [row.name for row in importlib.import_module(module_name).tlc_data_sources()] == list(names)
@@ -212,7 +212,7 @@ def test_the_table_of_built_in_types_is_what_their_modules_register():
 
 def test_a_spec_imports_only_the_built_in_modules_it_names():
     _, imported = in_fresh_interpreter(["check", EXAMPLES / "vgg16_too_small_48.yaml"], modules=("tlc.plugins.",))
-    assert imported == ["tlc.plugins.applications", "tlc.plugins.dense_head", "tlc.plugins.vgg", "tlc.plugins.zoo"]
+    assert imported == ["tlc.plugins.applications", "tlc.plugins.dense_head", "tlc.plugins.vgg"]
 
 
 def test_console_script_runs_as_a_process():

@@ -233,7 +233,7 @@ def test_decoded_batches_are_pillows_antialiased_resize_and_near_keras_reading_t
 def test_augmentation_is_seeded_per_example_and_epoch():
     from tlc.data.augment import Augmenter
     from tlc.data.pipeline import Feed
-    from tlc.spec import AugmentSpec
+    from tlc.spec.models import AugmentSpec
 
     x = np.random.default_rng(0).random((10, 16, 16, 3), dtype=np.float32)
     spec = AugmentSpec(flip="horizontal", rotation=0.1, zoom=0.1, translation=0.1, contrast=0.2, brightness=0.2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tlc
-from tlc import registry
+from tlc.plugin import registry
 from tlc.data import Examples
 
 from .conftest import tlc as run

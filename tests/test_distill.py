@@ -97,8 +97,8 @@ def test_the_loss_is_alpha_t2_kl_plus_cross_entropy_on_labelled_images_only(from
 # --- end to end ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_distilled_run_learns_from_the_teacher_with_unlabeled_images_and_resumes(write, tmp_path, teacher):
-    from tlc.predictor import Predictor
-    from tlc.run import Run
+    from tlc.use.predictor import Predictor
+    from tlc.use.run import Run
     from tlc.train.loop import train
 
     path = student(write, teacher=teacher, distill=f", temperature: 2.0, unlabeled: {teacher.parent.parent}"

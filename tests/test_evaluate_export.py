@@ -151,7 +151,7 @@ def test_the_artifact_carries_the_backbones_preprocessing(tmp_path, write):
     import keras
     import onnxruntime as ort
 
-    from tlc.predictor import serving_model
+    from tlc.use.predictor import serving_model
 
     spec = tlc.load_spec(write("input: {shape: [32, 32, 3]}\nbackbone: {type: vgg16, weights: imagenet}\n"
                                "head: {type: dense, classes: 3}\n"))
@@ -189,7 +189,7 @@ def test_compare_shows_the_test_accuracy_of_evaluated_runs(trained, tmp_path):
 
 
 def test_the_misclassified_grid_takes_the_worst_mistakes_of_every_class_in_turn():
-    from tlc.evaluate import worst_mistakes
+    from tlc.use.evaluate import worst_mistakes
 
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     probabilities = np.array([[.1, .9, 0], [.2, .8, 0], [.9, .1, 0], [.7, .3, 0], [0, .4, .6], [.6, .4, 0],

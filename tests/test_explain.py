@@ -56,8 +56,8 @@ def test_explain_a_chosen_class_and_layer_and_bad_choices(shapes_run, tmp_path):
 
 def test_grad_cam_on_a_zoo_backbone_names_its_last_feature_map():
     """Every built-in backbone has a default layer, from the static plan (no TensorFlow)."""
-    from tlc.explain import default_layer
-    from tlc.plugins import zoo
+    from tlc.use.explain import default_layer
+    from tlc.plugin import zoo
 
     from .helpers import spec_from_data
 
@@ -78,9 +78,9 @@ def test_evaluate_draws_heat_maps_on_the_misclassified(shapes_run, tmp_path):
     shutil.copytree(folder, copy)
     result = tlc("evaluate", copy, "--split", "val")
     assert result.exit_code == 0, result.output
-    from tlc.explain import heat_maps
-    from tlc.predictor import Predictor
-    from tlc.run import Run
+    from tlc.use.explain import heat_maps
+    from tlc.use.predictor import Predictor
+    from tlc.use.run import Run
 
     run = Run.open(copy)
     images = np.random.default_rng(0).random((2, 48, 48, 3), dtype=np.float32)
@@ -104,7 +104,7 @@ def test_images_of_the_same_name_get_heat_maps_of_their_own(shapes_run, tmp_path
 
 
 def test_output_names_keep_as_much_of_the_path_as_tells_them_apart():
-    from tlc.explain import output_stems
+    from tlc.use.explain import output_stems
 
     assert output_stems([Path("p/a/x.png"), Path("p/b/x.jpg"), Path("y.png")]) == ["a_x", "b_x", "y"]
     assert output_stems([Path("one/same/x.png"), Path("two/same/x.png")]) == ["one_same_x", "two_same_x"]
@@ -112,10 +112,10 @@ def test_output_names_keep_as_much_of_the_path_as_tells_them_apart():
 
 
 def test_flip_averages_the_heat_map_with_the_mirror_images_mirrored_back(shapes_run):
-    from tlc.explain import Explainer
-    from tlc.infer import file_feed
-    from tlc.predictor import Predictor
-    from tlc.run import Run
+    from tlc.use.explain import Explainer
+    from tlc.use.predict import file_feed
+    from tlc.use.predictor import Predictor
+    from tlc.use.run import Run
 
     folder, drawn = shapes_run
     run = Run.open(folder)

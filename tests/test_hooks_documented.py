@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 
-from tlc import hookspecs
+from tlc.plugin import hookspecs
 
 from .conftest import REPO
 

@@ -7,7 +7,7 @@ import pytest
 
 import tlc
 from tlc.errors import SpecError
-from tlc.loader import deep_merge, format_loc, load_document
+from tlc.spec.loader import deep_merge, format_loc, load_document
 
 BASE = """
 input: {shape: [8, 8, 1]}

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 import tlc
-from tlc.emit import compile as emit
-from tlc.plan import plan
+from tlc.build.emit import compile as emit
+from tlc.plan.planner import plan
 
 from .conftest import EXAMPLES
 from .helpers import keras_builds, keras_layers, spec_from_data, trainable_count, with_input, without_weights

@@ -12,8 +12,8 @@ from typing import Literal
 import pytest
 
 import tlc
-from tlc import registry
-from tlc.layers import Conv2D
+from tlc.plugin import registry
+from tlc.plan.layers import Conv2D
 
 from .conftest import REPO, tlc as run
 from .helpers import in_fresh_interpreter, keras_layers, tlc_executable, trainable_count

@@ -18,7 +18,7 @@ def _model(activation: str, last: str = "dense"):
 
 
 def test_logits_become_probabilities_once_and_batches_do_not_change_answers():
-    from tlc.predictor import Predictor
+    from tlc.use.predictor import Predictor
 
     model = _model("linear")
     predictor = Predictor(model, preprocess=lambda x: x * 2.0 - 1.0, classes=["a", "b", "c"])
@@ -39,7 +39,7 @@ def test_logits_become_probabilities_once_and_batches_do_not_change_answers():
 @pytest.mark.parametrize("last", ["dense", "activation"])
 def test_a_classifier_is_recognised_by_its_last_layer(last):
     from tlc.errors import RunError
-    from tlc.predictor import Predictor, output_activation
+    from tlc.use.predictor import Predictor, output_activation
 
     assert output_activation(_model("softmax", last)) == "softmax"
     Predictor(_model("softmax", last)).require_classifier()
@@ -53,7 +53,7 @@ def test_a_classifier_is_recognised_by_its_last_layer(last):
 
 
 def test_flip_averages_each_image_with_its_mirror_image_in_one_call():
-    from tlc.predictor import Predictor
+    from tlc.use.predictor import Predictor
 
     model = _model("softmax")
     predictor = Predictor(model)

@@ -45,9 +45,9 @@ def test_float16_and_dynamic_are_smaller_and_say_so(shapes_run, tmp_path, mode, 
 
 
 def test_a_drop_over_max_drop_writes_nothing(shapes_run, tmp_path, monkeypatch):
-    from tlc import quantize
+    from tlc.use import quantize
     from tlc.errors import RunError
-    from tlc.export import export
+    from tlc.use.export import export
 
     folder, _ = shapes_run
     target = tmp_path / "bad.tflite"

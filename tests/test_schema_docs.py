@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from tlc.registry import get_registry
-from tlc.spec import DataSpec, FreezeUpTo, SpecBase, TrainSpec, json_schema
-from tlc.tune_spec import TuneSpec
+from tlc.plugin.registry import get_registry
+from tlc.spec.models import DataSpec, FreezeUpTo, SpecBase, TrainSpec, json_schema
+from tlc.spec.tune import TuneSpec
 
 from .conftest import REPO, tlc
 

@@ -65,7 +65,7 @@ def same(answer: list[dict], expected: list) -> bool:
 
 
 def test_predict_health_and_metadata_answer_as_tlc_predict(shapes_run):
-    from tlc.weights import file_sha256
+    from tlc.build.weights import file_sha256
 
     run, drawn = shapes_run
     files = files_of(drawn, 6)

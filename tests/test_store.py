@@ -87,7 +87,7 @@ def test_images_are_decoded_once_and_shared_by_epochs_specs_and_evaluate(write, 
         raise AssertionError("decoded again")
 
     monkeypatch.setattr(store_module, "decode_file", no_decoding)
-    from tlc.evaluate import evaluate
+    from tlc.use.evaluate import evaluate
 
     assert evaluate(tmp_path / "runs" / "b")["accuracy"] == accuracy  # all 24 from the store now
 

@@ -76,7 +76,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_circles():
     modules = _modules()
     graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
-    assert "tlc.graph" in graph and "tlc.data.images" in graph and len(graph) > 40
+    assert "tlc.plan.graph" in graph and "tlc.data.images" in graph and len(graph) > 40
     assert _cycles(graph) == []
 
 
@@ -88,7 +88,7 @@ def test_dead_helpers_stay_removed():
     import tlc.data.images
     import tlc.data.pipeline
     import tlc.data.sources
-    import tlc.spec
+    import tlc.spec.models
 
     assert not hasattr(tlc.data.images, "read_files") and not hasattr(tlc.data.pipeline.Feed, "element_shape")
     assert not hasattr(tlc.data.sources, "file_digest") and not hasattr(tlc.spec, "Int")

@@ -10,8 +10,8 @@ import tlc
 from tlc.data.pipeline import Feed
 from tlc.errors import RunError
 from tlc.train.loop import train
-from tlc.train.progress import Reporter
-from tlc.run import read_run
+from tlc.show.progress import Reporter
+from tlc.use.run import read_run
 
 from .conftest import tlc as run
 from .helpers import rows_of

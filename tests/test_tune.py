@@ -307,7 +307,7 @@ def test_tensorflow_retracing_warnings_are_kept_from_the_user():
     """Each trial and phase compiles a new model, so Keras traces new steps by design."""
     import logging
 
-    from tlc.quiet import _not_retracing
+    from tlc.show.quiet import _not_retracing
 
     def record(message):
         return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, None, None)
@@ -327,7 +327,7 @@ def test_a_head_of_a_structure_seen_before_trains_its_compiled_copy_with_the_sam
 
     from tlc.train.loop import train
     from tlc.train.pool import Pool
-    from tlc.validation import load_spec
+    from tlc.spec.validation import load_spec
 
     base = SPEC.split("tune:")[0].replace("units: [16]", "units: [16, 8], dropout: DROP").replace(
         "epochs: 3", "epochs: 3, optimizer: {learning_rate: RATE}")
@@ -354,7 +354,7 @@ def test_a_head_of_a_structure_seen_before_trains_its_compiled_copy_with_the_sam
 
 def test_only_a_trial_that_is_the_best_so_far_writes_a_run_folder_unless_every_one_is_kept(write, tmp_path):
     from tlc.train.loop import train
-    from tlc.validation import load_spec
+    from tlc.spec.validation import load_spec
 
     spec = load_spec(write(SPEC.split("tune:")[0]))
     dropped = train(spec, tmp_path / "dropped", checkpoints=False, keep=lambda metrics: False)
@@ -382,8 +382,8 @@ def test_a_kept_backbone_does_not_keep_the_models_built_on_it_alive(write):
 
     import keras
 
-    from tlc.emit import compile as emit
-    from tlc.validation import load_spec
+    from tlc.build.emit import compile as emit
+    from tlc.spec.validation import load_spec
 
     spec, kept = load_spec(write(SPEC.split("tune:")[0])), {}
     keras.utils.set_random_seed(1)

@@ -6,7 +6,7 @@ import urllib.error
 import numpy as np
 
 import tlc
-from tlc.emit import compile as emit
+from tlc.build.emit import compile as emit
 
 from .conftest import EXAMPLES, tlc as run
 
@@ -105,9 +105,9 @@ def test_weights_with_sha256_are_verified_before_loading(write, tmp_path):
 
 
 def test_parameter_limit_for_build(write, tmp_path, monkeypatch):
-    import tlc.preflight
+    import tlc.spec.preflight
 
-    monkeypatch.setattr(tlc.preflight, "MAX_PARAMS", 100_000)
+    monkeypatch.setattr(tlc.spec.preflight, "MAX_PARAMS", 100_000)
     result = run("build", EXAMPLES / "vgg16_partly_frozen.yaml", "-o", tmp_path / "m.keras")
     assert result.exit_code == 2
     assert ("the model would have 14,847,301 parameters, more than the limit of 100,000 "

@@ -8,11 +8,11 @@ import urllib.error
 
 import pytest
 
-from tlc.emit import compile as emit, set_frozen
-from tlc.plan import plan
-from tlc.plugins import zoo
+from tlc.build.emit import compile as emit, set_frozen
+from tlc.plan.planner import plan
+from tlc.plugin import zoo
 from tlc.plugins.applications import Application
-from tlc.registry import get_registry
+from tlc.plugin.registry import get_registry
 
 from .conftest import tlc as run
 from .helpers import in_fresh_interpreter, keras_builds, keras_layers, one_type_per_family, spec_from_data, \

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..components import DataSource
-from ..errors import RunError
-from ..hookspecs import hookimpl
+from tlc.plugin.components import DataSource
+from tlc.errors import RunError
+from tlc.plugin.hookspecs import hookimpl
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # what tf.io.decode_image reads
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -268,7 +268,7 @@ def tlc_data_sources():
 
 def source_of(data):
     """The registry's row for `train.data.type` (a built-in or a plugin's)."""
-    from ..registry import get_registry
+    from tlc.plugin.registry import get_registry
 
     return get_registry().data_source(data.type)
 

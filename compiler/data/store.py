@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text
+from tlc.atomic import write_text
 from .images import RESIZE_RULE, decode_file, decode_many
 
 STAMP = 16  # bytes per row's stamp: size and mtime_ns, int64 each

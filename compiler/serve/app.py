@@ -12,7 +12,7 @@ from urllib.parse import quote
 import numpy as np
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
-from ..predictor import split_views, tta_views
+from tlc.use.predictor import split_views, tta_views
 from .batching import Served
 from .uploads import BadRequest, read_images
 

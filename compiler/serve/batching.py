@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .uploads import BadRequest, Limits
+from tlc.layout import RunLayout
 
 MAX_WAIT_S = 0.005  # how long the first request of a batch waits for company
 IN_FLIGHT = max(2, os.cpu_count() or 2)  # model calls running at once, each on one core
@@ -54,9 +55,9 @@ class Served:
     @classmethod
     def load(cls, run, limits: Limits, *, safe_mode: bool = True) -> Served:
         """`run`: a `Run` (or its folder); its batch shapes are traced before the first request."""
-        from ..predictor import Predictor
-        from ..run import Run
-        from ..weights import file_sha256
+        from tlc.use.predictor import Predictor
+        from tlc.use.run import Run
+        from tlc.build.weights import file_sha256
 
         one_core_per_call()
         run = Run.of(run)
@@ -67,7 +68,7 @@ class Served:
     def decode(self, name: str, contents: bytes) -> np.ndarray:
         """One uploaded image -> (h, w, c) in [0, 1], decoded as `tlc predict` decodes files
         (upright, DCT-scaled, antialiased); an undecodable part is a 400 naming it."""
-        from ..data.images import ImageError, decode_bytes
+        from tlc.data.images import ImageError, decode_bytes
 
         if not contents:
             raise BadRequest(400, f"{name}: empty")
@@ -139,12 +140,12 @@ class Served:
         """The run's spec.lock.yaml as data, read once."""
         import yaml
 
-        return yaml.safe_load((self.run.folder / "spec.lock.yaml").read_text())
+        return yaml.safe_load(RunLayout(self.run.folder).spec_lock.read_text())
 
     def class_index(self, name: str | None) -> int | None:
         """`?class=NAME` of /explain: its index (None: the top prediction); an unknown name is a 400."""
-        from ..errors import UsageError
-        from ..explain import class_index
+        from tlc.errors import UsageError
+        from tlc.use.explain import class_index
 
         try:
             return class_index(self.run.classes, name, option="class")
@@ -154,7 +155,7 @@ class Served:
     @functools.cached_property
     def explainer(self):
         """Grad-CAM over the served predictor (`tlc explain`'s), built on the first /explain."""
-        from ..explain import Explainer
+        from tlc.use.explain import Explainer
 
         return Explainer(self.run, self.predictor)
 
@@ -164,7 +165,7 @@ class Served:
     @staticmethod
     def tta_of(value: str | None) -> str | None:
         """`?tta=flip`: the test-time augmentation asked for (None: none); another value is a 400."""
-        from ..formats import TTA
+        from tlc.use.formats import TTA
 
         if value in (None, "", "none"):
             return None

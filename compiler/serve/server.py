@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from ..errors import RunError, UsageError
+from tlc.errors import RunError, UsageError
 from .app import create_app
 from .batching import Served
 from .uploads import Limits

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_npy_rows
-from ..data.pipeline import IN_MEMORY_LIMIT, Feed
+from tlc.atomic import write_npy_rows
+from tlc.data.pipeline import IN_MEMORY_LIMIT, Feed
 
 STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
               "GaussianDropout", "AlphaDropout")
@@ -26,7 +26,7 @@ EVAL_BATCH_BYTES = 64 * 2**20  # validating the tail on features: batches up to 
 
 
 @dataclass
-class Split:
+class Workload:
     """What to train in a phase: the whole model on images, or its tail on cached features."""
 
     model: Any
@@ -69,23 +69,23 @@ def _cut_tensor(model, k: int):
 
 
 def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
-          batch_size: int = 32, off_because: str = "--no-cache", memory: dict | None = None) -> Split:
+          batch_size: int = 32, off_because: str = "--no-cache", memory: dict | None = None) -> Workload:
     """`memory` (path -> array) keeps features read once in this process (a tune worker's trials)."""
     if not enabled:
-        return Split(model, train, val, f"feature cache: off ({off_because})")
+        return Workload(model, train, val, f"feature cache: off ({off_because})")
     k, why = boundary(model)
     if k <= 1:
-        return Split(model, train, val, f"feature cache: not used ({why}; nothing before it is frozen)")
+        return Workload(model, train, val, f"feature cache: not used ({why}; nothing before it is frozen)")
     if k >= len(model.layers):
-        return Split(model, train, val, f"feature cache: not used ({why}; nothing to train)")
+        return Workload(model, train, val, f"feature cache: not used ({why}; nothing to train)")
     cut = _cut_tensor(model, k)
     if cut is None:
-        return Split(model, train, val, "feature cache: not used (the layers that train read more than one "
+        return Workload(model, train, val, "feature cache: not used (the layers that train read more than one "
                                         "output of the frozen part: a shortcut crosses the boundary)")
     augment = train.augment
     views = augment.spec.views if augment is not None else None
     if augment is not None and not views:
-        return Split(model, train, val, "feature cache: off (augmentation changes the training images every "
+        return Workload(model, train, val, "feature cache: off (augmentation changes the training images every "
                                         "epoch; set train.augment.views: K to cache K augmented views)")
     import keras
     import tensorflow as tf
@@ -122,7 +122,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         size = features[0].nbytes / 2**20
         note += (f"; {views} augmented views of {len(train):,} training images "
                  f"({size:,.1f} MB on disk, {size / views:,.1f} MB per view)")
-    return Split(tail, Feed.of(features[0], train.examples.labels, views=views or 1, targets=train.targets),
+    return Workload(tail, Feed.of(features[0], train.examples.labels, views=views or 1, targets=train.targets),
                  Feed.of(features[1], val.examples.labels), note, eval_batch_size, key, reused)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RunError
+from tlc.errors import RunError
+from tlc.layout import RunLayout
 
 METRICS = ("accuracy",)
 
@@ -126,7 +127,7 @@ class TensorBoardLog:
         if enabled:
             import tensorflow as tf
 
-            self.writers = {part: tf.summary.create_file_writer(str(folder / "logs" / part))
+            self.writers = {part: tf.summary.create_file_writer(str(RunLayout(folder).logs / part))
                             for part in ("train", "validation")}
 
     def write(self, epoch: int, row: dict) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.tfdata import without_autotune
-from ..errors import RunError
+from tlc.data.tfdata import without_autotune
+from tlc.errors import RunError
 from .epochs import per_example_loss, validate
 
 

@@ -16,16 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import data as datasets
-from ..data.split import split_record
-from ..emit import set_frozen
-from ..errors import RunError
-from ..figures import accuracy_plot, import_in_background
-from ..preflight import Ready, prepare
-from . import cache, controls, losses, precise_bn
+from tlc import data as datasets
+from tlc.data.split import split_record
+from tlc.build.emit import set_frozen
+from tlc.errors import RunError
+from tlc.show.figures import accuracy_plot, import_in_background
+from tlc.spec.preflight import Ready, prepare
+from . import cache
+from . import controls
+from . import losses
+from . import precise_bn
 from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit, reseed_random_layers, validate
-from .progress import Reporter
+from tlc.show.progress import Reporter
 from .runs import RunFolder
 from .state import State, metrics_record
 
@@ -144,7 +147,7 @@ class PhaseRunner:
         the feeds over the decoded-image store, class weights and the TensorBoard log."""
         import keras
 
-        from ..emit import compile as emit
+        from tlc.build.emit import compile as emit
 
         spec = ready.spec
         import_in_background()
@@ -293,8 +296,8 @@ class PhaseRunner:
                     self.reporter.note(line)
             metrics["image_store"] = store.record()
         plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", state.phase_starts)
-        extra = {"split.json": json.dumps(split_record(self.dataset), indent=1) + "\n"}
-        return Result(folder.finish(self.model, state, metrics, spec, plot, extra), metrics, self.model, folder.writer)
+        written = folder.finish(self.model, state, metrics, spec, plot, split_record(self.dataset))
+        return Result(written, metrics, self.model, folder.writer)
 
     def recalibrate_bn(self) -> dict | None:
         """Precise batch-norm statistics (`precise_bn`) for the batch norms that trained in the last
@@ -312,7 +315,7 @@ class PhaseRunner:
             return None
         part = self.last
         if part is None or part.model is self.model or part.train.views != 1:
-            part = cache.Split(self.model, *self.feeds, "")
+            part = cache.Workload(self.model, *self.feeds, "")
         batch_size = spec.train.batch_size
         started = time.perf_counter()
         before = self._validation(part)
@@ -333,7 +336,7 @@ class PhaseRunner:
 
 def data_note(dataset) -> str:
     """The data line: examples per part, classes, where they come from, and what was left out."""
-    from ..data.sources import describe_ignored
+    from tlc.data.sources import describe_ignored
 
     counts = ", ".join(f"{len(getattr(dataset, p)):,} {p}" for p in ("train", "val", "test") if len(getattr(dataset, p)))
     source = "streamed from files" if dataset.train.streamed else "in memory"

@@ -71,7 +71,7 @@ class Pool:
     def release(self) -> None:
         """Let go of the runs trained so far: the kept backbones forget the heads built on them
         (`emit.forget_heads`), so a run's model dies with the run's last reference to it."""
-        from ..emit import forget_heads
+        from tlc.build.emit import forget_heads
 
         for backbone, *_ in self.backbones.values():
             forget_heads(backbone)

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from ..spec import PRECISE_BN_IMAGES
+from tlc.spec.models import PRECISE_BN_IMAGES
 
 
 def images_wanted(setting) -> int | None:

@@ -14,9 +14,10 @@ import os
 import shutil
 from pathlib import Path
 
-from ..atomic import swap_folder, write_text, write_with
-from ..errors import RunError
-from .state import STATE, State, history_csv, lock_text
+from tlc.atomic import swap_folder, write_text, write_with
+from tlc.errors import RunError
+from .state import State, history_csv, lock_text
+from tlc.layout import RunLayout
 
 class RunFolder:
     """`writer=False` (a non-chief distributed worker) reads state to resume but writes nothing.
@@ -75,10 +76,10 @@ class RunFolder:
 
     def _start(self, spec, resume: bool, carry_cache: bool) -> State:
         spec_hash = hashlib.sha256(lock_text(spec).encode()).hexdigest()
-        state_file = self.work / STATE
+        state_file = RunLayout(self.work).state
         if resume:
             if not state_file.is_file():
-                where = f"; {self.final} is complete" if (self.final / "metrics.json").is_file() else ""
+                where = f"; {self.final} is complete" if RunLayout(self.final).metrics.is_file() else ""
                 raise RunError(f"nothing to resume: no interrupted run in {self.work}{where}")
             state = State(**json.loads(state_file.read_text()))
             if state.spec_hash != spec_hash:
@@ -142,14 +143,14 @@ class RunFolder:
         if not self.writer:
             return
         if not checkpoint:
-            write_text(self.work / "history.csv", history_csv(state.rows))
+            write_text(RunLayout(self.work).history, history_csv(state.rows))
             return
         name = f"ckpt-{state.epochs_done}.keras"
         previous = state.checkpoint
         write_with(self.work / name, model.save)
         state.checkpoint = name
-        write_text(self.work / STATE, json.dumps(state.__dict__, indent=1))
-        write_text(self.work / "history.csv", history_csv(state.rows))
+        write_text(RunLayout(self.work).state, json.dumps(state.__dict__, indent=1))
+        write_text(RunLayout(self.work).history, history_csv(state.rows))
         if previous and previous != name:
             (self.work / previous).unlink(missing_ok=True)
 
@@ -159,18 +160,18 @@ class RunFolder:
         if self.writer:
             shutil.rmtree(self.work, ignore_errors=True)
 
-    def finish(self, model, state: State, metrics: dict, spec, plot, extra: dict[str, str] | None = None) -> Path:
+    def finish(self, model, state: State, metrics: dict, spec, plot, split: dict) -> Path:
         """Write the run's files into the work folder, then swap it in for the final one."""
         if not self.writer:
             return self.final
-        for name, text in (extra or {}).items():
-            write_text(self.work / name, text)
-        write_with(self.work / "model.keras", model.save)
-        write_text(self.work / "history.csv", history_csv(state.rows))
-        write_text(self.work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_text(self.work / "spec.lock.yaml", lock_text(spec))
-        write_with(self.work / "accuracy.png", plot)
-        for leftover in [STATE, state.checkpoint, self.best_path.name]:
+        files = RunLayout(self.work)
+        write_text(files.split, json.dumps(split, indent=1) + "\n")
+        write_with(files.model, model.save)
+        write_text(files.history, history_csv(state.rows))
+        write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
+        write_text(files.spec_lock, lock_text(spec))
+        write_with(files.accuracy_plot, plot)
+        for leftover in [files.state.name, state.checkpoint, self.best_path.name]:
             if leftover:
                 (self.work / leftover).unlink(missing_ok=True)
         swap_folder(self.work, self.final)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import yaml
 
-STATE = "state.json"
 COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 
 
@@ -34,7 +33,7 @@ class State:
 def metrics_record(spec, model, state: State, phases, dataset, resumed: bool, strategy, class_weight) -> dict:
     """metrics.json: the contract's train_seconds, epochs, final and params, and what a person
     asks next (classes, examples, files left out, phases, cache, early stopping, weights)."""
-    from ..introspect import count_weights
+    from tlc.plan.introspect import count_weights
 
     trainable = count_weights(model.trainable_weights)
     total = model.count_params()

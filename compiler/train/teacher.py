@@ -22,42 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..run import RUN_FILES
-
-TEACHER = ("train", "distill", "teacher")
-
-
-def check_distill(spec) -> None:
-    """What `train.distill` needs, checked in the time `tlc check` takes: the teacher and the
-    unlabeled source exist, and the rest of the spec trains with a teacher."""
-    d, t = spec.train.distill, spec.train
-    where = Path(d.teacher)
-    if not where.exists():
-        raise spec.error(TEACHER, f"not found: {where} (a run folder of `tlc train`, or a .keras model)")
-    if where.is_dir():
-        missing = [name for name in RUN_FILES if not (where / name).is_file()]
-        if missing:
-            raise spec.error(TEACHER, f"{where} is not a finished tlc run (missing {', '.join(missing)}); "
-                                      "train the teacher first, or name a .keras model")
-    elif where.suffix != ".keras":
-        raise spec.error(TEACHER, f"must be a run folder or a .keras model; got {where}")
-    if d.unlabeled:
-        source = Path(d.unlabeled)
-        if not source.exists():
-            raise spec.error(("train", "distill", "unlabeled"), f"not found: {source}")
-        if not source.is_dir() and source.suffix != ".npz":
-            raise spec.error(("train", "distill", "unlabeled"),
-                             f"must be a folder of images or an .npz with x; got {source}")
-    if t.distribute == "multi_worker":
-        raise spec.error(("train", "distribute"), "train.distill trains with Keras's fit: use none or mirrored")
-    if t.class_weight is not None:
-        raise spec.error(("train", "class_weight"), "cannot be combined with train.distill (the teacher's "
-                                                    "probabilities already carry how likely each class is)")
-    if t.augment is not None and t.augment.active and not t.augment.views:
-        raise spec.error(("train", "augment", "views"),
-                         "train.distill keeps the teacher's probabilities per augmented view: set views: K "
-                         "(K views of every training image, augmented once, taught once)")
-
+from tlc.layout import RunLayout
 
 @dataclass
 class Teacher:
@@ -68,18 +33,18 @@ class Teacher:
 
     @classmethod
     def open(cls, spec, *, safe_mode: bool = True) -> Teacher:
-        from ..errors import RunError
-        from ..models import load_model
-        from ..predictor import Predictor
-        from ..run import Run
+        from tlc.errors import RunError
+        from tlc.build.loading import load_model
+        from tlc.use.predictor import Predictor
+        from tlc.use.run import Run
 
         where = Path(spec.train.distill.teacher)
-        folder = where if where.is_dir() else where.parent if where.name == "model.keras" else None
+        folder = where if where.is_dir() else where.parent if where.name == RunLayout(where).model.name else None
         try:
             if folder is not None and Run.is_run(folder):
                 run = Run.open(folder)
                 predictor = Predictor.of_run(run, safe_mode=safe_mode)
-                teacher = cls(where, predictor, run.classes, (run.model_path, folder / "spec.lock.yaml"))
+                teacher = cls(where, predictor, run.classes, (run.model_path, RunLayout(folder).spec_lock))
             else:
                 teacher = cls(where, Predictor(load_model(where, safe_mode=safe_mode), name=where.stem), None, (where,))
         except RunError as exc:
@@ -155,7 +120,7 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
 def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_dir: Path) -> None:
     """Every view of the training images, then the validation images, through the teacher, batch
     by batch into `path` (written atomically)."""
-    from ..atomic import write_npy_rows
+    from tlc.atomic import write_npy_rows
 
     hwc, batch = teacher.predictor.input_shape, spec.train.batch_size
     train_feed = _feed(spec, train, hwc, images_dir, augmented=_augments(spec), stored=views > 1)
@@ -181,18 +146,18 @@ def _feed(spec, examples, hwc: tuple, images_dir: Path, *, augmented: bool, stor
     """The teacher's view of `examples`: at its own size, augmented as the student's views when
     `augmented`; with `stored` (several views), files are read through an image store at that
     size, so each is decoded once."""
-    from ..data.pipeline import Feed
-    from ..data.sources import Examples, match_channels
+    from tlc.data.pipeline import Feed
+    from tlc.data.sources import Examples, match_channels
 
     augment = None
     if augmented:
-        from ..data.augment import Augmenter
+        from tlc.data.augment import Augmenter
 
         augment = Augmenter(spec.train.augment, spec.train.seed)
     if examples.files is not None:
         store = None
         if stored and spec.train.data.decode_cache:
-            from ..data.store import ImageStore
+            from tlc.data.store import ImageStore
 
             store = ImageStore.open(images_dir, examples.files, hwc)[0]
         return Feed(examples, hwc, None, augment, store=store)
@@ -205,7 +170,7 @@ def _feed(spec, examples, hwc: tuple, images_dir: Path, *, augmented: bool, stor
 
 
 def _key(teacher: Teacher, spec, train, val, views: int) -> str:
-    from ..data.sources import fingerprint_files
+    from tlc.data.sources import fingerprint_files
 
     digest = hashlib.sha256()
     fingerprint_files([os.path.abspath(f) for f in teacher.files], digest)

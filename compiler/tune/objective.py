@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InfeasibleError, SpecError, TlcError, one_line
-from ..loader import Document
-from ..train.progress import Reporter
-from . import space as spaces
+from tlc.errors import InfeasibleError, SpecError, TlcError, one_line
+from tlc.spec.loader import Document
+from tlc.show.progress import Reporter
+from tlc.spec import space as spaces
 
 SCALARS = (type(None), bool, int, float, str)
 
@@ -26,7 +26,7 @@ def optuna_choices(values: list) -> list:
 
 
 @dataclass
-class Outcome:
+class TrialOutcome:
     """What a trial ended as, for trials.csv, the progress display and `--json`."""
 
     number: int
@@ -84,7 +84,7 @@ class TrialReporter(Reporter):
 
 
 def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir: Path, *, heartbeat,
-              reporter: Reporter, images_dir: Path | None = None, pool=None, keep_all: bool = False) -> Outcome:
+              reporter: Reporter, images_dir: Path | None = None, pool=None, keep_all: bool = False) -> TrialOutcome:
     """Run `trial` and tell the study how it ended; returns the outcome (a KeyboardInterrupt is
     told as failed and raised again). `pool` is the worker's (`train.pool`); the trial's run
     folder is written only when it is the best so far, or with `keep_all`. The caller releases
@@ -92,13 +92,13 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
     import optuna
     from optuna.trial import TrialState
 
-    from ..preflight import prepare
-    from ..train.loop import train
-    from ..validation import validate
+    from tlc.spec.preflight import prepare
+    from tlc.train.loop import train
+    from tlc.spec.validation import validate
 
     started = time.perf_counter()
     params = suggest(trial, tune)
-    outcome = Outcome(trial.number, "failed", params={k: trial.params[k] for k in tune.space})
+    outcome = TrialOutcome(trial.number, "failed", params={k: trial.params[k] for k in tune.space})
     try:
         doc = Document(base.path, spaces.with_values(base.data, params), base.values, base.keys)
         ready = prepare(validate(doc), training=True)
@@ -146,7 +146,7 @@ def _features(per_phase: list[str]) -> str:
     return "computed" if "computed" in per_phase else ("reused" if "reused" in per_phase else "off")
 
 
-def _tell(study, trial, outcome: Outcome, state, started: float, progress: TrialReporter | None = None) -> Outcome:
+def _tell(study, trial, outcome: TrialOutcome, state, started: float, progress: TrialReporter | None = None) -> TrialOutcome:
     outcome.seconds = round(time.perf_counter() - started, 3)
     outcome.epoch_seconds = round(progress.epoch_seconds, 3) if progress is not None else 0.0
     for key, value in (("state", outcome.state), ("message", outcome.message), ("epochs", outcome.epochs),

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic import swap_folder, write_text, write_with
+from tlc.atomic import swap_folder, write_text, write_with
+from tlc.layout import RunLayout
 
 
 def trial_rows(study, tune) -> list[dict]:
@@ -43,7 +44,7 @@ def best_row(rows: list[dict], maximise: bool) -> dict | None:
 def write(study, tune, folder: Path, name: str, keep_trials: bool = False) -> dict:
     """Write the outputs into `folder` (runs/<name>/tune); returns the `--json` summary. With
     `keep_trials`, the trials' run folders stay (the best one is copied to best/)."""
-    from ..figures import importance_plot, tune_history_plot
+    from tlc.show.figures import importance_plot, tune_history_plot
 
     rows = trial_rows(study, tune)
     write_text(folder / "trials.csv", _csv(rows, list(tune.space)))
@@ -87,8 +88,8 @@ def _keep_best(folder: Path, number: int, name: str, copy: bool = False) -> None
             run = staged
         swap_folder(run, best)
         (best / "trial.txt").write_text(f"{number}\n")
-    if (best / "spec.lock.yaml").is_file():
-        data = yaml.safe_load((best / "spec.lock.yaml").read_text())
+    if RunLayout(best).spec_lock.is_file():
+        data = yaml.safe_load(RunLayout(best).spec_lock.read_text())
         data.pop("tune", None)
         write_text(folder / "best.yaml", f"# the best trial of study {name} (trial {number}); "
                                          "`tlc train` reproduces its history\n" + yaml.safe_dump(data, sort_keys=False))

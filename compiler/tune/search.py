@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import RunError
+from tlc.errors import RunError
+from tlc.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ def load(request: Request):
     """(spec, its tune section with the overrides) after validation and `tlc train`'s preflight
     of the data source, weights file and parameter limit (a missing data folder is exit 2 at
     once, not a study of failed trials), without TensorFlow or Optuna."""
-    from ..preflight import check_search_base
-    from ..validation import load_spec
+    from tlc.spec.preflight import check_search_base
+    from tlc.spec.validation import load_spec
 
     spec = load_spec(request.spec)
     if spec.tune is None:
@@ -50,12 +51,13 @@ def require_optuna() -> None:
 def search(request: Request, reporter=None) -> dict | None:
     """Run the study to `tune.trials` trials in all (or the timeout); the outputs' summary, or
     None in a spawned worker. A KeyboardInterrupt still writes the outputs, then propagates."""
-    from . import outputs, study as studies
-    from .progress import TuneReporter
+    from . import outputs
+    from . import study as studies
+    from tlc.show.progress import TuneReporter
 
     spec, tune = load(request)
     require_optuna()
-    folder = Path(request.runs) / spec.name / "tune"
+    folder = RunLayout(Path(request.runs) / spec.name).tune
     folder.mkdir(parents=True, exist_ok=True)
     storage, lock, url = studies.storage_of(folder, request.storage)
     name = request.study or spec.name

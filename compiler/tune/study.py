@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import RunError, UsageError, one_line
+from tlc.errors import RunError, UsageError, one_line
 
 STALE_SECONDS = 900  # a trial on another machine whose heartbeat is older than this is abandoned
 
@@ -89,7 +89,7 @@ def open_study(tune, storage, name: str, worker: int = 0):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from ..tune_spec import PRUNERS, SAMPLERS
+    from tlc.spec.tune import PRUNERS, SAMPLERS
     from .objective import optuna_choices
 
     grid = {"search_space": {path: optuna_choices(s.values) for path, s in tune.space.items()}} \
@@ -168,7 +168,7 @@ def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | 
          keep_trials: bool = False) -> list:
     """Run trials until the study has `total` or `timeout` seconds have passed; the outcomes.
     The trials share this process's datasets, features and compiled heads (`train.pool`)."""
-    from ..train.pool import Pool
+    from tlc.train.pool import Pool
     from .objective import custom_gradients, release_memory, run_trial
 
     outcomes, started, pool = [], time.monotonic(), Pool()

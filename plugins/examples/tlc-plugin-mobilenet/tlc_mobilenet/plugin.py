@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 import tlc
-from tlc.graph import Graph
-from tlc.layers import Activation, Add, BatchNormalization, Conv2D, Dense, GlobalPooling2D, Input
+from tlc.plan.graph import Graph
+from tlc.plan.layers import Activation, Add, BatchNormalization, Conv2D, Dense, GlobalPooling2D, Input
 
 
 class MobileNetV3Small(tlc.Backbone):

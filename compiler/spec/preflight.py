@@ -1,0 +1,204 @@
+"""One way in: everything a command can check about a spec before TensorFlow is imported.
+
+`build`, `train`, `predict` and `extract` with a spec, `tune` (its base spec, `check_search_base`)
+and the library's `compile`/`train` all start here, so a bad spec fails in the time `check` takes
+(exit 2 invalid, 1 infeasible), the same way for every command, and nothing is validated twice:
+the result carries the plan and the phases to run. Commands on a run folder start at `Run.open`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlc.errors import EXIT_OK, InfeasibleError, SpecError
+from tlc.layout import RunLayout
+from tlc.plan.planner import Plan, plan as make_plan
+from tlc.plan.report import Report
+from tlc.plugin.registry import get_registry
+
+from .models import SpecBase
+
+MAX_PARAMS = int(os.environ.get("TLC_MAX_PARAMS", 1_000_000_000))  # keeps hostile specs from exhausting memory
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One run of epochs under one freeze policy (`train.phases`, or the spec's own `freeze`)."""
+
+    freeze: Any
+    frozen_through: int
+    batch_norm: bool  # every backbone batch norm frozen too
+    epochs: int
+    learning_rate: float
+    first_epoch: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A spec that will build (and, when prepared for training, train): its plan and phases."""
+
+    spec: SpecBase
+    plan: Plan
+    phases: tuple[Phase, ...] = ()
+
+
+def prepare(source: str | os.PathLike | SpecBase, *, training: bool = False, epochs: int | None = None,
+            seed: int | None = None) -> Ready:
+    """Load (a path) and validate, plan, and check the weights file; with `training`, also the
+    `train:` section, every phase's freeze policy and the data source. `epochs` overrides every
+    phase's epochs, `seed` overrides `train.seed` (recorded in spec.lock.yaml)."""
+    from .validation import load_spec
+
+    spec = source if isinstance(source, SpecBase) else load_spec(source)
+    if training and spec.train is None:
+        raise spec.error((), "tlc train needs a `train:` section (data, epochs, ...)")
+    if seed is not None:
+        spec = _with_seed(spec, seed)
+    planned = make_plan(spec)
+    if not planned.ok:
+        raise InfeasibleError(f"infeasible: {planned.failure_message()}")
+    _check_size(spec, planned)
+    missing = missing_weights(spec)
+    if missing is not None:
+        raise missing
+    if not training:
+        return Ready(spec, planned)
+    _check_training(spec)
+    return Ready(spec, planned, schedule(spec, planned, epochs))
+
+
+def examine(path: str) -> Report:
+    """What `tlc check` and `tlc summarize` say of one spec file: its plan (with `min_input`) and
+    the located warnings about files it names that do not exist yet (a transfer spec is often
+    checked before its source model is trained), or its validation error."""
+    from .validation import load_spec
+
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        return Report(path, error=exc)
+    planned = make_plan(spec, min_input=True)
+    for missing in (missing_weights(spec, " (build and train need it)"), missing_data(spec, " (train needs it)")):
+        if missing is not None:
+            planned.warnings.append(str(missing))
+    return Report(path, plan=planned)
+
+
+def worst(reports: list[Report]) -> int:
+    """The exit code of a `tlc check` of several specs: the worst of theirs."""
+    return max((r.exit_code for r in reports), default=EXIT_OK)
+
+
+def check_search_base(spec: SpecBase) -> None:
+    """What `tlc tune` checks of its spec before any trial, as `tlc train` would: the data source,
+    the weights file and the parameter limit. Feasibility is each trial's own (its values may
+    change the shapes), so an infeasible base spec is left to the trials."""
+    _check_training(spec)
+    missing = missing_weights(spec)
+    if missing is not None:
+        raise missing
+    planned = make_plan(spec)
+    if planned.ok:
+        _check_size(spec, planned)
+
+
+def _check_size(spec: SpecBase, planned) -> None:
+    total = planned.params()["total"]
+    if total > MAX_PARAMS:
+        raise spec.error((), f"the model would have {total:,} parameters, more than the limit of "
+                             f"{MAX_PARAMS:,} (raise it with the TLC_MAX_PARAMS environment variable)")
+
+
+def _with_seed(spec: SpecBase, seed: int) -> SpecBase:
+    """The spec with another `train.seed`, still located in its file (errors name its lines)."""
+    copy = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
+    copy._document = spec.document
+    return copy
+
+
+def schedule(spec: SpecBase, planned: Plan, epochs: int | None = None) -> tuple[Phase, ...]:
+    """The phases to run: `train.phases`, or one phase with the spec's own freeze policy."""
+    t = spec.train
+    steps = [(p.freeze, through, bn, p.epochs, p.learning_rate)
+             for p, through, bn in zip(t.phases, planned.phases_frozen_through, planned.phases_freeze_batch_norm)]
+    if not steps:
+        steps = [(spec.freeze, planned.frozen_through, planned.freeze_batch_norm, t.epochs, None)]
+    out, first = [], 0
+    for policy, through, bn, n, lr in steps:
+        n = epochs or n
+        out.append(Phase(policy, through, bn, n, lr or t.optimizer.learning_rate, first))
+        first += n
+    return tuple(out)
+
+
+def _check_training(spec: SpecBase) -> None:
+    missing = missing_data(spec)
+    if missing is not None:
+        raise missing
+    es = spec.train.early_stopping
+    if es and es.monitor.startswith("val_") and spec.train.data.validation_split == 0:
+        raise spec.error(("train", "early_stopping", "monitor"),
+                         f"{es.monitor} needs validation data; set train.data.validation_split above 0")
+    if spec.train.distill is not None:
+        _check_distill(spec)
+
+
+def missing_weights(spec: SpecBase, note: str = ""):
+    """A located `SpecError` when `backbone.weights` names a file that does not exist, else None."""
+    import os
+
+    source = spec.backbone.weights_file
+    if source is None or os.path.isfile(source[0]):
+        return None
+    loc = ("backbone", "weights", "path") if source[1] else ("backbone", "weights")
+    return spec.error(loc, f"file not found: {source[0]}{note}")
+
+
+def missing_data(spec: SpecBase, note: str = ""):
+    """A located `SpecError` when the data source needs a path and `train.data.path` is missing
+    or names nothing, else None (checked without reading the source)."""
+    data = spec.train.data if spec.train is not None else None
+    if data is None or not get_registry().data_source(data.type).needs_path:
+        return None
+    if not data.path:
+        return spec.error(("train", "data"), f"type {data.type} needs a path")
+    if not os.path.exists(data.path):
+        return spec.error(("train", "data", "path"), f"not found: {data.path}{note}")
+    return None
+
+
+TEACHER = ("train", "distill", "teacher")
+
+
+def _check_distill(spec) -> None:
+    """What `train.distill` needs, checked in the time `tlc check` takes: the teacher and the
+    unlabeled source exist, and the rest of the spec trains with a teacher."""
+    d, t = spec.train.distill, spec.train
+    where = Path(d.teacher)
+    if not where.exists():
+        raise spec.error(TEACHER, f"not found: {where} (a run folder of `tlc train`, or a .keras model)")
+    if where.is_dir():
+        missing = RunLayout(where).missing()
+        if missing:
+            raise spec.error(TEACHER, f"{where} is not a finished tlc run (missing {', '.join(missing)}); "
+                                      "train the teacher first, or name a .keras model")
+    elif where.suffix != ".keras":
+        raise spec.error(TEACHER, f"must be a run folder or a .keras model; got {where}")
+    if d.unlabeled:
+        source = Path(d.unlabeled)
+        if not source.exists():
+            raise spec.error(("train", "distill", "unlabeled"), f"not found: {source}")
+        if not source.is_dir() and source.suffix != ".npz":
+            raise spec.error(("train", "distill", "unlabeled"),
+                             f"must be a folder of images or an .npz with x; got {source}")
+    if t.distribute == "multi_worker":
+        raise spec.error(("train", "distribute"), "train.distill trains with Keras's fit: use none or mirrored")
+    if t.class_weight is not None:
+        raise spec.error(("train", "class_weight"), "cannot be combined with train.distill (the teacher's "
+                                                    "probabilities already carry how likely each class is)")
+    if t.augment is not None and t.augment.active and not t.augment.views:
+        raise spec.error(("train", "augment", "views"),
+                         "train.distill keeps the teacher's probabilities per augmented view: set views: K "
+                         "(K views of every training image, augmented once, taught once)")

@@ -1,0 +1,68 @@
+"""`tlc compare`: runs grouped by name (the same spec trained with several seeds is one group),
+with the figures the seed article compares: validation accuracy after the first and the last
+epoch, training time, trainable vs frozen parameters, and the test accuracy once evaluated."""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .run import read_run
+from tlc.layout import RunLayout
+
+
+@dataclass
+class Group:
+    name: str
+    metrics: list[dict] = field(default_factory=list)
+    rows: list[list[dict]] = field(default_factory=list)
+    tests: list[float] = field(default_factory=list)  # test accuracy of evaluated runs
+
+    @property
+    def key(self) -> str:
+        rows = self.rows[0]
+        return "val_accuracy" if rows and "val_accuracy" in rows[0] else "accuracy"
+
+    def at(self, epoch: int) -> list[float]:
+        """The accuracy of every run after `epoch` (0-based; -1: the last)."""
+        return [rows[epoch][self.key] for rows in self.rows if rows]
+
+    def curve(self) -> tuple[list[int], list[float], list[float], list[float]]:
+        """(epochs, mean, min, max) over the runs, for the epochs all of them have."""
+        n = min(len(rows) for rows in self.rows)
+        values = [[rows[e][self.key] for rows in self.rows] for e in range(n)]
+        return (list(range(1, n + 1)), [statistics.fmean(v) for v in values], [min(v) for v in values],
+                [max(v) for v in values])
+
+    def seconds(self) -> float:
+        return statistics.fmean(m.get("train_seconds", 0.0) for m in self.metrics)
+
+
+def load_groups(paths: list[Path]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for path in paths:
+        metrics, rows = read_run(path)
+        group = groups.setdefault(metrics.get("name", Path(path).name), Group(metrics.get("name", Path(path).name)))
+        group.metrics.append(metrics)
+        group.rows.append(rows)
+        evaluation = RunLayout(path).evaluation
+        if evaluation.is_file():
+            group.tests.append(json.loads(evaluation.read_text())["accuracy"])
+    return list(groups.values())
+
+
+def verdict(groups: list[Group]) -> str | None:
+    """One sentence comparing two groups, first vs second (e.g. transfer vs scratch), by seed."""
+    if len(groups) != 2:
+        return None
+    a, b = groups
+    parts = []
+    for label, epoch in (("after epoch 1", 0), ("at the end", -1)):
+        va, vb = a.at(epoch), b.at(epoch)
+        ahead = sum(x > y for x, y in zip(va, vb))
+        parts.append(f"{label} {statistics.fmean(va):.3f} vs {statistics.fmean(vb):.3f} "
+                     f"({statistics.fmean(va) - statistics.fmean(vb):+.3f}, ahead in {ahead} of {min(len(va), len(vb))})")
+    what = a.key.replace("_", " ")
+    return (f"{a.name} vs {b.name}, {what}: " + "; ".join(parts) +
+            f"; training time {a.seconds():.1f} s vs {b.seconds():.1f} s")

@@ -1,0 +1,86 @@
+"""`tlc evaluate RUN`: the run's model on its held-out examples, per class, with a confusion matrix.
+
+The examples are found again from the run folder (`Run.held_out`): `split.json` lists the
+held-out files of a folder or csv source, and records the indices of an in-memory source
+(digits, npz, cifar10), which is read again through the resolved spec and checked against them.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from tlc.layout import RunLayout
+
+
+def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
+    """Accuracy, loss, top-k, per-class precision/recall/F1/support and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support, top_k_accuracy_score
+
+    k = len(names)
+    predicted = probabilities.argmax(axis=1)
+    every = list(range(k))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=every,
+                                                                     zero_division=0)
+    out = {
+        "examples": int(len(labels)),
+        "accuracy": float(np.mean(predicted == labels)),
+        "loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1), labels=every)),
+        "top_k": {},
+        "per_class": [{"class": names[c], "precision": float(precision[c]), "recall": float(recall[c]),
+                       "f1": float(f1[c]), "support": int(support[c])} for c in every],
+        "confusion": confusion_matrix(labels, predicted, labels=every).tolist(),
+        "classes": list(names),
+    }
+    if k > 3:
+        out["top_k"]["3"] = float(top_k_accuracy_score(labels, probabilities, k=3, labels=every))
+    return out
+
+
+def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 16) -> np.ndarray:
+    """Up to `limit` misclassified examples, the most confident mistakes first, taken in turn from
+    each true class (so one confused class does not fill the grid)."""
+    wrong = np.flatnonzero(probabilities.argmax(axis=1) != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]
+    per_class = [list(wrong[labels[wrong] == c]) for c in np.unique(labels[wrong])]
+    picked = []
+    while len(picked) < limit and any(per_class):
+        picked += [queue.pop(0) for queue in per_class if queue][: limit - len(picked)]
+    return np.array(picked, dtype="int64")
+
+
+def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str | None = None) -> dict:
+    """Evaluate a run (a `Run`, or its folder); writes evaluation.json, confusion.png and
+    misclassified.png into it. With `tta`, the metrics are those of the averaged views, and
+    `accuracy_no_tta` is the plain images' (both from the same pass)."""
+    from tlc.atomic import write_text, write_with
+    from tlc.data import naming_unreadable
+    from tlc.data.pipeline import Feed
+    from .explain import heat_maps
+    from .predictor import Predictor
+    from tlc.show.figures import confusion_plot, examples_grid
+    from .run import Run
+
+    run = Run.of(run)
+    spec, part = run.spec, run.choose_split(split)
+    examples = run.held_out(part)
+    predictor = Predictor.of_run(run, safe_mode=safe_mode)
+    feed = Feed(examples, spec.input.hwc, store=run.image_store)
+    with naming_unreadable([examples], fix="the run never read its held-out images; "
+                                           "replace it, or train again without it"):
+        views = predictor.of_feed(feed, tta=tta, per_view=True)
+    probs, names = views.mean(axis=0), run.classes
+    result = {"split": part, **scores(examples.labels, probs, names)}
+    if tta is not None:
+        result.update(tta=tta, accuracy_no_tta=float(np.mean(views[0].argmax(axis=1) == examples.labels)))
+    write_text(RunLayout(run.folder).evaluation, json.dumps(result, indent=2) + "\n")
+    title = f"{spec.name}: {part} split, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
+    write_with(RunLayout(run.folder).confusion_plot, confusion_plot(np.array(result["confusion"]), names, title))
+    wrong = worst_mistakes(examples.labels, probs)
+    if len(wrong):
+        images = run.images(examples.take(wrong), 16)
+        captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
+                    f"({probs[i].max():.2f})" for i in wrong]
+        heats = heat_maps(predictor, spec, images, [int(probs[i].argmax()) for i in wrong])
+        title = f"{spec.name}: misclassified" + (" (Grad-CAM of the predicted class)" if heats is not None else "")
+        write_with(RunLayout(run.folder).mistakes_plot, examples_grid(images, captions, title, heats))
+    return result

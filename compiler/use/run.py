@@ -1,0 +1,169 @@
+"""A finished run folder, read in one place for predict, evaluate, export, explain, serve and
+compare: its resolved spec, split record and metrics, its model, and its examples rebuilt (the
+held-out split, the training files, the decoded-image store). Opening one needs no TensorFlow,
+so a wrong folder fails at once."""
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlc.errors import RunError, SpecError, UsageError
+from tlc.layout import RunLayout
+
+
+@dataclass
+class Run:
+    """A finished run folder: its resolved spec, its split record (held-out examples), metrics
+    and model."""
+
+    folder: Path
+    spec: object
+    split: dict
+    metrics: dict
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> Run:
+        from tlc.spec.validation import load_spec
+
+        files = RunLayout(folder)
+        if not files.folder.is_dir():
+            raise UsageError(f"{folder}: no such run folder")
+        missing = files.missing()
+        if missing:
+            raise UsageError(f"{folder} is not a finished tlc run (missing {', '.join(missing)}); "
+                             "train one with `tlc train SPEC` (runs/<name>/)")
+        return cls(files.folder, load_spec(files.spec_lock), json.loads(files.split.read_text()),
+                   json.loads(files.metrics.read_text()))
+
+    @classmethod
+    def of(cls, run: Run | str | os.PathLike) -> Run:
+        """`run` itself when the caller opened it already (the CLI does, before TensorFlow loads)."""
+        return run if isinstance(run, Run) else cls.open(run)
+
+    @staticmethod
+    def is_run(folder: str | os.PathLike) -> bool:
+        return RunLayout(folder).finished
+
+    @property
+    def files(self) -> RunLayout:
+        return RunLayout(self.folder)
+
+    @property
+    def model_path(self) -> Path:
+        return self.files.model
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.split["classes"])
+
+    def model(self, *, safe_mode: bool = True):
+        from tlc.build.loading import load_model
+
+        return load_model(self.model_path, safe_mode=safe_mode)
+
+    def choose_split(self, asked: str | None = None) -> str:
+        """`asked` ('test' or 'val'), or the held-out rule of evaluate, export and quantize: test
+        when the run has one, else val."""
+        counts = self.split["counts"]
+        if asked == "test" and not counts.get("test"):
+            raise UsageError(f"{self.folder} has no test split (train.data.test_split was 0); "
+                             "use --split val, or train with a test_split")
+        if asked is None:
+            asked = "test" if counts.get("test") else "val"
+        if not counts.get(asked):
+            raise UsageError(f"{self.folder} has no {asked} examples")
+        return asked
+
+    def held_out(self, part: str):
+        """The run's `part` ('val' or 'test') examples, as recorded at training time: the files of a
+        folder or csv source, or the in-memory source read again and checked against its indices."""
+        import numpy as np
+
+        from tlc.data import load
+        from tlc.data.sources import Examples
+
+        files = self.split.get(f"{part}_files")
+        if files is not None:
+            missing = [f for f, _ in files if not Path(f).is_file()]
+            if missing:
+                raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
+                               + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+            return Examples(np.array([int(y) for _, y in files], dtype="int64"),
+                            files=np.array([f for f, _ in files]))
+        return getattr(self._checked(load(self.spec, check_files=False), part), part)
+
+    def held_out_images(self, limit: int | None = None):
+        """(split, examples, [0, 1] images) of the held-out rule's split (test, else val), the
+        first `limit` of them: what the export and quantize checks run the artifact on."""
+        import numpy as np
+
+        part = self.choose_split()
+        examples = self.held_out(part)
+        if limit is not None and len(examples) > limit:
+            examples = examples.take(np.arange(limit))
+        return part, examples, self.images(examples)
+
+    def images(self, examples, batch: int = 32):
+        """`examples` as one array of [0, 1] images, read from the decoded-image store when it has them."""
+        from tlc.data.pipeline import Feed
+
+        return Feed(examples, self.spec.input.hwc, store=self.image_store).array(batch)
+
+    @functools.cached_property
+    def image_store(self):
+        """The decoded-image store training filled (`metrics.json`'s `image_store`, else
+        `<runs>/.cache/images` beside the run), or None for an in-memory source, or with
+        `decode_cache: false`; evaluating reads the held-out images from it and adds the rest.
+        Opened once per `Run` (opening lists the source's files)."""
+        from tlc.data import image_store
+        from tlc.data.sources import read, source_of
+
+        if not source_of(self.spec.train.data).files or not self.spec.train.data.decode_cache:
+            return None
+        folder = Path(self.metrics.get("image_store", {}).get("folder") or self.folder.parent / ".cache" / "images")
+        try:
+            files = read(self.spec)[0].files
+        except (SpecError, RunError, OSError):  # the source moved or changed: decode the held-out files
+            return None
+        return image_store(self.spec, files, folder)[0]
+
+    def _checked(self, dataset, part: str):
+        """An in-memory source read again, refused when its `part` is not what was recorded."""
+        if dataset.indices[part].tolist() != self.split["indices"][part]:
+            raise RunError(f"the {part} examples differ from those recorded at training time "
+                           "(the data source or its split changed); use a new run")
+        return dataset
+
+    def training(self):
+        """The run's training examples (int8 calibration): for a file source, every file it lists
+        now except the recorded held-out and skipped ones; an in-memory source is read again and
+        checked against the recorded split."""
+        import numpy as np
+
+        from tlc.data import load
+
+        dataset = load(self.spec, check_files=False)
+        if dataset.train.files is None:
+            return self._checked(dataset, "val" if self.split["counts"].get("val") else "test").train
+        held = {f for part in ("val", "test") for f, _ in self.split.get(f"{part}_files", [])}
+        held |= set(self.split.get("skipped", []))
+        every = [getattr(dataset, part) for part in ("train", "val", "test")]
+        files = np.concatenate([e.files for e in every])
+        keep = np.array([str(f) not in held for f in files])
+        return type(every[0])(np.concatenate([e.labels for e in every])[keep], files=files[keep])
+
+
+def read_run(path: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """(metrics, history rows) of a finished run folder."""
+    folder, files = Path(path), RunLayout(path)
+    try:
+        metrics = json.loads(files.metrics.read_text())
+        with open(files.history, newline="") as handle:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    except FileNotFoundError as exc:
+        raise RunError(f"{folder} is not a finished tlc run (missing {Path(exc.filename).name})") from None
+    return metrics, rows
