@@ -1,25 +1,38 @@
 """tlc: transfer-learning models as short YAML specs, checked, built, explained and trained.
 
-Importing tlc does not import TensorFlow; only building and training do.
+The Python API (for notebooks; the CLI is the same code):
+
+    spec = tlc.load_spec("spec.yaml")    # validated, errors located in the file
+    plan = tlc.check(spec)               # shapes and params without TensorFlow
+    model = tlc.compile(spec)            # the keras.Model
+    run = tlc.train("spec.yaml")         # trains into runs/<name>/, returns a tlc.Run
+    run = tlc.Run("runs/name")           # a finished run
+    run.predict(["cat.jpg"])             # the answers of `tlc predict --json`
+    run.evaluate()                       # the answers of `tlc evaluate --json`
+    run.model                            # the self-contained keras.Model ([0, 1] images in)
+
+Importing tlc does not import TensorFlow; only building, training and predicting do.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ._version import __version__
-from tlc.plugin.components import Backbone, DataSource, Head
 from .errors import FieldError, InfeasibleError, RunError, SpecError, TlcError
-from tlc.plugin.hookspecs import hookimpl
-from tlc.spec.validation import load_spec
+from .plugin.components import Backbone, DataSource, Head
+from .plugin.hookspecs import hookimpl
+from .spec.validation import load_spec
+from .use.run import Run
 
 __all__ = [
-    "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "RunError", "SpecError", "TlcError",
-    "check", "compile", "hookimpl", "load_spec", "__version__",
+    "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "Run", "RunError", "SpecError", "TlcError",
+    "check", "compile", "hookimpl", "load_spec", "train", "__version__",
 ]
 
 
 def _as_spec(spec: Any):
-    from tlc.spec.models import SpecBase
+    from .spec.models import SpecBase
 
     return spec if isinstance(spec, SpecBase) else load_spec(spec)
 
@@ -27,13 +40,24 @@ def _as_spec(spec: Any):
 def check(spec: Any):
     """Plan a spec (object or path) without TensorFlow: a `Plan` with `.ok`, `.failure`,
     `.min_input`, `.layers` and `.params()`."""
-    from tlc.plan.planner import plan
+    from .plan.planner import plan
 
     return plan(_as_spec(spec))
 
 
 def compile(spec: Any):  # noqa: A001 - the public name from the contract
     """Build the `keras.Model` a spec (object or path) describes."""
-    from tlc.build.emit import compile as emit
+    from .build.emit import compile as emit
 
     return emit(_as_spec(spec))
+
+
+def train(spec: Any, runs: str | os.PathLike = "runs", *, epochs: int | None = None, seed: int | None = None,
+          resume: bool = False) -> Run:
+    """Train a spec (object or path) into `runs/<name>/`, as `tlc train` does (the same preflight,
+    the same files, quietly), and return the finished `Run`."""
+    from .spec.preflight import prepare
+    from .train.loop import train as run_training
+
+    result = run_training(prepare(_as_spec(spec), training=True, epochs=epochs, seed=seed), runs, resume=resume)
+    return Run.open(result.folder)

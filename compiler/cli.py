@@ -309,12 +309,13 @@ def predict(
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Classify images: the top classes with their probabilities."""
+    from tlc.use import model_source
     from tlc.use import predict as infer
 
-    found = infer.resolve(model)
+    found = model_source.resolve(model)
     files = infer.image_files(images)
     keras_ready()
-    results = infer.predict(infer.load(found, safe_mode=not unsafe), files, top, tta=chosen(tta))
+    results = infer.predict(model_source.load(found, safe_mode=not unsafe), files, top, tta=chosen(tta))
     if as_json:
         emit_json(results)
         return
@@ -335,16 +336,17 @@ def extract(
 ) -> None:
     """Run a feature extractor (e.g. VGG16 cut at fc2) over data and save the features (.npy)."""
     from tlc.show.progress import bars
+    from tlc.use import model_source
     from tlc.use import predict as infer
     from .atomic import write_text
 
     if output.suffix != ".npy":
         raise UsageError(f"--output must end in .npy, got {output}")
-    found = infer.resolve(spec)
+    found = model_source.resolve(spec)
     if not data.exists():
         raise UsageError(f"{data}: file not found")
     keras_ready()
-    predictor = infer.load(found, safe_mode=not unsafe)
+    predictor = model_source.load(found, safe_mode=not unsafe)
     with bars() as bar:
         task = bar.add_task("extracting", total=None)
         shape, sources = infer.extract(predictor, data, output,
@@ -377,19 +379,24 @@ def tune(
     Writes runs/<name>/tune/: trials.csv, best.yaml, best/, history.png, importance.png."""
     from tlc.show.progress import RichTuneReporter
     from tlc.show.tables import best_table
+    from tlc.spec.preflight import search_warnings
     from tlc.tune.search import Request, exit_code, load, require_optuna, search
 
     warn_plugin_failures()
     request = Request(spec, trials, timeout, workers, storage, study, runs, worker, keep_trials)
-    loaded, plan = load(request)  # an invalid spec or space fails before TensorFlow and Optuna load
+    loaded = load(request)  # an invalid spec or space fails before TensorFlow and Optuna load
+    plan = loaded[1]
     require_optuna()
+    if worker is None:
+        for warning in search_warnings(loaded[0]):
+            say(warning, error=True, label="warning", color="yellow")
     keras_ready()
     if worker is not None:
-        search(request)
+        search(request, loaded=loaded)
         return
     try:
         with RichTuneReporter(plan.metric, plan.budget) as reporter:
-            summary = search(request, reporter)
+            summary = search(request, reporter, loaded)
     except KeyboardInterrupt as stop:
         summary = stop.args[0] if stop.args and isinstance(stop.args[0], dict) else None
         say("interrupted; the running trial is marked failed" + (f", outputs in {summary['folder']}" if summary
@@ -412,6 +419,9 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder (runs/<name>).", show
 Split = choices("Split", ("test", "val"))
 Format = choices("Format", EXPORT_FORMATS)
 Quantize = choices("Quantize", QUANTIZE_MODES)
+
+
+MISTAKES_SHOWN = 5  # `tlc evaluate` names the worst few; evaluation.json lists every one
 
 
 @command
@@ -439,8 +449,15 @@ def evaluate(
     rich_console().print(evaluation_table(result))
     top = "".join(f", top-{k} {v:.4f}" for k, v in result["top_k"].items())
     plain = f" ({result['tta']} test-time augmentation; {result['accuracy_no_tta']:.4f} without)" if tta else ""
+    for wrong in result["mistakes"][:MISTAKES_SHOWN]:
+        say(f"mistake: {wrong['file']}: {wrong['true']}, predicted {wrong['predicted']} ({wrong['probability']:.3f})")
+    more = len(result["mistakes"]) - MISTAKES_SHOWN
+    if more > 0:
+        say(f"... and {more} more mistakes (evaluation.json lists them all)")
+    files = opened.files
+    pictures = [files.evaluation, files.confusion_plot] + ([files.mistakes_plot] if result["mistakes"] else [])
     say(f"{run}: {result['split']} accuracy {result['accuracy']:.4f}{plain}{top}, loss {result['loss']:.4f} on "
-        f"{result['examples']} examples; wrote {run / 'evaluation.json'}, {run / 'confusion.png'}")
+        f"{result['examples']} examples; wrote {', '.join(map(str, pictures))}")
 
 
 @command

@@ -24,6 +24,9 @@ class DenseHead(Head):
     output_activation: Literal["softmax", "sigmoid", "linear"] = Field(
         "softmax", description="softmax, sigmoid or linear (logits)")
 
+    def unused_fields(self) -> set[str]:
+        return set() if self.units else {"dropout", "activation"}  # both act on hidden layers only
+
     def layers(self, feature_shape: Shape) -> list[Layer]:
         out: list[Layer] = []
         if self.pool_size is not None:

@@ -151,7 +151,7 @@ def test_the_artifact_carries_the_backbones_preprocessing(tmp_path, write):
     import keras
     import onnxruntime as ort
 
-    from tlc.use.predictor import serving_model
+    from tlc.build.serving import serving_model
 
     spec = tlc.load_spec(write("input: {shape: [32, 32, 3]}\nbackbone: {type: vgg16, weights: imagenet}\n"
                                "head: {type: dense, classes: 3}\n"))

@@ -15,7 +15,7 @@ def test_plain_pip_install_works(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=600)
-    assert all((target / "tlc" / part).is_file() for part in ("cli.py", "plugins/vgg.py", "plugins/zoo.py"))
+    assert all((target / "tlc" / part).is_file() for part in ("cli.py", "plugins/vgg.py", "plugin/zoo.py", "spec/preflight.py", "task/__init__.py"))
     assert not (target / "compiler").exists() and not (target / "plugins").exists()
     code = ("import tlc, sys; from tlc.cli import main; print(tlc.__file__); "
             f"sys.argv = ['tlc', 'check', {str(EXAMPLES / 'digits_source.yaml')!r}]; main()")

@@ -39,7 +39,8 @@ def test_logits_become_probabilities_once_and_batches_do_not_change_answers():
 @pytest.mark.parametrize("last", ["dense", "activation"])
 def test_a_classifier_is_recognised_by_its_last_layer(last):
     from tlc.errors import RunError
-    from tlc.use.predictor import Predictor, output_activation
+    from tlc.build.serving import output_activation
+    from tlc.use.predictor import Predictor
 
     assert output_activation(_model("softmax", last)) == "softmax"
     Predictor(_model("softmax", last)).require_classifier()

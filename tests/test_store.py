@@ -87,9 +87,9 @@ def test_images_are_decoded_once_and_shared_by_epochs_specs_and_evaluate(write, 
         raise AssertionError("decoded again")
 
     monkeypatch.setattr(store_module, "decode_file", no_decoding)
-    from tlc.use.evaluate import evaluate
+    from tlc import Run
 
-    assert evaluate(tmp_path / "runs" / "b")["accuracy"] == accuracy  # all 24 from the store now
+    assert Run(tmp_path / "runs" / "b").evaluate()["accuracy"] == accuracy  # all 24 from the store now
 
 
 def test_training_from_the_store_equals_decoding_every_epoch(write, tmp_path):

@@ -157,7 +157,7 @@ def adapt_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
 def _input_rescaling(source: Any, kept: set[str]):
     """The per-channel scale of a Rescaling layer that the source applies to its input and the
     adapted backbone does not have (EfficientNet's ImageNet-only one), or None."""
-    for layer in source.layers:
+    for layer in _all_layers(source):
         scale = getattr(layer, "scale", None)
         if type(layer).__name__ == "Rescaling" and layer.name not in kept and isinstance(scale, (list, tuple)) \
                 and len(scale) == 3:

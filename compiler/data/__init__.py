@@ -30,6 +30,8 @@ class Dataset:
     indices: dict = field(default_factory=dict)  # part -> indices into the source's examples
     source_files: np.ndarray | None = None  # every file the source lists (the image store's list)
     unlabeled: Examples | None = None  # train.distill.unlabeled: training images taught by the teacher alone
+    warnings: list[str] = field(default_factory=list)  # located: a requested split that came out empty
+    skipped_why: list[str] = field(default_factory=list)  # one line per skipped file, naming it and why
 
     @functools.cached_property
     def training_examples(self) -> Examples:
@@ -52,7 +54,7 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
     examples, names, ignored = read(spec)
     listed = examples.files
     skipping = check_files and data.on_error == "skip"
-    examples, skipped = _readable(examples) if examples.streamed and skipping else (examples, [])
+    examples, skipped = _readable(examples) if examples.streamed and skipping else (examples, {})
     train, val, test = stratified(examples.labels, data.validation_split, data.test_split, spec.train.seed)
     if len(train) == 0:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
@@ -62,21 +64,38 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
 
         extra = read_unlabeled(spec, examples.streamed)
         if extra.files is not None:
-            extra, unreadable = _readable(extra) if skipping else (extra, [])
-            skipped += unreadable
+            extra, unreadable = _readable(extra) if skipping else (extra, {})
+            skipped |= unreadable
             listed = np.concatenate([listed, extra.files])
-    return Dataset(examples.take(train), examples.take(val), examples.take(test), names, skipped, ignored,
-                   {"train": train, "val": val, "test": test}, listed, extra)
+    warnings = empty_splits(spec, examples.labels, {"validation_split": val, "test_split": test})
+    return Dataset(examples.take(train), examples.take(val), examples.take(test), names, list(skipped), ignored,
+                   {"train": train, "val": val, "test": test}, listed, extra, warnings, list(skipped.values()))
 
 
-def _readable(examples: Examples) -> tuple[Examples, list[str]]:
-    """(the examples whose files decode, the files that do not) for `on_error: skip`."""
+def empty_splits(spec, labels: np.ndarray, parts: dict[str, np.ndarray]) -> list[str]:
+    """A located warning for each split the spec asks for (`validation_split`, `test_split` above
+    0) that came out empty: every class is too small for a share of it to round to one example."""
+    out = []
+    for key, indices in parts.items():
+        share = getattr(spec.train.data, key)
+        if share > 0 and len(indices) == 0:
+            largest = int(np.bincount(labels).max()) if len(labels) else 0
+            out.append(str(spec.error(("train", "data", key), (
+                f"{share} gives no {key.split('_')[0]} examples: the largest class has {largest} "
+                f"(round({largest} x {share}) = 0); add examples or raise {key}"))))
+    return out
+
+
+def _readable(examples: Examples) -> tuple[Examples, dict[str, str]]:
+    """(the examples whose files decode, {file: why} for those that do not) for `on_error: skip`."""
     from .images import unreadable
 
-    bad = np.array(sorted(unreadable(examples.files)), dtype="int64")
+    found = unreadable(examples.files)
+    bad = np.array(sorted(found), dtype="int64")
     if not len(bad):
-        return examples, []
-    return examples.take(np.setdiff1d(np.arange(len(examples)), bad)), [str(f) for f in examples.files[bad]]
+        return examples, {}
+    return (examples.take(np.setdiff1d(np.arange(len(examples)), bad)),
+            {str(examples.files[i]): found[i] for i in bad})
 
 
 @contextlib.contextmanager
@@ -115,7 +134,7 @@ def image_store(spec, files: np.ndarray | None, folder: Path):
         return None, "image store: off (train.data.decode_cache: false); every epoch decodes the images"
     from .store import ImageStore
 
-    return ImageStore.open(folder, files, spec.input.hwc)
+    return ImageStore.open(folder, files, spec.input.hwc, fit_of(spec))
 
 
 def feeds(spec, dataset: Dataset, store=None):
@@ -128,6 +147,12 @@ def feeds(spec, dataset: Dataset, store=None):
         from .augment import Augmenter
 
         augment = Augmenter(a, spec.train.seed)
-    preprocess = spec.backbone.preprocess
-    return (Feed(dataset.training_examples, spec.input.hwc, preprocess, augment, store=store),
-            Feed(dataset.val, spec.input.hwc, preprocess, store=store))
+    preprocess, fit = spec.backbone.preprocess, fit_of(spec)
+    return (Feed(dataset.training_examples, spec.input.hwc, preprocess, augment, store=store, fit=fit),
+            Feed(dataset.val, spec.input.hwc, preprocess, store=store, fit=fit))
+
+
+def fit_of(spec) -> str:
+    """How the spec's image files meet its input (`train.data.fit`; a spec without a `train:`
+    section stretches, as Keras does)."""
+    return spec.train.data.fit if spec.train is not None else "stretch"

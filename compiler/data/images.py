@@ -8,7 +8,10 @@ A photo comes out as every photo viewer shows it, at the model's input size, as 
   covers the target (Pillow's `draft`: a 12-MP photo for a 128x128 input costs a fraction of a
   full decode);
 - **without aliasing**: then resized with Pillow's antialiased bilinear filter (its support
-  widens with the downscale factor), stretched to the input's aspect as Keras does;
+  widens with the downscale factor);
+- **to the input's aspect as asked** (`train.data.fit`): `stretch` (as Keras's
+  `image_dataset_from_directory` does by default), `crop` (the centre at the input's aspect,
+  Keras's `crop_to_aspect_ratio`) or `pad` (letterboxed with black, `pad_to_aspect_ratio`);
 - **to the model's channels**: colour to one channel by luminance (ITU-R 601-2), one channel to
   several by repetition, alpha dropped; CMYK JPEGs and palette images converted, 16-bit images
   scaled to 8 bits (not clipped);
@@ -28,6 +31,8 @@ import numpy as np
 MAX_PIXELS = 89_478_485
 #: How an image reaches the input size; part of the decoded-image store's key.
 RESIZE_RULE = "exif-upright, dct-draft, pillow-bilinear-antialias, uint8"
+#: `train.data.fit`: how an image of another aspect ratio meets the input.
+FITS = ("stretch", "crop", "pad")
 ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 SCAN_THREADS = os.cpu_count() or 2
 
@@ -36,26 +41,46 @@ class ImageError(ValueError):
     """A file that is not a decodable image, or is too large to decode; the message names it."""
 
 
-def decode_file(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image file -> (h, w, channels) uint8, upright, at `size`."""
+def decode_rule(fit: str = "stretch") -> str:
+    """The decoder's settings as the image store keys them (a store made before `fit` existed
+    stretched, and keeps its key)."""
+    return RESIZE_RULE if fit == "stretch" else f"{RESIZE_RULE}, fit {fit}"
+
+
+def decode_file(path: str, size: tuple[int, int], channels: int, fit: str = "stretch") -> np.ndarray:
+    """One image file -> (h, w, channels) uint8, upright, at `size`, fitted as `fit` says."""
     try:
         with open(path, "rb") as handle:
-            return _decode(handle, size, channels, path)
+            return _decode(handle, size, channels, path, fit)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def decode_bytes(contents: bytes, size: tuple[int, int], channels: int, name: str = "image") -> np.ndarray:
+def decode_bytes(contents: bytes, size: tuple[int, int], channels: int, name: str = "image",
+                 fit: str = "stretch") -> np.ndarray:
     """An encoded image (an upload to `tlc serve`) -> (h, w, channels) uint8, exactly as a file."""
-    return _decode(io.BytesIO(contents), size, channels, name)
+    return _decode(io.BytesIO(contents), size, channels, name, fit)
 
 
-def decode_many(paths, size: tuple[int, int], channels: int) -> np.ndarray:
+def decode_many(paths, size: tuple[int, int], channels: int, fit: str = "stretch") -> np.ndarray:
     """Several files -> (n, h, w, channels) uint8 (Pillow releases the GIL while it decodes)."""
     out = np.empty((len(paths), *size, channels), np.uint8)
     for i, path in enumerate(paths):
-        out[i] = decode_file(_text(path), size, channels)
+        out[i] = decode_file(_text(path), size, channels, fit)
     return out
+
+
+def placement(width: int, height: int, size: tuple[int, int], fit: str = "stretch") -> tuple[float, ...]:
+    """Where the input's pixels come from in an upright image of `width` x `height`: (top, left,
+    bottom, right) in the image's pixels of the input's whole area (for `pad`, an area larger
+    than the image: the bands beyond it are the padding). Maps a heat map back onto the photo."""
+    h, w = size
+    if fit == "stretch":
+        return 0.0, 0.0, float(height), float(width)
+    scale = max(h / height, w / width) if fit == "crop" else min(h / height, w / width)
+    tall, wide = h / scale, w / scale  # the input's area in the image's pixels
+    top, left = (height - tall) / 2, (width - wide) / 2
+    return top, left, top + tall, left + wide
 
 
 def oriented_size(path: str) -> tuple[int, int]:
@@ -72,7 +97,7 @@ def _too_large(name: str, what: str) -> ImageError:
                       "(a decompression bomb?); not decoded")
 
 
-def _decode(source, size: tuple[int, int], channels: int, name: str) -> np.ndarray:
+def _decode(source, size: tuple[int, int], channels: int, name: str, fit: str = "stretch") -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _quiet_bomb_warning(Image)
@@ -88,8 +113,7 @@ def _decode(source, size: tuple[int, int], channels: int, name: str) -> np.ndarr
             image.load()
             image = _upright(image, ImageOps)
             image = _eight_bit(image, Image).convert("L" if channels != 3 else "RGB")
-            if image.size != (w, h):
-                image = image.resize((w, h), Image.Resampling.BILINEAR)
+            image = _fitted(image, (w, h), fit, Image, ImageOps)
             pixels = np.asarray(image, dtype=np.uint8)
     except ImageError:
         raise
@@ -102,6 +126,18 @@ def _decode(source, size: tuple[int, int], channels: int, name: str) -> np.ndarr
     if pixels.shape[-1] != channels:
         pixels = np.repeat(pixels, channels, axis=-1)
     return pixels
+
+
+def _fitted(image, size: tuple[int, int], fit: str, Image, ImageOps):
+    """`image` at `size` (width, height): stretched, centre-cropped or letterboxed to its aspect,
+    with the antialiased bilinear filter."""
+    if image.size == size:
+        return image
+    if fit == "crop":
+        return ImageOps.fit(image, size, Image.Resampling.BILINEAR)
+    if fit == "pad":
+        return ImageOps.pad(image, size, Image.Resampling.BILINEAR, color=0)
+    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def _quiet_bomb_warning(Image) -> None:

@@ -30,6 +30,7 @@ class Feed:
     augment: Any = None  # an Augmenter, for training batches
     views: int = 1  # an array of `views` stacked copies (cached augmented views): epoch e reads view e mod views
     store: Any = None  # an ImageStore holding the files decoded (None: decode every time)
+    fit: str = "stretch"  # train.data.fit: how a file of another aspect meets the input (the store has its own)
     # Distillation's targets in place of the labels: (views * n, 1 + classes) float32 rows of
     # (label, or -1 for an unlabeled image; the teacher's probabilities), epoch e reading view e mod views.
     targets: np.ndarray | None = None
@@ -122,7 +123,7 @@ class Feed:
         files, (h, w, c) = self.examples.files, self.hwc
         if self.store is not None:
             return self.store.reader(files)
-        return lambda ids: decode_many(files[np.asarray(ids)], (h, w), c)
+        return lambda ids: decode_many(files[np.asarray(ids)], (h, w), c, self.fit)
 
     def _offset(self, epoch, n: int, views: int | None = None):
         """Where epoch `epoch`'s view starts in an array of `views` (default: the feed's) stacked views."""

@@ -112,7 +112,7 @@ def read_unlabeled(spec, streamed: bool) -> Examples:
 
         h, w, c = spec.input.hwc
         try:
-            images = decode_many(files, (h, w), c).astype("float32") / 255.0
+            images = decode_many(files, (h, w), c, spec.train.data.fit).astype("float32") / 255.0
         except ImageError as exc:
             raise spec.error(UNLABELED, str(exc)) from None
         return Examples(np.full(len(files), -1, "int64"), images=images)

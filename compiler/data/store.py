@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tlc.atomic import write_text
-from .images import RESIZE_RULE, decode_file, decode_many
+from .images import decode_file, decode_many, decode_rule
 
 STAMP = 16  # bytes per row's stamp: size and mtime_ns, int64 each
 
@@ -42,8 +42,8 @@ class ImageStore:
 
     _fd: int | None = None
 
-    def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int]):
-        self.path, self.files, self.hwc = path, files, tuple(hwc)
+    def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch"):
+        self.path, self.files, self.hwc, self.fit = path, files, tuple(hwc), fit
         self.row_bytes = int(np.prod(self.hwc))
         self.decoded = self.from_store = 0
         self.failure: str | None = None  # why writing stopped (the disk filled up), if it did
@@ -52,10 +52,11 @@ class ImageStore:
 
     # --- opening ----------------------------------------------------------------------------------
     @classmethod
-    def open(cls, folder: Path, files: np.ndarray, hwc: tuple[int, int, int]) -> tuple[ImageStore | None, str]:
+    def open(cls, folder: Path, files: np.ndarray, hwc: tuple[int, int, int],
+             fit: str = "stretch") -> tuple[ImageStore | None, str]:
         """The store for `files` at `hwc` in `folder`, created when missing; (None, why) when it
         cannot be (a full disk, an unwritable folder), so training goes on decoding every epoch."""
-        key = store_key(files, hwc)
+        key = store_key(files, hwc, fit)
         path = Path(folder) / f"{key}.u8"
         size = len(files) * (STAMP + int(np.prod(hwc)))
         try:
@@ -63,9 +64,9 @@ class ImageStore:
                 if not path.is_file() or path.stat().st_size != size:
                     _create(path, size)
                     write_text(Path(folder) / f"{key}.json", json.dumps(
-                        {"images": len(files), "shape": list(hwc), "decode": RESIZE_RULE,
+                        {"images": len(files), "shape": list(hwc), "decode": decode_rule(fit),
                          "first_file": str(files[0]) if len(files) else None}, indent=1) + "\n")
-            return cls(path, files, hwc), ""
+            return cls(path, files, hwc, fit), ""
         except OSError as exc:
             return None, f"image store: off (cannot keep {size / 2**20:,.0f} MB in {folder}: " \
                          f"{exc.strerror or exc}); every epoch decodes the images"
@@ -85,7 +86,7 @@ class ImageStore:
                 return self.read(wanted)
             out = np.empty((len(ids), *self.hwc), np.uint8)
             out[listed] = self.read(wanted[listed])
-            out[~listed] = decode_many(files[ids[~listed]], self.hwc[:2], self.hwc[2])
+            out[~listed] = decode_many(files[ids[~listed]], self.hwc[:2], self.hwc[2], self.fit)
             return out
 
         return read
@@ -104,7 +105,7 @@ class ImageStore:
             if valid:
                 out[j] = self.row(i)
                 continue
-            out[j] = decode_file(str(self.files[i]), self.hwc[:2], self.hwc[2])
+            out[j] = decode_file(str(self.files[i]), self.hwc[:2], self.hwc[2], self.fit)
             decoded += 1
             if stamp is not None:
                 self._write(i, out[j], stamp)
@@ -169,9 +170,9 @@ class ImageStore:
                 f"({self.bytes / 2**20:,.1f} MB at {self.path.parent})")
 
 
-def store_key(files: np.ndarray, hwc: tuple[int, int, int]) -> str:
+def store_key(files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch") -> str:
     """The store's name: the file list (absolute paths, in order) and the decode settings."""
-    digest = hashlib.sha256(f"{tuple(int(d) for d in hwc)}|{RESIZE_RULE}\n".encode())
+    digest = hashlib.sha256(f"{tuple(int(d) for d in hwc)}|{decode_rule(fit)}\n".encode())
     for name in files:
         digest.update(f"{os.path.abspath(name)}\n".encode())
     return digest.hexdigest()[:20]

@@ -34,6 +34,12 @@ class _Typed(StrictModel):
                                                                        if cls.__doc__ else "")
 
 
+    def unused_fields(self) -> set[str]:
+        """Fields whose value changes nothing as this component is configured (the dense head's
+        dropout without hidden layers): `tlc tune` warns when its space searches one."""
+        return set()
+
+
 class WeightsFile(StrictModel):
     """`weights: {path: ..., sha256: ...}`: a weights file whose checksum is verified before loading."""
 

@@ -74,7 +74,7 @@ class Served:
             raise BadRequest(400, f"{name}: empty")
         h, w, c = self.run.spec.input.hwc
         try:
-            return decode_bytes(contents, (h, w), c, name).astype(np.float32) / 255.0
+            return decode_bytes(contents, (h, w), c, name, self.predictor.fit).astype(np.float32) / 255.0
         except ImageError as exc:
             raise BadRequest(400, f"{exc} (PNG, JPEG, GIF, BMP or WebP)") from None
 

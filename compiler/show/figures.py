@@ -121,7 +121,8 @@ def examples_grid(images, captions: list[str], title: str, heats=None):
         cols = min(n, 4)
         rows = math.ceil(n / cols)
         size = 2.6 if n > 1 else 4.0
-        fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (size + 0.3) * rows), dpi=110, squeeze=False)
+        width = max(size * cols, 7.0)  # room for the title, also over one or two images
+        fig, axes = plt.subplots(rows, cols, figsize=(width, (size + 0.5) * rows + 0.4), dpi=110, squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
         for k, (ax, image, caption) in enumerate(zip(axes.ravel(), images, captions)):
@@ -130,7 +131,7 @@ def examples_grid(images, captions: list[str], title: str, heats=None):
             if heats is not None:
                 ax.imshow(heats[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
             ax.set_title(caption, fontsize=8)
-        fig.suptitle(title)
+        fig.suptitle(title, wrap=True)
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)

@@ -111,6 +111,10 @@ class DataSpec(StrictModel):
         None, description="[h, w]: resize in-memory images to the input (image files are always resized)")
     on_error: Literal["error", "skip"] = Field(
         "error", description="an unreadable image: error names it and stops; skip leaves it out and lists it")
+    fit: Literal["stretch", "crop", "pad"] = Field(
+        "stretch", description="how an image of another aspect ratio meets the input: stretch (as Keras), crop "
+                               "(the centre, Keras's crop_to_aspect_ratio) or pad (letterboxed, pad_to_aspect_ratio); "
+                               "the same in train, predict, explain, serve and export")
     decode_cache: bool = Field(
         True, description="keep every image file decoded at the input size (uint8, <runs>/.cache/images/) "
                           "after its first read, for later epochs, other specs, tune trials and evaluate")

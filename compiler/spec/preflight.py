@@ -54,8 +54,8 @@ def prepare(source: str | os.PathLike | SpecBase, *, training: bool = False, epo
     spec = source if isinstance(source, SpecBase) else load_spec(source)
     if training and spec.train is None:
         raise spec.error((), "tlc train needs a `train:` section (data, epochs, ...)")
-    if seed is not None:
-        spec = _with_seed(spec, seed)
+    if training and (seed is not None or epochs is not None):
+        spec = _overridden(spec, seed, epochs)
     planned = make_plan(spec)
     if not planned.ok:
         raise InfeasibleError(f"infeasible: {planned.failure_message()}")
@@ -66,7 +66,7 @@ def prepare(source: str | os.PathLike | SpecBase, *, training: bool = False, epo
     if not training:
         return Ready(spec, planned)
     _check_training(spec)
-    return Ready(spec, planned, schedule(spec, planned, epochs))
+    return Ready(spec, planned, schedule(spec, planned))
 
 
 def examine(path: str) -> Report:
@@ -83,12 +83,48 @@ def examine(path: str) -> Report:
     for missing in (missing_weights(spec, " (build and train need it)"), missing_data(spec, " (train needs it)")):
         if missing is not None:
             planned.warnings.append(str(missing))
+    if spec.tune is not None:
+        planned.warnings += search_warnings(spec)
     return Report(path, plan=planned)
 
 
 def worst(reports: list[Report]) -> int:
     """The exit code of a `tlc check` of several specs: the worst of theirs."""
     return max((r.exit_code for r in reports), default=EXIT_OK)
+
+
+def search_warnings(spec: SpecBase) -> list[str]:
+    """Located warnings for `tune.space` paths that change nothing for some values. The spec is
+    validated as a trial's would be with each value of each choice (or as it is, with no choice
+    to make); a searched `backbone.X` or `head.X` that the component reports unused in all of
+    them changes nothing in this spec, in some of them, when the first such value is chosen."""
+    from .loader import Document
+    from .space import with_values
+    from .validation import validate
+
+    doc, tune = spec.document, spec.tune
+    variants = [(path, value) for path, space in tune.space.items() if getattr(space, "type", None) == "choice"
+                for value in space.values] or [("", None)]
+    unused: dict[str, list[tuple[str, Any]]] = {}
+    valid = 0
+    for path, value in variants:
+        try:
+            trial = validate(Document(doc.path, with_values(doc.data, {path: value} if path else {}),
+                                      doc.values, doc.keys))
+        except SpecError:
+            continue  # an invalid combination is the trial's own (infeasible, with its message)
+        valid += 1
+        for part in ("backbone", "head"):
+            for name in getattr(trial, part).unused_fields():
+                if f"{part}.{name}" in tune.space and f"{part}.{name}" != path:
+                    unused.setdefault(f"{part}.{name}", []).append((path, value))
+    out = []
+    for searched, where in unused.items():
+        path, value = where[0]
+        when = "in this spec" if len(where) == valid else f"when {path} is {value!r}"
+        out.append(str(spec.error(("tune", "space", searched),
+                                  f"changes nothing {when}: those trials differ in it for nothing")))
+    return out
 
 
 def check_search_base(spec: SpecBase) -> None:
@@ -111,14 +147,21 @@ def _check_size(spec: SpecBase, planned) -> None:
                              f"{MAX_PARAMS:,} (raise it with the TLC_MAX_PARAMS environment variable)")
 
 
-def _with_seed(spec: SpecBase, seed: int) -> SpecBase:
-    """The spec with another `train.seed`, still located in its file (errors name its lines)."""
-    copy = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
+def _overridden(spec: SpecBase, seed: int | None, epochs: int | None) -> SpecBase:
+    """The spec with the command line's `--seed` and `--epochs` written in (every phase's epochs),
+    still located in its file (errors name its lines): what runs, and what spec.lock.yaml records."""
+    update: dict[str, Any] = {}
+    if seed is not None:
+        update["seed"] = seed
+    if epochs is not None:
+        update["epochs"] = epochs
+        update["phases"] = [p.model_copy(update={"epochs": epochs}) for p in spec.train.phases]
+    copy = spec.model_copy(update={"train": spec.train.model_copy(update=update)})
     copy._document = spec.document
     return copy
 
 
-def schedule(spec: SpecBase, planned: Plan, epochs: int | None = None) -> tuple[Phase, ...]:
+def schedule(spec: SpecBase, planned: Plan) -> tuple[Phase, ...]:
     """The phases to run: `train.phases`, or one phase with the spec's own freeze policy."""
     t = spec.train
     steps = [(p.freeze, through, bn, p.epochs, p.learning_rate)
@@ -127,7 +170,6 @@ def schedule(spec: SpecBase, planned: Plan, epochs: int | None = None) -> tuple[
         steps = [(spec.freeze, planned.frozen_through, planned.freeze_batch_norm, t.epochs, None)]
     out, first = [], 0
     for policy, through, bn, n, lr in steps:
-        n = epochs or n
         out.append(Phase(policy, through, bn, n, lr or t.optimizer.learning_rate, first))
         first += n
     return tuple(out)

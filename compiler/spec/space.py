@@ -58,6 +58,26 @@ def _types(data, tune, part: str) -> list[str | None]:
     return [value.get("type") if isinstance(value, dict) else None]
 
 
+def keys_at(loc: tuple, data: dict, model) -> list[str]:
+    """The keys the mapping at `loc` may have (for "did you mean"), walking the spec model or the
+    backbone's or head's type as `check_paths` does; [] when that cannot be told."""
+    if not loc:
+        return sorted(model.model_fields)
+    kind = data[loc[0]].get("type") if isinstance(data.get(loc[0]), dict) else None
+    how, current = _root(model, (*loc, "?"), kind)
+    if how != "model":
+        return []
+    skip = 1 if loc[0] in ("backbone", "head") else 0
+    for part in loc[skip:]:
+        if isinstance(part, int):
+            current = _item_model(current)
+        else:
+            current = (_fields(current) or {}).get(part)
+        if current is None:
+            return []
+    return sorted(_fields(current) or {})
+
+
 def _root(model, loc, kind):
     """The pydantic model a path starts in: the spec's, or a backbone/head type's."""
     from tlc.plugin.registry import get_registry

@@ -25,11 +25,11 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     data = dict(doc.data)
     data.setdefault("name", default_name(doc.path))
     _resolve_paths(doc, data)
+    model = spec_model(registry, _type_of(data.get("backbone")), _type_of(data.get("head")))
     try:
-        model = spec_model(registry, _type_of(data.get("backbone")), _type_of(data.get("head")))
         spec = model.model_validate(data)
     except ValidationError as exc:
-        raise _located(doc, data, exc.errors(include_url=False), registry) from None
+        raise _located(doc, data, exc.errors(include_url=False), registry, model) from None
     spec._document = doc
     if spec.tune is not None:
         _check_tune(spec, data)
@@ -85,14 +85,14 @@ def _set(data: dict, loc: Loc, value: Any) -> None:
     data[loc[-1]] = value
 
 
-def _located(doc: Document, data: dict, errors: list[dict], registry: Registry) -> SpecError:
+def _located(doc: Document, data: dict, errors: list[dict], registry: Registry, model) -> SpecError:
     """One message per problem, `file:line:col: field.path: message`, first position first."""
     lines = []
     for err in errors:
         loc = _data_loc(data, err["loc"])
         if err["type"] == "union_tag_invalid" and exists(data, loc + ("type",)):
             loc = loc + ("type",)
-        lines.append((doc.mark(loc, key=err["type"] == "extra_forbidden"), loc, _message(err, loc, registry)))
+        lines.append((doc.mark(loc, key=err["type"] == "extra_forbidden"), loc, _message(err, loc, registry, data, model)))
     lines.sort(key=lambda item: (item[0].file != str(doc.path), item[0].line, item[0].col))
     rendered = [doc.located(mark, loc, msg) for mark, loc, msg in lines]
     return SpecError("\n".join(dict.fromkeys(rendered)))
@@ -116,7 +116,7 @@ def _data_loc(data: Any, loc: tuple) -> Loc:
     return tuple(out)
 
 
-def _message(err: dict, loc: Loc, registry: Registry) -> str:
+def _message(err: dict, loc: Loc, registry: Registry, data: dict, model) -> str:
     kind = err["type"]
     if kind in ("union_tag_invalid", "union_tag_not_found") and loc and loc[0] in ("backbone", "head"):
         what = loc[0]
@@ -128,7 +128,11 @@ def _message(err: dict, loc: Loc, registry: Registry) -> str:
         return (f"unknown {what} type {tag!r}{hint}; registered {what} types: {known}. "
                 f"A plugin providing it may not be installed (see `tlc plugins`)")
     if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}" if loc else "unknown key"
+        if not loc:
+            return "unknown key"
+        from .space import keys_at
+
+        return f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), keys_at(loc[:-1], data, model))}"
     if kind == "missing":
         return "required field is missing"
     message = err["msg"].removeprefix("Value error, ")

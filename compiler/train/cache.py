@@ -169,7 +169,8 @@ def _features(forward, out_shape: tuple, batches, rows: int, path: Path, batch_s
 def _key(layers, train: Feed, val: Feed) -> str:
     digest = hashlib.sha256()
     for feed in (train, val):
-        digest.update(f"{feed.hwc}|{_name(feed.preprocess)}|".encode())
+        fit = f"|{feed.fit}" if feed.fit != "stretch" else ""  # (keys made before `fit` stretched)
+        digest.update(f"{feed.hwc}|{_name(feed.preprocess)}{fit}|".encode())
         feed.examples.fingerprint(digest)
     if train.augment is not None:
         digest.update(f"{train.augment.spec.model_dump_json()}|{train.augment.seed}".encode())

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from tlc.errors import RunError
 from tlc.layout import RunLayout
 
 METRICS = ("accuracy",)
@@ -83,13 +82,15 @@ def loss_for(spec, model, dataset) -> Any:
     out = tuple(model.output.shape[1:])
     if out != (dataset.num_classes,):
         if len(out) != 1:
-            raise RunError(f"tlc train needs a classifier head; the model outputs {out} "
-                           "(use head: {type: dense, classes: N})")
-        raise RunError(f"the head has {out[0]} classes but the data has {dataset.num_classes} "
-                       f"({', '.join(dataset.class_names)}); set head.classes: {dataset.num_classes}")
+            raise spec.error(("head", "type"), f"tlc train needs a classifier head; the model outputs {out} "
+                                               "(use head: {type: dense, classes: N})")
+        raise spec.error(("head", "classes") if "classes" in type(spec.head).model_fields else ("head",),
+                         f"the head has {out[0]} classes but the data has {dataset.num_classes} "
+                         f"({', '.join(dataset.class_names)}); set head.classes: {dataset.num_classes}")
     activation = getattr(spec.head, "output_activation", "softmax")
     if activation == "sigmoid":
-        raise RunError("tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
+        raise spec.error(("head", "output_activation"),
+                         "tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
     t, from_logits = spec.train, activation == "linear"
     if t.distill is not None:
         from .losses import distillation_classes

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -94,6 +93,12 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
         load = functools.partial(datasets.load, spec, unlabeled=True)
         dataset = options.pool.dataset(spec, load) if options.pool is not None else load()
         reporter.note(data_note(dataset))
+        for warning in dataset.warnings:
+            reporter.note(f"warning: {warning}")
+        for line in dataset.skipped_why[:SKIPPED_SHOWN]:
+            reporter.note(f"skipped: {line}")
+        if len(dataset.skipped_why) > SKIPPED_SHOWN:
+            reporter.note(f"skipped: ... and {len(dataset.skipped_why) - SKIPPED_SHOWN} more (metrics.json lists them all)")
         store, off = datasets.image_store(spec, dataset.source_files, options.images_dir)
         note = store.opening() if store is not None else off
         if note:
@@ -332,6 +337,9 @@ class PhaseRunner:
 
     def _validation(self, part) -> dict:
         return validate(part.model, part.val, part.eval_batch_size or self.ready.spec.train.batch_size, self.loss)
+
+
+SKIPPED_SHOWN = 10  # skipped files named on the console; metrics.json lists every one
 
 
 def data_note(dataset) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from tlc.atomic import swap_folder, write_text, write_with
 from tlc.errors import RunError
 from .state import State, history_csv, lock_text
+from tlc.build.serving import self_contained
 from tlc.layout import RunLayout
 
 class RunFolder:
@@ -166,7 +167,7 @@ class RunFolder:
             return self.final
         files = RunLayout(self.work)
         write_text(files.split, json.dumps(split, indent=1) + "\n")
-        write_with(files.model, model.save)
+        write_with(files.model, self_contained(model, spec.backbone.preprocess)[0].save)
         write_text(files.history, history_csv(state.rows))
         write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
         write_text(files.spec_lock, lock_text(spec))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tlc.layout import RunLayout
+from tlc.spec.preflight import TEACHER
 
 @dataclass
 class Teacher:
@@ -123,8 +124,9 @@ def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_
     from tlc.atomic import write_npy_rows
 
     hwc, batch = teacher.predictor.input_shape, spec.train.batch_size
-    train_feed = _feed(spec, train, hwc, images_dir, augmented=_augments(spec), stored=views > 1)
-    val_feed = _feed(spec, val, hwc, images_dir, augmented=False, stored=False)
+    fit = teacher.predictor.fit
+    train_feed = _feed(spec, train, hwc, fit, images_dir, augmented=_augments(spec), stored=views > 1)
+    val_feed = _feed(spec, val, hwc, fit, images_dir, augmented=False, stored=False)
 
     def chunks():
         for view in range(views):
@@ -142,8 +144,8 @@ def _augments(spec) -> bool:
     return a is not None and a.active
 
 
-def _feed(spec, examples, hwc: tuple, images_dir: Path, *, augmented: bool, stored: bool):
-    """The teacher's view of `examples`: at its own size, augmented as the student's views when
+def _feed(spec, examples, hwc: tuple, fit: str, images_dir: Path, *, augmented: bool, stored: bool):
+    """The teacher's view of `examples`: at its own size and `fit`, augmented as the student's views when
     `augmented`; with `stored` (several views), files are read through an image store at that
     size, so each is decoded once."""
     from tlc.data.pipeline import Feed
@@ -159,8 +161,8 @@ def _feed(spec, examples, hwc: tuple, images_dir: Path, *, augmented: bool, stor
         if stored and spec.train.data.decode_cache:
             from tlc.data.store import ImageStore
 
-            store = ImageStore.open(images_dir, examples.files, hwc)[0]
-        return Feed(examples, hwc, None, augment, store=store)
+            store = ImageStore.open(images_dir, examples.files, hwc, fit)[0]
+        return Feed(examples, hwc, None, augment, store=store, fit=fit)
     images = examples.images
     if images.shape[1:3] != tuple(hwc[:2]):
         import tensorflow as tf

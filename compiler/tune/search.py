@@ -48,14 +48,15 @@ def require_optuna() -> None:
         raise RunError("tlc tune needs optuna: pip install optuna (`make install` installs it)")
 
 
-def search(request: Request, reporter=None) -> dict | None:
+def search(request: Request, reporter=None, loaded=None) -> dict | None:
     """Run the study to `tune.trials` trials in all (or the timeout); the outputs' summary, or
-    None in a spawned worker. A KeyboardInterrupt still writes the outputs, then propagates."""
+    None in a spawned worker. A KeyboardInterrupt still writes the outputs, then propagates.
+    `loaded`: what `load(request)` gave, when the caller has it (the spec is validated once)."""
     from . import outputs
     from . import study as studies
     from tlc.show.progress import TuneReporter
 
-    spec, tune = load(request)
+    spec, tune = loaded or load(request)
     require_optuna()
     folder = RunLayout(Path(request.runs) / spec.name).tune
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from tlc.layout import RunLayout
 
 
 def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
@@ -48,8 +47,33 @@ def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 1
     return np.array(picked, dtype="int64")
 
 
+def mistakes(labels: np.ndarray, probabilities: np.ndarray, names: list[str], files: list[str]) -> list[dict]:
+    """Every misclassified example, the most confident mistake first: what `evaluation.json`
+    lists and the console names."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
+    return [{"file": files[i], "true": names[labels[i]], "predicted": names[predicted[i]],
+             "probability": float(probabilities[i, predicted[i]])} for i in wrong]
+
+
+def example_names(run, part: str, examples) -> list[str]:
+    """Each held-out example's name: its file, or for an in-memory source (digits, npz, cifar10)
+    the source and the example's index in it (`digits#1034`)."""
+    if examples.files is not None:
+        return [str(f) for f in examples.files]
+    return [f"{run.spec.train.data.type}#{i}" for i in run.split["indices"][part]]
+
+
+def _short_name(name: str) -> str:
+    """A file's name as a caption: its last two parts (class folder and file)."""
+    from pathlib import PurePath
+
+    return "/".join(PurePath(name).parts[-2:])
+
+
 def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str | None = None) -> dict:
-    """Evaluate a run (a `Run`, or its folder); writes evaluation.json, confusion.png and
+    """Evaluate a run (a `Run`: `Run(folder).evaluate()` is the library's way in); writes evaluation.json, confusion.png and
     misclassified.png into it. With `tta`, the metrics are those of the averaged views, and
     `accuracy_no_tta` is the plain images' (both from the same pass)."""
     from tlc.atomic import write_text, write_with
@@ -58,29 +82,32 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str 
     from .explain import heat_maps
     from .predictor import Predictor
     from tlc.show.figures import confusion_plot, examples_grid
-    from .run import Run
-
-    run = Run.of(run)
     spec, part = run.spec, run.choose_split(split)
     examples = run.held_out(part)
     predictor = Predictor.of_run(run, safe_mode=safe_mode)
-    feed = Feed(examples, spec.input.hwc, store=run.image_store)
+    feed = Feed(examples, spec.input.hwc, store=run.image_store, fit=predictor.fit)
     with naming_unreadable([examples], fix="the run never read its held-out images; "
                                            "replace it, or train again without it"):
         views = predictor.of_feed(feed, tta=tta, per_view=True)
     probs, names = views.mean(axis=0), run.classes
     result = {"split": part, **scores(examples.labels, probs, names)}
+    files = example_names(run, part, examples)
+    result["mistakes"] = mistakes(examples.labels, probs, names, files)
+    result["mistakes_files"] = files
     if tta is not None:
         result.update(tta=tta, accuracy_no_tta=float(np.mean(views[0].argmax(axis=1) == examples.labels)))
-    write_text(RunLayout(run.folder).evaluation, json.dumps(result, indent=2) + "\n")
+    files = result.pop("mistakes_files")
+    written = run.files
+    write_text(written.evaluation, json.dumps(result, indent=2) + "\n")
     title = f"{spec.name}: {part} split, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
-    write_with(RunLayout(run.folder).confusion_plot, confusion_plot(np.array(result["confusion"]), names, title))
+    write_with(written.confusion_plot, confusion_plot(np.array(result["confusion"]), names, title))
     wrong = worst_mistakes(examples.labels, probs)
+    written.mistakes_plot.unlink(missing_ok=True)  # an earlier evaluation's, when there is none now
     if len(wrong):
         images = run.images(examples.take(wrong), 16)
-        captions = [f"true {names[examples.labels[i]]}\npredicted {names[probs[i].argmax()]} "
-                    f"({probs[i].max():.2f})" for i in wrong]
+        captions = [f"{_short_name(files[i])}\ntrue {names[examples.labels[i]]}\n"
+                    f"predicted {names[probs[i].argmax()]} ({probs[i].max():.2f})" for i in wrong]
         heats = heat_maps(predictor, spec, images, [int(probs[i].argmax()) for i in wrong])
         title = f"{spec.name}: misclassified" + (" (Grad-CAM of the predicted class)" if heats is not None else "")
-        write_with(RunLayout(run.folder).mistakes_plot, examples_grid(images, captions, title, heats))
+        write_with(written.mistakes_plot, examples_grid(images, captions, title, heats))
     return result

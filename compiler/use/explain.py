@@ -138,17 +138,14 @@ class Explainer:
 def explain(run, images: list[Path], *, output: Path | None = None, class_name: str | None = None,
             layer: str | None = None, safe_mode: bool = True, tta: str | None = None) -> list[dict]:
     """Write a `<name>.cam.png` per image (and `explain.png` for several) into `output`
-    (default RUN/explain/); returns one record per image. `run` is a `Run` or its folder."""
+    (default RUN/explain/); returns one record per image. `run` is a `Run`."""
     from tlc.atomic import write_with
     from tlc.data import naming_unreadable
     from .predict import file_feed
     from .predictor import Predictor
-    from .run import Run
-
-    run = Run.of(run)
     wanted = class_index(run.classes, class_name)  # before the model loads
     explainer = Explainer(run, Predictor.of_run(run, safe_mode=safe_mode), layer)
-    feed = file_feed(images, run.spec.input.hwc)
+    feed = file_feed(images, run.spec.input.hwc, explainer.predictor.fit)
     with naming_unreadable([feed.examples], fix=""):
         explained = explainer(feed.array(), wanted, tta=tta)
     target = Path(output) if output else RunLayout(run.folder).explain
@@ -161,7 +158,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
         png = target / f"{stem}.cam.png"
         write_with(png, explainer.picture([item], [path.name]))
         records.append({"image": str(path), "class": explainer.names[item.class_index], "probability": item.probability,
-                        "layer": explainer.layer, "png": str(png), "peak": original_peak(path, item.heat)})
+                        "layer": explainer.layer, "png": str(png), "peak": original_peak(path, item.heat, explainer.predictor.fit)})
     if len(images) > 1:
         more = f" (the first {GRID_LIMIT} of {len(images)})" if len(images) > GRID_LIMIT else ""
         write_with(target / "explain.png", explainer.picture(explained[:GRID_LIMIT],
@@ -203,11 +200,14 @@ def heat_maps(predictor: Any, spec: Any, images: np.ndarray, classes: list[int])
     return cam(images, classes)[0]
 
 
-def original_peak(path: Path, heat: np.ndarray) -> list[int]:
+def original_peak(path: Path, heat: np.ndarray, fit: str = "stretch") -> list[int]:
     """The heat map's maximum as [y, x] in the original image's pixels, upright as it is shown
-    (the model saw it resized)."""
-    from tlc.data.images import oriented_size
+    (the model saw it resized, and cropped or padded as `fit` says)."""
+    from tlc.data.images import oriented_size, placement
 
     width, height = oriented_size(str(path))
+    top, left, bottom, right = placement(width, height, heat.shape[:2], fit)
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    return [min(height - 1, int((y + 0.5) * height / heat.shape[0])), min(width - 1, int((x + 0.5) * width / heat.shape[1]))]
+    row = top + (y + 0.5) * (bottom - top) / heat.shape[0]
+    column = left + (x + 0.5) * (right - left) / heat.shape[1]
+    return [min(height - 1, max(0, int(row))), min(width - 1, max(0, int(column)))]

@@ -13,43 +13,8 @@ import numpy as np
 
 from tlc.data import IMAGE_SUFFIXES, Examples, as_images, naming_unreadable
 from tlc.data.pipeline import Feed
-from tlc.layout import RunLayout
 from tlc.errors import SpecError
 from .predictor import Predictor
-
-
-def resolve(source: str | Path):
-    """What a model source is, checked without TensorFlow: a spec's preflight (`Ready`), a run
-    (`Run`: a run folder, or a run's model.keras), or a bare .keras file (its path)."""
-    from tlc.spec.preflight import prepare
-    from .run import Run
-
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml"):
-        return prepare(path)
-    if path.is_dir():
-        return Run.open(path)
-    if path.suffix != ".keras":
-        raise SpecError(f"{path}: expected a .keras model, a run folder or a spec .yaml")
-    if not path.is_file():
-        raise SpecError(f"{path}: file not found")
-    return Run.open(path.parent) if path.name == RunLayout(path.parent).model.name and Run.is_run(path.parent) else path
-
-
-def load(found, *, safe_mode: bool = True) -> Predictor:
-    """The predictor for what `resolve` found: a spec compiled on the spot, a run's model with its
-    preprocessing and classes, or a bare .keras file (no preprocessing, classes by index)."""
-    from tlc.build.emit import compile as emit
-    from tlc.build.loading import load_model
-    from tlc.spec.preflight import Ready
-    from .run import Run
-
-    if isinstance(found, Ready):
-        return Predictor(emit(found, safe_mode=safe_mode), preprocess=found.spec.backbone.preprocess,
-                         classes=_imagenet_names(found.spec), name=found.spec.name)
-    if isinstance(found, Run):
-        return Predictor.of_run(found, safe_mode=safe_mode)
-    return Predictor(load_model(found, safe_mode=safe_mode))
 
 
 def _imagenet_names(spec) -> list[str] | None:
@@ -81,19 +46,38 @@ def image_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def file_feed(files: list[Path], hwc: tuple[int, int, int]) -> Feed:
+def file_feed(files: list[Path], hwc: tuple[int, int, int], fit: str = "stretch") -> Feed:
     """Image files as [0, 1] images through the data pipeline (read it inside `naming_unreadable`,
     which names an unreadable file; nothing is decoded twice)."""
-    return Feed(Examples(np.zeros(len(files), "int64"), files=np.array([str(f) for f in files])), hwc)
+    return Feed(Examples(np.zeros(len(files), "int64"), files=np.array([str(f) for f in files])), hwc, fit=fit)
 
 
 def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int = 64,
             tta: str | None = None) -> list[dict]:
     predictor.require_classifier()
-    feed = file_feed(files, predictor.input_shape)
+    feed = file_feed(files, predictor.input_shape, predictor.fit)
     with naming_unreadable([feed.examples], fix=""):
         scores = predictor.of_feed(feed, batch_size, tta)
     return [{"image": str(file), "top": best} for file, best in zip(files, predictor.top(scores, top))]
+
+
+def answers(predictor: Predictor, images: Any, top: int = 3, tta: str | None = None) -> list[dict]:
+    """`predict`'s answers for image files (paths, a folder, or one path) or for [0, 1] images in
+    an array (n, height, width, channels) at the model's input size (`"image"`: the row's index)."""
+    if isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images
+                                           and isinstance(images[0], (str, Path))):
+        paths = [images] if isinstance(images, (str, Path)) else images
+        return predict(predictor, image_files([Path(p) for p in paths]), top, tta=tta)
+    array = np.asarray(images)
+    if array.shape == predictor.input_shape:  # one image
+        array = array[None]
+    array = as_images(array)
+    if tuple(array.shape[1:]) != predictor.input_shape:
+        raise SpecError(f"images of shape {tuple(array.shape[1:])}; the model takes {predictor.input_shape} "
+                        "(pass files to have them decoded and resized)")
+    predictor.require_classifier()
+    scores = predictor.probabilities(array, tta=tta)
+    return [{"image": i, "top": best} for i, best in enumerate(predictor.top(scores, top))]
 
 
 def extract(predictor: Predictor, data: Path, output: Path, batch_size: int = 64,

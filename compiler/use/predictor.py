@@ -17,9 +17,10 @@ from typing import Any, Callable
 import numpy as np
 
 from tlc.errors import RunError
+from tlc.build.serving import finishing, output_activation, serving_model
+
 from .formats import TTA
 
-CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 BATCH = 64
 
 
@@ -37,51 +38,16 @@ def split_views(outputs: np.ndarray, n: int) -> np.ndarray:
     return outputs.reshape(len(outputs) // n if n else 1, n, *outputs.shape[1:])
 
 
-def output_activation(model: Any) -> str | None:
-    """The activation of the model's last layer when it is a classifier's (a Dense layer, or
-    Keras's `Activation` after a 1x1 convolution as in MobileNet): softmax, sigmoid or linear;
-    None when the model ends in anything else (a feature extractor)."""
-    last = model.layers[-1]
-    if type(last).__name__ not in ("Dense", "Activation"):
-        return None
-    activation = last.get_config().get("activation")
-    return activation if activation in CLASSIFIER_ACTIVATIONS else None
-
-
-def finishing(model: Any):
-    """The one softmax: a layer turning logits (`output_activation: linear`) into probabilities,
-    or None when the model's outputs need nothing (probabilities already, or features)."""
-    import keras
-
-    return keras.layers.Softmax(name="probabilities") if output_activation(model) == "linear" else None
-
-
-def serving_model(model: Any, preprocess: Callable | None, name: str = "model", finish: Any = None):
-    """`model` with the preprocessing inside and probabilities out: [0, 1] images in.
-
-    The preprocessing runs inside a layer, so exporters trace it on real tensors (applied to
-    the symbolic input directly, tf2onnx turned one of its constants into a second graph input)."""
-    import keras
-
-    class Preprocess(keras.layers.Layer):
-        def call(self, images):
-            return preprocess(images)
-
-    finish = finish or finishing(model)
-    inputs = keras.Input(shape=tuple(int(d) for d in model.input_shape[1:]), name="images")
-    outputs = model(Preprocess(name="preprocess")(inputs) if preprocess is not None else inputs)
-    return keras.Model(inputs, finish(outputs) if finish is not None else outputs, name=f"{name}_serving")
-
-
 class Predictor:
     """A model ready to answer: `probabilities(images)` for [0, 1] images (`tta="flip"`: averaged
     with their mirror images'), `top(scores, k)`."""
 
     def __init__(self, model: Any, *, preprocess: Callable | None = None, classes: list[str] | None = None,
-                 name: str = "model"):
+                 name: str = "model", fit: str = "stretch"):
         import tensorflow as tf
 
         self.model, self.preprocess, self.name = model, preprocess, name
+        self.fit = fit  # how an image file of another aspect meets the input (`train.data.fit`)
         self.finish = finishing(model)
         self.serving = serving_model(model, preprocess, name, self.finish)
         width = int(self.serving.output.shape[-1]) if len(self.serving.output.shape) == 2 else None
@@ -92,8 +58,10 @@ class Predictor:
 
     @classmethod
     def of_run(cls, run: Any, *, safe_mode: bool = True) -> Predictor:
-        return cls(run.model(safe_mode=safe_mode), preprocess=run.spec.backbone.preprocess, classes=run.classes,
-                   name=run.spec.name)
+        from tlc.data import fit_of
+
+        return cls(run.trained_model(safe_mode=safe_mode), preprocess=run.spec.backbone.preprocess, classes=run.classes,
+                   name=run.spec.name, fit=fit_of(run.spec))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

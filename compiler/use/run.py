@@ -8,25 +8,17 @@ import csv
 import functools
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from tlc.errors import RunError, SpecError, UsageError
 from tlc.layout import RunLayout
 
 
-@dataclass
 class Run:
     """A finished run folder: its resolved spec, its split record (held-out examples), metrics
-    and model."""
+    and model. `Run(folder)` reads the folder at once (no TensorFlow), so a wrong one fails fast."""
 
-    folder: Path
-    spec: object
-    split: dict
-    metrics: dict
-
-    @classmethod
-    def open(cls, folder: str | os.PathLike) -> Run:
+    def __init__(self, folder: str | os.PathLike):
         from tlc.spec.validation import load_spec
 
         files = RunLayout(folder)
@@ -36,8 +28,17 @@ class Run:
         if missing:
             raise UsageError(f"{folder} is not a finished tlc run (missing {', '.join(missing)}); "
                              "train one with `tlc train SPEC` (runs/<name>/)")
-        return cls(files.folder, load_spec(files.spec_lock), json.loads(files.split.read_text()),
-                   json.loads(files.metrics.read_text()))
+        self.folder = files.folder
+        self.spec = load_spec(files.spec_lock)
+        self.split = json.loads(files.split.read_text())
+        self.metrics = json.loads(files.metrics.read_text())
+
+    def __repr__(self) -> str:
+        return f"tlc.Run({str(self.folder)!r})"
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> Run:
+        return cls(folder)
 
     @classmethod
     def of(cls, run: Run | str | os.PathLike) -> Run:
@@ -60,10 +61,40 @@ class Run:
     def classes(self) -> list[str]:
         return list(self.split["classes"])
 
-    def model(self, *, safe_mode: bool = True):
+    @functools.cached_property
+    def model(self):
+        """The run's self-contained model (`keras.models.load_model` of model.keras): [0, 1] images
+        in at the spec's input size, the backbone's preprocessing inside, probabilities out."""
         from tlc.build.loading import load_model
 
-        return load_model(self.model_path, safe_mode=safe_mode)
+        return load_model(self.model_path)
+
+    def trained_model(self, *, safe_mode: bool = True):
+        """The model as trained, without the preprocessing around it (what the predictor wraps)."""
+        from tlc.build.loading import load_model
+        from tlc.build.serving import inner_model
+
+        return inner_model(load_model(self.model_path, safe_mode=safe_mode), self.spec.name)
+
+    @functools.cached_property
+    def predictor(self):
+        """The one predictor over this run's model (loaded once per `Run`)."""
+        from .predictor import Predictor
+
+        return Predictor.of_run(self)
+
+    def predict(self, images, *, top: int = 3, tta: str | None = None) -> list[dict]:
+        """What `tlc predict --json` answers: image files (paths, or one path), or [0, 1] images
+        as an array (n, height, width, channels) at the spec's input size."""
+        from .predict import answers
+
+        return answers(self.predictor, images, top, tta=tta)
+
+    def evaluate(self, split: str | None = None, *, tta: str | None = None) -> dict:
+        """What `tlc evaluate --json` gives (and writes into the run folder)."""
+        from .evaluate import evaluate
+
+        return evaluate(self, split, tta=tta)
 
     def choose_split(self, asked: str | None = None) -> str:
         """`asked` ('test' or 'val'), or the held-out rule of evaluate, export and quantize: test
@@ -111,7 +142,9 @@ class Run:
         """`examples` as one array of [0, 1] images, read from the decoded-image store when it has them."""
         from tlc.data.pipeline import Feed
 
-        return Feed(examples, self.spec.input.hwc, store=self.image_store).array(batch)
+        from tlc.data import fit_of
+
+        return Feed(examples, self.spec.input.hwc, store=self.image_store, fit=fit_of(self.spec)).array(batch)
 
     @functools.cached_property
     def image_store(self):

@@ -1,0 +1,1 @@
+"""tlc plugin: MobileNetV2 backbone and a conv classifier head."""
