@@ -15,7 +15,6 @@ Importing tlc does not import TensorFlow; only building, training and predicting
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ._version import __version__
@@ -24,6 +23,7 @@ from .plugin.components import Backbone, DataSource, Head
 from .plugin.hookspecs import hookimpl
 from .spec.validation import load_spec
 from .use.run import Run
+from . import train  # the package, called as the API's `train(spec)` (see tlc/train/__init__.py)
 
 __all__ = [
     "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "Run", "RunError", "SpecError", "TlcError",
@@ -50,14 +50,3 @@ def compile(spec: Any):  # noqa: A001 - the public name from the contract
     from .build.emit import compile as emit
 
     return emit(_as_spec(spec))
-
-
-def train(spec: Any, runs: str | os.PathLike = "runs", *, epochs: int | None = None, seed: int | None = None,
-          resume: bool = False) -> Run:
-    """Train a spec (object or path) into `runs/<name>/`, as `tlc train` does (the same preflight,
-    the same files, quietly), and return the finished `Run`."""
-    from .spec.preflight import prepare
-    from .train.loop import train as run_training
-
-    result = run_training(prepare(_as_spec(spec), training=True, epochs=epochs, seed=seed), runs, resume=resume)
-    return Run.open(result.folder)

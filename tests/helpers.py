@@ -1,7 +1,12 @@
-"""Test helpers that talk to Keras directly, independent of tlc's arithmetic."""
+"""Helpers shared by the test modules (which never import each other): Keras-side counts
+independent of tlc's arithmetic, fresh interpreters, generated image folders, runs and servers."""
 from __future__ import annotations
 
+import contextlib
 import math
+from pathlib import Path
+
+from tlc.show.progress import Reporter
 
 from tlc.plugin.components import Backbone
 
@@ -157,3 +162,77 @@ def draw_shapes(folder, per_class: int, size: tuple[int, int] = (48, 48), seed: 
 def unboxed(text: str) -> str:
     """A CLI message as one line: typer's rich error panel wraps it and draws borders around it."""
     return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+def photos(root, classes=("cat", "dog"), n=6, size=(20, 24), seed=0):
+    """A folder of small JPEGs, one sub-folder per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (*size, 3)).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{i}.jpg", quality=90)
+    return root
+
+
+# --- training and serving ----------------------------------------------------------------------
+
+class StopAfter(Reporter):
+    """A progress reporter that interrupts training after `epochs` epochs (as Ctrl-C would)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def epoch_done(self, epoch, row):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def serving(run, *args, env=None, expect_exit=0):
+    """A `tlc serve` process on a free port: yields (base URL, process); stops it with SIGTERM."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import threading
+
+    process = subprocess.Popen([tlc_executable(), "serve", str(run), "--port", "0", *args], stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, **(env or {})})
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read():
+        for line in process.stderr:
+            lines.append(line)
+            if "serving " in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert ready.wait(120) and process.poll() is None, "".join(lines)
+    url = re.search(r"on (http://127\.0\.0\.1:\d+)", "".join(lines)).group(1)
+    try:
+        yield url, process, lines
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == expect_exit, "".join(lines)
+
+
+def files_of(drawn, n):
+    return [Path(path) for path, _, _ in drawn[::len(drawn) // n][:n]]
+
+
+def predicted(run, files) -> dict[str, list]:
+    """`tlc predict`'s answers, by file name."""
+    import json
+
+    from .conftest import tlc
+
+    result = tlc("predict", run, *files, "--json", "--top", "3")
+    assert result.exit_code == 0, result.output
+    return {Path(r["image"]).name: [(t["class"], t["probability"]) for t in r["top"]] for r in json.loads(result.stdout)}

@@ -12,7 +12,7 @@ import pytest
 import tlc
 from tlc.train.loop import train
 
-from .test_train import StopAfter, rows_of
+from .helpers import StopAfter, rows_of
 
 pytestmark = pytest.mark.slow
 

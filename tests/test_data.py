@@ -12,9 +12,9 @@ import tlc
 from tlc.errors import RunError
 
 from .conftest import tlc as run
+from .helpers import photos
 from tlc import data
 
-pytestmark = pytest.mark.slow
 
 HEAD = "backbone: {type: conv_stack, blocks: [{filters: 4}]}\nhead: {type: dense, classes: 3}\n"
 
@@ -37,6 +37,7 @@ def test_npz_source_scales_uint8_and_relabels_classes(write, tmp_path):
         assert originals[tuple(np.round(image.ravel() * 255).astype("uint8"))] == [4, 0, 2][label]
 
 
+@pytest.mark.slow
 def test_directory_source_with_resize_and_rgb(write, tmp_path):
     import keras
 
@@ -61,6 +62,7 @@ def test_directory_needs_class_folders(write, tmp_path):
         data.load(spec)
 
 
+@pytest.mark.slow
 def test_digits_resized_to_rgb(write):
     spec = tlc.load_spec(write("input: {shape: [16, 16, 3]}\n" + HEAD.replace("classes: 3", "classes: 10") +
                                "train: {data: {type: digits, resize: [16, 16]}}\n"))
@@ -69,6 +71,7 @@ def test_digits_resized_to_rgb(write):
     np.testing.assert_array_equal(d.train.images[..., 0], d.train.images[..., 2])  # grey repeated
 
 
+@pytest.mark.slow
 def test_cifar10_offline_names_the_cache_file(write, monkeypatch):
     import keras
 
@@ -82,19 +85,6 @@ def test_cifar10_offline_names_the_cache_file(write, monkeypatch):
 
 
 # --- data at scale: file lists, splits, bad files, csv, augmentation, sharding -----------------
-
-def photos(root, classes=("cat", "dog"), n=6, size=(20, 24), seed=0):
-    """A folder of small JPEGs, one sub-folder per class."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            pixels = rng.integers(0, 255, (*size, 3)).astype("uint8")
-            Image.fromarray(pixels).save(root / name / f"{i}.jpg", quality=90)
-    return root
-
 
 PHOTO_SPEC = ("input: {{shape: [16, 16, 3]}}\nbackbone: {{type: conv_stack, blocks: [{{filters: 4}}]}}\n"
               "head: {{type: dense, classes: {k}}}\n"
@@ -140,6 +130,7 @@ def test_csv_source_with_names_or_integers(write, tmp_path):
     assert d.class_names == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,message", [
     ("file,label\nx.jpg,a\n", r"labels\.csv needs the columns path,label; found file,label"),
     ("path,label\np/cat/0.jpg,a\nnope.jpg,b\n", r"labels\.csv:3: image not found: nope\.jpg"),
@@ -153,6 +144,7 @@ def test_csv_errors_are_located_spec_errors(write, tmp_path, content, message):
     assert re.search(r"spec\.yaml:4:33: train\.data\.path: .*" + message, result.stderr), result.stderr
 
 
+@pytest.mark.slow
 def test_directory_with_one_class_or_an_empty_class_is_a_located_error(write, tmp_path):
     photos(tmp_path / "one", classes=("cat",), n=2)
     result = run("train", write(PHOTO_SPEC.format(k=2, type="directory", path="one", extra="")))
@@ -170,6 +162,7 @@ def _corrupt(root):
     (root / "dog" / "notes.png").write_bytes(b"not an image at all")
 
 
+@pytest.mark.slow
 def test_unreadable_files_stop_the_run_by_default_naming_the_file(write, tmp_path):
     _corrupt(photos(tmp_path / "p"))
     path = write(PHOTO_SPEC.format(k=2, type="directory", path="p", extra=""))
@@ -182,6 +175,7 @@ def test_unreadable_files_stop_the_run_by_default_naming_the_file(write, tmp_pat
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [".cache"]
 
 
+@pytest.mark.slow
 def test_an_unreadable_held_out_image_is_named_by_evaluate(write, tmp_path):
     """Training never decodes the test split, so a bad file there surfaces in `tlc evaluate`,
     named like any other (files are scanned only when decoding fails)."""
@@ -198,6 +192,7 @@ def test_an_unreadable_held_out_image_is_named_by_evaluate(write, tmp_path):
     assert not (folder / "evaluation.json").exists()
 
 
+@pytest.mark.slow
 def test_on_error_skip_counts_and_lists_the_skipped_files(write, tmp_path):
     _corrupt(photos(tmp_path / "p"))
     path = write(PHOTO_SPEC.format(k=2, type="directory", path="p", extra=", on_error: skip"))
@@ -209,6 +204,7 @@ def test_on_error_skip_counts_and_lists_the_skipped_files(write, tmp_path):
     assert "skipped 2 unreadable file(s)" in result.stderr
 
 
+@pytest.mark.slow
 def test_decoded_batches_are_pillows_antialiased_resize_and_near_keras_reading_the_files(tmp_path):
     """The pipeline's images are Pillow's antialiased bilinear resize of the upright file, scaled
     to [0, 1]; Keras's own loader (bilinear without antialiasing) is close at this mild factor."""
@@ -230,6 +226,7 @@ def test_decoded_batches_are_pillows_antialiased_resize_and_near_keras_reading_t
     assert np.abs(batch - next(iter(expected)).numpy() / 255.0).mean() < 0.06
 
 
+@pytest.mark.slow
 def test_augmentation_is_seeded_per_example_and_epoch():
     from tlc.data.augment import Augmenter
     from tlc.data.pipeline import Feed
@@ -257,6 +254,7 @@ def test_augmentation_is_seeded_per_example_and_epoch():
         np.testing.assert_allclose(epoch_images(2, 4)[i], epoch_images(0, 4)[i], atol=1e-6)  # view 2 mod 2
 
 
+@pytest.mark.slow
 def test_multi_worker_slices_are_disjoint_and_cover_every_global_batch():
     from tlc.data.pipeline import Feed
     from tlc.train.distribute import worker_slices
@@ -284,6 +282,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_images(write, tmp_path):
     """Training on 4x the images (128x128 JPEGs, ~150 MB as float32 at the larger size) keeps the
     same peak memory: files are decoded batch by batch."""
@@ -302,6 +301,7 @@ def test_memory_does_not_grow_with_the_number_of_images(write, tmp_path):
     assert peaks[1] < peaks[0] + 60, f"peak RSS {peaks[0]} MB with 200 images, {peaks[1]} MB with 800"
 
 
+@pytest.mark.slow
 def test_every_format_tensorflow_decodes_is_read_and_other_files_are_counted(write, tmp_path):
     """webp and gif at any channel count, upper-case suffixes, nested and symlinked folders;
     an iPhone's .heic and a stray .txt are not dropped silently but counted, per suffix."""
@@ -343,6 +343,7 @@ def test_every_format_tensorflow_decodes_is_read_and_other_files_are_counted(wri
     assert metrics["ignored_files"] == {".heic": 2, ".txt": 1}
 
 
+@pytest.mark.slow
 def test_a_class_folder_of_unreadable_formats_says_what_it_holds(write, tmp_path):
     for name in ("a", "b"):
         (tmp_path / "p" / name).mkdir(parents=True)

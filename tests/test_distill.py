@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from .conftest import tlc
-from .test_train import StopAfter, rows_of
+from .helpers import StopAfter, rows_of
 
 TEACHER = """
 name: teacher

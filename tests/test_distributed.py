@@ -119,7 +119,7 @@ def test_two_workers_killed_then_resumed_continue_from_the_checkpoint(write, tmp
 def test_two_workers_train_a_folder_of_images(write, tmp_path):
     """multi_worker over a streamed source: each worker decodes only its slice of every global
     batch (tests/test_data.py checks the slices are disjoint and cover the batch)."""
-    from .test_data import photos
+    from .helpers import photos
 
     photos(tmp_path / "p", n=24, size=(20, 24))
     spec = write("name: folder\ninput: {shape: [16, 16, 3]}\n"

@@ -10,13 +10,13 @@ import pytest
 
 from .conftest import tlc
 
-pytestmark = pytest.mark.slow
 
 
 def quadrant(y: int, x: int, height: int, width: int) -> int:
     return 2 * (y >= height // 2) + (x >= width // 2)
 
 
+@pytest.mark.slow
 def test_the_heat_map_peaks_where_the_shape_is(shapes_run, tmp_path):
     folder, drawn = shapes_run
     split = json.loads((folder / "split.json").read_text())
@@ -37,6 +37,7 @@ def test_the_heat_map_peaks_where_the_shape_is(shapes_run, tmp_path):
         assert grid.size[0] > 800 and grid.size[1] > 800
 
 
+@pytest.mark.slow
 def test_explain_a_chosen_class_and_layer_and_bad_choices(shapes_run, tmp_path):
     folder, drawn = shapes_run
     circle = next(path for path, label, _ in drawn if label == "circle")
@@ -70,6 +71,7 @@ def test_grad_cam_on_a_zoo_backbone_names_its_last_feature_map():
     assert default_layer(resnet) == "conv5_block3_out"
 
 
+@pytest.mark.slow
 def test_evaluate_draws_heat_maps_on_the_misclassified(shapes_run, tmp_path):
     import shutil
 
@@ -88,6 +90,7 @@ def test_evaluate_draws_heat_maps_on_the_misclassified(shapes_run, tmp_path):
     assert heats.shape == (2, 48, 48) and heats.min() >= 0 and heats.max() <= 1
 
 
+@pytest.mark.slow
 def test_images_of_the_same_name_get_heat_maps_of_their_own(shapes_run, tmp_path):
     """`tlc explain RUN a/x.png b/x.png` once wrote x.cam.png twice; each input keeps its own file."""
     import shutil
@@ -111,6 +114,7 @@ def test_output_names_keep_as_much_of_the_path_as_tells_them_apart():
     assert output_stems([Path("x.png"), Path("x.png")]) == ["x", "x-2"]
 
 
+@pytest.mark.slow
 def test_flip_averages_the_heat_map_with_the_mirror_images_mirrored_back(shapes_run):
     from tlc.use.explain import Explainer
     from tlc.use.predict import file_feed

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from .conftest import tlc
-from .test_serve import files_of, predicted, serving
+from .helpers import files_of, predicted, serving
 
 pytestmark = pytest.mark.slow
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

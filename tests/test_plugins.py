@@ -18,7 +18,6 @@ from tlc.plan.layers import Conv2D
 from .conftest import REPO, tlc as run
 from .helpers import in_fresh_interpreter, keras_layers, tlc_executable, trainable_count
 
-pytestmark = pytest.mark.slow
 
 MOBILENET = REPO / "plugins" / "examples" / "tlc-plugin-mobilenet"
 BROKEN = REPO / "tests" / "fixtures" / "tlc-plugin-broken"
@@ -54,6 +53,7 @@ def _cli(plugin_site, *args, env=None):
     return subprocess.run([tlc_executable(), *args], capture_output=True, text=True, env=environ, timeout=120)
 
 
+@pytest.mark.slow
 def test_plugins_command_lists_types_and_failures_in_a_real_process(plugin_site):
     done = _cli(plugin_site, "plugins", "--json")
     assert done.returncode == 0, done.stderr
@@ -73,6 +73,7 @@ def test_plugins_command_lists_types_and_failures_in_a_real_process(plugin_site)
     assert "backbone type 'vgg16' is already registered by plugin 'tlc.plugins.vgg'" in failed["taken_name"]["error"]
 
 
+@pytest.mark.slow
 def test_broken_plugins_warn_once_and_everything_else_works(plugin_site):
     done = _cli(plugin_site, "check", str(REPO / "spec_examples" / "digits_source.yaml"))
     assert done.returncode == 0, done.stderr
@@ -81,6 +82,7 @@ def test_broken_plugins_warn_once_and_everything_else_works(plugin_site):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_tlc_plugins_env_and_no_plugins_flag_restrict_loading(plugin_site):
     only = json.loads(_cli(plugin_site, "plugins", "--json", env={"TLC_PLUGINS": "mobilenet"}).stdout)
     assert {t["type"] for t in only["types"] if not t["builtin"]} == {"keras_mobilenet_v3_small", "tiny_resnet", "conv_head"}
@@ -100,6 +102,7 @@ def test_plugin_types_validate_like_builtins(plugins, write):
     assert "did you mean 'keras_mobilenet_v3_small'" in unknown.output and "keras_mobilenet_v3_small, mobilenet, " in unknown.output
 
 
+@pytest.mark.slow
 def test_plugin_spec_plans_like_keras_builds(plugins, write):
     spec = tlc.load_spec(write(MOBILE_SPEC))
     planned = tlc.check(spec)
@@ -112,6 +115,7 @@ def test_plugin_spec_plans_like_keras_builds(plugins, write):
     assert frozen == list(range(0, [l.name for l in planned.backbone].index("expanded_conv_10_expand") + 1))
 
 
+@pytest.mark.slow
 def test_plugin_backbone_with_too_small_map_for_the_head(plugins, write):
     spec = MOBILE_SPEC.replace("[96, 96, 3]", "[64, 80, 3]").replace(
         "{type: conv_head, filters: 16, classes: 4}", "{type: dense, pool_size: 4, classes: 4}")
@@ -122,6 +126,7 @@ def test_plugin_backbone_with_too_small_map_for_the_head(plugins, write):
     assert obj["min_input"] == [97, 97]  # MobileNetV3Small maps h to ceil(h / 32)
 
 
+@pytest.mark.slow
 def test_plugin_summarize_build_and_schema(plugins, write, tmp_path):
     path = write(MOBILE_SPEC)
     summary = json.loads(run("summarize", path, "--json").stdout)
@@ -147,6 +152,7 @@ head: {type: dense, classes: 3}
 """
 
 
+@pytest.mark.slow
 def test_a_static_graph_plugin_checks_without_tensorflow_and_builds_the_same_model(plugin_site, tmp_path):
     spec = tmp_path / "graph.yaml"
     spec.write_text(GRAPH_SPEC)
@@ -201,6 +207,7 @@ def in_process_plugin():
     registry.reset()
 
 
+@pytest.mark.slow
 def test_symbolic_plugin_reports_the_failing_layer(in_process_plugin, write):
     path = write("input: {shape: [12, 30, 1]}\nbackbone: {type: tiny_chain}\nhead: {type: static_conv}\n")
     obj = json.loads(run("check", path, "--json").stdout)

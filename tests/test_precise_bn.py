@@ -10,7 +10,6 @@ import pytest
 
 from .conftest import tlc
 
-pytestmark = pytest.mark.slow
 
 SPEC = """
 name: bn
@@ -34,6 +33,7 @@ def data(tmp_path):
     np.savez(tmp_path / "data.npz", x=x, y=y)
 
 
+@pytest.mark.slow
 def test_the_moving_statistics_become_the_batch_size_weighted_average_of_the_batches():
     import keras
 
@@ -64,6 +64,7 @@ def test_the_moving_statistics_become_the_batch_size_weighted_average_of_the_bat
         np.testing.assert_array_equal(after, before)
 
 
+@pytest.mark.slow
 def test_a_run_recalibrates_on_cached_features_as_on_images_and_saves_the_statistics(write, data, tmp_path):
     import keras
 
@@ -95,6 +96,7 @@ def test_a_run_recalibrates_on_cached_features_as_on_images_and_saves_the_statis
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(record["after"]["val_accuracy"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting, expected", [("false", None), ("{images: 5}", 5), ("auto", 36)])
 def test_the_setting_turns_it_off_or_sets_the_images(write, data, tmp_path, setting, expected):
     from tlc.train.loop import train
@@ -106,6 +108,7 @@ def test_the_setting_turns_it_off_or_sets_the_images(write, data, tmp_path, sett
         assert record["layers"] == ["block2_bn1"]
 
 
+@pytest.mark.slow
 def test_auto_leaves_a_model_whose_batch_norms_did_not_train_alone(write, data, tmp_path):
     from tlc.train.loop import train
 

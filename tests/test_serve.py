@@ -3,9 +3,7 @@ httpx: answers equal to `tlc predict`'s, batching under load, bad input as 4xx w
 keeps serving, limits, the API key, and a clean stop on SIGTERM."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -16,47 +14,10 @@ from pathlib import Path
 import pytest
 
 from .conftest import tlc
-from .helpers import tlc_executable
+from .helpers import files_of, predicted, serving, tlc_executable
 
 pytestmark = pytest.mark.slow
 httpx = pytest.importorskip("httpx")
-
-
-@contextlib.contextmanager
-def serving(run, *args, env=None, expect_exit=0):
-    """A `tlc serve` process on a free port: yields (base URL, process); stops it with SIGTERM."""
-    process = subprocess.Popen([tlc_executable(), "serve", str(run), "--port", "0", *args], stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, **(env or {})})
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read():
-        for line in process.stderr:
-            lines.append(line)
-            if "serving " in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    assert ready.wait(120) and process.poll() is None, "".join(lines)
-    url = re.search(r"on (http://127\.0\.0\.1:\d+)", "".join(lines)).group(1)
-    try:
-        yield url, process, lines
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == expect_exit, "".join(lines)
-
-
-def files_of(drawn, n):
-    return [Path(path) for path, _, _ in drawn[::len(drawn) // n][:n]]
-
-
-def predicted(run, files) -> dict[str, list]:
-    """`tlc predict`'s answers, by file name."""
-    result = tlc("predict", run, *files, "--json", "--top", "3")
-    assert result.exit_code == 0, result.output
-    return {Path(r["image"]).name: [(t["class"], t["probability"]) for t in r["top"]] for r in json.loads(result.stdout)}
 
 
 def same(answer: list[dict], expected: list) -> bool:

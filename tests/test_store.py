@@ -19,7 +19,6 @@ from tlc.data.store import STAMP, ImageStore
 
 from .conftest import tlc
 
-pytestmark = pytest.mark.slow  # trains models
 
 HWC = (16, 16, 3)
 SPEC = """
@@ -33,7 +32,6 @@ train:
   batch_size: 8
 """
 
-pytestmark = pytest.mark.slow  # trains models
 
 
 def photos(folder, per_class: int = 12, size=(40, 30)) -> list[str]:
@@ -62,6 +60,7 @@ def metrics(folder) -> dict:
     return json.loads((folder / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_images_are_decoded_once_and_shared_by_epochs_specs_and_evaluate(write, tmp_path, monkeypatch):
     photos(tmp_path / "photos")
     first = tlc("train", spec(write, "a"), "--runs", tmp_path / "runs")
@@ -92,6 +91,7 @@ def test_images_are_decoded_once_and_shared_by_epochs_specs_and_evaluate(write, 
     assert Run(tmp_path / "runs" / "b").evaluate()["accuracy"] == accuracy  # all 24 from the store now
 
 
+@pytest.mark.slow
 def test_training_from_the_store_equals_decoding_every_epoch(write, tmp_path):
     photos(tmp_path / "photos")
     on = tlc("train", spec(write, "stored"), "--runs", tmp_path / "runs")
@@ -127,6 +127,7 @@ def test_a_changed_file_is_decoded_again_and_a_row_without_its_stamp_does_not_co
     np.testing.assert_array_equal(fresh.read([0])[0], first[0])
 
 
+@pytest.mark.slow
 def test_two_processes_filling_one_store_at_once_leave_it_complete_and_correct(tmp_path):
     files = photos(tmp_path / "photos", per_class=40)
     (tmp_path / "files.json").write_text(json.dumps(files))
@@ -153,6 +154,7 @@ def test_two_processes_filling_one_store_at_once_leave_it_complete_and_correct(t
         np.testing.assert_array_equal(store.row(i), decode_file(files[i], (16, 16), 3))
 
 
+@pytest.mark.slow
 def test_a_full_disk_trains_on_without_the_store_and_says_so(write, tmp_path, monkeypatch):
     photos(tmp_path / "photos")
 

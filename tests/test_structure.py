@@ -1,8 +1,12 @@
-"""The code's shape: no import circles between tlc's modules (counting imports inside functions,
+"""The code's shape: the stages import only downwards (import-linter's layers contract in
+pyproject.toml), no import circles between tlc's modules (counting imports inside functions,
 which hide a circle without removing it), and dead helpers stay gone."""
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from .conftest import REPO
@@ -92,3 +96,32 @@ def test_dead_helpers_stay_removed():
 
     assert not hasattr(tlc.data.images, "read_files") and not hasattr(tlc.data.pipeline.Feed, "element_shape")
     assert not hasattr(tlc.data.sources, "file_digest") and not hasattr(tlc.spec, "Int")
+
+
+def _lint_imports(*args: str) -> subprocess.CompletedProcess:
+    tool = Path(sys.executable).with_name("lint-imports")
+    command = [str(tool) if tool.exists() else shutil.which("lint-imports"), "--no-cache", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_the_stages_import_only_downwards():
+    done = _lint_imports()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stages import downwards KEPT" in done.stdout and "0 broken" in done.stdout
+
+
+def test_the_contract_catches_an_upward_import(tmp_path):
+    """The same tool, told that `plan` sits above `cli`: cli's imports of plan now point up."""
+    config = tmp_path / "upside_down.toml"
+    config.write_text('[tool.importlinter]\nroot_packages = ["tlc"]\n\n[[tool.importlinter.contracts]]\n'
+                      'name = "upside down"\ntype = "layers"\nlayers = ["tlc.plan", "tlc.cli"]\n')
+    done = _lint_imports("--config", str(config))
+    assert done.returncode == 1 and "tlc.cli is not allowed to import tlc.plan" in done.stdout, done.stdout
+
+
+def test_no_stage_imports_the_built_in_plugins():
+    """`tlc.plugins` (a package of its own folder, which import-linter does not see under `tlc`)
+    is loaded by the registry by name, like any plugin: no module of compiler/ imports it."""
+    offenders = [name for name, path in _modules().items() if not name.startswith("tlc.plugins")
+                 and any(m.startswith("tlc.plugins") for m in _imports(name, path, set(_modules())))]
+    assert offenders == []

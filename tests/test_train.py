@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,11 +11,10 @@ import tlc
 from tlc.data.pipeline import Feed
 from tlc.errors import RunError
 from tlc.train.loop import train
-from tlc.show.progress import Reporter
 from tlc.use.run import read_run
 
 from .conftest import tlc as run
-from .helpers import rows_of
+from .helpers import StopAfter, rows_of
 
 pytestmark = pytest.mark.slow
 
@@ -123,10 +123,10 @@ def test_phases_change_trainable_flags_and_learning_rate(write, tmp_path):
     result = train(tlc.load_spec(digits(write, extra=extra)), tmp_path)
     assert [r["epoch"] for r in rows_of(result.folder)] == ["0", "1", "2"]
     assert [p["learning_rate"] for p in result.metrics["phases"]] == [0.01, 0.0001]
-    model = keras.saving.load_model(result.folder / "model.keras")
+    model = keras.saving.load_model(result.folder / "model.keras").get_layer(result.model.name)
     flags = {l.name: l.trainable for l in model.layers}
     assert flags["block1_conv1"] is False and flags["block1_conv2"] is True
-    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.0001)
+    assert float(result.model.optimizer.learning_rate.numpy()) == pytest.approx(0.0001)
     notes = result.metrics["feature_cache"]
     assert notes[0].startswith("feature cache: on") and notes[1].startswith("feature cache: on, layers 1..1")
     assert len(list((result.folder / "cache").glob("*.npy"))) == 4  # both phases' features kept
@@ -151,7 +151,7 @@ def test_phases_with_batch_norm_frozen_keep_its_statistics_and_extend_the_cached
     source = tlc.load_spec(path)
     before = tlc.compile(source)
     result = train(source, tmp_path)
-    model = keras.saving.load_model(result.folder / "model.keras")
+    model = keras.saving.load_model(result.folder / "model.keras").get_layer(result.model.name)
     flags = {layer.name: layer.trainable for layer in model.layers}
     assert flags["block1_conv1"] is False and flags["block1_bn1"] is False and flags["block1_bn2"] is False
     assert flags["block1_conv2"] is True
@@ -162,15 +162,6 @@ def test_phases_with_batch_norm_frozen_keep_its_statistics_and_extend_the_cached
                                                           "(up to block1_act1; block1_conv2 trains)")
     without = train(tlc.load_spec(write(spec + extra.replace(", batch_norm: true", ""), "bn.yaml")), tmp_path)
     assert without.metrics["feature_cache"][1].startswith("feature cache: on, layers 1..1")
-
-
-class StopAfter(Reporter):
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-
-    def epoch_done(self, epoch, row):
-        if epoch + 1 == self.epochs:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("cache,distribute", [(True, "none"), (False, "none"), (True, "mirrored")])
@@ -340,8 +331,9 @@ def test_cli_train_errors(write, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "nt.yaml:1:1: tlc train needs a `train:` section" in result.output
     wrong = digits(write, "wrong", classes="0, 1")
     result = run("train", wrong, "--epochs", "1")
-    assert result.exit_code == 1
-    assert "the head has 3 classes but the data has 2 (0, 1); set head.classes: 2" in result.output
+    assert result.exit_code == 2  # a located spec error, like every other
+    assert re.search(r"wrong\.yaml:\d+:\d+: head\.classes: the head has 3 classes but the data has 2 \(0, 1\); "
+                     r"set head\.classes: 2", result.output), result.output
     resized = digits(write, "big").read_text().replace("[8, 8, 1]", "[16, 16, 1]")
     result = run("train", write(resized, "big.yaml"), "--epochs", "1")
     assert result.exit_code == 2

@@ -316,6 +316,7 @@ def test_tensorflow_retracing_warnings_are_kept_from_the_user():
     assert _not_retracing(record("something a user should see"))
 
 
+@pytest.mark.slow
 def test_a_head_of_a_structure_seen_before_trains_its_compiled_copy_with_the_same_history(write, tmp_path,
                                                                                          monkeypatch):
     """A tune worker's pool: the second head of a structure trains the first one's compiled copy
@@ -352,6 +353,7 @@ def test_a_head_of_a_structure_seen_before_trains_its_compiled_copy_with_the_sam
         np.testing.assert_array_equal(mine, theirs)
 
 
+@pytest.mark.slow
 def test_only_a_trial_that_is_the_best_so_far_writes_a_run_folder_unless_every_one_is_kept(write, tmp_path):
     from tlc.train.loop import train
     from tlc.spec.validation import load_spec
@@ -398,6 +400,7 @@ def test_a_kept_backbone_does_not_keep_the_models_built_on_it_alive(write):
     assert tuple(second.output.shape) == (None, 10)
 
 
+@pytest.mark.slow
 def test_a_worker_lets_go_of_each_trials_model_before_freezing_what_is_alive(write, tmp_path, monkeypatch):
     """A worker freezes what is alive after each trial (a full collection over TensorFlow's objects
     is slow): whatever of a trial is still referenced then, and dies later in a cycle, would never

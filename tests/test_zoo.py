@@ -18,7 +18,6 @@ from .conftest import tlc as run
 from .helpers import in_fresh_interpreter, keras_builds, keras_layers, one_type_per_family, spec_from_data, \
     trainable_count
 
-pytestmark = pytest.mark.slow
 
 #: every built-in keras.applications type (the contract's 40), with extra options to plan with
 ZOO = sorted(name for name, info in get_registry().backbones.items() if issubclass(info.cls, Application))
@@ -55,6 +54,7 @@ def keras_accepts(kind: str, h: int, w: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_the_zoo_is_the_contracts_forty():
     import keras
 
@@ -63,6 +63,7 @@ def test_the_zoo_is_the_contracts_forty():
     assert {row.type for row in zoo.MODELS} == set(ZOO)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ZOO)
 def test_plan_equals_keras_layer_by_layer(kind):
     """Non-square, odd, with Keras's minimum width (correct_pad depends on the sides' parity):
@@ -93,6 +94,7 @@ def test_plan_equals_keras_layer_by_layer(kind):
     assert not keras_accepts(kind, m - 1, m) and not keras_accepts(kind, m, m - 1)  # and (m + 17, m) built above
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ZOO)
 def test_plan_equals_keras_with_the_top_and_at_a_cut(kind):
     import keras
@@ -108,6 +110,7 @@ def test_plan_equals_keras_with_the_top_and_at_a_cut(kind):
     assert described(plan(spec_of(kind, shape, include_top=True, classes=7, output=cut_at))) == as_keras_says(cut)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_min_input_follows_the_networks_arithmetic(kind):
     """A head that needs a 5x5 map: the edge now comes from the network's own strides and
@@ -120,6 +123,7 @@ def test_min_input_follows_the_networks_arithmetic(kind):
     assert keras_builds(needy, h, w) and not keras_builds(needy, h - 1, w) and not keras_builds(needy, h, w - 1)
 
 
+@pytest.mark.slow
 def test_check_and_summarize_of_every_zoo_type_never_import_tensorflow(tmp_path):
     """Check all 40 at 80x96 (each type's min_input too) and summarize a fine-tuning spec."""
     paths = []
@@ -143,6 +147,7 @@ def test_check_and_summarize_of_every_zoo_type_never_import_tensorflow(tmp_path)
     assert [layer["trainable"] for layer in layers if layer["name"] == "conv5_block1_1_conv"] == [True]
 
 
+@pytest.mark.slow
 def test_summarize_of_a_frozen_efficientnet_has_keras_summary_totals(write, capsys):
     path = write("input: {shape: [224, 224, 3]}\nbackbone: {type: efficientnet_b0}\nfreeze: all\n"
                  "head: {type: dense, pooling: avg, classes: 5}\n")
@@ -177,6 +182,7 @@ def test_zoo_rules_are_located_errors(write):
     assert "input needs at least 71x71 (Keras's Xception minimum), got 70x100x3" in small.output
 
 
+@pytest.mark.slow
 def test_imagenet_offline_names_the_zoo_file_to_cache(write, tmp_path, monkeypatch):
     from keras.src.backend import config
     from keras.src.utils import file_utils
@@ -195,6 +201,7 @@ def test_imagenet_offline_names_the_zoo_file_to_cache(write, tmp_path, monkeypat
     assert not (tmp_path / "out.keras").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,mode", [("resnet50", "caffe"), ("resnet50_v2", "tf"), ("densenet121", "torch")])
 def test_preprocessing_is_the_familys(kind, mode):
     import numpy as np

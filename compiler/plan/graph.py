@@ -17,6 +17,8 @@ from tlc.errors import FieldError
 from .layers import Layer
 
 Inputs = dict[str, tuple[str, ...]]
+#: What a head's first layer (and any head layer naming it in `inputs`) takes: the backbone's output.
+HEAD_INPUT = "backbone_output"
 
 _cache: dict[int, tuple[Sequence[Layer], str | None, list[Layer], Inputs]] = {}
 
@@ -41,18 +43,18 @@ class Graph:
         return f"{prefix}_{n}" if n else prefix
 
 
-def wiring(layers: Sequence[Layer]) -> Inputs:
+def wiring(layers: Sequence[Layer], part: str = "backbone") -> Inputs:
     """Each layer's input names: its own `inputs`, or the layer before it in the list."""
     out: Inputs = {}
     previous: str | None = None
     for layer in layers:
         if layer.name in out:
-            raise FieldError(("backbone",), f"layer name {layer.name!r} is used twice in the backbone")
+            raise FieldError((part,), f"layer name {layer.name!r} is used twice in the {part}")
         named = layer.inputs or ((previous,) if previous is not None else ())
         for source in named:
             if source not in out:
-                raise FieldError(("backbone",), f"layer {layer.name!r} takes input from {source!r}, "
-                                                "which is not an earlier layer")
+                raise FieldError((part,), f"layer {layer.name!r} takes input from {source!r}, "
+                                          "which is not an earlier layer")
         out[layer.name] = named
         previous = layer.name
     return out
@@ -60,6 +62,20 @@ def wiring(layers: Sequence[Layer]) -> Inputs:
 
 def is_chain(layers: Sequence[Layer]) -> bool:
     return all(not layer.inputs for layer in layers)
+
+
+def head_graph(layers: Sequence[Layer]) -> tuple[list[Layer], Inputs]:
+    """(a head's layers in Keras's order, their inputs). A head is a chain or a graph like a
+    backbone's: a layer without `inputs` takes the one before it, the first takes the backbone's
+    output (`HEAD_INPUT`, which a layer may also name to branch from it). Every head layer comes
+    after the backbone's in Keras's list (all of them depend on its output), in the order
+    Keras's depth sort gives them among themselves."""
+    if not layers:  # no head (`none`): the backbone's output is the model's
+        return [], {}
+    start = Layer(HEAD_INPUT)
+    inputs = wiring([start, *layers], "head")
+    ordered = list(layers) if is_chain(layers) else _sorted_by_depth([start, *layers], inputs, layers[-1].name)
+    return [layer for layer in ordered if layer is not start], inputs
 
 
 def keras_order(layers: Sequence[Layer], output: str | None = None) -> tuple[list[Layer], Inputs]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tlc.errors import FieldError
 from tlc.errors import did_you_mean
-from .graph import Inputs, keras_order
+from .graph import HEAD_INPUT, Inputs, head_graph, keras_order
 from .layers import MAX_SIDE, DoesNotFit, Failure, Layer, Shape, format_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -155,23 +155,28 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
             result.failure = failure
             return result
     _check_unique_names([*described, *head])
-    _walk(result, head, current, "head", lambda i, layer: True)
+    try:
+        ordered, wired = head_graph(head)
+    except FieldError as exc:  # a head layer naming an input that is not there
+        result.failure = Failure(None, current, exc.message)
+        return result
+    _walk(result, ordered, current, "head", lambda i, layer: True, wired)
     result.warnings += _warnings(spec, result)
     return result
 
 
 def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
-          trains: Callable[[int, Layer], bool], inputs: Inputs | None = None) -> Shape | None:
-    """Append planned layers (in Keras's order; `inputs` wires a graph, None means a chain that
-    starts from `shape`); on the first that does not fit, record the failure and stop. Tensor
+          trains: Callable[[int, Layer], bool], inputs: Inputs) -> Shape | None:
+    """Append planned layers (in Keras's order; `inputs` wires them: a layer with none takes
+    `shape`, as a backbone's input layer does; a head's layers may name `HEAD_INPUT`, the
+    backbone's output); on the first that does not fit, record the failure and stop. Tensor
     operations are walked for their shapes but, as in Keras's `model.layers`, not listed."""
-    shapes: dict[str, Shape] = {}
+    shapes: dict[str, Shape] = {HEAD_INPUT: shape}
     i = -1
     for layer in layers:
-        sources = inputs[layer.name] if inputs is not None else ()
-        if sources:
-            received = [shapes[name] for name in sources]
-            shape = received[0]
+        sources = inputs[layer.name]
+        received = [shapes[name] for name in sources] if sources else [shape]
+        shape = received[0]
         try:
             out = layer.output_shape(received if layer.merges else shape)
             if min(out, default=1) < 1:

@@ -115,13 +115,22 @@ class Head(_Typed):
         return None
 
     def build(self, x: Any) -> Any:
-        """Takes the backbone's output tensor, returns the model's output tensor."""
+        """Takes the backbone's output tensor, returns the model's output tensor: the described
+        layers, chained or wired by their `inputs` (`HEAD_INPUT` names the backbone's output)."""
+        from tlc.plan.graph import HEAD_INPUT, head_graph
+
         described = self.layers(tuple(x.shape[1:]))
         if described is None:
             raise NotImplementedError(f"{type(self).__name__} has neither layers() nor build()")
+        ordered, inputs = head_graph(described)
+        if not ordered:
+            return x
+        tensors = {HEAD_INPUT: x}
         for layer in described:
-            x = layer.keras_layer(tuple(x.shape[1:]))(x)
-        return x
+            sources = [tensors[name] for name in inputs[layer.name]]
+            shape = tuple(int(d) for d in sources[0].shape[1:])
+            tensors[layer.name] = layer.keras_layer(shape)(sources if layer.merges else sources[0])
+        return tensors[ordered[-1].name]
 
 
 @dataclass(frozen=True)

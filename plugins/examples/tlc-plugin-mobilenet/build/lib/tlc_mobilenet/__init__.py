@@ -1,1 +1,0 @@
-"""tlc plugin: MobileNetV2 backbone and a conv classifier head."""
