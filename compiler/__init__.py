@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import train  # the package, called as the API's `train(spec)` (see tlc/train/__init__.py)
 from ._version import __version__
 from .errors import FieldError, InfeasibleError, RunError, SpecError, TlcError
 from .plugin.components import Backbone, DataSource, Head
 from .plugin.hookspecs import hookimpl
 from .spec.validation import load_spec
 from .use.run import Run
-from . import train  # the package, called as the API's `train(spec)` (see tlc/train/__init__.py)
 
 __all__ = [
     "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "Run", "RunError", "SpecError", "TlcError",

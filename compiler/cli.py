@@ -14,9 +14,10 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from tlc.use.formats import EXPORT_FORMATS, QUANTIZE_MODES, TTA
+
 from ._version import __version__
 from .errors import EXIT_INFEASIBLE, TlcError, UsageError
-from tlc.use.formats import EXPORT_FORMATS, QUANTIZE_MODES, TTA
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
 # The tlc process uses no pydantic plugins; skipping their entry-point scan saves start-up time.
@@ -170,8 +171,8 @@ def check(
 @command
 def summarize(spec: SpecArg, as_json: JsonOpt = False) -> None:
     """Per layer: index, name, kind, output shape, params, trainable; and the totals."""
-    from tlc.spec.preflight import examine
     from tlc.show.tables import summary_table, totals_line
+    from tlc.spec.preflight import examine
 
     warn_plugin_failures()
     outcome = examine(str(spec))
@@ -196,9 +197,10 @@ def build(
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Compile a spec and save the Keras model (written atomically)."""
-    from .atomic import write_with
     from tlc.build.emit import compile as emit
     from tlc.spec.preflight import prepare
+
+    from .atomic import write_with
 
     warn_plugin_failures()
     ready = prepare(spec)
@@ -256,9 +258,9 @@ def train(
         "--seed", min=0, max=2**32 - 1, help="Override train.seed (e.g. to repeat a run over seeds).")] = None,
 ) -> None:
     """Train a spec; writes runs/<name>/ (model, history, metrics, plot, resolved spec)."""
+    from tlc.show.progress import RichReporter
     from tlc.spec.preflight import prepare
     from tlc.train.loop import train as run_training
-    from tlc.show.progress import RichReporter
 
     warn_plugin_failures()
     ready = prepare(spec, training=True, epochs=epochs, seed=seed)
@@ -284,10 +286,11 @@ def compare(
 ) -> None:
     """Compare runs: accuracy per epoch and training time (PNG), and a table of the results.
     Runs of the same spec (e.g. several seeds) are one row: their mean and range."""
-    from .atomic import write_with
-    from tlc.use.compare import load_groups, verdict
     from tlc.show.figures import compare_plot
     from tlc.show.tables import compare_table
+    from tlc.use.compare import load_groups, verdict
+
+    from .atomic import write_with
 
     groups = load_groups(runs)
     write_with(output, compare_plot(groups))
@@ -309,8 +312,7 @@ def predict(
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Classify images: the top classes with their probabilities."""
-    from tlc.use import model_source
-    from tlc.use import predict as infer
+    from tlc.use import model_source, predict as infer
 
     found = model_source.resolve(model)
     files = infer.image_files(images)
@@ -336,8 +338,8 @@ def extract(
 ) -> None:
     """Run a feature extractor (e.g. VGG16 cut at fc2) over data and save the features (.npy)."""
     from tlc.show.progress import bars
-    from tlc.use import model_source
-    from tlc.use import predict as infer
+    from tlc.use import model_source, predict as infer
+
     from .atomic import write_text
 
     if output.suffix != ".npy":
@@ -424,6 +426,12 @@ Quantize = choices("Quantize", QUANTIZE_MODES)
 MISTAKES_SHOWN = 5  # `tlc evaluate` names the worst few; evaluation.json lists every one
 
 
+def nearby(path: str) -> str:
+    """A recorded (absolute) path as a person typed it: relative to here when it is below here."""
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if relative.startswith("..") else relative
+
+
 @command
 def evaluate(
     run: RunArg,
@@ -435,9 +443,9 @@ def evaluate(
 ) -> None:
     """Per-class metrics and confusion matrix of a run on its held-out split (evaluation.json,
     confusion.png and misclassified.png in the run folder)."""
+    from tlc.show.tables import evaluation_table
     from tlc.use.evaluate import evaluate as run_evaluation
     from tlc.use.run import Run
-    from tlc.show.tables import evaluation_table
 
     opened = Run.open(run)
     opened.choose_split(chosen(split))  # a bad folder or split fails before TensorFlow loads
@@ -450,7 +458,8 @@ def evaluate(
     top = "".join(f", top-{k} {v:.4f}" for k, v in result["top_k"].items())
     plain = f" ({result['tta']} test-time augmentation; {result['accuracy_no_tta']:.4f} without)" if tta else ""
     for wrong in result["mistakes"][:MISTAKES_SHOWN]:
-        say(f"mistake: {wrong['file']}: {wrong['true']}, predicted {wrong['predicted']} ({wrong['probability']:.3f})")
+        say(f"mistake: {nearby(wrong['file'])}: {wrong['true']}, predicted {wrong['predicted']} "
+            f"({wrong['probability']:.3f})")
     more = len(result["mistakes"]) - MISTAKES_SHOWN
     if more > 0:
         say(f"... and {more} more mistakes (evaluation.json lists them all)")
@@ -553,8 +562,9 @@ def serve(
     """Serve a run's model over HTTP: a page at / (drop a photo, see its classes and heat map),
     POST /predict (images), POST /explain (a heat map), GET /metadata, GET /health; concurrent
     requests are batched into one model call. Stops cleanly on SIGTERM or Ctrl-C."""
-    from .serve import Limits, api_key_from, serve as run_server
     from tlc.use.run import Run
+
+    from .serve import Limits, api_key_from, serve as run_server
 
     opened = Run.open(run)
     key = api_key_from(api_key_env)

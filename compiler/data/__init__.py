@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tlc.errors import RunError
+
 from .sources import IMAGE_SUFFIXES, Examples, as_images, read
 from .split import stratified
 

@@ -16,8 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .images import decode_many
-from .tfdata import without_autotune
 from .sources import Examples
+from .tfdata import without_autotune
 
 IN_MEMORY_LIMIT = 512 * 2**20  # larger arrays are read from their memory map batch by batch
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlc.plugin.components import DataSource
 from tlc.errors import RunError
+from tlc.plugin.components import DataSource
 from tlc.plugin.hookspecs import hookimpl
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")  # what tf.io.decode_image reads

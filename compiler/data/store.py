@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tlc.atomic import write_text
+
 from .images import decode_file, decode_many, decode_rule
 
 STAMP = 16  # bytes per row's stamp: size and mtime_ns, int64 each

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Sequence
 
 from tlc.errors import FieldError
+
 from .layers import Layer
 
 Inputs = dict[str, tuple[str, ...]]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlc.errors import one_line
+
 from .graph import fresh_layer_names
 from .layers import Failure, Layer, Shape
 

@@ -10,8 +10,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from tlc.errors import FieldError
-from tlc.errors import did_you_mean
+from tlc.errors import FieldError, did_you_mean
+
 from .graph import HEAD_INPUT, Inputs, head_graph, keras_order
 from .layers import MAX_SIDE, DoesNotFit, Failure, Layer, Shape, format_shape
 

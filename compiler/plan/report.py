@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlc.errors import EXIT_INFEASIBLE, EXIT_INVALID, EXIT_OK, SpecError
+
 from .layers import format_shape
 from .planner import Plan
 

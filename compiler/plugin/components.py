@@ -10,8 +10,9 @@ from typing import Annotated, Any, Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .fields import by_kind
 from tlc.plan.layers import Layer, Shape
+
+from .fields import by_kind
 
 
 class StrictModel(BaseModel):

@@ -17,9 +17,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, zoo
 from .components import Backbone, DataSource, Head
-from . import zoo
 
 #: The built-in types and the module that registers each (through the same hooks as plugins).
 #: Listed here so that a spec's type is found without importing every module: `tlc check` of a

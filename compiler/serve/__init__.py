@@ -13,8 +13,8 @@ between this and the usual `model.predict` per request (`bench/serve_load.py`).
 Bad input is a 4xx with `{"error": ...}` naming the part, and the server keeps serving.
 """
 from .app import create_app
-from .batching import Served
-from .uploads import BadRequest, Limits
+from .served import Served
 from .server import api_key_from, listen, serve
+from .uploads import BadRequest, Limits
 
 __all__ = ["BadRequest", "Limits", "Served", "api_key_from", "create_app", "listen", "serve"]

@@ -13,7 +13,8 @@ import numpy as np
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
 from tlc.use.predictor import split_views, tta_views
-from .batching import Served
+
+from .served import Served
 from .uploads import BadRequest, read_images
 
 PAGE = Path(__file__).with_name("page.html")
@@ -42,7 +43,7 @@ def create_app(served: Served, api_key: str | None = None):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        worker = asyncio.create_task(served.batcher())
+        worker = asyncio.create_task(served.batcher.run())
         yield
         worker.cancel()
 
@@ -103,7 +104,7 @@ def create_app(served: Served, api_key: str | None = None):
         RGBA PNG at the input size, for drawing over the photo); class, probability and layer in headers."""
         loop = asyncio.get_running_loop()
         try:
-            wanted = served.class_index(request.query_params.get("class"))
+            wanted = served.heat_maps.class_index(request.query_params.get("class"))
             tta = served.tta_of(request.query_params.get("tta"))
             parts = await read_images(request, served.limits)
             if len(parts) != 1:
@@ -112,11 +113,11 @@ def create_app(served: Served, api_key: str | None = None):
             image = await loop.run_in_executor(served.decoders, served.decode, name, data)
         except BadRequest as exc:
             return error(exc.status, exc.message)
-        item = await loop.run_in_executor(None, served.explain, image, wanted, tta)
+        item = await loop.run_in_executor(None, served.heat_maps.explain, image, wanted, tta)
         overlay = request.query_params.get("overlay", "0").lower() not in ("0", "false", "no", "")
-        png = await loop.run_in_executor(None, served.overlay_png if overlay else served.picture_png, item, name)
+        png = await loop.run_in_executor(None, served.heat_maps.overlay_png if overlay else served.heat_maps.picture_png, item, name)
         return Response(png, media_type="image/png", headers={
             "X-TLC-Class": quote(served.run.classes[item.class_index], safe=" !#$&'()*+,/:;=?@[]~"),
-            "X-TLC-Probability": repr(item.probability), "X-TLC-Layer": served.explainer.layer})
+            "X-TLC-Probability": repr(item.probability), "X-TLC-Layer": served.heat_maps.explainer.layer})
 
     return app

@@ -6,8 +6,9 @@ import os
 import socket
 
 from tlc.errors import RunError, UsageError
+
 from .app import create_app
-from .batching import Served
+from .served import Served
 from .uploads import Limits
 
 
@@ -68,4 +69,4 @@ def serve(run, *, host: str, port: int, limits: Limits, api_key: str | None, saf
     server.run(sockets=[sock])
     if not server.started:
         raise RunError("the server did not start")
-    announce(f"stopped: {served.images:,} images classified in {served.calls:,} model calls")
+    announce(f"stopped: {served.batcher.images:,} images classified in {served.batcher.calls:,} model calls")

@@ -113,6 +113,7 @@ def examples_grid(images, captions: list[str], title: str, heats=None):
 
     def write(path: Path) -> None:
         import math
+        import textwrap
 
         import numpy as np
 
@@ -131,7 +132,7 @@ def examples_grid(images, captions: list[str], title: str, heats=None):
             if heats is not None:
                 ax.imshow(heats[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
             ax.set_title(caption, fontsize=8)
-        fig.suptitle(title, wrap=True)
+        fig.suptitle(textwrap.fill(title, int(width * 9)), fontsize=11)  # ~9 characters an inch at 11 pt
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)

@@ -7,14 +7,16 @@ plugin types validate (and appear in the JSON Schema) exactly like built-in ones
 import os
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Discriminator, Field, PrivateAttr, Strict, Tag, create_model, field_validator, model_serializer, model_validator
+from pydantic import (Discriminator, Field, PrivateAttr, Strict, Tag, create_model, field_validator, model_serializer,
+                      model_validator)
 
-from tlc.plugin.components import Backbone, Head, StrictModel
 from tlc.errors import SpecError
-from tlc.plugin.fields import by_kind
 from tlc.plan.layers import MAX_SIDE
-from .loader import Document, Loc, format_loc
+from tlc.plugin.components import Backbone, Head, StrictModel
+from tlc.plugin.fields import by_kind
 from tlc.plugin.registry import Registry, get_registry
+
+from .loader import Document, Loc, format_loc
 from .tune import TuneSpec
 
 MAX_CHANNELS = int(os.environ.get("TLC_MAX_CHANNELS", 1024))

@@ -10,8 +10,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from tlc.errors import SpecError, did_you_mean
-from .loader import Document, Loc, exists, load_document
 from tlc.plugin.registry import Registry, get_registry
+
+from .loader import Document, Loc, exists, load_document
 from .models import SpecBase, spec_model
 
 
@@ -40,6 +41,7 @@ def _check_tune(spec: SpecBase, data: dict) -> None:
     """A search space that cannot be searched is an error of the spec itself (exit 2), before
     any trial runs: a grid over a continuous space, or a path that cannot exist."""
     from tlc.errors import FieldError
+
     from .space import check_paths
 
     grid = spec.tune.grid_error()

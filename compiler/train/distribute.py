@@ -16,6 +16,7 @@ import numpy as np
 
 from tlc.data.tfdata import without_autotune
 from tlc.errors import RunError
+
 from .epochs import per_example_loss, validate
 
 

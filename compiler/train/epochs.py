@@ -12,7 +12,8 @@ import weakref
 
 import numpy as np
 
-from . import controls
+from .early_stopping import EarlyStopping
+from .optimizing import learning_rate
 
 
 class EpochHooks:
@@ -22,7 +23,7 @@ class EpochHooks:
         self.total, self.steps, self.reporter, self.state, self.log = total, steps, reporter, state, log
         self.checkpoint, self.save_best = checkpoint, save_best
         es = spec.train.early_stopping
-        self.early = controls.EarlyStopping(es, state.early) if es else None
+        self.early = EarlyStopping(es, state.early) if es else None
 
     @property
     def stopped(self) -> bool:
@@ -31,7 +32,7 @@ class EpochHooks:
 
     def begin(self, epoch: int) -> None:
         reseed_random_layers(self.model, self.spec.train.seed, epoch)
-        self.lr = controls.learning_rate(self.spec, self.phase.learning_rate, epoch - self.first, self.phase.epochs)
+        self.lr = learning_rate(self.spec, self.phase.learning_rate, epoch - self.first, self.phase.epochs)
         if self.lr is not None:
             self.model.optimizer.learning_rate.assign(self.lr)
         self.reporter.epoch_started(epoch, self.total, self.steps)

@@ -1,9 +1,9 @@
 """`tlc train`: phases of epochs, one `fit` call per phase, checkpointed after every epoch.
 
 This module orchestrates: `PhaseRunner` runs one phase at a time over one model. What a spec
-must satisfy is the preflight's (`tlc.preflight`), what each epoch does is `epochs`', what the
-model trains with is `controls`', what is cached is `cache`'s and what the run folder holds is
-`runs`' and `state`'s.
+must satisfy is the preflight's (`tlc.spec.preflight`), what each epoch does is `epochs`', the
+loss is `losses`', the optimizer and learning rate `optimizing`'s, what is cached is `cache`'s and
+what the run folder holds is `runs`' and `state`'s.
 """
 from __future__ import annotations
 
@@ -16,20 +16,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tlc import data as datasets
-from tlc.data.split import split_record
 from tlc.build.emit import set_frozen
+from tlc.data.split import split_record
 from tlc.errors import RunError
 from tlc.show.figures import accuracy_plot, import_in_background
+from tlc.show.progress import Reporter
 from tlc.spec.preflight import Ready, prepare
-from . import cache
-from . import controls
-from . import losses
-from . import precise_bn
+
+from . import cache, losses, optimizing, precise_bn
 from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit, reseed_random_layers, validate
-from tlc.show.progress import Reporter
 from .runs import RunFolder
 from .state import State, metrics_record
+from .tensorboard import TensorBoardLog
 
 
 @dataclass
@@ -174,13 +173,13 @@ class PhaseRunner:
                 for note in weights_notes:
                     reporter.note(note)
                 state.weights_notes = weights_notes
-            loss = controls.loss_for(spec, model, dataset)
+            loss = losses.loss_for(spec, model, dataset)
         feeds, distilled = datasets.feeds(spec, dataset, store), None
         if spec.train.distill is not None:
             feeds, distilled = cls.taught(ready, dataset, feeds, folder, state, options, reporter)
         return cls(ready, dataset, folder, state, options, reporter, strategy, store, model, loss, feeds,
-                   controls.class_weights(spec, dataset.train.labels, dataset.num_classes),
-                   controls.TensorBoardLog(folder.work, enabled=folder.writer and options.keep is None), distilled)
+                   losses.class_weights(spec, dataset.train.labels, dataset.num_classes),
+                   TensorBoardLog(folder.work, enabled=folder.writer and options.keep is None), distilled)
 
     @staticmethod
     def taught(ready: Ready, dataset, feeds: tuple, folder: RunFolder, state: State, options: Options,
@@ -213,7 +212,7 @@ class PhaseRunner:
         if not resuming_inside:
             set_frozen(model.layers[:len(self.ready.plan.backbone)], phase.frozen_through, phase.batch_norm)
             with scope():
-                controls.compile_model(model, self.loss, controls.optimizer(spec, phase.learning_rate))
+                optimizing.compile_model(model, self.loss, optimizing.optimizer(spec, phase.learning_rate))
         part, steps = self._split()
         epochs = range(state.epochs_done, first + phase.epochs)
         hooks = EpochHooks(part.model, spec, phase, first, self.total(self.ready), steps, self.reporter, state, self.log,
@@ -256,7 +255,7 @@ class PhaseRunner:
                 if copy is not None:
                     part, self.lent = dataclasses.replace(part, model=copy), part.model
                 else:
-                    controls.compile_model(part.model, self.loss, self.model.optimizer,
+                    optimizing.compile_model(part.model, self.loss, self.model.optimizer,
                                            steps_per_execution=min(steps, 64))
         state.train_seconds += time.perf_counter() - started
         self.reporter.note(part.note)
@@ -294,7 +293,7 @@ class PhaseRunner:
             if not self.options.keep(metrics):
                 folder.discard()
                 return Result(folder.final, metrics, self.model, wrote=False)
-            controls.TensorBoardLog.replay(folder.work, state.rows, enabled=folder.writer)
+            TensorBoardLog.replay(folder.work, state.rows, enabled=folder.writer)
         if store is not None:
             for line in (store.summary(), store.failure):
                 if line:

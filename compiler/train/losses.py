@@ -19,7 +19,42 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import numpy as np
+
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as Keras's cross-entropy does
+
+
+def loss_for(spec, model, dataset) -> Any:
+    """The loss of a single-label classifier whose head fits the data (else a clear error)."""
+    out = tuple(model.output.shape[1:])
+    if out != (dataset.num_classes,):
+        if len(out) != 1:
+            raise spec.error(("head", "type"), f"tlc train needs a classifier head; the model outputs {out} "
+                                               "(use head: {type: dense, classes: N})")
+        raise spec.error(("head", "classes") if "classes" in type(spec.head).model_fields else ("head",),
+                         f"the head has {out[0]} classes but the data has {dataset.num_classes} "
+                         f"({', '.join(dataset.class_names)}); set head.classes: {dataset.num_classes}")
+    activation = getattr(spec.head, "output_activation", "softmax")
+    if activation == "sigmoid":
+        raise spec.error(("head", "output_activation"),
+                         "tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
+    t, from_logits = spec.train, activation == "linear"
+    if t.distill is not None:
+        return distillation_classes()[0](t.distill.temperature, t.distill.alpha, t.label_smoothing, from_logits)
+    return cross_entropy(t.label_smoothing, from_logits)
+
+
+def class_weights(spec, labels: np.ndarray, classes: int) -> dict[int, float] | None:
+    """`class_weight: balanced`: n / (k * count(c)), as scikit-learn computes it."""
+    if spec.train.class_weight != "balanced":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    out = {c: 1.0 for c in range(classes)}
+    out.update({int(c): float(w) for c, w in zip(present, weights)})
+    return out
 
 
 def register() -> None:

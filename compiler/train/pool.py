@@ -19,8 +19,51 @@ from typing import Any, Callable
 
 import numpy as np
 
-
 HEADS_KEPT = 16  # compiled heads and training batches a worker keeps (a space of units can offer dozens)
+
+
+@dataclass
+class KeptBackbones:
+    """Backbones built once per process (`emit.compile`'s `backbones`): building VGG16 takes
+    longer than training a head on its features. One is kept per spec and the random state it
+    was built from: a later model gets the same layers, their weights as first built, and the
+    random state as right after building, so its head is initialised as if the backbone had been
+    built again."""
+
+    built: dict = field(default_factory=dict)
+
+    def __call__(self, spec, last: str, safe_mode: bool = True) -> tuple[Any, str | None]:
+        import random
+
+        from tlc.build.emit import build_backbone
+
+        key = (spec.backbone.model_dump_json(), spec.input.hwc, last, hash(random.getstate()),
+               hash(np.random.get_state()[1].tobytes()))
+        if key in self.built:
+            backbone, weights, states, note = self.built[key]
+            _forget_heads(backbone)
+            backbone.set_weights(weights)
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            return backbone, note
+        backbone, note = build_backbone(spec, last, safe_mode)
+        self.built[key] = (backbone, backbone.get_weights(), (random.getstate(), np.random.get_state()), note)
+        return backbone, note
+
+    def forget_heads(self) -> None:
+        for backbone, *_ in self.built.values():
+            _forget_heads(backbone)
+
+
+def _forget_heads(backbone) -> None:
+    """Drop the connections models' heads made to a kept backbone: Keras records every call of a
+    layer on a layer's output in that layer's outbound nodes, so a kept backbone held every head
+    built on it (~1 MB a tune trial, never freed)."""
+    inside = {id(layer) for layer in backbone.layers}
+    for layer in backbone.layers:
+        nodes = getattr(layer, "_outbound_nodes", None)
+        if nodes:
+            nodes[:] = [node for node in nodes if id(node.operation) in inside]
 
 
 @dataclass
@@ -28,7 +71,7 @@ class Pool:
     datasets: dict = field(default_factory=dict)  # what `data.load` reads -> the Dataset
     features: dict = field(default_factory=dict)  # cache file path -> its array (`cache.split`)
     heads: dict = field(default_factory=dict)  # a head's structure -> its compiled copy (`_Head`)
-    backbones: dict = field(default_factory=dict)  # built backbones (`emit.compile`)
+    backbones: KeptBackbones = field(default_factory=lambda: KeptBackbones())  # (`emit.compile`'s builder)
     batches: dict = field(default_factory=dict)  # a feed's arrays, seed, epochs, batch size -> its tf.data batches
 
     def epochs(self, feed, seed: int, epochs: range, batch_size: int):
@@ -69,12 +112,9 @@ class Pool:
         np.random.seed(seed)
 
     def release(self) -> None:
-        """Let go of the runs trained so far: the kept backbones forget the heads built on them
-        (`emit.forget_heads`), so a run's model dies with the run's last reference to it."""
-        from tlc.build.emit import forget_heads
-
-        for backbone, *_ in self.backbones.values():
-            forget_heads(backbone)
+        """Let go of the runs trained so far: the kept backbones forget the heads built on them,
+        so a run's model dies with the run's last reference to it."""
+        self.backbones.forget_heads()
 
     def dataset(self, spec, load: Callable):
         """`load()`, once per data source, input shape, seed and unlabeled folder."""
@@ -130,7 +170,7 @@ class _Head:
     def compiled_like(cls, tail, loss, optimizer, steps_per_execution: int) -> _Head:
         import keras
 
-        from .controls import compile_model
+        from .optimizing import compile_model
 
         tunable = tunable_dropout()
 

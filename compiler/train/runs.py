@@ -15,10 +15,12 @@ import shutil
 from pathlib import Path
 
 from tlc.atomic import swap_folder, write_text, write_with
-from tlc.errors import RunError
-from .state import State, history_csv, lock_text
 from tlc.build.serving import self_contained
+from tlc.errors import RunError
 from tlc.layout import RunLayout
+
+from .state import State, history_csv, lock_text
+
 
 class RunFolder:
     """`writer=False` (a non-chief distributed worker) reads state to resume but writes nothing.

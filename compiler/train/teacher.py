@@ -25,6 +25,7 @@ import numpy as np
 from tlc.layout import RunLayout
 from tlc.spec.preflight import TEACHER
 
+
 @dataclass
 class Teacher:
     where: Path
@@ -34,8 +35,8 @@ class Teacher:
 
     @classmethod
     def open(cls, spec, *, safe_mode: bool = True) -> Teacher:
-        from tlc.errors import RunError
         from tlc.build.loading import load_model
+        from tlc.errors import RunError
         from tlc.use.predictor import Predictor
         from tlc.use.run import Run
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tlc.errors import InfeasibleError, SpecError, TlcError, one_line
-from tlc.spec.loader import Document
 from tlc.show.progress import Reporter
 from tlc.spec import space as spaces
+from tlc.spec.loader import Document
 
 SCALARS = (type(None), bool, int, float, str)
 
@@ -93,8 +93,8 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
     from optuna.trial import TrialState
 
     from tlc.spec.preflight import prepare
-    from tlc.train.loop import train
     from tlc.spec.validation import validate
+    from tlc.train.loop import train
 
     started = time.perf_counter()
     params = suggest(trial, tune)

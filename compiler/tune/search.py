@@ -52,9 +52,9 @@ def search(request: Request, reporter=None, loaded=None) -> dict | None:
     """Run the study to `tune.trials` trials in all (or the timeout); the outputs' summary, or
     None in a spawned worker. A KeyboardInterrupt still writes the outputs, then propagates.
     `loaded`: what `load(request)` gave, when the caller has it (the spec is validated once)."""
-    from . import outputs
-    from . import study as studies
     from tlc.show.progress import TuneReporter
+
+    from . import outputs, study as studies
 
     spec, tune = loaded or load(request)
     require_optuna()

@@ -90,6 +90,7 @@ def open_study(tune, storage, name: str, worker: int = 0):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from tlc.spec.tune import PRUNERS, SAMPLERS
+
     from .objective import optuna_choices
 
     grid = {"search_space": {path: optuna_choices(s.values) for path, s in tune.space.items()}} \
@@ -169,6 +170,7 @@ def work(study, lock, base, tune, folder: Path, *, total: int, timeout: float | 
     """Run trials until the study has `total` or `timeout` seconds have passed; the outcomes.
     The trials share this process's datasets, features and compiled heads (`train.pool`)."""
     from tlc.train.pool import Pool
+
     from .objective import custom_gradients, release_memory, run_trial
 
     outcomes, started, pool = [], time.monotonic(), Pool()

@@ -8,8 +8,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .run import read_run
 from tlc.layout import RunLayout
+
+from .run import read_run
 
 
 @dataclass

@@ -79,9 +79,10 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str 
     from tlc.atomic import write_text, write_with
     from tlc.data import naming_unreadable
     from tlc.data.pipeline import Feed
+    from tlc.show.figures import confusion_plot, examples_grid
+
     from .explain import heat_maps
     from .predictor import Predictor
-    from tlc.show.figures import confusion_plot, examples_grid
     spec, part = run.spec, run.choose_split(split)
     examples = run.held_out(part)
     predictor = Predictor.of_run(run, safe_mode=safe_mode)

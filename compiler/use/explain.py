@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from tlc.errors import RunError, UsageError
-from .predictor import split_views, tta_views
 from tlc.layout import RunLayout
+
+from .predictor import split_views, tta_views
 
 GRID_LIMIT = 36  # explain.png shows at most this many images (each has its own PNG)
 
@@ -141,6 +142,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     (default RUN/explain/); returns one record per image. `run` is a `Run`."""
     from tlc.atomic import write_with
     from tlc.data import naming_unreadable
+
     from .predict import file_feed
     from .predictor import Predictor
     wanted = class_index(run.classes, class_name)  # before the model loads

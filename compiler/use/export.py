@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from tlc.errors import RunError, UsageError, one_line
+from tlc.layout import RunLayout
+
 from .formats import EXPORT_FORMATS
 from .runtimes import quietly, run_artifact
-from tlc.layout import RunLayout
 
 TOLERANCE = 1e-4
 CHECK_EXAMPLES = 32
@@ -55,6 +56,7 @@ def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
     With `quantize` (tflite), the comparison is the held-out accuracy (`tlc.quantize`). `run` is a
     `Run` or its folder; the artifact is the predictor's serving model."""
     from tlc.atomic import replacing
+
     from .predictor import Predictor
     from .quantize import check_mode, quantized_export
     from .run import Run

@@ -14,6 +14,7 @@ import numpy as np
 from tlc.data import IMAGE_SUFFIXES, Examples, as_images, naming_unreadable
 from tlc.data.pipeline import Feed
 from tlc.errors import SpecError
+
 from .predictor import Predictor
 
 

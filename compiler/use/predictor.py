@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tlc.errors import RunError
 from tlc.build.serving import finishing, output_activation, serving_model
+from tlc.errors import RunError
 
 from .formats import TTA
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tlc.errors import RunError, UsageError, one_line
+
 from .formats import QUANTIZE_MODES
 
 BATCH = 32
@@ -74,6 +75,7 @@ def quantized_export(run, predictor, target: Path, mode: str, *, calibration: in
     import tempfile
 
     from tlc.atomic import replacing
+
     from .runtimes import quietly
 
     served = predictor.serving

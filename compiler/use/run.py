@@ -140,9 +140,8 @@ class Run:
 
     def images(self, examples, batch: int = 32):
         """`examples` as one array of [0, 1] images, read from the decoded-image store when it has them."""
-        from tlc.data.pipeline import Feed
-
         from tlc.data import fit_of
+        from tlc.data.pipeline import Feed
 
         return Feed(examples, self.spec.input.hwc, store=self.image_store, fit=fit_of(self.spec)).array(batch)
 

@@ -1,0 +1,92 @@
+"""The served model: the run's predictor behind one batcher, uploads decoded as `tlc predict`
+decodes files, the answers' JSON and what /metadata says."""
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tlc.layout import RunLayout
+
+from .batching import Batcher, one_core_per_call
+from .heat_maps import HeatMaps
+from .uploads import BadRequest, Limits
+
+DECODERS = 8  # threads decoding uploads (Pillow releases the GIL while it decodes)
+
+
+@dataclass
+class Served:
+    """The run's predictor, ready to answer: decoding, the batched call, heat maps, metadata."""
+
+    run: Any
+    predictor: Any
+    sha256: str
+    limits: Limits
+    decoders: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(DECODERS, "tlc-decode"))
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self.predictor.probabilities, self.limits.max_batch)
+        self.heat_maps = HeatMaps(self.run, self.predictor)
+
+    @classmethod
+    def load(cls, run, limits: Limits, *, safe_mode: bool = True) -> Served:
+        """`run`: a `Run` (or its folder); its batch shapes are traced before the first request."""
+        from tlc.build.weights import file_sha256
+        from tlc.use.predictor import Predictor
+        from tlc.use.run import Run
+
+        one_core_per_call()
+        run = Run.of(run)
+        served = cls(run, Predictor.of_run(run, safe_mode=safe_mode), file_sha256(str(run.model_path)), limits)
+        served.predictor.warm()
+        return served
+
+    def decode(self, name: str, contents: bytes) -> np.ndarray:
+        """One uploaded image -> (h, w, c) in [0, 1], decoded as `tlc predict` decodes files
+        (upright, DCT-scaled, antialiased); an undecodable part is a 400 naming it."""
+        from tlc.data.images import ImageError, decode_bytes
+
+        if not contents:
+            raise BadRequest(400, f"{name}: empty")
+        h, w, c = self.run.spec.input.hwc
+        try:
+            return decode_bytes(contents, (h, w), c, name, self.predictor.fit).astype(np.float32) / 255.0
+        except ImageError as exc:
+            raise BadRequest(400, f"{exc} (PNG, JPEG, GIF, BMP or WebP)") from None
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        """The images' scores, from the batch the batcher puts them in."""
+        return await self.batcher.predict(images)
+
+    def answer(self, names: list[str], scores: np.ndarray, top: int) -> dict:
+        predictions = [{"file": name, "top": [{"class": t["class"], "probability": t["probability"]} for t in best]}
+                       for name, best in zip(names, self.predictor.top(scores, top))]
+        return {"predictions": predictions, "model": {"name": self.run.spec.name, "sha256": self.sha256}}
+
+    @functools.cached_property
+    def resolved_spec(self) -> dict:
+        """The run's spec.lock.yaml as data, read once."""
+        import yaml
+
+        return yaml.safe_load(RunLayout(self.run.folder).spec_lock.read_text())
+
+    @staticmethod
+    def tta_of(value: str | None) -> str | None:
+        """`?tta=flip`: the test-time augmentation asked for (None: none); another value is a 400."""
+        from tlc.use.formats import TTA
+
+        if value in (None, "", "none"):
+            return None
+        if value not in TTA:
+            raise BadRequest(400, f"tta: expected {' or '.join(TTA)} (or none), got {value!r}")
+        return value
+
+    def metadata(self) -> dict:
+        return {"name": self.run.spec.name, "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
+                "sha256": self.sha256, "spec": self.resolved_spec,
+                "served": {"images": self.batcher.images, "model_calls": self.batcher.calls, "max_batch": self.limits.max_batch,
+                           "max_images": self.limits.max_images, "max_bytes": self.limits.max_bytes}}
