@@ -27,7 +27,7 @@ backbone: {{type: mobilenet_v2, alpha: 0.35, weights: null}}
 freeze: {{up_to: block_2_add}}
 head: {{type: dense, pooling: avg, classes: 3, output_activation: linear}}
 train:
-  data: {{type: directory, path: photos, validation_split: 0.2, test_split: 0.2}}
+  data: {{type: directory, path: photos, validation_split: 0.2, test_split: 0.2, fit: pad}}
   epochs: 3
   batch_size: 16
   seed: 0
@@ -234,6 +234,12 @@ def test_the_python_api_trains_predicts_and_evaluates(photos_run):
     answers = result.predict(files)
     assert [a["image"] for a in answers] == [str(f) for f in files]
     assert all(len(a["top"]) == 3 and abs(sum(t["probability"] for t in a["top"]) - 1) < 1e-5 for a in answers)
+    from tlc.data.images import decode_file
+
+    padded = np.stack([decode_file(str(f), (32, 32), 3, "pad") for f in files]).astype("float32") / 255
+    by_array = result.predict(padded)  # the run's `fit: pad` is how predict decodes its files
+    assert [[t["probability"] for t in a["top"]] for a in by_array] == \
+        pytest.approx([[t["probability"] for t in a["top"]] for a in answers], abs=1e-6)
     one = result.predict(str(files[0]))[0]
     assert one["image"] == str(files[0]) and [t["class"] for t in one["top"]] == [t["class"] for t in answers[0]["top"]]
     assert [t["probability"] for t in one["top"]] == pytest.approx([t["probability"] for t in answers[0]["top"]], abs=1e-6)

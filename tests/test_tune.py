@@ -386,8 +386,9 @@ def test_a_kept_backbone_does_not_keep_the_models_built_on_it_alive(write):
 
     from tlc.build.emit import compile as emit
     from tlc.spec.validation import load_spec
+    from tlc.train.pool import KeptBackbones
 
-    spec, kept = load_spec(write(SPEC.split("tune:")[0])), {}
+    spec, kept = load_spec(write(SPEC.split("tune:")[0])), KeptBackbones()
     keras.utils.set_random_seed(1)
     first = emit(spec, backbones=kept)
     backbone_layer, head = first.layers[1], weakref.ref(first.layers[-1])
