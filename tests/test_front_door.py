@@ -238,8 +238,8 @@ def test_the_python_api_trains_predicts_and_evaluates(photos_run):
 
     padded = np.stack([decode_file(str(f), (32, 32), 3, "pad") for f in files]).astype("float32") / 255
     by_array = result.predict(padded)  # the run's `fit: pad` is how predict decodes its files
-    assert [[t["probability"] for t in a["top"]] for a in by_array] == \
-        pytest.approx([[t["probability"] for t in a["top"]] for a in answers], abs=1e-6)
+    np.testing.assert_allclose([[t["probability"] for t in a["top"]] for a in by_array],
+                               [[t["probability"] for t in a["top"]] for a in answers], atol=1e-6)
     one = result.predict(str(files[0]))[0]
     assert one["image"] == str(files[0]) and [t["class"] for t in one["top"]] == [t["class"] for t in answers[0]["top"]]
     assert [t["probability"] for t in one["top"]] == pytest.approx([t["probability"] for t in answers[0]["top"]], abs=1e-6)
