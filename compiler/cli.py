@@ -136,6 +136,16 @@ def main_options(
         registry.disable_third_party()
 
 
+def refused(answers: list[dict]) -> None:
+    """Each file that was not a readable image named on stderr (`FILE: not a readable image
+    (why)`); exit 1 when there was one, after every other file was answered."""
+    failed = [answer["error"] for answer in answers if "error" in answer]
+    for message in failed:
+        say(message, error=True)
+    if failed:
+        raise typer.Exit(EXIT_INFEASIBLE)
+
+
 def warn_plugin_failures() -> None:
     from tlc.plugin.registry import get_registry
 
@@ -320,10 +330,10 @@ def predict(
     results = infer.predict(model_source.load(found, safe_mode=not unsafe), files, top, tta=chosen(tta))
     if as_json:
         emit_json(results)
-        return
     for result in results:
-        best = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in result["top"])
-        say(f"{result['image']}: {best}")
+        if "error" not in result and not as_json:
+            say(f"{result['image']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in result["top"]))
+    refused(results)
 
 
 @command
@@ -351,10 +361,11 @@ def extract(
     predictor = model_source.load(found, safe_mode=not unsafe)
     with bars() as bar:
         task = bar.add_task("extracting", total=None)
-        shape, sources = infer.extract(predictor, data, output,
+        shape, sources, refusals = infer.extract(predictor, data, output,
                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     write_text(output.with_suffix(".sources.txt"), "\n".join(sources) + "\n")
     say(f"wrote {output}: features {shape} (row order in {output.with_suffix('.sources.txt')})")
+    refused([{"error": message} for message in refusals])
 
 
 @command
@@ -536,14 +547,15 @@ def explain(
     with rich_console(stderr=True).status(f"explaining {len(files)} image(s)"):
         records = run_explain(opened, files, output=output, class_name=class_name, layer=layer, safe_mode=not unsafe,
                               tta=chosen(tta))
+    answered = [record for record in records if "error" not in record]
     if as_json:
         emit_json(records)
-        return
-    for record in records:
+    for record in answered if not as_json else ():
         say(f"{record['image']}: {record['class']} ({record['probability']:.3f}), peak at y={record['peak'][0]} "
             f"x={record['peak'][1]}; wrote {record['png']}")
-    if len(records) > 1:
-        say(f"wrote {Path(records[0]['png']).parent / 'explain.png'}")
+    if len(answered) > 1 and not as_json:
+        say(f"wrote {Path(answered[0]['png']).parent / 'explain.png'}")
+    refused(records)
 
 
 @command

@@ -110,9 +110,15 @@ def test_bad_input_is_a_4xx_naming_the_part_and_the_server_keeps_serving(shapes_
     good = files_of(drawn, 3)
     png = good[0].read_bytes()
     with serving(run, "--max-images", "2", "--max-bytes", "30000") as (url, process, _):
+        mixed = httpx.post(f"{url}/predict", timeout=30, files=[("file", ("a.png", png, "image/png")),
+                                                                 ("file", ("notes.txt", b"hello", "text/plain"))])
+        assert mixed.status_code == 200, mixed.text  # every part answered: the image, and why the other is not one
+        first, second = mixed.json()["predictions"]
+        assert first["file"] == "a.png" and len(first["top"]) == 3
+        assert second == {"file": "notes.txt", "error": "notes.txt: not a readable image (not an image format Pillow reads)"}
         cases = [
-            (dict(files=[("file", ("a.png", png, "image/png")), ("file", ("notes.txt", b"hello", "text/plain"))]),
-             400, "notes.txt: not a readable image (not an image format Pillow reads)"),
+            (dict(files=[("file", ("notes.txt", b"hello", "text/plain"))]), 400,
+             "notes.txt: not a readable image (not an image format Pillow reads)"),
             (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "body: empty"),
             (dict(files=[("file", (f"{i}.png", png, "image/png")) for i in range(3)]), 413,
              "3 images; the limit is 2 per request (--max-images)"),

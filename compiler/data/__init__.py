@@ -118,14 +118,6 @@ def naming_unreadable(parts: list[Examples], fix: str = "remove it, or set train
         raise RunError(naming(bad, fix)) from None
 
 
-def check_source(spec) -> None:
-    """The data source's path, checked without reading it (a fast, located error)."""
-    from .sources import _required_path, source_of
-
-    if source_of(spec.train.data).needs_path:
-        _required_path(spec.train.data, spec)
-
-
 def image_store(spec, files: np.ndarray | None, folder: Path):
     """(the decoded-image store for a file source's `files` in `folder`, or None; why it is off,
     '' when it is on or there are no files) per `train.data.decode_cache`."""

@@ -20,11 +20,14 @@ A photo comes out as every photo viewer shows it, at the model's input size, as 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from . import guard
 
 #: Pillow's `Image.MAX_IMAGE_PIXELS` (~89.5 MP, "a decompression bomb" above it); a 12-MP phone
 #: photo or a 61-MP camera raw export is far below.
@@ -35,6 +38,9 @@ RESIZE_RULE = "exif-upright, dct-draft, pillow-bilinear-antialias, uint8"
 FITS = ("stretch", "crop", "pad")
 ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 SCAN_THREADS = os.cpu_count() or 2
+#: Pixels decoded at once over every thread (at full or DCT-scaled size): one image at the limit,
+#: or many small ones side by side; memory stays flat however many large files a call holds.
+_BUDGET = guard.PixelBudget(MAX_PIXELS)
 
 
 class ImageError(ValueError):
@@ -51,7 +57,7 @@ def decode_file(path: str, size: tuple[int, int], channels: int, fit: str = "str
     """One image file -> (h, w, channels) uint8, upright, at `size`, fitted as `fit` says."""
     try:
         with open(path, "rb") as handle:
-            return _decode(handle, size, channels, path, fit)
+            return _decode(handle, size, channels, path, fit, os.fstat(handle.fileno()).st_size)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
@@ -59,7 +65,7 @@ def decode_file(path: str, size: tuple[int, int], channels: int, fit: str = "str
 def decode_bytes(contents: bytes, size: tuple[int, int], channels: int, name: str = "image",
                  fit: str = "stretch") -> np.ndarray:
     """An encoded image (an upload to `tlc serve`) -> (h, w, channels) uint8, exactly as a file."""
-    return _decode(io.BytesIO(contents), size, channels, name, fit)
+    return _decode(io.BytesIO(contents), size, channels, name, fit, len(contents))
 
 
 def decode_many(paths, size: tuple[int, int], channels: int, fit: str = "stretch") -> np.ndarray:
@@ -68,6 +74,20 @@ def decode_many(paths, size: tuple[int, int], channels: int, fit: str = "stretch
     for i, path in enumerate(paths):
         out[i] = decode_file(_text(path), size, channels, fit)
     return out
+
+
+def decode_each(paths, size: tuple[int, int], channels: int, fit: str = "stretch") -> list:
+    """Each file decoded, or its `ImageError`, in order (on `SCAN_THREADS` threads; Pillow
+    releases the GIL while it decodes): one bad file costs only itself, and nothing is decoded
+    twice to find it."""
+    def one(path):
+        try:
+            return decode_file(_text(path), size, channels, fit)
+        except ImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(min(SCAN_THREADS, max(len(paths), 1))) as pool:
+        return list(pool.map(one, paths))
 
 
 def placement(width: int, height: int, size: tuple[int, int], fit: str = "stretch") -> tuple[float, ...]:
@@ -97,35 +117,54 @@ def _too_large(name: str, what: str) -> ImageError:
                       "(a decompression bomb?); not decoded")
 
 
-def _decode(source, size: tuple[int, int], channels: int, name: str, fit: str = "stretch") -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _decode(source, size: tuple[int, int], channels: int, name: str, fit: str = "stretch",
+            nbytes: int | None = None) -> np.ndarray:
+    """The one decode: the image whole, or one `ImageError` naming the file and why (whatever
+    Pillow raised, with what it and libtiff said about it); never a half-decoded buffer."""
+    with guard.messages() as said:
+        try:
+            return _decoded(source, size, channels, name, fit, nbytes, said)
+        except ImageError:
+            raise
+        except Exception as exc:  # Pillow's decoders raise many types for bad data (OSError, ValueError,
+            # SyntaxError, EOFError, struct.error, IndexError, NotImplementedError for unimplemented formats...)
+            raise ImageError(f"{name}: not a readable image ({_reason(exc, said)})") from None
 
-    _quiet_bomb_warning(Image)
+
+def _decoded(source, size, channels, name, fit, nbytes, said: list[str]) -> np.ndarray:
+    from PIL import Image, ImageOps
+
     h, w = size
     try:
-        with Image.open(source) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise _too_large(name, f"{image.width}x{image.height} is {image.width * image.height / 1e6:,.0f} "
-                                       "megapixels")
-            rotated = _orientation(image) in ROTATED
-            if image.format == "JPEG":  # the DCT scale: the decoded image still covers the target
-                image.draft(image.mode if image.mode in ("L", "RGB") else None, (h, w) if rotated else (w, h))
-            image.load()
-            image = _upright(image, ImageOps)
-            image = _eight_bit(image, Image).convert("L" if channels != 3 else "RGB")
-            image = _fitted(image, (w, h), fit, Image, ImageOps)
-            pixels = np.asarray(image, dtype=np.uint8)
-    except ImageError:
-        raise
+        image = Image.open(source)
     except Image.DecompressionBombError:  # Pillow refuses twice its limit at open, before we see the size
         raise _too_large(name, "more than twice Pillow's pixel limit") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: not a readable image ({_reason(exc)})") from None
+    with image:
+        if image.width * image.height > MAX_PIXELS:
+            raise _too_large(name, f"{image.width}x{image.height} is {image.width * image.height / 1e6:,.0f} "
+                                   "megapixels")
+        claim = guard.claims_too_much(image, nbytes) if nbytes is not None else None
+        if claim is not None:
+            raise ImageError(f"{name}: not a readable image ({claim})")
+        if image.format == "JPEG":  # its EXIF is in the header: read before the DCT scale is chosen
+            rotated = _orientation(image) in ROTATED
+            image.draft(image.mode if image.mode in ("L", "RGB") else None, (h, w) if rotated else (w, h))
+        with _BUDGET.share(image.width * image.height), _libtiff(image, said):
+            image.load()  # every data error surfaces here, once; EXIF is then read from the loaded image
+        image = _upright(image, ImageOps)
+        image = _eight_bit(image, Image).convert("L" if channels != 3 else "RGB")
+        image = _fitted(image, (w, h), fit, Image, ImageOps)
+        pixels = np.asarray(image, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.shape[-1] != channels:
         pixels = np.repeat(pixels, channels, axis=-1)
     return pixels
+
+
+def _libtiff(image, said: list[str]):
+    """libtiff prints its complaints on the process's stderr: kept for the refusal instead."""
+    return guard.c_library_messages(said) if image.format == "TIFF" else contextlib.nullcontext()
 
 
 def _fitted(image, size: tuple[int, int], fit: str, Image, ImageOps):
@@ -138,19 +177,6 @@ def _fitted(image, size: tuple[int, int], fit: str, Image, ImageOps):
     if fit == "pad":
         return ImageOps.pad(image, size, Image.Resampling.BILINEAR, color=0)
     return image.resize(size, Image.Resampling.BILINEAR)
-
-
-def _quiet_bomb_warning(Image) -> None:
-    """Pillow warns between its limit and twice it; the check above refuses those files itself."""
-    global _QUIET
-    if not _QUIET:
-        import warnings
-
-        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-        _QUIET = True
-
-
-_QUIET = False
 
 
 def _orientation(image) -> int:
@@ -178,11 +204,15 @@ def _eight_bit(image, Image):
     return image
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, said: list[str] = ()) -> str:
+    """Why a file was refused, in a few words: the exception's first line (its type when it has
+    none), and what the libraries said about the file when that says more."""
     text = str(exc).split("\n")[0].strip()
     if "cannot identify image file" in text:
         return "not an image format Pillow reads"
-    return text or type(exc).__name__
+    text = text or type(exc).__name__
+    extra = [line for line in said if line not in text and "DecompressionBomb" not in line]
+    return "; ".join([text, *extra[-2:]])
 
 
 def _text(path) -> str:

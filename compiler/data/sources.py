@@ -281,12 +281,14 @@ def as_images(x: np.ndarray) -> np.ndarray:
 
 
 def _required_path(data, spec) -> Path:
-    if not data.path:
-        raise spec.error(("train", "data"), f"type {data.type} needs a path")
-    path = Path(data.path)
-    if not path.exists():
-        raise spec.error(PATH, f"not found: {path}")
-    return path
+    """`train.data.path`, which the source needs: missing or not there is the preflight's
+    located error (`missing_data`)."""
+    from tlc.spec.preflight import missing_data
+
+    missing = missing_data(spec)
+    if missing is not None:
+        raise missing
+    return Path(data.path)
 
 
 def select_classes(examples: Examples, names: list[str], classes, spec) -> tuple[Examples, list[str]]:

@@ -90,13 +90,16 @@ def create_app(served: Served, api_key: str | None = None):
         try:
             tta = served.tta_of(request.query_params.get("tta"))
             parts = await read_images(request, served.limits)
-            images = await asyncio.get_running_loop().run_in_executor(
-                served.decoders, lambda: np.stack([served.decode(name, data) for name, data in parts]))
         except BadRequest as exc:
             return error(exc.status, exc.message)
+        decoded = await asyncio.get_running_loop().run_in_executor(served.decoders, served.decode_parts, parts)
+        good = [image for image in decoded if not isinstance(image, str)]
+        if not good:  # nothing to answer: a 4xx naming every part
+            return error(400, "; ".join(decoded))
+        images = np.stack(good)
         scores = await served.predict(tta_views(images, tta))  # the views go through the batching like images
         scores = split_views(scores, len(images)).mean(axis=0)
-        return served.answer([name for name, _ in parts], scores, top)
+        return served.answer([name for name, _ in parts], decoded, scores, top)
 
     @app.post("/explain")
     async def explain(request: Request):

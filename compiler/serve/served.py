@@ -56,15 +56,28 @@ class Served:
         try:
             return decode_bytes(contents, (h, w), c, name, self.predictor.fit).astype(np.float32) / 255.0
         except ImageError as exc:
-            raise BadRequest(400, f"{exc} (PNG, JPEG, GIF, BMP or WebP)") from None
+            raise BadRequest(400, str(exc)) from None
+
+    def decode_parts(self, parts: list[tuple[str, bytes]]) -> list:
+        """Each part's image, or the message saying why it is not one (a bad part costs only itself)."""
+        out = []
+        for name, contents in parts:
+            try:
+                out.append(self.decode(name, contents))
+            except BadRequest as exc:
+                out.append(exc.message)
+        return out
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         """The images' scores, from the batch the batcher puts them in."""
         return await self.batcher.predict(images)
 
-    def answer(self, names: list[str], scores: np.ndarray, top: int) -> dict:
-        predictions = [{"file": name, "top": [{"class": t["class"], "probability": t["probability"]} for t in best]}
-                       for name, best in zip(names, self.predictor.top(scores, top))]
+    def answer(self, names: list[str], decoded: list, scores: np.ndarray, top: int) -> dict:
+        """/predict's answer: per part, in order, its top classes or (not an image) its error."""
+        best = iter(self.predictor.top(scores, top))
+        predictions = [{"file": name, "error": part} if isinstance(part, str) else
+                       {"file": name, "top": [{"class": t["class"], "probability": t["probability"]} for t in next(best)]}
+                       for name, part in zip(names, decoded)]
         return {"predictions": predictions, "model": {"name": self.run.spec.name, "sha256": self.sha256}}
 
     @functools.cached_property

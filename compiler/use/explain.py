@@ -139,32 +139,40 @@ class Explainer:
 def explain(run, images: list[Path], *, output: Path | None = None, class_name: str | None = None,
             layer: str | None = None, safe_mode: bool = True, tta: str | None = None) -> list[dict]:
     """Write a `<name>.cam.png` per image (and `explain.png` for several) into `output`
-    (default RUN/explain/); returns one record per image. `run` is a `Run`."""
+    (default RUN/explain/); returns one record per image, in order: a file that is not a readable
+    image gets `{"image", "file", "error"}` and costs only itself. `run` is a `Run`."""
     from tlc.atomic import write_with
-    from tlc.data import naming_unreadable
 
-    from .predict import file_feed
+    from .predict import decoded, refusal
     from .predictor import Predictor
     wanted = class_index(run.classes, class_name)  # before the model loads
     explainer = Explainer(run, Predictor.of_run(run, safe_mode=safe_mode), layer)
-    feed = file_feed(images, run.spec.input.hwc, explainer.predictor.fit)
-    with naming_unreadable([feed.examples], fix=""):
-        explained = explainer(feed.array(), wanted, tta=tta)
     target = Path(output) if output else RunLayout(run.folder).explain
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
-    records = []
-    for path, stem, item in zip(images, output_stems(images), explained):
-        png = target / f"{stem}.cam.png"
-        write_with(png, explainer.picture([item], [path.name]))
-        records.append({"image": str(path), "class": explainer.names[item.class_index], "probability": item.probability,
-                        "layer": explainer.layer, "png": str(png), "peak": original_peak(path, item.heat, explainer.predictor.fit)})
-    if len(images) > 1:
-        more = f" (the first {GRID_LIMIT} of {len(images)})" if len(images) > GRID_LIMIT else ""
-        write_with(target / "explain.png", explainer.picture(explained[:GRID_LIMIT],
-                                                             [p.name for p in images[:GRID_LIMIT]], more))
+    stems = iter(output_stems(images))
+    records, shown = [], []
+    for batch, good, pixels, errors in decoded(explainer.predictor, images, GRID_LIMIT):
+        explained = iter(explainer(pixels, wanted, tta=tta) if good else ())
+        for i, path in enumerate(batch):
+            stem = next(stems)
+            if i in errors:
+                records.append(refusal(path, errors[i]))
+                continue
+            item = next(explained)
+            png = target / f"{stem}.cam.png"
+            write_with(png, explainer.picture([item], [path.name]))
+            records.append({"image": str(path), "class": explainer.names[item.class_index],
+                            "probability": item.probability, "layer": explainer.layer, "png": str(png),
+                            "peak": original_peak(path, item.heat, explainer.predictor.fit)})
+            if len(shown) < GRID_LIMIT:
+                shown.append((item, path.name))
+    answered = len(images) - sum("error" in r for r in records)
+    if answered > 1:
+        more = f" (the first {GRID_LIMIT} of {answered})" if answered > GRID_LIMIT else ""
+        write_with(target / "explain.png", explainer.picture([i for i, _ in shown], [n for _, n in shown], more))
     return records
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tlc.data import IMAGE_SUFFIXES, Examples, as_images, naming_unreadable
+from tlc.data import IMAGE_SUFFIXES, Examples, as_images
 from tlc.data.pipeline import Feed
 from tlc.errors import SpecError
 
@@ -53,13 +53,36 @@ def file_feed(files: list[Path], hwc: tuple[int, int, int], fit: str = "stretch"
     return Feed(Examples(np.zeros(len(files), "int64"), files=np.array([str(f) for f in files])), hwc, fit=fit)
 
 
+def decoded(predictor: Predictor, files: list[Path], batch_size: int = 64):
+    """Per batch of files: (the batch, the indices of its readable files, their [0, 1] images,
+    {index: refusal message} of the others). Each file is decoded once; a bad one costs only itself."""
+    from tlc.data.images import ImageError, decode_each
+
+    h, w, c = predictor.input_shape
+    for start in range(0, len(files), batch_size):
+        batch = files[start:start + batch_size]
+        results = decode_each(batch, (h, w), c, predictor.fit)
+        good = [i for i, r in enumerate(results) if not isinstance(r, ImageError)]
+        images = np.stack([results[i] for i in good]).astype(np.float32) / 255.0 if good \
+            else np.zeros((0, h, w, c), np.float32)
+        yield batch, good, images, {i: str(r) for i, r in enumerate(results) if isinstance(r, ImageError)}
+
+
+def refusal(file, message: str) -> dict:
+    """The answer for a file that is not a readable image (`"error"` names it and says why)."""
+    return {"image": str(file), "file": str(file), "error": message}
+
+
 def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int = 64,
             tta: str | None = None) -> list[dict]:
+    """An answer per file, in order: its top classes, or (unreadable) `refusal`."""
     predictor.require_classifier()
-    feed = file_feed(files, predictor.input_shape, predictor.fit)
-    with naming_unreadable([feed.examples], fix=""):
-        scores = predictor.of_feed(feed, batch_size, tta)
-    return [{"image": str(file), "top": best} for file, best in zip(files, predictor.top(scores, top))]
+    out = []
+    for batch, good, images, errors in decoded(predictor, files, batch_size):
+        best = iter(predictor.top(predictor.probabilities(images, tta=tta), top) if good else ())
+        out += [refusal(file, errors[i]) if i in errors else {"image": str(file), "top": next(best)}
+                for i, file in enumerate(batch)]
+    return out
 
 
 def answers(predictor: Predictor, images: Any, top: int = 3, tta: str | None = None) -> list[dict]:
@@ -82,39 +105,60 @@ def answers(predictor: Predictor, images: Any, top: int = 3, tta: str | None = N
 
 
 def extract(predictor: Predictor, data: Path, output: Path, batch_size: int = 64,
-            progress: Any = None) -> tuple[tuple, list[str]]:
+            progress: Any = None) -> tuple[tuple, list[str], list[str]]:
     """Features for an .npz (array `x`) or image files/folders, streamed batch by batch into the
-    .npy `output` (written atomically); returns (shape, sources).
+    .npy `output` (written atomically); returns (shape, sources, refusals): a file that is not a
+    readable image has no row, and its refusal names it.
 
     `progress(done, total)` is called after every batch.
     """
     from tlc.atomic import write_npy_rows
 
-    if data.suffix == ".npz":
-        try:
-            with np.load(data, allow_pickle=False) as arrays:
-                x = arrays["x"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise SpecError(f"{data}: needs an array named x ({exc})") from None
-        x = as_images(x)
-        if x.shape[1:] != predictor.input_shape:
-            raise SpecError(f"{data}: images are {x.shape[1:]}, the model needs {predictor.input_shape}")
-        feed = Feed(Examples(np.zeros(len(x), "int64"), images=x), predictor.input_shape)
-        sources = [f"{data}[{i}]" for i in range(len(x))]
-    else:
-        files = image_files([data])
-        feed, sources = file_feed(files, predictor.input_shape), [str(f) for f in files]
-    shape = (len(feed), *(int(d) for d in predictor.serving.output.shape[1:]))
+    if data.suffix != ".npz":
+        return _extract_files(predictor, image_files([data]), output, batch_size, progress)
+    try:
+        with np.load(data, allow_pickle=False) as arrays:
+            x = arrays["x"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise SpecError(f"{data}: needs an array named x ({exc})") from None
+    x = as_images(x)
+    if x.shape[1:] != predictor.input_shape:
+        raise SpecError(f"{data}: images are {x.shape[1:]}, the model needs {predictor.input_shape}")
+    shape = (len(x), *(int(d) for d in predictor.serving.output.shape[1:]))
 
     def chunks():
-        done = 0
-        for x, _ in feed.in_order(batch_size):
-            features = predictor(x.numpy())
-            done += len(features)
+        for start in range(0, len(x), batch_size):
+            yield predictor(x[start:start + batch_size])
             if progress:
-                progress(done, len(feed))
-            yield features
+                progress(min(start + batch_size, len(x)), len(x))
 
-    with naming_unreadable([feed.examples], fix=""):
-        write_npy_rows(output, shape, chunks())
-    return shape, sources
+    write_npy_rows(output, shape, chunks())
+    return shape, [f"{data}[{i}]" for i in range(len(x))], []
+
+
+def _extract_files(predictor: Predictor, files: list[Path], output: Path, batch_size: int,
+                   progress: Any) -> tuple[tuple, list[str], list[str]]:
+    """Features of the readable files: written to a scratch file beside `output` as they come (how
+    many files are readable is known at the end), then into the .npy atomically."""
+    import tempfile
+
+    from tlc.atomic import write_npy_rows
+
+    width = tuple(int(d) for d in predictor.serving.output.shape[1:])
+    sources, refusals, done = [], [], 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=output.parent) as scratch:
+        for batch, good, images, errors in decoded(predictor, files, batch_size):
+            if good:
+                np.ascontiguousarray(predictor(images), np.float32).tofile(scratch)
+            sources += [str(batch[i]) for i in good]
+            refusals += [errors[i] for i in sorted(errors)]
+            done += len(batch)
+            if progress:
+                progress(done, len(files))
+        shape = (len(sources), *width)
+        scratch.flush()
+        rows = np.memmap(scratch, np.float32, "r", shape=shape) if sources else np.zeros(shape, np.float32)
+        step = max(1, batch_size)
+        write_npy_rows(output, shape, (rows[i:i + step] for i in range(0, len(sources), step)))
+    return shape, sources, refusals
