@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/distributed.py
 	$(BIN)/python bench/data_scale.py --throughput 20000
 	$(BIN)/python bench/photos.py
+	$(BIN)/python bench/bad_files.py
 	$(BIN)/python bench/augment_views.py
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/serve_load.py --backbone mobilenet_v2
