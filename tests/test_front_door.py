@@ -164,6 +164,25 @@ def test_a_heat_map_peak_maps_back_through_the_fit():
     assert placement(400, 200, (10, 10), "pad") == (-100.0, 0.0, 300.0, 400.0)  # bands above and below
 
 
+def test_the_page_is_told_where_a_heat_map_lies_over_the_upright_photo():
+    """/explain's X-TLC-Placement: fractions of the photo as shown, its EXIF orientation applied."""
+    import io
+
+    from tlc.data.images import placement_fractions
+
+    def encoded(orientation: int | None) -> bytes:
+        buffer, exif = io.BytesIO(), Image.Exif()
+        if orientation:
+            exif[0x0112] = orientation
+        Image.new("RGB", (400, 200)).save(buffer, "JPEG", exif=exif)
+        return buffer.getvalue()
+
+    assert placement_fractions(encoded(None), (10, 10), "stretch") == (0, 0, 1, 1)
+    assert placement_fractions(encoded(None), (10, 10), "pad") == (-0.5, 0, 1.5, 1)  # bands above and below
+    assert placement_fractions(encoded(None), (10, 10), "crop") == (0, 0.25, 1, 0.75)  # the centre square
+    assert placement_fractions(encoded(6), (10, 10), "pad") == (0, -0.5, 1, 1.5)  # shown portrait: bands at the sides
+
+
 def test_the_decoded_image_store_keeps_each_fit_apart(tmp_path):
     from tlc.data.store import store_key
 

@@ -92,6 +92,7 @@ def check_explain(url, run, files):
     overlay = httpx.post(f"{url}/explain?overlay=1&class=square", content=png, headers={"Content-Type": "image/png"},
                          timeout=60)
     assert overlay.status_code == 200 and overlay.headers["x-tlc-class"] == "square"
+    assert overlay.headers["x-tlc-placement"] == "0,0,1,1"  # the shapes run stretches: the whole photo
     assert abs(float(overlay.headers["x-tlc-probability"]) - reference["probability"]) < 1e-4
     with Image.open(io.BytesIO(overlay.content)) as heat:
         assert heat.size == (48, 48) and heat.mode == "RGBA"

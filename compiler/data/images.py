@@ -90,6 +90,14 @@ def decode_each(paths, size: tuple[int, int], channels: int, fit: str = "stretch
         return list(pool.map(one, paths))
 
 
+def placement_fractions(source: str | bytes, size: tuple[int, int], fit: str = "stretch") -> tuple[float, ...]:
+    """`placement` as fractions of the upright photo's height and width: where a heat map at the
+    input size goes over the photo as shown (the page of `tlc serve` draws it there)."""
+    width, height = oriented_size(source)
+    top, left, bottom, right = placement(width, height, size, fit)
+    return top / height, left / width, bottom / height, right / width
+
+
 def placement(width: int, height: int, size: tuple[int, int], fit: str = "stretch") -> tuple[float, ...]:
     """Where the input's pixels come from in an upright image of `width` x `height`: (top, left,
     bottom, right) in the image's pixels of the input's whole area (for `pad`, an area larger
@@ -103,11 +111,12 @@ def placement(width: int, height: int, size: tuple[int, int], fit: str = "stretc
     return top, left, top + tall, left + wide
 
 
-def oriented_size(path: str) -> tuple[int, int]:
-    """(width, height) as the photo is shown (EXIF orientation applied), from its header only."""
+def oriented_size(source: str | bytes) -> tuple[int, int]:
+    """(width, height) as the photo is shown (EXIF orientation applied), from its header only;
+    `source` is a file's path or an encoded image."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
         width, height = image.size
         return (height, width) if _orientation(image) in ROTATED else (width, height)
 

@@ -121,6 +121,7 @@ def create_app(served: Served, api_key: str | None = None):
         png = await loop.run_in_executor(None, served.heat_maps.overlay_png if overlay else served.heat_maps.picture_png, item, name)
         return Response(png, media_type="image/png", headers={
             "X-TLC-Class": quote(served.run.classes[item.class_index], safe=" !#$&'()*+,/:;=?@[]~"),
-            "X-TLC-Probability": repr(item.probability), "X-TLC-Layer": served.heat_maps.explainer.layer})
+            "X-TLC-Probability": repr(item.probability), "X-TLC-Layer": served.heat_maps.explainer.layer,
+            "X-TLC-Placement": served.heat_maps.placement(data)})
 
     return app

@@ -34,6 +34,15 @@ class HeatMaps:
     def explain(self, image: np.ndarray, wanted: int | None, tta: str | None = None):
         return self.explainer(image[None], wanted, tta=tta)[0]
 
+    def placement(self, contents: bytes) -> str:
+        """`X-TLC-Placement`: where the input's pixels lie over the upright photo, "top,left,bottom,right"
+        as fractions of its height and width (0,0,1,1 when stretched; inside it when cropped,
+        beyond it when padded), so a heat map at the input size is drawn where the model looked."""
+        from tlc.data.images import placement_fractions
+
+        h, w, _ = self.run.spec.input.hwc
+        return ",".join(f"{v:.6g}" for v in placement_fractions(contents, (h, w), self.predictor.fit))
+
     def picture_png(self, item, name: str) -> bytes:
         """`tlc explain`'s picture of one image, as PNG bytes."""
         import io

@@ -189,7 +189,6 @@ def _check_training(spec: SpecBase) -> None:
 
 def missing_weights(spec: SpecBase, note: str = ""):
     """A located `SpecError` when `backbone.weights` names a file that does not exist, else None."""
-
     source = spec.backbone.weights_file
     if source is None or os.path.isfile(source[0]):
         return None
