@@ -1,4 +1,4 @@
-"""The spec language as pydantic models (validation with located errors is `tlc.validation`).
+"""The spec language as pydantic models (validation with located errors is `validation`).
 
 `backbone` and `head` are discriminated unions on `type`, built from the plugin registry, so
 plugin types validate (and appear in the JSON Schema) exactly like built-in ones.

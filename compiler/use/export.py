@@ -53,7 +53,7 @@ def check_target(folder: Path, fmt: str, output: Path | None) -> Path:
 def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
            quantize: str | None = None, calibration: int = 200, max_drop: float = 0.02) -> dict:
     """Write the artifact atomically, run it in its runtime, compare with Keras; returns the report.
-    With `quantize` (tflite), the comparison is the held-out accuracy (`tlc.quantize`). `run` is a
+    With `quantize` (tflite), the comparison is the held-out accuracy (`quantize`). `run` is a
     `Run` or its folder; the artifact is the predictor's serving model."""
     from tlc.atomic import replacing
 
