@@ -65,11 +65,16 @@ class TypeInfo:
 def _builtin_class(module_name: str, kind: str, name: str) -> type:
     """A built-in type's class, importing its module on first use."""
     hook_name, base = KINDS[kind]
+    return _registered_by(module_name, hook_name, lambda cls: type_name(cls, base) == name, f"the {kind} type {name!r}")
+
+
+def _registered_by(module_name: str, hook_name: str, wanted, what: str):
+    """What a built-in module's hook returns that is `wanted`, importing the module on first use."""
     module = importlib.import_module(module_name)
-    for cls in getattr(module, hook_name)():
-        if type_name(cls, base) == name:
-            return cls
-    raise LookupError(f"{module_name}.{hook_name}() does not return the {kind} type {name!r}")
+    for item in getattr(module, hook_name)():
+        if wanted(item):
+            return item
+    raise LookupError(f"{module_name}.{hook_name}() does not return {what}")
 
 
 @dataclass(frozen=True)
@@ -82,13 +87,8 @@ class SourceInfo:
 
     @property
     def row(self) -> DataSource:
-        if self.loaded is not None:
-            return self.loaded
-        module = importlib.import_module(self.source.plugin)
-        for row in module.tlc_data_sources():
-            if row.name == self.name:
-                return row
-        raise LookupError(f"{self.source.plugin}.tlc_data_sources() does not return the data source {self.name!r}")
+        return self.loaded or _registered_by(self.source.plugin, "tlc_data_sources", lambda row: row.name == self.name,
+                                             f"the data source {self.name!r}")
 
 
 @dataclass(frozen=True)
