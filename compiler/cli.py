@@ -448,20 +448,28 @@ def evaluate(
     run: RunArg,
     split: Annotated[Optional[Split], typer.Option(  # noqa: UP007
         "--split", help="The held-out split [default: test, or val when the run has no test split].")] = None,
+    data: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--data", help="Every example of another source of the run's kind (a new labelled folder, csv or "
+                       "npz) in place of the held-out split.")] = None,
     tta: TtaOpt = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
 ) -> None:
-    """Per-class metrics and confusion matrix of a run on its held-out split (evaluation.json,
-    confusion.png and misclassified.png in the run folder)."""
+    """Per-class metrics and confusion matrix of a run on its held-out split, or on another source
+    with --data (evaluation.json, confusion.png and misclassified.png in the run folder)."""
     from tlc.show.tables import evaluation_table
     from tlc.use.evaluate import evaluate as run_evaluation
     from tlc.use.run import Run
 
     opened = Run.open(run)
-    opened.choose_split(chosen(split))  # a bad folder or split fails before TensorFlow loads
+    if data is not None and split is not None:
+        raise UsageError("--split and --data: choose one (--data evaluates every example of another source)")
+    if data is None:
+        opened.choose_split(chosen(split))  # a bad folder or split fails before TensorFlow loads
+    elif not data.exists():
+        raise UsageError(f"--data: {data}: not found")
     keras_ready()
-    result = run_evaluation(opened, chosen(split), safe_mode=not unsafe, tta=chosen(tta))
+    result = run_evaluation(opened, chosen(split), data=data, safe_mode=not unsafe, tta=chosen(tta))
     if as_json:
         emit_json(result)
         return
@@ -476,7 +484,8 @@ def evaluate(
         say(f"... and {more} more mistakes (evaluation.json lists them all)")
     files = opened.files
     pictures = [files.evaluation, files.confusion_plot] + ([files.mistakes_plot] if result["mistakes"] else [])
-    say(f"{run}: {result['split']} accuracy {result['accuracy']:.4f}{plain}{top}, loss {result['loss']:.4f} on "
+    where = f"{result['data']}:" if "data" in result else result["split"]
+    say(f"{run}: {where} accuracy {result['accuracy']:.4f}{plain}{top}, loss {result['loss']:.4f} on "
         f"{result['examples']} examples; wrote {', '.join(map(str, pictures))}")
 
 

@@ -295,3 +295,21 @@ def test_evaluate_names_its_mistakes_worst_first(photos_run):
             else mistake["file"]
         assert f"mistake: {shown}: {mistake['true']}, predicted {mistake['predicted']}" in text
     assert (result.folder / "misclassified.png").is_file() == bool(wrong)
+
+
+@pytest.mark.slow
+def test_evaluate_data_takes_every_example_of_a_new_labelled_folder(photos_run, tmp_path):
+    result, _ = photos_run
+    draw_shapes(tmp_path / "new", 5, (40, 56), seed=7)
+    done = run("evaluate", result.folder, "--data", tmp_path / "new", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["split"] == "data" and report["data"] == str(tmp_path / "new") and report["examples"] == 15
+    assert sum(map(sum, report["confusion"])) == 15 and report["classes"] == ["circle", "square", "triangle"]
+    assert all(m["file"].startswith(str(tmp_path / "new")) for m in report["mistakes"])
+    draw_shapes(tmp_path / "other", 2, (40, 56))
+    (tmp_path / "other" / "triangle").rename(tmp_path / "other" / "hexagon")
+    refused = run("evaluate", result.folder, "--data", tmp_path / "other")
+    assert refused.exit_code == 2 and "has the classes circle, hexagon, square" in refused.output
+    both = run("evaluate", result.folder, "--data", tmp_path / "new", "--split", "val")
+    assert both.exit_code == 2 and "--split and --data: choose one" in both.output

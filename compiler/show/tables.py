@@ -94,7 +94,8 @@ def _spread(values: list[float]) -> str:
 def evaluation_table(result: dict) -> Table:
     from rich.table import Table
 
-    table = Table(title=f"{result['split']} split: {result['examples']} examples", title_justify="left")
+    where = result["data"] if "data" in result else f"{result['split']} split"
+    table = Table(title=f"{where}: {result['examples']} examples", title_justify="left")
     table.add_column("class")
     for column in ("precision", "recall", "f1", "support"):
         table.add_column(column, justify="right")

@@ -7,6 +7,7 @@ held-out files of a folder or csv source, and records the indices of an in-memor
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -57,11 +58,13 @@ def mistakes(labels: np.ndarray, probabilities: np.ndarray, names: list[str], fi
              "probability": float(probabilities[i, predicted[i]])} for i in wrong]
 
 
-def example_names(run, part: str, examples) -> list[str]:
-    """Each held-out example's name: its file, or for an in-memory source (digits, npz, cifar10)
-    the source and the example's index in it (`digits#1034`)."""
+def example_names(run, part: str, examples, data=None) -> list[str]:
+    """Each evaluated example's name: its file, or for an in-memory source (digits, npz, cifar10)
+    the source and the example's index in it (`digits#1034`; with `--data`, that file's)."""
     if examples.files is not None:
         return [str(f) for f in examples.files]
+    if data is not None:
+        return [f"{data}#{i}" for i in range(len(examples))]
     return [f"{run.spec.train.data.type}#{i}" for i in run.split["indices"][part]]
 
 
@@ -72,10 +75,13 @@ def _short_name(name: str) -> str:
     return "/".join(PurePath(name).parts[-2:])
 
 
-def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str | None = None) -> dict:
-    """Evaluate a run (a `Run`: `Run(folder).evaluate()` is the library's way in); writes evaluation.json, confusion.png and
-    misclassified.png into it. With `tta`, the metrics are those of the averaged views, and
-    `accuracy_no_tta` is the plain images' (both from the same pass)."""
+def evaluate(run, split: str | None = None, *, data: str | os.PathLike | None = None, safe_mode: bool = True,
+             tta: str | None = None) -> dict:
+    """Evaluate a run (a `Run`: `Run(folder).evaluate()` is the library's way in) on its held-out
+    `split`, or with `data` on every example of another source of its kind (a new labelled
+    folder); writes evaluation.json, confusion.png and misclassified.png into it. With `tta`, the
+    metrics are those of the averaged views, and `accuracy_no_tta` is the plain images' (both
+    from the same pass)."""
     from tlc.atomic import write_text, write_with
     from tlc.data import naming_unreadable
     from tlc.data.pipeline import Feed
@@ -83,16 +89,22 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str 
 
     from .explain import heat_maps
     from .predictor import Predictor
-    spec, part = run.spec, run.choose_split(split)
-    examples = run.held_out(part)
+    spec = run.spec
+    if data is not None:
+        part, examples = "data", run.other_source(data)
+        store, fix = None, "remove it from the folder"
+    else:
+        part = run.choose_split(split)
+        examples, store = run.held_out(part), run.image_store
+        fix = "the run never read its held-out images; replace it, or train again without it"
     predictor = Predictor.of_run(run, safe_mode=safe_mode)
-    feed = Feed(examples, spec.input.hwc, store=run.image_store, fit=predictor.fit)
-    with naming_unreadable([examples], fix="the run never read its held-out images; "
-                                           "replace it, or train again without it"):
+    feed = Feed(examples, spec.input.hwc, store=store, fit=predictor.fit)
+    with naming_unreadable([examples], fix=fix):
         views = predictor.of_feed(feed, tta=tta, per_view=True)
     probs, names = views.mean(axis=0), run.classes
-    result = {"split": part, **scores(examples.labels, probs, names)}
-    files = example_names(run, part, examples)
+    result = {"split": part, **({"data": str(data)} if data is not None else {}),
+              **scores(examples.labels, probs, names)}
+    files = example_names(run, part, examples, data)
     result["mistakes"] = mistakes(examples.labels, probs, names, files)
     result["mistakes_files"] = files
     if tta is not None:
@@ -100,7 +112,8 @@ def evaluate(run, split: str | None = None, *, safe_mode: bool = True, tta: str 
     files = result.pop("mistakes_files")
     written = run.files
     write_text(written.evaluation, json.dumps(result, indent=2) + "\n")
-    title = f"{spec.name}: {part} split, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
+    where = f"{data}" if data is not None else f"{part} split"
+    title = f"{spec.name}: {where}, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
     write_with(written.confusion_plot, confusion_plot(np.array(result["confusion"]), names, title))
     wrong = worst_mistakes(examples.labels, probs)
     written.mistakes_plot.unlink(missing_ok=True)  # an earlier evaluation's, when there is none now

@@ -127,6 +127,28 @@ class Run:
                             files=np.array([f for f, _ in files]))
         return getattr(self._checked(load(self.spec, check_files=False), part), part)
 
+    def other_source(self, path: str | os.PathLike):
+        """Every example of another source of the run's kind (`tlc evaluate --data`): the spec's
+        `train.data` with `path` in place of its path, the other options kept; refused when the
+        run's source has no path, or when the new one's classes are not the run's."""
+        from tlc.data.sources import read, source_of
+
+        data = self.spec.train.data
+        if not source_of(data).needs_path:
+            raise UsageError(f"--data: {self.folder} was trained on {data.type}, which has no path to replace "
+                             "(--data takes a folder, csv or npz of the kind the run was trained on)")
+        where = Path(path).resolve()
+        if not where.exists():
+            raise UsageError(f"--data: {path}: not found")
+        spec = self.spec.model_copy(update={"train": self.spec.train.model_copy(
+            update={"data": data.model_copy(update={"path": str(where)})})})
+        spec._document = self.spec.document
+        examples, names, _ = read(spec)
+        if names != self.classes:
+            raise UsageError(f"--data: {path} has the classes {', '.join(names)}; {self.folder} knows "
+                             f"{', '.join(self.classes)} (the same names, in the same order)")
+        return examples
+
     def held_out_images(self, limit: int | None = None):
         """(split, examples, [0, 1] images) of the held-out rule's split (test, else val), the
         first `limit` of them: what the export and quantize checks run the artifact on."""
