@@ -63,11 +63,12 @@ def test_a_spec_check_accepts_builds_trains_and_predicts(kind, channels, tmp_pat
     [answer] = json.loads(predicted.stdout)
     probabilities = [t["probability"] for t in answer["top"]]
     assert len(probabilities) == CLASSES and abs(sum(probabilities) - 1) < 1e-4
-    from tlc.use.predict import file_feed
+    from tlc.data.images import decode_many
     from tlc.spec.validation import load_spec
 
     lock = load_spec(result.folder / "spec.lock.yaml")
-    inputs = lock.backbone.preprocess(file_feed([image], lock.input.hwc).array(1))  # decoded, preprocessed
+    (h, w, c) = lock.input.hwc
+    inputs = lock.backbone.preprocess(decode_many([image], (h, w), c) / np.float32(255))  # decoded, preprocessed
     before = np.asarray(result.model([inputs], training=False))[0]
     np.testing.assert_allclose(probabilities, before[[t["index"] for t in answer["top"]]], rtol=1e-4, atol=1e-6)
     if channels == 3:  # Grad-CAM on every family, through the family's preprocessing like predict

@@ -117,14 +117,15 @@ def test_output_names_keep_as_much_of_the_path_as_tells_them_apart():
 @pytest.mark.slow
 def test_flip_averages_the_heat_map_with_the_mirror_images_mirrored_back(shapes_run):
     from tlc.use.explain import Explainer
-    from tlc.use.predict import file_feed
+    from tlc.data.images import decode_many
     from tlc.use.predictor import Predictor
     from tlc.use.run import Run
 
     folder, drawn = shapes_run
     run = Run.open(folder)
     explainer = Explainer(run, Predictor.of_run(run))
-    images = file_feed([Path(p) for p, _, _ in drawn[:3]], run.spec.input.hwc).array()
+    (h, w, c) = run.spec.input.hwc
+    images = decode_many([p for p, _, _ in drawn[:3]], (h, w), c) / np.float32(255)
     flipped = explainer(images, tta="flip")
     chosen = [e.class_index for e in flipped]
     for i, item in enumerate(flipped):

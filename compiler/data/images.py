@@ -233,15 +233,7 @@ def unreadable(files: np.ndarray) -> dict[int, str]:
     not an image, too large), found by the decoder that reads them for training, in parallel
     threads. JPEGs are decoded at 1/8 scale (DCT scaling still reads all the entropy-coded data,
     so truncation is caught)."""
-    def problem(path) -> str | None:
-        try:
-            decode_file(_text(path), (8, 8), 3)
-            return None
-        except ImageError as exc:
-            return str(exc)
-
-    with ThreadPoolExecutor(SCAN_THREADS) as pool:
-        return {i: message for i, message in enumerate(pool.map(problem, files)) if message is not None}
+    return {i: str(r) for i, r in enumerate(decode_each(files, (8, 8), 3)) if isinstance(r, ImageError)}
 
 
 def naming(bad: dict[int, str], fix: str = "") -> str:

@@ -245,6 +245,13 @@ class SpecBase(StrictModel):
         """Where the spec came from (for located errors); None when built in Python."""
         return self._document
 
+    def with_train(self, **changes) -> "SpecBase":
+        """The spec with `train`'s fields changed (a command line's override, another data path),
+        still located in its file: errors about it name its lines."""
+        copy = self.model_copy(update={"train": self.train.model_copy(update=changes)})
+        copy._document = self._document
+        return copy
+
     def error(self, loc: Loc, message: str) -> SpecError:
         if self._document is None:
             return SpecError(f"{format_loc(loc)}: {message}")

@@ -156,9 +156,7 @@ def _overridden(spec: SpecBase, seed: int | None, epochs: int | None) -> SpecBas
     if epochs is not None:
         update["epochs"] = epochs
         update["phases"] = [p.model_copy(update={"epochs": epochs}) for p in spec.train.phases]
-    copy = spec.model_copy(update={"train": spec.train.model_copy(update=update)})
-    copy._document = spec.document
-    return copy
+    return spec.with_train(**update)
 
 
 def schedule(spec: SpecBase, planned: Plan) -> tuple[Phase, ...]:

@@ -97,7 +97,7 @@ def evaluate(run, split: str | None = None, *, data: str | os.PathLike | None = 
         part = run.choose_split(split)
         examples, store = run.held_out(part), run.image_store
         fix = "the run never read its held-out images; replace it, or train again without it"
-    predictor = Predictor.of_run(run, safe_mode=safe_mode)
+    predictor = run.predictor if safe_mode else Predictor.of_run(run, safe_mode=False)
     feed = Feed(examples, spec.input.hwc, store=store, fit=predictor.fit)
     with naming_unreadable([examples], fix=fix):
         views = predictor.of_feed(feed, tta=tta, per_view=True)
@@ -106,10 +106,8 @@ def evaluate(run, split: str | None = None, *, data: str | os.PathLike | None = 
               **scores(examples.labels, probs, names)}
     files = example_names(run, part, examples, data)
     result["mistakes"] = mistakes(examples.labels, probs, names, files)
-    result["mistakes_files"] = files
     if tta is not None:
         result.update(tta=tta, accuracy_no_tta=float(np.mean(views[0].argmax(axis=1) == examples.labels)))
-    files = result.pop("mistakes_files")
     written = run.files
     write_text(written.evaluation, json.dumps(result, indent=2) + "\n")
     where = f"{data}" if data is not None else f"{part} split"

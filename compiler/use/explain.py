@@ -146,7 +146,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     from .predict import decoded, refusal
     from .predictor import Predictor
     wanted = class_index(run.classes, class_name)  # before the model loads
-    explainer = Explainer(run, Predictor.of_run(run, safe_mode=safe_mode), layer)
+    explainer = Explainer(run, run.predictor if safe_mode else Predictor.of_run(run, safe_mode=False), layer)
     target = Path(output) if output else RunLayout(run.folder).explain
     try:
         target.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tlc.data import IMAGE_SUFFIXES, Examples, as_images
-from tlc.data.pipeline import Feed
+from tlc.data import IMAGE_SUFFIXES, as_images
 from tlc.errors import SpecError
 
 from .predictor import Predictor
@@ -45,12 +44,6 @@ def image_files(paths: list[Path]) -> list[Path]:
     if not out:
         raise SpecError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
     return out
-
-
-def file_feed(files: list[Path], hwc: tuple[int, int, int], fit: str = "stretch") -> Feed:
-    """Image files as [0, 1] images through the data pipeline (read it inside `naming_unreadable`,
-    which names an unreadable file; nothing is decoded twice)."""
-    return Feed(Examples(np.zeros(len(files), "int64"), files=np.array([str(f) for f in files])), hwc, fit=fit)
 
 
 def decoded(predictor: Predictor, files: list[Path], batch_size: int = 64):

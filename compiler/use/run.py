@@ -140,10 +140,7 @@ class Run:
         where = Path(path).resolve()
         if not where.exists():
             raise UsageError(f"--data: {path}: not found")
-        spec = self.spec.model_copy(update={"train": self.spec.train.model_copy(
-            update={"data": data.model_copy(update={"path": str(where)})})})
-        spec._document = self.spec.document
-        examples, names, _ = read(spec)
+        examples, names, _ = read(self.spec.with_train(data=data.model_copy(update={"path": str(where)})))
         if names != self.classes:
             raise UsageError(f"--data: {path} has the classes {', '.join(names)}; {self.folder} knows "
                              f"{', '.join(self.classes)} (the same names, in the same order)")
