@@ -1,6 +1,6 @@
 """`none`: no head; the model's output is the backbone's output (a feature extractor)."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from tlc import hookimpl
 from tlc.plugin.components import Head
@@ -9,6 +9,8 @@ from tlc.plan.layers import Layer, Shape
 
 class NoHead(Head):
     type: Literal["none"] = "none"
+
+    tasks: ClassVar[tuple[str, ...]] = ("features",)  # the backbone's output itself: nothing to train
 
     def layers(self, feature_shape: Shape) -> list[Layer]:
         return []

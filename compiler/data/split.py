@@ -1,23 +1,10 @@
-"""Stratified, seeded splits: every class is split in the same proportions, and the split
-depends only on the seed and the examples (not on anything that ran before)."""
+"""What a run records of its split (split.json); the splits themselves are the task's
+(`tlc.task.splits`)."""
 from __future__ import annotations
 
-import numpy as np
+from tlc.task.splits import stratified
 
-
-def stratified(labels: np.ndarray, validation: float, test: float, seed: int):
-    """(train, validation, test) index arrays, each sorted; per class, `round(n * fraction)`
-    examples go to the test split, then to validation, the rest to training."""
-    rng = np.random.default_rng([seed, 20261125])
-    parts: tuple[list, list, list] = ([], [], [])
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = int(round(len(members) * test))
-        n_val = int(round(len(members) * validation))
-        parts[2].append(members[:n_test])
-        parts[1].append(members[n_test:n_test + n_val])
-        parts[0].append(members[n_test + n_val:])
-    return tuple(np.sort(np.concatenate(p)).astype("int64") if p else np.zeros(0, "int64") for p in parts)
+__all__ = ["split_record", "stratified"]
 
 
 def split_record(dataset) -> dict:

@@ -30,7 +30,7 @@ class _Typed(StrictModel):
         super().__pydantic_init_subclass__(**kwargs)
         field = cls.model_fields.get("type")
         if field is not None and field.description is None:
-            what = "backbone" if issubclass(cls, Backbone) else "head"
+            what = "backbone" if issubclass(cls, Backbone) else "head" if issubclass(cls, Head) else "task"
             field.description = f"the {what} type: {field.default}" + (f" ({cls.__doc__.splitlines()[0]})"
                                                                        if cls.__doc__ else "")
 
@@ -106,10 +106,19 @@ class Backbone(_Typed):
         return images
 
 
+#: The tasks a head serves unless it says otherwise (`Head.tasks`).
+IMAGE_TASKS = ("classification", "multi_label", "regression")
+
+
 class Head(_Typed):
-    """What sits on the backbone's output: a classifier, or nothing (`none`)."""
+    """What sits on the backbone's output: a classifier, or nothing (`none`).
+
+    `tasks` names the tasks (section 9 of the contract) whose outputs it can give; a spec pairing
+    it with another is a located error of `tlc check`."""
 
     type: str = Field(description="the head type (`tlc plugins` lists them)")
+
+    tasks: ClassVar[tuple[str, ...]] = IMAGE_TASKS
 
     def layers(self, feature_shape: Shape) -> list[Layer] | None:
         """Static description of the head's layers, or None to be planned by building."""
@@ -132,6 +141,128 @@ class Head(_Typed):
             shape = tuple(int(d) for d in sources[0].shape[1:])
             tensors[layer.name] = layer.keras_layer(shape)(sources if layer.merges else sources[0])
         return tensors[ordered[-1].name]
+
+
+class Task(_Typed):
+    """What a model is asked about each image, and everything that follows from it: how targets
+    are read and split, the loss and the metrics, how outputs are finished (softmax, sigmoid,
+    de-standardised values), what `evaluate` reports and what `predict` and `serve` answer.
+
+    A spec's `task:` (a name, or a mapping with the task's own fields) validates into one. The
+    built-ins (`classification`, `multi_label`, `regression`) register through `tlc_tasks` as a
+    plugin's do. A run remembers what its task learnt from the data besides the weights (tuned
+    thresholds, the targets' mean and deviation) as a JSON-able `record` (metrics.json `task`),
+    and every method that needs it takes it. Arrays are NumPy; Keras is imported inside methods.
+    """
+
+    type: str = Field(description="the task type (`tlc plugins` lists them)")
+
+    #: the history's metric names (Keras's, validation's with `val_`); the first is the one that
+    #: plots, tunes and decides a run's quality, `higher` says which way is better
+    metrics: ClassVar[tuple[str, ...]] = ()
+    higher: ClassVar[dict[str, bool]] = {}
+    #: the output activations a head may end in (the first is the default)
+    activations: ClassVar[tuple[str, ...]] = ("softmax", "sigmoid", "linear")
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    @classmethod
+    def head_defaults(cls, raw: dict) -> dict:
+        """Fields a head that has them takes from this task when the spec leaves them out (the
+        output activation; a regression's unit count), from the task's raw mapping."""
+        return {"output_activation": cls.activations[0]}
+
+    def outputs(self, names: list[str]) -> int:
+        """How many numbers the model gives per image for these class (tag, target) names."""
+        return len(names)
+
+    # reading and splitting targets -------------------------------------------------------------
+    def from_classes(self, labels, names: list[str], spec) -> tuple[Any, list[str]]:
+        """Targets from a source of one class per image (a folder per class, digits)."""
+        raise spec.error(("train", "data", "type"), f"{spec.train.data.type} gives one class per image; "
+                                                    f"the {self.type} task reads csv or npz")
+
+    def from_columns(self, rows: list[tuple[dict, int]], columns: list[str], spec,
+                     where: str) -> tuple[Any, list[str], list[str]]:
+        """(targets, names, located warnings) from a csv file's rows (({column: text}, line) pairs)
+        and its header's `columns`."""
+        raise NotImplementedError
+
+    def from_array(self, y, spec, where: str) -> tuple[Any, list[str]]:
+        """Targets from an npz file's `y`."""
+        raise NotImplementedError
+
+    def split(self, targets, validation: float, test: float, seed: int) -> tuple:
+        """(train, validation, test) sorted index arrays, seeded, keeping the targets' spread."""
+        raise NotImplementedError
+
+    def split_warnings(self, spec, targets, parts: dict) -> list[str]:
+        """Located warnings about the split (a requested split that came out empty)."""
+        return []
+
+    def to_json(self, target) -> Any:
+        """One example's target as split.json records a held-out file's."""
+        return target.tolist() if hasattr(target, "tolist") else target
+
+    def from_json(self, targets: list):
+        """split.json's targets as an array like the sources give."""
+        raise NotImplementedError
+
+    # training ----------------------------------------------------------------------------------
+    def record(self, train_targets) -> dict:
+        """What the run remembers besides its weights, from the training split's targets."""
+        return {}
+
+    def encoded(self, targets, record: dict):
+        """The targets as the loss and the metrics compare them with the model's outputs."""
+        return targets
+
+    def loss_function(self, spec, from_logits: bool, record: dict) -> Any:
+        """The Keras loss between `encoded` targets and the model's outputs."""
+        raise NotImplementedError
+
+    def keras_metrics(self, outputs: int, from_logits: bool, record: dict) -> list:
+        """Keras metrics named as `metrics` (history columns)."""
+        raise NotImplementedError
+
+    def measured(self, targets, outputs, record: dict) -> dict:
+        """`metrics` computed in NumPy from encoded targets and the model's raw outputs (validation
+        outside Keras's `fit`)."""
+        raise NotImplementedError
+
+    def finishing(self, activation: str | None, record: dict) -> Any:
+        """The Keras layer that turns the model's outputs into the task's answers (probabilities,
+        values in the targets' units), or None when the outputs are answers already."""
+        return None
+
+    def calibrate(self, targets, answers, record: dict) -> dict:
+        """The record after training, from the validation split's targets and finished outputs
+        (multi_label's tuned thresholds); the record itself when nothing is calibrated."""
+        return record
+
+    # using a model -----------------------------------------------------------------------------
+    def answer(self, row, names: list[str], record: dict, top: int) -> dict:
+        """What predict and serve give for one image's finished outputs (besides its name)."""
+        raise NotImplementedError
+
+    def evaluate(self, targets, answers, names: list[str], files: list[str], record: dict) -> dict:
+        """evaluate's numbers (the contract's JSON for this task, without `split`)."""
+        raise NotImplementedError
+
+    def worst(self, targets, answers, names: list[str], record: dict, limit: int = 16) -> list[tuple[int, str, int]]:
+        """The held-out examples a person should look at first: (index, caption, the output whose
+        Grad-CAM to draw), worst first."""
+        return []
+
+    def figures(self, result: dict, targets, answers, names: list[str], title: str) -> dict[str, Any]:
+        """{file name in the run folder: writer(path)} of evaluate's figures."""
+        return {}
+
+    def headline(self, result: dict) -> str:
+        """evaluate's result in a few words (`accuracy 0.941`)."""
+        return f"{self.metric} {result[self.metric]:.3f}"
 
 
 @dataclass(frozen=True)

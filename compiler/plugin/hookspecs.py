@@ -28,3 +28,12 @@ def tlc_data_sources() -> list:
     A row's `read(data, spec)` gives (examples, class names): image files or images in [0, 1].
     A name already taken is refused with a warning.
     """
+
+
+@hookspec
+def tlc_tasks() -> list[type]:
+    """Return the `tlc.Task` subclasses this plugin adds (`task.type` in specs).
+
+    A task owns how targets are read and split, the loss, the metrics, the outputs' finishing,
+    the evaluation report and the answers of predict and serve.
+    """

@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs, zoo
-from .components import Backbone, DataSource, Head
+from .components import Backbone, DataSource, Head, Task
 
 #: The built-in types and the module that registers each (through the same hooks as plugins).
 #: Listed here so that a spec's type is found without importing every module: `tlc check` of a
@@ -29,12 +29,13 @@ BUILTIN_TYPES = {
     **{f"tlc.plugins.{family}": {"backbone": kinds} for family, kinds in zoo.by_family().items()},
     "tlc.plugins.dense_head": {"head": ("dense",)},
     "tlc.plugins.no_head": {"head": ("none",)},
+    **{f"tlc.task.{name}": {"task": (name,)} for name in ("classification", "multi_label", "regression")},
 }
 #: The built-in data sources (`train.data.type`), registered by `tlc.data.sources` through
 #: `tlc_data_sources` like a plugin's; named here so validating a spec imports nothing more.
 BUILTIN_SOURCES = {"tlc.data.sources": ("digits", "npz", "directory", "csv", "cifar10")}
 ENTRY_POINT_GROUP = "tlc"
-KINDS = {"backbone": ("tlc_backbones", Backbone), "head": ("tlc_heads", Head)}
+KINDS = {"backbone": ("tlc_backbones", Backbone), "head": ("tlc_heads", Head), "task": ("tlc_tasks", Task)}
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Source:
 @dataclass(frozen=True)
 class TypeInfo:
     name: str
-    kind: str  # "backbone" | "head"
+    kind: str  # "backbone" | "head" | "task"
     source: Source
     loaded: type | None = None  # a plugin's class; None for a built-in until it is first used
 
@@ -116,6 +117,10 @@ class Registry:
     @property
     def heads(self) -> dict[str, TypeInfo]:
         return self.types["head"]
+
+    @property
+    def tasks(self) -> dict[str, TypeInfo]:
+        return self.types["task"]
 
     def classes(self, kind: str) -> list[type]:
         return [info.cls for info in self.types[kind].values()]
@@ -207,7 +212,7 @@ def _selected_entry_points() -> list[metadata.EntryPoint]:
 
 
 def _collect_all(registry: Registry, pm: pluggy.PluginManager, module: object, source: Source) -> None:
-    """What `module` adds through every hook: backbone and head types, then data sources."""
+    """What `module` adds through every hook: backbone, head and task types, then data sources."""
     for kind, (hook_name, base) in KINDS.items():
         for cls in _returned(registry, pm, module, source, hook_name):
             name = type_name(cls, base)
@@ -247,7 +252,7 @@ def _free(registry: Registry, table: dict, name: str, what: str, source: Source)
 
 
 def type_name(cls: object, base: type) -> str | None:
-    """The `type` literal of a Backbone/Head subclass, or None if it is not one."""
+    """The `type` literal of a Backbone/Head/Task subclass, or None if it is not one."""
     if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base):
         return None
     field_info = cls.model_fields.get("type")

@@ -42,10 +42,10 @@ def totals_line(plan: Plan) -> str:
 def plugins_table(registry: Registry) -> Table:
     from rich.table import Table
 
-    table = Table(title="backbone and head types, and data sources")
+    table = Table(title="backbone, head and task types, and data sources")
     for column in ("type", "kind", "plugin", "distribution", "version"):
         table.add_column(column)
-    for kind in ("backbone", "head"):
+    for kind in ("backbone", "head", "task"):
         for info in registry.types[kind].values():
             s = info.source
             table.add_row(info.name, kind, s.plugin, s.distribution, s.version)
@@ -59,7 +59,7 @@ def plugins_dict(registry: Registry) -> dict:
     types = [{"type": info.name, "kind": kind, "plugin": info.source.plugin,
               "distribution": info.source.distribution, "version": info.source.version,
               "builtin": info.source.builtin}
-             for kind in ("backbone", "head") for info in registry.types[kind].values()]
+             for kind in ("backbone", "head", "task") for info in registry.types[kind].values()]
     failed = [{"plugin": f.source.plugin, "distribution": f.source.distribution,
                "version": f.source.version, "error": f.error} for f in registry.failures]
     sources = [{"type": info.name, "plugin": info.source.plugin, "distribution": info.source.distribution,

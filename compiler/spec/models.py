@@ -12,7 +12,7 @@ from pydantic import (Discriminator, Field, PrivateAttr, Strict, Tag, create_mod
 
 from tlc.errors import SpecError
 from tlc.plan.layers import MAX_SIDE
-from tlc.plugin.components import Backbone, Head, StrictModel
+from tlc.plugin.components import Backbone, Head, StrictModel, Task
 from tlc.plugin.fields import by_kind
 from tlc.plugin.registry import Registry, get_registry
 
@@ -107,6 +107,12 @@ class DataSpec(StrictModel):
     path: str | None = Field(None, description="the npz file, folder or csv file, relative to the spec's folder")
     classes: Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)] | None = Field(
         None, description="a subset of the labels, relabelled 0..k-1 in this order")
+    tags: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="multi_label csv: the column of each image's tags, split at `delimiter` (may be empty)")
+    delimiter: Annotated[str, Field(min_length=1, max_length=4)] = Field(
+        " ", description="multi_label csv: what separates the tags in the tags column")
+    columns: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = Field(
+        None, description="multi_label csv: one 0/1 column per tag, named so (instead of a tags column)")
     validation_split: Fraction = Field(0.2, description="share of each class held out for validation (seeded)")
     test_split: Fraction = Field(0.0, description="share of each class held out for `tlc evaluate`, never trained on")
     resize: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = Field(
@@ -161,8 +167,9 @@ class AugmentSpec(StrictModel):
 
 
 class EarlyStoppingSpec(StrictModel):
-    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = Field(
-        "val_loss", description="the metric that must improve")
+    monitor: Annotated[str, Field(pattern=r"^(val_)?[a-z0-9_]+$")] = Field(
+        "val_loss", description="the metric that must improve: loss, or the task's metric (accuracy; map, f1; mae, "
+                                "rmse, r2), val_ for the validation split's")
     patience: Annotated[int, Strict(), Field(ge=0, le=100_000)] = Field(
         3, description="epochs without improvement to wait before stopping the phase")
     restore_best: bool = Field(True, description="end the phase with the weights of its best epoch")
@@ -259,13 +266,15 @@ class SpecBase(StrictModel):
 
 
 def spec_model(registry: Registry | None = None, backbone: str | None = None,
-               head: str | None = None) -> type[SpecBase]:
-    """The `Spec` model for the registry's types, or narrowed to one backbone and one head type
+               head: str | None = None, task: str | None = None) -> type[SpecBase]:
+    """The `Spec` model for the registry's types, or narrowed to one backbone, head and task type
     when those are registered: validating a spec then builds (and imports) only the classes it
-    names. Built once per registry and pair of types."""
+    names. Built once per registry and triple of types."""
     registry = registry or get_registry()
-    key = (backbone if backbone in registry.backbones else None, head if head in registry.heads else None)
+    key = (backbone if backbone in registry.backbones else None, head if head in registry.heads else None,
+           task if task in registry.tasks else None)
     if key not in registry.spec_models:
+        classification = registry.tasks["classification"]
         registry.spec_models[key] = create_model(
             "Spec",
             __base__=SpecBase,
@@ -273,6 +282,11 @@ def spec_model(registry: Registry | None = None, backbone: str | None = None,
                       Field(description="the feature extractor: a type and that type's keys")),
             head=(_union(_classes(registry, "head", key[1]), Head),
                   Field(description="what sits on the backbone's output: a type and that type's keys")),
+            task=(_union(_classes(registry, "task", key[2]), Task),
+                  Field(default_factory=lambda: classification.cls(),
+                        description="what the model answers per image: classification (one class, the default), "
+                                    "multi_label (tags), regression (numbers), or a plugin's; a name or "
+                                    "{type: ..., its keys}")),
         )
     return registry.spec_models[key]
 

@@ -52,6 +52,7 @@ def prepare(source: str | os.PathLike | SpecBase, *, training: bool = False, epo
     from .validation import load_spec
 
     spec = source if isinstance(source, SpecBase) else load_spec(source)
+    check_task(spec)
     if training and spec.train is None:
         raise spec.error((), "tlc train needs a `train:` section (data, epochs, ...)")
     if training and (seed is not None or epochs is not None):
@@ -77,6 +78,7 @@ def examine(path: str) -> Report:
 
     try:
         spec = load_spec(path)
+        check_task(spec)
     except SpecError as exc:
         return Report(path, error=exc)
     planned = make_plan(spec, min_input=True)
@@ -86,6 +88,66 @@ def examine(path: str) -> Report:
     if spec.tune is not None:
         planned.warnings += search_warnings(spec)
     return Report(path, plan=planned)
+
+
+def check_task(spec: SpecBase) -> None:
+    """The task and the rest of the spec agree (contract section 9): the head serves the task and
+    ends as it needs; the training options, monitored and tuned metrics are the task's."""
+    task, head = spec.task, spec.head
+    said = "task" in spec.model_fields_set
+    if task.type not in head.tasks and said:  # (without `task:`, a `none` head is a feature extractor)
+        raise spec.error(("task",),
+                         f"the {head.type} head serves {', '.join(head.tasks) or 'no task'}, not {task.type}; "
+                         "use head: {type: dense, ...}")
+    activation = getattr(head, "output_activation", None)
+    if activation is not None and task.type in head.tasks and activation not in task.activations:
+        why = {"classification": "one class per image takes softmax or linear (logits); several tags per image "
+                                 "is task: multi_label",
+               "multi_label": "each tag has its own probability: sigmoid, or linear (logits, finished by a sigmoid)",
+               "regression": "numbers come out of a linear layer (one unit per target)"}.get(task.type, "")
+        raise spec.error(("head", "output_activation"), f"{activation} does not fit task {task.type}"
+                                                         + (f": {why}" if why else f"; use {', '.join(task.activations)}"))
+    outputs = getattr(head, "classes", None)
+    if task.type == "regression" and outputs is not None and outputs != len(task.targets):
+        raise spec.error(("head", "classes"), f"a regression head has one unit per target: {len(task.targets)} "
+                                              f"({', '.join(task.targets)}); leave classes out")
+    if spec.train is not None:
+        _check_training_for(spec, task)
+
+
+def _check_training_for(spec: SpecBase, task) -> None:
+    """The `train:` options that belong to one task."""
+    t, one_class = spec.train, task.type == "classification"
+    named = [*task.metrics, "loss"]
+    es = t.early_stopping
+    if es is not None and es.monitor.removeprefix("val_") not in named:
+        raise spec.error(("train", "early_stopping", "monitor"),
+                         f"{task.type} records {', '.join(named)} (val_ for validation); not {es.monitor}")
+    if spec.tune is not None and spec.tune.metric.removeprefix("val_") not in named:
+        raise spec.error(("tune", "metric"), f"{task.type} records {', '.join(named)} (val_ for validation); "
+                                             f"not {spec.tune.metric}")
+    checks = [
+        (("train", "class_weight"), t.class_weight is not None and not one_class,
+         "balanced class weights are for one class per image (task: classification)"),
+        (("train", "label_smoothing"), t.label_smoothing > 0 and task.type == "regression",
+         "label smoothing is for classes and tags, not numbers"),
+        (("train", "data", "classes"), t.data.classes is not None and not one_class,
+         "picks classes of a classification source; a multi_label source keeps every tag"),
+        (("train", "data", "tags"), (t.data.tags is not None or t.data.columns is not None)
+         and task.type != "multi_label", "tags and columns are a multi_label csv's (set task: multi_label)"),
+        (("train", "distribute"), t.distribute == "multi_worker" and not one_class,
+         f"multi_worker trains classifiers; {task.type} trains with none or mirrored"),
+        (("train", "distill"), t.distill is not None and not one_class,
+         f"distillation teaches classifiers; {task.type} learns from its own targets"),
+    ]
+    for loc, wrong, message in checks:
+        if wrong:
+            if loc == ("train", "data", "tags") and t.data.tags is None:
+                loc = ("train", "data", "columns")
+            raise spec.error(loc, message)
+    if getattr(task, "threshold", None) == "tuned" and t.data.validation_split == 0:
+        raise spec.error(("task", "threshold"), "tuned thresholds come from the validation split: set "
+                                                "train.data.validation_split above 0, or give a number")
 
 
 def worst(reports: list[Report]) -> int:

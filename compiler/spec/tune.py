@@ -68,8 +68,12 @@ Space = Annotated[Union[Choice, Uniform, LogUniform, IntRange], Field(discrimina
 class TuneSpec(StrictModel):
     """Hyperparameter search over paths of this spec (`tlc tune`)."""
 
-    metric: Literal["val_accuracy", "val_loss"] = Field(
-        "val_accuracy", description="what a trial is judged by: val_accuracy (maximised) or val_loss (minimised)")
+    metric: Annotated[str, Field(pattern=r"^(val_)?[a-z0-9_]+$")] = Field(
+        "val_accuracy", description="what a trial is judged by: val_loss, or the task's validation metric (the "
+                                    "default: val_accuracy, val_map or val_mae; a multi_label's val_f1, a "
+                                    "regression's val_rmse or val_r2)")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="whether a higher metric is better (default: what the metric wants)")
     trials: Annotated[int, Strict(), Field(gt=0, le=100_000)] = Field(
         20, description="trials in the whole study, over every worker and resumption")
     timeout: Annotated[float, Field(gt=0)] | None = Field(None, description="seconds per worker (null: no limit)")
@@ -83,7 +87,7 @@ class TuneSpec(StrictModel):
 
     @property
     def maximise(self) -> bool:
-        return self.metric == "val_accuracy"
+        return self.direction == "maximize" if self.direction else self.metric == "val_accuracy"
 
     @property
     def budget(self) -> int:

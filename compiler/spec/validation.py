@@ -26,7 +26,12 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     data = dict(doc.data)
     data.setdefault("name", default_name(doc.path))
     _resolve_paths(doc, data)
-    model = spec_model(registry, _type_of(data.get("backbone")), _type_of(data.get("head")))
+    task = data.get("task")
+    if isinstance(task, str):  # `task: multi_label` is short for `{type: multi_label}`
+        data["task"] = task = {"type": task}
+    _head_defaults(data, registry)
+    model = spec_model(registry, _type_of(data.get("backbone")), _type_of(data.get("head")),
+                       _type_of(task) if task is not None else "classification")
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:
@@ -35,6 +40,26 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     if spec.tune is not None:
         _check_tune(spec, data)
     return spec
+
+
+def _head_defaults(data: dict, registry: Registry) -> None:
+    """What the task decides for a head that leaves it out (`Task.head_defaults`): the output
+    activation (sigmoid for tags, linear for numbers), and a regression's units, one per target."""
+    task, head = data.get("task") or {"type": "classification"}, data.get("head")
+    task_info = registry.tasks.get(_type_of(task)) if isinstance(task, dict) else None
+    head_info = registry.heads.get(_type_of(head)) if isinstance(head, dict) else None
+    if task_info is None or head_info is None:
+        return  # validation names what is wrong
+    fields = head_info.cls.model_fields
+    defaults = {k: v for k, v in task_info.cls.head_defaults(task).items() if k in fields and k not in head}
+    if defaults:
+        data["head"] = {**head, **defaults}  # (a copy: the document's mapping stays as written)
+    tune = data.get("tune")
+    if isinstance(tune, dict) and "direction" not in tune:  # which way the task's metric is better
+        metric = tune.get("metric", f"val_{task_info.cls.metrics[0]}")
+        higher = task_info.cls.higher.get(metric.removeprefix("val_")) if isinstance(metric, str) else None
+        if higher is not None:
+            data["tune"] = {**tune, "metric": metric, "direction": "maximize" if higher else "minimize"}
 
 
 def _check_tune(spec: SpecBase, data: dict) -> None:
@@ -120,7 +145,7 @@ def _data_loc(data: Any, loc: tuple) -> Loc:
 
 def _message(err: dict, loc: Loc, registry: Registry, data: dict, model) -> str:
     kind = err["type"]
-    if kind in ("union_tag_invalid", "union_tag_not_found") and loc and loc[0] in ("backbone", "head"):
+    if kind in ("union_tag_invalid", "union_tag_not_found") and loc and loc[0] in ("backbone", "head", "task"):
         what = loc[0]
         known = ", ".join(sorted(registry.types[what]))
         if kind == "union_tag_not_found":

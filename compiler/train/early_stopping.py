@@ -6,12 +6,12 @@ class EarlyStopping:
     """`train.early_stopping`: stop a phase once `monitor` has not improved for `patience` epochs.
     Its memory (best value, best epoch, epochs waited) lives in the run's state, so it resumes."""
 
-    def __init__(self, spec, memory: dict):
-        self.spec, self.memory = spec, memory
+    def __init__(self, spec, memory: dict, higher: bool = False):
+        self.spec, self.memory, self.higher = spec, memory, higher
 
     @property
     def mode(self) -> str:
-        return "max" if "accuracy" in self.spec.monitor else "min"
+        return "max" if self.higher else "min"
 
     def update(self, epoch: int, row: dict) -> bool:
         """Record `row`; True when the phase should stop now. Returns whether this epoch is the best."""

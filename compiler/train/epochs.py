@@ -23,7 +23,8 @@ class EpochHooks:
         self.total, self.steps, self.reporter, self.state, self.log = total, steps, reporter, state, log
         self.checkpoint, self.save_best = checkpoint, save_best
         es = spec.train.early_stopping
-        self.early = EarlyStopping(es, state.early) if es else None
+        self.early = EarlyStopping(es, state.early, spec.task.higher.get(es.monitor.removeprefix("val_"), False)) \
+            if es else None
 
     @property
     def stopped(self) -> bool:
