@@ -284,7 +284,8 @@ def train(
         say(f"interrupted; completed epochs are saved. Resume with: {again}", error=True)
         raise typer.Exit(130) from None
     final = result.metrics["final"]
-    shown = ", ".join(f"{k} {final[k]:.4f}" for k in ("accuracy", "val_accuracy") if k in final)
+    metric = ready.spec.task.metric
+    shown = ", ".join(f"{k} {final[k]:.4f}" for k in (metric, f"val_{metric}") if k in final)
     done = f"wrote {result.folder}" if result.wrote else "done (a non-chief worker: the chief writes the run folder)"
     say(f"{done}: {shown} after {result.metrics['epochs']} epochs in {result.metrics['train_seconds']:.1f} s")
 
@@ -332,7 +333,7 @@ def predict(
         emit_json(results)
     for result in results:
         if "error" not in result and not as_json:
-            say(f"{result['image']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in result["top"]))
+            say(f"{result['image']}: {said(result)}")
     refused(results)
 
 
@@ -474,6 +475,9 @@ def evaluate(
         emit_json(result)
         return
     rich_console().print(evaluation_table(result))
+    if result.get("task", "classification") != "classification":
+        _said_evaluation(run, opened, result)
+        return
     top = "".join(f", top-{k} {v:.4f}" for k, v in result["top_k"].items())
     plain = f" ({result['tta']} test-time augmentation; {result['accuracy_no_tta']:.4f} without)" if tta else ""
     for wrong in result["mistakes"][:MISTAKES_SHOWN]:
@@ -487,6 +491,40 @@ def evaluate(
     where = f"{result['data']}:" if "data" in result else result["split"]
     say(f"{run}: {where} accuracy {result['accuracy']:.4f}{plain}{top}, loss {result['loss']:.4f} on "
         f"{result['examples']} examples; wrote {', '.join(map(str, pictures))}")
+
+
+def _said_evaluation(run: Path, opened, result: dict) -> None:
+    """evaluate's console lines for a task other than classification: its worst examples and its
+    headline, with the files written."""
+    task = opened.spec.task
+    for wrong in (result.get("mistakes") or result.get("worst") or [])[:MISTAKES_SHOWN]:
+        say(f"{'mistake' if 'mistakes' in result else 'error'}: {nearby(wrong['file'])}: true {_shown(wrong['true'])}, "
+            f"predicted {_shown(wrong['predicted'])}")
+    plain = f" ({result['tta']} test-time augmentation; {task.metric} {result[task.metric + '_no_tta']:.4g} " \
+            "without)" if "tta" in result else ""
+    written = [opened.files.evaluation] + [opened.folder / name for name in result["figures"]]
+    where = f"{result['data']}:" if "data" in result else result["split"]
+    say(f"{run}: {where} {task.headline(result)}{plain} on {result['examples']} examples; "
+        f"wrote {', '.join(map(str, written))}")
+
+
+def said(answer: dict) -> str:
+    """A predict answer in one line: the top classes, the tags given, or the values."""
+    if "top" in answer:
+        return ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in answer["top"])
+    if "tags" in answer:
+        given = ", ".join(f"{s['class']} ({s['probability']:.3f})" for s in answer["scores"]
+                          if s["class"] in answer["tags"])
+        return f"tags: {given or '(none over their thresholds)'}"
+    return _shown(answer["values"])
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return " ".join(value) or "(no tag)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:.4g}" for k, v in value.items())
+    return f"{value:.4g}"
 
 
 @command

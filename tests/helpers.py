@@ -159,6 +159,51 @@ def draw_shapes(folder, per_class: int, size: tuple[int, int] = (48, 48), seed: 
     return out
 
 
+def draw_tagged(folder, n: int, size: tuple[int, int] = (48, 48), seed: int = 0, suffix: str = ".png",
+                tags: tuple[str, ...] = SHAPES, empty: float = 0.05) -> list[dict]:
+    """Images of any number of shapes (each of `tags` present with probability 0.5, none in about
+    `empty` of them; one per quadrant, over noise) and `labels.csv` beside them (path, tags as
+    space-separated names, a 0/1 column per shape, and `size`: the shapes' radii summed, in
+    pixels). Returns the csv's rows."""
+    import csv
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    height, width = size
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        present = [t for t in tags if rng.random() < 0.5] if rng.random() >= empty else []
+        image = Image.fromarray(rng.integers(0, 120, (height, width, 3), dtype=np.uint8))
+        draw = ImageDraw.Draw(image)
+        total = 0.0
+        for shape, quadrant in zip(present, rng.permutation(4)):
+            r = int(min(height, width) * rng.uniform(0.08, 0.22))
+            cy = (height // 4) * (1 + 2 * (quadrant // 2))
+            cx = (width // 4) * (1 + 2 * (quadrant % 2))
+            colour = tuple(int(c) for c in rng.integers(170, 256, 3))
+            if shape == "circle":
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+            elif shape == "square":
+                draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
+            else:
+                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+            total += r
+        name = f"images/{i:05d}{suffix}"
+        image.save(folder / name)
+        rows.append({"path": name, "tags": " ".join(present), **{t: int(t in present) for t in tags},
+                     "size": round(total, 2)})
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
 def unboxed(text: str) -> str:
     """A CLI message as one line: typer's rich error panel wraps it and draws borders around it."""
     return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())

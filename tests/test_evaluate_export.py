@@ -195,7 +195,7 @@ def test_compare_shows_the_test_accuracy_of_evaluated_runs(trained, tmp_path):
 
 
 def test_the_misclassified_grid_takes_the_worst_mistakes_of_every_class_in_turn():
-    from tlc.use.evaluate import worst_mistakes
+    from tlc.task.classification import worst_mistakes
 
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     probabilities = np.array([[.1, .9, 0], [.2, .8, 0], [.9, .1, 0], [.7, .3, 0], [0, .4, .6], [.6, .4, 0],

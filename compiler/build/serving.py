@@ -1,9 +1,11 @@
-"""A trained model with its preprocessing inside and probabilities out, [0, 1] images in: what a
+"""A trained model with its preprocessing inside and its task's answers out (probabilities,
+values in their units), [0, 1] images in: what a
 run saves as `model.keras` (in plain Keras operations, so `keras.models.load_model` alone reads it
 and answers as `tlc predict` does) and what the predictor and `tlc export` run (the preprocessing
 inside one layer, so exporters trace it on real tensors)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", "linear")
@@ -24,12 +26,18 @@ def output_activation(model: Any) -> str | None:
     return activation if activation in CLASSIFIER_ACTIVATIONS else None
 
 
-def finishing(model: Any):
-    """The one softmax: a layer turning logits (`output_activation: linear`) into probabilities,
-    or None when the model's outputs need nothing (probabilities already, or features)."""
-    import keras
+def finishing(model: Any, task: Any = None, record: dict | None = None):
+    """The layer that turns the model's outputs into its task's answers (`Task.finishing`: the one
+    softmax or sigmoid over logits, a regression's values back in their units), or None when the
+    outputs need nothing (probabilities already, or features). Without a task: classification's."""
+    activation = output_activation(model)
+    if activation is None:
+        return None
+    if task is None:
+        import keras
 
-    return keras.layers.Softmax(name="probabilities") if output_activation(model) == "linear" else None
+        return keras.layers.Softmax(name="probabilities") if activation == "linear" else None
+    return task.finishing(activation, record or {})
 
 
 def serving_model(model: Any, preprocess: Callable | None, name: str = "model", finish: Any = None):
@@ -49,11 +57,12 @@ def serving_model(model: Any, preprocess: Callable | None, name: str = "model", 
     return keras.Model(inputs, finish(outputs) if finish is not None else outputs, name=f"{name}_serving")
 
 
-def self_contained(model: Any, preprocess: Callable | None) -> tuple[Any, str | None]:
+def self_contained(model: Any, preprocess: Callable | None, finish: Any = None) -> tuple[Any, str | None]:
     """(`model` behind its backbone's preprocessing, written as Keras operations on the input, and
     finished like the predictor's serving model; a note when the preprocessing cannot be written
-    so: the model alone is returned and takes preprocessed images). The trained model stays one
-    layer inside, under its own name (`inner_model`)."""
+    so: the model alone is returned and takes preprocessed images). `finish`: the task's layer
+    (`finishing`), else classification's. The trained model stays one layer inside, under its own
+    name (`inner_model`)."""
     import keras
 
     inputs = keras.Input(shape=tuple(int(d) for d in model.input_shape[1:]), name="images")
@@ -65,8 +74,21 @@ def self_contained(model: Any, preprocess: Callable | None) -> tuple[Any, str | 
         return model, (f"model.keras takes preprocessed images: the backbone's preprocessing is not "
                        f"written in Keras operations ({one_line(exc)}); tlc predict and export apply it")
     outputs = model(x)
-    finish = finishing(model)
+    finish = finish or finishing(model)
     return keras.Model(inputs, finish(outputs) if finish is not None else outputs, name=f"{model.name}_images"), None
+
+
+@contextlib.contextmanager
+def uncompiled(model: Any):
+    """`model` seen as not compiled inside the block, so what is saved then carries no loss or
+    metrics: model.keras loads in plain Keras whatever the task trained with (tlc's own losses
+    and metrics are registered only where tlc is imported)."""
+    compiled = model.compiled
+    model.compiled = False
+    try:
+        yield model
+    finally:
+        model.compiled = compiled
 
 
 def inner_model(saved: Any, name: str) -> Any:

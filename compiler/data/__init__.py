@@ -1,5 +1,5 @@
 """The data layer, below train, evaluate, predict, extract and export: sources that give file
-lists or arrays, a stratified seeded split, and one tf.data pipeline (`Feed`).
+lists or arrays, the task's seeded split, and one tf.data pipeline (`Feed`).
 
 Memory does not depend on the number of images: files are decoded batch by batch.
 """
@@ -15,7 +15,6 @@ import numpy as np
 from tlc.errors import RunError
 
 from .sources import IMAGE_SUFFIXES, Examples, as_images, read
-from .split import stratified
 
 __all__ = ["Dataset", "Examples", "IMAGE_SUFFIXES", "as_images", "load", "naming_unreadable"]
 
@@ -31,7 +30,7 @@ class Dataset:
     indices: dict = field(default_factory=dict)  # part -> indices into the source's examples
     source_files: np.ndarray | None = None  # every file the source lists (the image store's list)
     unlabeled: Examples | None = None  # train.distill.unlabeled: training images taught by the teacher alone
-    warnings: list[str] = field(default_factory=list)  # located: a requested split that came out empty
+    warnings: list[str] = field(default_factory=list)  # located: targets that look like another task's, empty splits
     skipped_why: list[str] = field(default_factory=list)  # one line per skipped file, naming it and why
 
     @functools.cached_property
@@ -56,7 +55,7 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
     listed = examples.files
     skipping = check_files and data.on_error == "skip"
     examples, skipped = _readable(examples) if examples.streamed and skipping else (examples, {})
-    train, val, test = stratified(examples.labels, data.validation_split, data.test_split, spec.train.seed)
+    train, val, test = spec.task.split(examples.labels, data.validation_split, data.test_split, spec.train.seed)
     if len(train) == 0:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")
     extra = None
@@ -68,23 +67,10 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
             extra, unreadable = _readable(extra) if skipping else (extra, {})
             skipped |= unreadable
             listed = np.concatenate([listed, extra.files])
-    warnings = empty_splits(spec, examples.labels, {"validation_split": val, "test_split": test})
+    warnings = examples.warnings + spec.task.split_warnings(spec, examples.labels,
+                                                            {"validation_split": val, "test_split": test})
     return Dataset(examples.take(train), examples.take(val), examples.take(test), names, list(skipped), ignored,
                    {"train": train, "val": val, "test": test}, listed, extra, warnings, list(skipped.values()))
-
-
-def empty_splits(spec, labels: np.ndarray, parts: dict[str, np.ndarray]) -> list[str]:
-    """A located warning for each split the spec asks for (`validation_split`, `test_split` above
-    0) that came out empty: every class is too small for a share of it to round to one example."""
-    out = []
-    for key, indices in parts.items():
-        share = getattr(spec.train.data, key)
-        if share > 0 and len(indices) == 0:
-            largest = int(np.bincount(labels).max()) if len(labels) else 0
-            out.append(str(spec.error(("train", "data", key), (
-                f"{share} gives no {key.split('_')[0]} examples: the largest class has {largest} "
-                f"(round({largest} x {share}) = 0); add examples or raise {key}"))))
-    return out
 
 
 def _readable(examples: Examples) -> tuple[Examples, dict[str, str]]:

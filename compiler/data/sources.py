@@ -1,5 +1,6 @@
 """Where examples come from: each source gives image files (streamed later) or an in-memory array,
-with integer labels and class names. Sources are rows of the registry (`tlc_data_sources`), so a
+with targets and their names: the task reads them (`Task.from_columns`, `from_array`,
+`from_classes`), so one class, tags or numbers per image come from the same sources. Sources are rows of the registry (`tlc_data_sources`), so a
 plugin adds one the same way the built-ins below are added.
 
 `directory` and `csv` give file lists, so nothing is decoded here and memory does not depend on
@@ -12,7 +13,7 @@ import collections
 import csv
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,13 @@ PATH = ("train", "data", "path")
 
 @dataclass
 class Examples:
-    """Labelled examples: image files (`files`) or images in [0, 1] at the spec's input (`images`)."""
+    """Labelled examples: image files (`files`) or images in [0, 1] at the spec's input (`images`).
+    `labels` are the task's targets: class indices (n,), 0/1 tags (n, k) or values (n, t)."""
 
     labels: np.ndarray
     files: np.ndarray | None = None  # str paths
     images: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)  # located, from reading the targets
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -82,11 +85,15 @@ def fingerprint_files(files, digest) -> None:
 
 def read(spec) -> tuple[Examples, list[str], dict[str, int]]:
     """The spec's `train.data` source, with `classes` picked and relabelled, and a count per suffix
-    of the files it found but does not read (only a directory source has any)."""
+    of the files it found but does not read (only a directory source has any). A source of one
+    class per image (a folder per class, digits, a plugin's) gives the task its classes."""
     data = spec.train.data
-    examples, names, *rest = source_of(data).read(data, spec)
+    source = source_of(data)
+    examples, names, *rest = source.read(data, spec)
+    if not source.targets:
+        examples.labels, names = spec.task.from_classes(examples.labels, names, spec)
     examples, names = select_classes(examples, names, data.classes, spec)
-    if len(names) < 2:
+    if spec.task.type == "classification" and len(names) < 2:
         raise spec.error(("train", "data"), f"needs at least 2 classes; found {len(names)} ({', '.join(names)})")
     if examples.images is not None:
         examples.images = fit_to_input(examples.images, spec)
@@ -151,9 +158,9 @@ def _npz(data, spec):
         raise spec.error(PATH, f"cannot read {path}: {exc}") from None
     x = as_images(x)
     if x.ndim != 4 or len(x) != len(y):
-        raise spec.error(PATH, f"x must be (n, h, w[, c]) and y (n,); got {x.shape} and {y.shape}")
-    y = y.astype("int64").reshape(-1)
-    return Examples(y, images=x), [str(c) for c in range(int(y.max()) + 1)]
+        raise spec.error(PATH, f"x must be (n, h, w[, c]) and y one row per image; got {x.shape} and {y.shape}")
+    targets, names = spec.task.from_array(y, spec, str(path))
+    return Examples(targets, images=x), names
 
 
 def _directory(data, spec):
@@ -206,14 +213,16 @@ def describe_ignored(counts: dict) -> str:
 
 
 def _csv(data, spec):
-    """A csv file with columns `path,label`: paths relative to the csv file, labels names or integers."""
+    """A csv file with a `path` column (relative to the csv file) and the task's columns (`label`
+    for one class per image: names or integers; tags; a column per target)."""
     path = _required_path(data, spec)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
-            if not {"path", "label"} <= set(columns):
-                raise spec.error(PATH, f"{path} needs the columns path,label; found {','.join(columns) or 'none'}")
+            if "path" not in columns:
+                raise spec.error(PATH, f"{path} needs a path column (image files relative to it) besides the "
+                                       f"task's; found {','.join(columns) or 'none'}")
             rows = [({k.strip(): (v or "").strip() for k, v in row.items() if k}, reader.line_num) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise spec.error(PATH, f"cannot read {path}: {exc}") from None
@@ -225,15 +234,8 @@ def _csv(data, spec):
         if not row["path"] or not file.is_file():
             raise spec.error(PATH, f"{path}:{line}: image not found: {row['path'] or '(empty path)'}")
         files.append(str(file))
-    raw = [row["label"] for row, _ in rows]
-    if all(label.isdigit() for label in raw):
-        labels = np.array([int(label) for label in raw], dtype="int64")
-        names = [str(c) for c in range(int(labels.max()) + 1)]
-    else:
-        names = sorted(set(raw))
-        index = {name: i for i, name in enumerate(names)}
-        labels = np.array([index[label] for label in raw], dtype="int64")
-    return Examples(labels, files=np.array(files)), names
+    targets, names, warnings = spec.task.from_columns(rows, [c for c in columns if c != "path"], spec, str(path))
+    return Examples(targets, files=np.array(files), warnings=warnings), names
 
 
 def _cifar10(data, spec):
@@ -257,11 +259,12 @@ def tlc_data_sources():
     """The built-in sources, registered as a plugin's are (their names are in `registry.BUILTIN_SOURCES`)."""
     return [
         DataSource("digits", _digits, "scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)"),
-        DataSource("npz", _npz, "an .npz file with arrays x (images) and y (integer labels)", needs_path=True),
+        DataSource("npz", _npz, "an .npz file with arrays x (images) and y (the task's targets)", needs_path=True,
+                   targets=True),
         DataSource("directory", _directory, "a folder with one sub-folder of images per class", needs_path=True,
                    files=True),
-        DataSource("csv", _csv, "a csv file with columns path,label (paths relative to it)", needs_path=True,
-                   files=True),
+        DataSource("csv", _csv, "a csv file with a path column (relative to it) and the task's columns",
+                   needs_path=True, files=True, targets=True),
         DataSource("cifar10", _cifar10, "CIFAR-10 through keras.datasets (downloaded once into the Keras cache)"),
     ]
 

@@ -7,9 +7,10 @@ from tlc.task.splits import stratified
 __all__ = ["split_record", "stratified"]
 
 
-def split_record(dataset) -> dict:
+def split_record(dataset, task) -> dict:
     """What `tlc evaluate` needs to find the held-out examples again (a run's split.json): class
-    names, counts, the held-out indices into the source and, for file sources, the files."""
+    (tag, target) names, counts, the held-out indices into the source and, for file sources, the
+    files with their targets as the task writes them."""
     record = {"classes": dataset.class_names,
               "counts": {part: int(len(getattr(dataset, part))) for part in ("train", "val", "test")},
               "indices": {part: dataset.indices[part].tolist() for part in ("val", "test")},
@@ -17,5 +18,5 @@ def split_record(dataset) -> dict:
     for part in ("val", "test"):
         examples = getattr(dataset, part)
         if examples.files is not None:
-            record[f"{part}_files"] = [[str(f), int(y)] for f, y in zip(examples.files, examples.labels)]
+            record[f"{part}_files"] = [[str(f), task.to_json(y)] for f, y in zip(examples.files, examples.labels)]
     return record

@@ -163,6 +163,11 @@ class Task(_Typed):
     higher: ClassVar[dict[str, bool]] = {}
     #: the output activations a head may end in (the first is the default)
     activations: ClassVar[tuple[str, ...]] = ("softmax", "sigmoid", "linear")
+    #: evaluate's grid of the examples `worst` picks: its file in the run folder, its title, and
+    #: what its Grad-CAM shows
+    worst_figure: ClassVar[str] = "misclassified.png"
+    worst_title: ClassVar[str] = "misclassified"
+    worst_heat: ClassVar[str] = "the predicted class"
 
     @property
     def metric(self) -> str:
@@ -199,8 +204,12 @@ class Task(_Typed):
         raise NotImplementedError
 
     def split_warnings(self, spec, targets, parts: dict) -> list[str]:
-        """Located warnings about the split (a requested split that came out empty)."""
-        return []
+        """A located warning for each split the spec asks for (`validation_split`, `test_split`
+        above 0) that came out empty: never silent."""
+        return [str(spec.error(("train", "data", key), f"{getattr(spec.train.data, key)} gives no "
+                                                       f"{key.split('_')[0]} examples of {len(targets)}; add examples "
+                                                       f"or raise {key}"))
+                for key, indices in parts.items() if getattr(spec.train.data, key) > 0 and not len(indices)]
 
     def to_json(self, target) -> Any:
         """One example's target as split.json records a held-out file's."""
@@ -215,12 +224,8 @@ class Task(_Typed):
         """What the run remembers besides its weights, from the training split's targets."""
         return {}
 
-    def encoded(self, targets, record: dict):
-        """The targets as the loss and the metrics compare them with the model's outputs."""
-        return targets
-
     def loss_function(self, spec, from_logits: bool, record: dict) -> Any:
-        """The Keras loss between `encoded` targets and the model's outputs."""
+        """The Keras loss between the targets (as the sources give them) and the model's outputs."""
         raise NotImplementedError
 
     def keras_metrics(self, outputs: int, from_logits: bool, record: dict) -> list:
@@ -228,8 +233,8 @@ class Task(_Typed):
         raise NotImplementedError
 
     def measured(self, targets, outputs, record: dict) -> dict:
-        """`metrics` computed in NumPy from encoded targets and the model's raw outputs (validation
-        outside Keras's `fit`)."""
+        """`metrics` computed in NumPy from targets and the model's raw outputs (validation outside
+        Keras's `fit`)."""
         raise NotImplementedError
 
     def finishing(self, activation: str | None, record: dict) -> Any:
@@ -274,7 +279,9 @@ class DataSource:
     decoded once into the decoded-image store, held-out files recorded by path) or
     `Examples(labels, images=...)` for images in [0, 1] (n, h, w, c), fitted to the input by tlc.
     With `needs_path`, `train.data.path` must name an existing file or folder, checked before
-    TensorFlow loads; `data.path` arrives resolved against the spec's folder. `spec.error(("train",
+    TensorFlow loads; `data.path` arrives resolved against the spec's folder. The labels are class
+    indices, which the spec's task takes (`Task.from_classes`); a source with `targets` reads any
+    task's targets itself (`spec.task.from_columns` or `from_array`). `spec.error(("train",
     "data", "path"), message)` gives a located error."""
 
     name: str
@@ -282,4 +289,5 @@ class DataSource:
     description: str = ""
     needs_path: bool = False
     files: bool = False  # gives image files (a file list), not images in memory
+    targets: bool = False  # reads any task's targets (asks `spec.task`), not one class per image
 

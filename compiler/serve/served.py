@@ -73,10 +73,10 @@ class Served:
         return await self.batcher.predict(images)
 
     def answer(self, names: list[str], decoded: list, scores: np.ndarray, top: int) -> dict:
-        """/predict's answer: per part, in order, its top classes or (not an image) its error."""
-        best = iter(self.predictor.top(scores, top))
-        predictions = [{"file": name, "error": part} if isinstance(part, str) else
-                       {"file": name, "top": [{"class": t["class"], "probability": t["probability"]} for t in next(best)]}
+        """/predict's answer: per part, in order, the task's answer (its top classes, tags or
+        values) or (not an image) its error."""
+        given = iter(self.predictor.answers(scores, top))
+        predictions = [{"file": name, "error": part} if isinstance(part, str) else {"file": name, **_served(next(given))}
                        for name, part in zip(names, decoded)]
         return {"predictions": predictions, "model": {"name": self.run.spec.name, "sha256": self.sha256}}
 
@@ -103,3 +103,10 @@ class Served:
                 "sha256": self.sha256, "spec": self.resolved_spec,
                 "served": {"images": self.batcher.images, "model_calls": self.batcher.calls, "max_batch": self.limits.max_batch,
                            "max_images": self.limits.max_images, "max_bytes": self.limits.max_bytes}}
+
+
+def _served(answer: dict) -> dict:
+    """A task's answer as /predict gives it: the top classes without their output index."""
+    if "top" in answer:
+        return {**answer, "top": [{"class": t["class"], "probability": t["probability"]} for t in answer["top"]]}
+    return answer

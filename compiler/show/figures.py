@@ -25,27 +25,36 @@ def import_in_background() -> None:
         threading.Thread(target=_pyplot, name="tlc-import-matplotlib", daemon=True).start()
 
 
-def accuracy_plot(rows: list[dict], title: str, phase_starts: list[int]):
-    """A writer for `accuracy.png`: train and validation accuracy per epoch, phases marked."""
+def accuracy_plot(rows: list[dict], title: str, phase_starts: list[int], metric: str = "accuracy",
+                  higher: bool = True):
+    """A writer for `accuracy.png`: the task's metric (accuracy, mAP, MAE) per epoch on training
+    and validation, phases marked."""
 
     def write(path: Path) -> None:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
         epochs = [int(r["epoch"]) + 1 for r in rows]
-        for key, label, style in (("accuracy", "training", "-o"), ("val_accuracy", "validation", "-s")):
+        for key, label, style in ((metric, "training", "-o"), (f"val_{metric}", "validation", "-s")):
             if rows and key in rows[0]:
                 ax.plot(epochs, [r[key] for r in rows], style, label=label, markersize=4)
         for start in phase_starts[1:]:
             ax.axvline(start + 0.5, color="grey", linestyle="--", linewidth=1)
             ax.text(start + 0.6, 0.02, "next phase", color="grey", fontsize=8, transform=ax.get_xaxis_transform())
-        ax.set(title=title, xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+        ax.set(title=title, xlabel="epoch", ylabel=METRIC_LABELS.get(metric, metric))
+        if metric in BOUNDED:
+            ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right" if higher else "upper right")
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)
 
     return write
+
+
+METRIC_LABELS = {"map": "mean average precision", "f1": "F1", "mae": "mean absolute error", "rmse": "RMSE",
+                 "r2": "R²"}
+BOUNDED = ("accuracy", "map", "f1")
 
 
 def compare_plot(groups):
@@ -100,6 +109,65 @@ def confusion_plot(matrix, names: list[str], title: str):
                 for j in range(k):
                     ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=9 if k <= 12 else 6,
                             color="white" if shares[i, j] > 0.5 else "black")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+    return write
+
+
+def pr_curves_plot(targets, probabilities, names: list[str], per_class: list[dict], title: str):
+    """A writer for `pr_curves.png`: each tag's precision-recall curve (scikit-learn's) with its AP
+    in the legend and its threshold's point marked; past 12 tags, the 12 of most support."""
+
+    def write(path: Path) -> None:
+        import numpy as np
+        from sklearn.metrics import precision_recall_curve
+
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
+        shown = sorted(range(len(names)), key=lambda j: -per_class[j]["support"])[:12]
+        for n, j in enumerate(sorted(shown)):
+            if not targets[:, j].any():
+                continue
+            precision, recall, _ = precision_recall_curve(targets[:, j], probabilities[:, j])
+            line, = ax.plot(recall, precision, color=f"C{n % 10}", linewidth=1.5,
+                            label=f"{names[j]} (AP {per_class[j]['ap']:.2f})")
+            given = probabilities[:, j] >= per_class[j]["threshold"]
+            hit = float((given & targets[:, j].astype(bool)).sum())
+            ax.plot(hit / max(targets[:, j].sum(), 1), hit / max(given.sum(), 1) if given.any() else 1.0, "o",
+                    color=line.get_color(), markersize=6)
+        ax.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8, title="dots: each tag's threshold", title_fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+    return write
+
+
+def predicted_vs_true_plot(targets, predicted, names: list[str], per_target: list[dict], title: str):
+    """A writer for `predicted_vs_true.png`: per target (up to 4), predicted against true values
+    with the diagonal, and its MAE and R² in the panel's title."""
+
+    def write(path: Path) -> None:
+        import numpy as np
+
+        plt = _pyplot()
+        k = min(len(names), 4)
+        fig, axes = plt.subplots(1, k, figsize=(max(4.6 * k, 7.5), 4.6), dpi=110, squeeze=False)
+        for j, ax in enumerate(axes[0]):
+            truth, guess = targets[:, j], predicted[:, j]
+            low, high = float(min(truth.min(), guess.min())), float(max(truth.max(), guess.max()))
+            ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+            ax.scatter(truth, guess, s=10, alpha=0.6)
+            r2 = per_target[j]["r2"]
+            ax.set(xlabel=f"true {names[j]}", ylabel=f"predicted {names[j]}",
+                   title=f"{names[j]}: MAE {per_target[j]['mae']:.3g}" + ("" if np.isnan(r2) else f", R² {r2:.3f}"))
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.grid(alpha=0.3)
+        fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)

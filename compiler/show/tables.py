@@ -92,16 +92,23 @@ def _spread(values: list[float]) -> str:
 
 
 def evaluation_table(result: dict) -> Table:
+    """evaluate's rows: per class (or tag) its precision, recall, F1 and support (a tag's AP and
+    threshold too); per target its MAE, RMSE and R²."""
     from rich.table import Table
 
     where = result["data"] if "data" in result else f"{result['split']} split"
     table = Table(title=f"{where}: {result['examples']} examples", title_justify="left")
-    table.add_column("class")
-    for column in ("precision", "recall", "f1", "support"):
+    rows = result.get("per_class") or result.get("per_target") or []
+    first = "target" if "per_target" in result else "tag" if result.get("task") == "multi_label" else "class"
+    columns = [c for c in ("ap", "precision", "recall", "f1", "threshold", "mae", "rmse", "r2", "support")
+               if rows and c in rows[0]]
+    table.add_column(first)
+    for column in columns:
         table.add_column(column, justify="right")
-    for row in result["per_class"]:
-        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
-                      str(row["support"]))
+    for row in rows:
+        table.add_row(row[first if first != "tag" else "class"],
+                      *("-" if row[c] is None else str(row[c]) if c == "support" else f"{row[c]:.3f}" if c != "mae"
+                        and c != "rmse" else f"{row[c]:.4g}" for c in columns))
     return table
 
 

@@ -100,7 +100,8 @@ def check_task(spec: SpecBase) -> None:
                          f"the {head.type} head serves {', '.join(head.tasks) or 'no task'}, not {task.type}; "
                          "use head: {type: dense, ...}")
     activation = getattr(head, "output_activation", None)
-    if activation is not None and task.type in head.tasks and activation not in task.activations:
+    trains = said or spec.train is not None  # (a spec only built may end as it likes)
+    if activation is not None and trains and task.type in head.tasks and activation not in task.activations:
         why = {"classification": "one class per image takes softmax or linear (logits); several tags per image "
                                  "is task: multi_label",
                "multi_label": "each tag has its own probability: sigmoid, or linear (logits, finished by a sigmoid)",

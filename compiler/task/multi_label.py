@@ -33,6 +33,7 @@ class MultiLabel(Task):
     metrics = ("map", "f1")
     higher = {"map": True, "f1": True}
     activations = ("sigmoid", "linear")
+    worst_title, worst_heat = "most wrong tags", "a missed tag, else the top one"
 
     def from_columns(self, rows, columns, spec, where):
         """A tags column (`tags`, split at `delimiter`; empty: no tag) or 0/1 `columns`."""

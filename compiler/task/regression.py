@@ -1,6 +1,7 @@
 """`regression`: numbers per image (one or more named targets). Linear outputs, one per target,
-trained on targets standardised with the training split's mean and deviation (recorded in the
-run, and undone by the finishing layer, so every answer is in the targets' units); MSE, MAE or
+trained to give the targets standardised with the training split's mean and deviation (recorded
+in the run; the loss standardises, the finishing layer undoes it, so every answer and metric is in
+the targets' units); MSE, MAE or
 Huber; MAE, RMSE and R² (in the targets' units)."""
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Regression(Task):
     metrics = ("mae", "rmse", "r2")
     higher = {"mae": False, "rmse": False, "r2": True}
     activations = ("linear",)
+    worst_figure, worst_title, worst_heat = "worst.png", "largest errors", "the output"
 
     @classmethod
     def head_defaults(cls, raw):
@@ -64,25 +66,17 @@ class Regression(Task):
         mean, std = train_targets.mean(axis=0), train_targets.std(axis=0)
         return {"mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
 
-    def encoded(self, targets, record):
-        return ((targets - np.array(record["mean"], "float32")) / np.array(record["std"], "float32")).astype("float32")
-
     def loss_function(self, spec, from_logits, record):
-        import keras
-
-        return {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.MeanAbsoluteError,
-                "huber": keras.losses.Huber}[self.loss]()
+        """The loss on standardised targets (the model learns values of deviation 1; the targets
+        stay in their units everywhere else)."""
+        return standardized_class()(self.loss, record["mean"], record["std"])
 
     def keras_metrics(self, outputs, from_logits, record):
-        import keras
-
-        scaled = scaled_classes()
-        std = [float(s) for s in record["std"]]
-        return [scaled[0](std, name="mae"), scaled[1](std, name="rmse"), keras.metrics.R2Score(name="r2")]
+        mae, rmse, r2 = in_units_classes()
+        return [cls(record["mean"], record["std"], name=name) for cls, name in ((mae, "mae"), (rmse, "rmse"), (r2, "r2"))]
 
     def measured(self, targets, outputs, record):
-        std = np.array(record["std"], "float32")
-        scores = per_target(targets * std, outputs * std)
+        scores = per_target(targets, in_units(outputs, record))
         return {"mae": float(np.mean(scores["mae"])), "rmse": float(np.sqrt(np.mean(scores["mse"]))),
                 "r2": float(np.mean(scores["r2"]))}
 
@@ -145,30 +139,64 @@ def per_target(truth: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray
             else np.full(truth.shape[1], np.nan)}
 
 
+def in_units(outputs: np.ndarray, record: dict) -> np.ndarray:
+    """The model's standardised outputs in the targets' units."""
+    return outputs * np.array(record["std"], "float32") + np.array(record["mean"], "float32")
+
+
 @functools.cache
-def scaled_classes():
-    """(MAE, RMSE) of standardised outputs in the targets' units (times each target's deviation),
+def standardized_class():
+    """Registered once, so checkpoints that carry the loss load again (`--resume`)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class StandardizedLoss(keras.losses.Loss):
+        """`kind` (mse, mae or huber) between standardised targets and the outputs."""
+
+        def __init__(self, kind="mse", mean=(0.0,), std=(1.0,), reduction="sum_over_batch_size",
+                     name="standardized", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.kind, self.mean, self.std = kind, [float(m) for m in mean], [float(s) for s in std]
+
+        def call(self, y_true, y_pred):
+            y_true = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), keras.ops.shape(y_pred))
+            scaled = (y_true - keras.ops.convert_to_tensor(self.mean, y_pred.dtype)) / \
+                keras.ops.convert_to_tensor(self.std, y_pred.dtype)
+            return {"mse": keras.losses.mean_squared_error, "mae": keras.losses.mean_absolute_error,
+                    "huber": keras.losses.huber}[self.kind](scaled, y_pred)
+
+        def get_config(self):
+            return {**super().get_config(), "kind": self.kind, "mean": self.mean, "std": self.std}
+
+    return StandardizedLoss
+
+
+@functools.cache
+def in_units_classes():
+    """Keras's MAE, RMSE and R² of the standardised outputs taken back to the targets' units,
     registered for `--resume`."""
     import keras
 
-    def scaled(base):
+    def in_units_of(base):
         @keras.saving.register_keras_serializable(package="tlc", name=f"InUnits{base.__name__}")
         class InUnits(base):
-            def __init__(self, scale=(1.0,), name=None, dtype=None):
-                super().__init__(name=name, dtype=dtype)
-                self.scale = [float(s) for s in scale]
+            def __init__(self, mean=(0.0,), std=(1.0,), name=None, dtype=None, **kwargs):
+                super().__init__(name=name, dtype=dtype, **kwargs)
+                self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
 
             def update_state(self, y_true, y_pred, sample_weight=None):
-                scale = keras.ops.convert_to_tensor(self.scale, y_pred.dtype)
-                return super().update_state(keras.ops.cast(y_true, y_pred.dtype) * scale, y_pred * scale,
-                                            sample_weight)
+                y_pred = y_pred * keras.ops.convert_to_tensor(self.std, y_pred.dtype) + \
+                    keras.ops.convert_to_tensor(self.mean, y_pred.dtype)
+                y_true = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), keras.ops.shape(y_pred))
+                return super().update_state(y_true, y_pred, sample_weight)
 
             def get_config(self):
-                return {**super().get_config(), "scale": self.scale}
+                return {**super().get_config(), "mean": self.mean, "std": self.std}
 
         return InUnits
 
-    return scaled(keras.metrics.MeanAbsoluteError), scaled(keras.metrics.RootMeanSquaredError)
+    return (in_units_of(keras.metrics.MeanAbsoluteError), in_units_of(keras.metrics.RootMeanSquaredError),
+            in_units_of(keras.metrics.R2Score))
 
 
 @hookimpl

@@ -159,7 +159,7 @@ def fit_multi_worker(strategy: Strategy, model: Any, train: Any, val: Any, loss:
             totals += [float(v) for v in train_step(iterator)]
             hooks.batch()
         logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
-        logs.update(validate(model, val, batch_size, loss))  # every worker holds the whole model: locally
+        logs.update(validate(model, val, batch_size, loss, hooks.spec.task, {}))  # every worker holds the whole model: locally
         hooks.end(epoch, logs)
         if hooks.stopped:
             break

@@ -95,19 +95,21 @@ def reseed_random_layers(model, seed: int, epoch: int) -> None:
             generator.state.assign(np.array([rng.integers(2**31), 0], dtype=generator.state.dtype))
 
 
-def validate(model, feed, batch_size: int, loss) -> dict:
-    """{val_loss, val_accuracy} of `model` over every example of `feed`, in this process, in
-    inference mode ({} for an empty feed): outside `fit`, where Keras's `evaluate` would spread
-    the batches over a multi-worker strategy's replicas."""
+def validate(model, feed, batch_size: int, loss, task, record: dict) -> dict:
+    """{val_loss, val_<the task's metrics>} of `model` over every example of `feed`, in this
+    process, in inference mode ({} for an empty feed): outside `fit`, where Keras's `evaluate`
+    would spread the batches over a multi-worker strategy's replicas."""
     if not len(feed):
         return {}
     per_example = per_example_loss(loss)
-    losses, hits = [], []
+    losses, outputs, targets = [], [], []
     for images, labels in feed.in_order(batch_size):
         scores = model(images, training=False)
         losses.append(np.asarray(per_example(labels, scores)))
-        hits.append(np.argmax(scores, axis=-1) == labels.numpy())
-    return {"val_loss": float(np.mean(np.concatenate(losses))), "val_accuracy": float(np.mean(np.concatenate(hits)))}
+        outputs.append(np.asarray(scores))
+        targets.append(labels.numpy())
+    measured = task.measured(np.concatenate(targets), np.concatenate(outputs), record)
+    return {"val_loss": float(np.mean(np.concatenate(losses))), **{f"val_{k}": v for k, v in measured.items()}}
 
 
 _VALIDATIONS = weakref.WeakKeyDictionary()  # model -> its traced validation sums
@@ -118,9 +120,11 @@ def in_memory_validation(model, feed, batch_size: int, loss):
     once when the features are in memory, read from their memory map each time when not):
     Keras's `evaluate` built an iterator and ran its callbacks every epoch (~25 ms an epoch, more
     than the head's validation itself). The traced call is kept with the model, so a tune
-    worker's compiled head reuses it. None when the feed is not such an array."""
+    worker's compiled head reuses it. None when the feed is not such an array, or the task is not
+    classification (Keras's `evaluate` then computes the task's metrics)."""
     images = feed.examples.images
-    if not len(feed) or images is None or feed.preprocess is not None or feed.augment is not None:
+    if not len(feed) or images is None or feed.preprocess is not None or feed.augment is not None or \
+            feed.examples.labels.ndim != 1:
         return None
     import tensorflow as tf
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from tlc import data as datasets
 from tlc.build.emit import set_frozen
 from tlc.data.split import split_record
@@ -91,7 +93,7 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
     try:
         load = functools.partial(datasets.load, spec, unlabeled=True)
         dataset = options.pool.dataset(spec, load) if options.pool is not None else load()
-        reporter.note(data_note(dataset))
+        reporter.note(data_note(dataset, spec.task.type))
         for warning in dataset.warnings:
             reporter.note(f"warning: {warning}")
         for line in dataset.skipped_why[:SKIPPED_SHOWN]:
@@ -137,6 +139,8 @@ class PhaseRunner:
     store: Any
     model: Any
     loss: Any
+    metrics: Any  # () -> the task's Keras metrics, made afresh for each compile
+    record: dict  # what the task learnt from the training targets (metrics.json `task`)
     feeds: tuple
     class_weight: Any
     log: Any
@@ -173,11 +177,14 @@ class PhaseRunner:
                 for note in weights_notes:
                     reporter.note(note)
                 state.weights_notes = weights_notes
-            loss = losses.loss_for(spec, model, dataset)
+            record = spec.task.record(dataset.train.labels)
+            loss = losses.loss_for(spec, model, dataset, record)
+        metrics = losses.metrics_for(spec, loss, record, spec.task.outputs(dataset.class_names))
         feeds, distilled = datasets.feeds(spec, dataset, store), None
         if spec.train.distill is not None:
             feeds, distilled = cls.taught(ready, dataset, feeds, folder, state, options, reporter)
-        return cls(ready, dataset, folder, state, options, reporter, strategy, store, model, loss, feeds,
+        return cls(ready, dataset, folder, state, options, reporter, strategy, store, model, loss, metrics, record,
+                   feeds,
                    losses.class_weights(spec, dataset.train.labels, dataset.num_classes),
                    TensorBoardLog(folder.work, enabled=folder.writer and options.keep is None), distilled)
 
@@ -212,7 +219,7 @@ class PhaseRunner:
         if not resuming_inside:
             set_frozen(model.layers[:len(self.ready.plan.backbone)], phase.frozen_through, phase.batch_norm)
             with scope():
-                optimizing.compile_model(model, self.loss, optimizing.optimizer(spec, phase.learning_rate))
+                optimizing.compile_model(model, self.loss, self.metrics, optimizing.optimizer(spec, phase.learning_rate))
         part, steps = self._split()
         epochs = range(state.epochs_done, first + phase.epochs)
         hooks = EpochHooks(part.model, spec, phase, first, self.total(self.ready), steps, self.reporter, state, self.log,
@@ -255,7 +262,7 @@ class PhaseRunner:
                 if copy is not None:
                     part, self.lent = dataclasses.replace(part, model=copy), part.model
                 else:
-                    optimizing.compile_model(part.model, self.loss, self.model.optimizer,
+                    optimizing.compile_model(part.model, self.loss, self.metrics, self.model.optimizer,
                                            steps_per_execution=min(steps, 64))
         state.train_seconds += time.perf_counter() - started
         self.reporter.note(part.note)
@@ -274,7 +281,7 @@ class PhaseRunner:
         if pool is None or self.options.checkpoints or self.strategy.kind != "none" or \
                 (stopping is not None and stopping.restore_best):
             return None
-        return pool.borrow(tail, self.loss, self.model.optimizer, steps_per_execution)
+        return pool.borrow(tail, self.loss, self.metrics, self.model.optimizer, steps_per_execution)
 
     def finish(self) -> Result:
         spec, state, folder, store = self.ready.spec, self.state, self.folder, self.store
@@ -285,6 +292,7 @@ class PhaseRunner:
         metrics = metrics_record(spec, self.model, state, self.ready.phases, self.dataset, self.options.resume,
                                  self.strategy, self.class_weight)
         metrics["recalibrated_bn"] = recalibrated
+        metrics["task"] = {"type": spec.task.type, **self.calibrated()}
         if self.distilled is not None:
             metrics["distill"] = self.distilled
         if recalibrated and recalibrated["after"]:
@@ -299,8 +307,9 @@ class PhaseRunner:
                 if line:
                     self.reporter.note(line)
             metrics["image_store"] = store.record()
-        plot = accuracy_plot(state.rows, f"{spec.name}: accuracy per epoch", state.phase_starts)
-        written = folder.finish(self.model, state, metrics, spec, plot, split_record(self.dataset))
+        plot = accuracy_plot(state.rows, f"{spec.name}: {spec.task.metric} per epoch", state.phase_starts,
+                             spec.task.metric, spec.task.higher.get(spec.task.metric, True))
+        written = folder.finish(self.model, state, metrics, spec, plot, split_record(self.dataset, spec.task))
         return Result(written, metrics, self.model, folder.writer)
 
     def recalibrate_bn(self) -> dict | None:
@@ -334,14 +343,37 @@ class PhaseRunner:
                       f"{seen:,} training images{change}")
         return {"layers": [layer.name for layer in layers], "images": seen, "before": before, "after": after}
 
+    def calibrated(self) -> dict:
+        """The task's record after training: calibrated on the validation split's finished outputs
+        (multi_label's thresholds) when the task calibrates, computed over the last phase's part
+        (the head on cached features when it trained so)."""
+        from tlc.build.serving import finishing
+        from tlc.plugin.components import Task
+
+        task = self.ready.spec.task
+        if type(task).calibrate is Task.calibrate:
+            return self.record
+        part = self.last if self.last is not None else cache.Workload(self.model, *self.feeds, "")
+        outputs, targets = [], []
+        for images, labels in part.val.in_order(part.eval_batch_size or self.ready.spec.train.batch_size):
+            outputs.append(np.asarray(part.model(images, training=False)))
+            targets.append(labels.numpy())
+        width = int(self.model.output.shape[-1])
+        outputs = np.concatenate(outputs) if outputs else np.zeros((0, width), "float32")
+        targets = np.concatenate(targets) if targets else np.zeros((0, width), "float32")
+        finish = finishing(self.model, task, self.record)
+        answers = np.asarray(finish(outputs)) if finish is not None and len(outputs) else outputs
+        return task.calibrate(targets, answers, self.record)
+
     def _validation(self, part) -> dict:
-        return validate(part.model, part.val, part.eval_batch_size or self.ready.spec.train.batch_size, self.loss)
+        return validate(part.model, part.val, part.eval_batch_size or self.ready.spec.train.batch_size, self.loss,
+                        self.ready.spec.task, self.record)
 
 
 SKIPPED_SHOWN = 10  # skipped files named on the console; metrics.json lists every one
 
 
-def data_note(dataset) -> str:
+def data_note(dataset, task: str = "classification") -> str:
     """The data line: examples per part, classes, where they come from, and what was left out."""
     from tlc.data.sources import describe_ignored
 
@@ -351,4 +383,5 @@ def data_note(dataset) -> str:
     ignored = f"; {describe_ignored(dataset.ignored)}" if dataset.ignored else ""
     unlabeled = f" and {len(dataset.unlabeled):,} unlabeled images (taught by the teacher alone)" \
         if dataset.unlabeled is not None else ""
-    return f"data: {counts} examples of {dataset.num_classes} classes{unlabeled} ({source}){skipped}{ignored}"
+    what = {"multi_label": "tags", "regression": "targets"}.get(task, "classes")
+    return f"data: {counts} examples of {dataset.num_classes} {what}{unlabeled} ({source}){skipped}{ignored}"

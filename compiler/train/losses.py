@@ -1,5 +1,4 @@
-"""The losses `tlc train` compiles with, beyond Keras's own: the cross-entropy with label
-smoothing for sparse labels, and distillation's loss and accuracy. Each class is defined and
+"""The loss and metrics `tlc train` compiles with: the task's, or distillation's loss and accuracy. Each class is defined and
 registered with Keras on first use (Keras is imported late), so a checkpoint that carries it
 loads again for `--resume` (`register`).
 
@@ -19,34 +18,44 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from tlc.task.classification import cross_entropy
+
 import numpy as np
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as Keras's cross-entropy does
 
 
-def loss_for(spec, model, dataset) -> Any:
-    """The loss of a single-label classifier whose head fits the data (else a clear error)."""
-    out = tuple(model.output.shape[1:])
-    if out != (dataset.num_classes,):
+def loss_for(spec, model, dataset, record: dict) -> Any:
+    """The task's loss for a model whose head fits the data (else a clear error): one output per
+    class, tag or target."""
+    out, wanted = tuple(model.output.shape[1:]), spec.task.outputs(dataset.class_names)
+    if out != (wanted,):
+        what = {"regression": "targets"}.get(spec.task.type, "classes")
         if len(out) != 1:
-            raise spec.error(("head", "type"), f"tlc train needs a classifier head; the model outputs {out} "
-                                               "(use head: {type: dense, classes: N})")
+            raise spec.error(("head", "type"), f"tlc train needs a head of one output per {what[:-2 if what == 'classes' else -1]}; "
+                                               f"the model outputs {out} (use head: {{type: dense, classes: N}})")
         raise spec.error(("head", "classes") if "classes" in type(spec.head).model_fields else ("head",),
-                         f"the head has {out[0]} classes but the data has {dataset.num_classes} "
-                         f"({', '.join(dataset.class_names)}); set head.classes: {dataset.num_classes}")
-    activation = getattr(spec.head, "output_activation", "softmax")
-    if activation == "sigmoid":
-        raise spec.error(("head", "output_activation"),
-                         "tlc train trains single-label classifiers: use output_activation: softmax (or linear)")
-    t, from_logits = spec.train, activation == "linear"
+                         f"the head has {out[0]} outputs but the data has {wanted} {what} "
+                         f"({', '.join(dataset.class_names[:12])}{', ...' if wanted > 12 else ''}); "
+                         f"set head.classes: {wanted}")
+    t, from_logits = spec.train, getattr(spec.head, "output_activation", "softmax") == "linear"
     if t.distill is not None:
         return distillation_classes()[0](t.distill.temperature, t.distill.alpha, t.label_smoothing, from_logits)
-    return cross_entropy(t.label_smoothing, from_logits)
+    return spec.task.loss_function(spec, from_logits, record)
+
+
+def metrics_for(spec, loss, record: dict, outputs: int):
+    """A maker of the task's Keras metrics (fresh instances for each compile); a distillation
+    loss comes with its accuracy, which counts labelled images only."""
+    from_logits = getattr(spec.head, "output_activation", "softmax") == "linear"
+    if is_distillation(loss):
+        return lambda: [distillation_classes()[1]()]
+    return lambda: spec.task.keras_metrics(outputs, from_logits, record)
 
 
 def class_weights(spec, labels: np.ndarray, classes: int) -> dict[int, float] | None:
     """`class_weight: balanced`: n / (k * count(c)), as scikit-learn computes it."""
-    if spec.train.class_weight != "balanced":
+    if spec.train.class_weight != "balanced" or spec.task.type != "classification":
         return None
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -58,44 +67,13 @@ def class_weights(spec, labels: np.ndarray, classes: int) -> dict[int, float] | 
 
 
 def register() -> None:
-    """Make every class here known to Keras before a checkpoint that carries one loads."""
-    _smoothed_class()
-    distillation_classes()
+    """Make every class here and the tasks' known to Keras before a checkpoint that carries one loads."""
+    from tlc.task.classification import smoothed_class
+    from tlc.task.multi_label import f1_class
+    from tlc.task.regression import in_units_classes, standardized_class
 
-
-def cross_entropy(label_smoothing: float, from_logits: bool, reduction: str = "sum_over_batch_size") -> Any:
-    """Sparse categorical cross-entropy, with `label_smoothing` when asked (Keras's sparse loss has
-    no smoothing, so the labels are one-hot encoded inside the loss)."""
-    import keras
-
-    if label_smoothing == 0:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits, reduction=reduction)
-    return _smoothed_class()(label_smoothing=label_smoothing, from_logits=from_logits, reduction=reduction)
-
-
-@functools.cache
-def _smoothed_class():
-    """Registered once, so checkpoints that carry this loss load again (`--resume`)."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="tlc")
-    class SparseSmoothedCrossentropy(keras.losses.Loss):
-        def __init__(self, label_smoothing=0.0, from_logits=False, reduction="sum_over_batch_size",
-                     name="sparse_smoothed_crossentropy", dtype=None):
-            super().__init__(name=name, reduction=reduction, dtype=dtype)
-            self.label_smoothing, self.from_logits = label_smoothing, from_logits
-
-        def call(self, y_true, y_pred):
-            classes = keras.ops.shape(y_pred)[-1]
-            one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
-            return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=self.from_logits,
-                                                         label_smoothing=self.label_smoothing)
-
-        def get_config(self):
-            return {**super().get_config(), "label_smoothing": self.label_smoothing,
-                    "from_logits": self.from_logits}
-
-    return SparseSmoothedCrossentropy
+    for make in (smoothed_class, f1_class, in_units_classes, standardized_class, distillation_classes):
+        make()
 
 
 @functools.cache

@@ -6,9 +6,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-METRICS = ("accuracy",)
-
-
 def learning_rate(spec, base: float, epoch_in_phase: int, phase_epochs: int) -> float | None:
     """This epoch's learning rate under `optimizer.schedule` and `warmup_epochs` (None: constant,
     leave the optimizer alone). Warm-up ramps linearly to `base`; cosine then decays to 0 over
@@ -32,13 +29,10 @@ def optimizer(spec, learning_rate: float) -> Any:
     return kind[spec.train.optimizer.type](learning_rate=learning_rate)
 
 
-def compile_model(model, loss_fn, optimizer_, steps_per_execution: int = 1) -> None:
+def compile_model(model, loss_fn, metrics, optimizer_, steps_per_execution: int = 1) -> None:
     """Keywords only: Keras 3's third positional argument is `loss_weights`, not metrics.
+    `metrics()` makes the task's metrics afresh (a Keras metric holds its state).
     `steps_per_execution` > 1 runs that many steps per call of the traced function: the same
     steps in the same order, without Python between them (a head on cached features takes a
-    few milliseconds a step, less than Keras spends calling it). A distillation loss comes with
-    its accuracy, which counts labelled images only."""
-    from .losses import distillation_classes, is_distillation
-
-    metrics = [distillation_classes()[1]()] if is_distillation(loss_fn) else list(METRICS)
-    model.compile(optimizer=optimizer_, loss=loss_fn, metrics=metrics, steps_per_execution=steps_per_execution)
+    few milliseconds a step, less than Keras spends calling it)."""
+    model.compile(optimizer=optimizer_, loss=loss_fn, metrics=metrics(), steps_per_execution=steps_per_execution)

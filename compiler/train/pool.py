@@ -125,18 +125,18 @@ class Pool:
             self.datasets[key] = load()
         return self.datasets[key]
 
-    def borrow(self, tail, loss, optimizer, steps_per_execution: int):
+    def borrow(self, tail, loss, metrics, optimizer, steps_per_execution: int):
         """The compiled copy of `tail`'s structure, holding `tail`'s weights, `optimizer`'s
         learning rate and fresh optimizer state; None when the head cannot be pooled."""
         try:
-            signature = _signature(tail, loss, optimizer, steps_per_execution)
+            signature = _signature(tail, loss, metrics, optimizer, steps_per_execution)
         except (NotImplementedError, TypeError, ValueError):  # a plugin layer without a usable config
             return None
         if signature is None:
             return None
         if signature not in self.heads:
             try:
-                head = _Head.compiled_like(tail, loss, optimizer, steps_per_execution)
+                head = _Head.compiled_like(tail, loss, metrics, optimizer, steps_per_execution)
             except (NotImplementedError, TypeError, ValueError):  # cannot be rebuilt from its config
                 head = None
             _keep(self.heads, signature, head)
@@ -167,7 +167,7 @@ class _Head:
     initial: list  # the optimizer's variables as built: what each run starts from
 
     @classmethod
-    def compiled_like(cls, tail, loss, optimizer, steps_per_execution: int) -> _Head:
+    def compiled_like(cls, tail, loss, metrics, optimizer, steps_per_execution: int) -> _Head:
         import keras
 
         from .optimizing import compile_model
@@ -181,7 +181,7 @@ class _Head:
 
         model = keras.models.clone_model(tail, clone_function=clone)
         copy = type(optimizer).from_config(optimizer.get_config())
-        compile_model(model, loss, copy, steps_per_execution=steps_per_execution)
+        compile_model(model, loss, metrics, copy, steps_per_execution=steps_per_execution)
         copy.build(model.trainable_variables)
         return cls(model, copy, [v.numpy() for v in copy.variables])
 
@@ -201,9 +201,9 @@ def _is_plain_dropout(layer) -> bool:
     return type(layer) is keras.layers.Dropout
 
 
-def _signature(tail, loss, optimizer, steps_per_execution: int) -> str | None:
+def _signature(tail, loss, metrics, optimizer, steps_per_execution: int) -> str | None:
     """What a compiled head bakes into its traced steps: every layer's configuration (a dropout
-    rate only as zero or not: rate 0 is no layer at all to Keras) and connections, the loss, the
+    rate only as zero or not: rate 0 is no layer at all to Keras) and connections, the loss and metrics, the
     optimizer without its learning rate, and the steps per call; names (which Keras numbers per
     process) as positions. None for a learning-rate schedule."""
     config = tail.get_config()
@@ -215,7 +215,8 @@ def _signature(tail, loss, optimizer, steps_per_execution: int) -> str | None:
     if isinstance(settings.get("learning_rate"), dict):
         return None
     settings = {k: v for k, v in settings.items() if k not in ("learning_rate", "name")}
-    text = json.dumps([config, type(loss).__name__, loss.get_config(), type(optimizer).__name__, settings,
+    measures = [[type(m).__name__, m.get_config()] if hasattr(m, "get_config") else m for m in metrics()]
+    text = json.dumps([config, type(loss).__name__, loss.get_config(), measures, type(optimizer).__name__, settings,
                        steps_per_execution], sort_keys=True, default=str)
     for index, layer in enumerate(tail.layers):  # (quoted: "dense_1" is not part of "dense_10")
         text = text.replace(json.dumps(layer.name), json.dumps(f"#{index}"))

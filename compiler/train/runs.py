@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from tlc.atomic import swap_folder, write_text, write_with
-from tlc.build.serving import self_contained
+from tlc.build.serving import finishing, self_contained, uncompiled
 from tlc.errors import RunError
 from tlc.layout import RunLayout
 
@@ -164,12 +164,15 @@ class RunFolder:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def finish(self, model, state: State, metrics: dict, spec, plot, split: dict) -> Path:
-        """Write the run's files into the work folder, then swap it in for the final one."""
+        """Write the run's files into the work folder, then swap it in for the final one; model.keras
+        ends in the task's finishing, from what the run recorded of it (metrics.json `task`)."""
         if not self.writer:
             return self.final
         files = RunLayout(self.work)
         write_text(files.split, json.dumps(split, indent=1) + "\n")
-        write_with(files.model, self_contained(model, spec.backbone.preprocess)[0].save)
+        finish = finishing(model, spec.task, metrics.get("task"))
+        with uncompiled(model):
+            write_with(files.model, self_contained(model, spec.backbone.preprocess, finish)[0].save)
         write_text(files.history, history_csv(state.rows))
         write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
         write_text(files.spec_lock, lock_text(spec))

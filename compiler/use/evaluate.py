@@ -1,4 +1,5 @@
-"""`tlc evaluate RUN`: the run's model on its held-out examples, per class, with a confusion matrix.
+"""`tlc evaluate RUN`: the run's model on its held-out examples, as its task reports (per class with
+a confusion matrix; per tag with PR curves; per target with predicted against true values).
 
 The examples are found again from the run folder (`Run.held_out`): `split.json` lists the
 held-out files of a folder or csv source, and records the indices of an in-memory source
@@ -10,52 +11,6 @@ import json
 import os
 
 import numpy as np
-
-
-def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
-    """Accuracy, loss, top-k, per-class precision/recall/F1/support and the confusion matrix."""
-    from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support, top_k_accuracy_score
-
-    k = len(names)
-    predicted = probabilities.argmax(axis=1)
-    every = list(range(k))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=every,
-                                                                     zero_division=0)
-    out = {
-        "examples": int(len(labels)),
-        "accuracy": float(np.mean(predicted == labels)),
-        "loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1), labels=every)),
-        "top_k": {},
-        "per_class": [{"class": names[c], "precision": float(precision[c]), "recall": float(recall[c]),
-                       "f1": float(f1[c]), "support": int(support[c])} for c in every],
-        "confusion": confusion_matrix(labels, predicted, labels=every).tolist(),
-        "classes": list(names),
-    }
-    if k > 3:
-        out["top_k"]["3"] = float(top_k_accuracy_score(labels, probabilities, k=3, labels=every))
-    return out
-
-
-def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 16) -> np.ndarray:
-    """Up to `limit` misclassified examples, the most confident mistakes first, taken in turn from
-    each true class (so one confused class does not fill the grid)."""
-    wrong = np.flatnonzero(probabilities.argmax(axis=1) != labels)
-    wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]
-    per_class = [list(wrong[labels[wrong] == c]) for c in np.unique(labels[wrong])]
-    picked = []
-    while len(picked) < limit and any(per_class):
-        picked += [queue.pop(0) for queue in per_class if queue][: limit - len(picked)]
-    return np.array(picked, dtype="int64")
-
-
-def mistakes(labels: np.ndarray, probabilities: np.ndarray, names: list[str], files: list[str]) -> list[dict]:
-    """Every misclassified example, the most confident mistake first: what `evaluation.json`
-    lists and the console names."""
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
-    return [{"file": files[i], "true": names[labels[i]], "predicted": names[predicted[i]],
-             "probability": float(probabilities[i, predicted[i]])} for i in wrong]
 
 
 def example_names(run, part: str, examples, data=None) -> list[str]:
@@ -79,17 +34,18 @@ def evaluate(run, split: str | None = None, *, data: str | os.PathLike | None = 
              tta: str | None = None) -> dict:
     """Evaluate a run (a `Run`: `Run(folder).evaluate()` is the library's way in) on its held-out
     `split`, or with `data` on every example of another source of its kind (a new labelled
-    folder); writes evaluation.json, confusion.png and misclassified.png into it. With `tta`, the
-    metrics are those of the averaged views, and `accuracy_no_tta` is the plain images' (both
-    from the same pass)."""
+    folder); writes evaluation.json and the task's figures into it (a confusion matrix, PR curves,
+    predicted against true values; the worst examples with their Grad-CAM). With `tta`, the
+    metrics are those of the averaged views, and `<metric>_no_tta` is the plain images' (both from
+    the same pass)."""
     from tlc.atomic import write_text, write_with
     from tlc.data import naming_unreadable
     from tlc.data.pipeline import Feed
-    from tlc.show.figures import confusion_plot, examples_grid
+    from tlc.show.figures import examples_grid
 
     from .explain import heat_maps
     from .predictor import Predictor
-    spec = run.spec
+    spec, task = run.spec, run.spec.task
     if data is not None:
         part, examples = "data", run.other_source(data)
         store, fix = None, "remove it from the folder"
@@ -101,25 +57,29 @@ def evaluate(run, split: str | None = None, *, data: str | os.PathLike | None = 
     feed = Feed(examples, spec.input.hwc, store=store, fit=predictor.fit)
     with naming_unreadable([examples], fix=fix):
         views = predictor.of_feed(feed, tta=tta, per_view=True)
-    probs, names = views.mean(axis=0), run.classes
-    result = {"split": part, **({"data": str(data)} if data is not None else {}),
-              **scores(examples.labels, probs, names)}
+    answers, names, record = views.mean(axis=0), run.classes, predictor.record
     files = example_names(run, part, examples, data)
-    result["mistakes"] = mistakes(examples.labels, probs, names, files)
+    result = {"split": part, **({"data": str(data)} if data is not None else {}),
+              **task.evaluate(examples.labels, answers, names, files, record)}
     if tta is not None:
-        result.update(tta=tta, accuracy_no_tta=float(np.mean(views[0].argmax(axis=1) == examples.labels)))
+        plain = task.evaluate(examples.labels, views[0], names, files, record)
+        result.update(tta=tta, **{f"{task.metric}_no_tta": plain[task.metric]})
+    where = f"{data}" if data is not None else f"{part} split"
+    title = f"{spec.name}: {where}, {result['examples']} examples, {task.headline(result)}"
+    figures = task.figures(result, examples.labels, answers, names, title)
+    worst = task.worst(examples.labels, answers, names, record)
+    result["figures"] = [*figures, *([task.worst_figure] if worst else [])]
     written = run.files
     write_text(written.evaluation, json.dumps(result, indent=2) + "\n")
-    where = f"{data}" if data is not None else f"{part} split"
-    title = f"{spec.name}: {where}, {result['examples']} examples, accuracy {result['accuracy']:.3f}"
-    write_with(written.confusion_plot, confusion_plot(np.array(result["confusion"]), names, title))
-    wrong = worst_mistakes(examples.labels, probs)
-    written.mistakes_plot.unlink(missing_ok=True)  # an earlier evaluation's, when there is none now
-    if len(wrong):
-        images = run.images(examples.take(wrong), 16)
-        captions = [f"{_short_name(files[i])}\ntrue {names[examples.labels[i]]}\n"
-                    f"predicted {names[probs[i].argmax()]} ({probs[i].max():.2f})" for i in wrong]
-        heats = heat_maps(predictor, spec, images, [int(probs[i].argmax()) for i in wrong])
-        title = f"{spec.name}: misclassified" + (" (Grad-CAM of the predicted class)" if heats is not None else "")
-        write_with(written.mistakes_plot, examples_grid(images, captions, title, heats))
+    for name, writer in figures.items():
+        write_with(written.folder / name, writer)
+    grid = written.folder / task.worst_figure
+    grid.unlink(missing_ok=True)  # an earlier evaluation's, when there is none now
+    if worst:
+        picked = np.array([i for i, _, _ in worst], dtype="int64")
+        images = run.images(examples.take(picked), 16)
+        captions = [f"{_short_name(files[i])}\n{caption}" for i, caption, _ in worst]
+        heats = heat_maps(predictor, spec, images, [output for _, _, output in worst])
+        title = f"{spec.name}: {task.worst_title}" + (f" (Grad-CAM of {task.worst_heat})" if heats is not None else "")
+        write_with(grid, examples_grid(images, captions, title, heats))
     return result

@@ -1,4 +1,5 @@
-"""Use a model without training it: classify images (`tlc predict`) or extract features (`tlc extract`).
+"""Use a model without training it: answer about images (`tlc predict`: classes, tags or values) or
+extract features (`tlc extract`).
 
 A model comes from a `.keras` file (a run's model.keras, whose folder also gives the class names
 and the resolved spec for preprocessing) or from a spec, compiled on the spot (e.g. VGG16 with
@@ -68,12 +69,13 @@ def refusal(file, message: str) -> dict:
 
 def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int = 64,
             tta: str | None = None) -> list[dict]:
-    """An answer per file, in order: its top classes, or (unreadable) `refusal`."""
+    """An answer per file, in order: the task's (its top classes, its tags, its values), or
+    (unreadable) `refusal`."""
     predictor.require_classifier()
     out = []
     for batch, good, images, errors in decoded(predictor, files, batch_size):
-        best = iter(predictor.top(predictor.probabilities(images, tta=tta), top) if good else ())
-        out += [refusal(file, errors[i]) if i in errors else {"image": str(file), "top": next(best)}
+        given = iter(predictor.answers(predictor.probabilities(images, tta=tta), top) if good else ())
+        out += [refusal(file, errors[i]) if i in errors else {"image": str(file), "file": str(file), **next(given)}
                 for i, file in enumerate(batch)]
     return out
 
@@ -93,8 +95,8 @@ def answers(predictor: Predictor, images: Any, top: int = 3, tta: str | None = N
         raise SpecError(f"images of shape {tuple(array.shape[1:])}; the model takes {predictor.input_shape} "
                         "(pass files to have them decoded and resized)")
     predictor.require_classifier()
-    scores = predictor.probabilities(array, tta=tta)
-    return [{"image": i, "top": best} for i, best in enumerate(predictor.top(scores, top))]
+    outputs = predictor.probabilities(array, tta=tta)
+    return [{"image": i, **given} for i, given in enumerate(predictor.answers(outputs, top))]
 
 
 def extract(predictor: Predictor, data: Path, output: Path, batch_size: int = 64,

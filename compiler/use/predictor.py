@@ -1,9 +1,10 @@
-"""One predictor between a model and every command that classifies: `tlc predict`, `evaluate`,
+"""One predictor between a model and every command that answers about images: `tlc predict`, `evaluate`,
 `explain`, the export and quantize checks and `tlc serve` (and what builds on them: test-time
 augmentation, a distillation teacher).
 
-Images in [0, 1] go in, probabilities come out. The backbone's preprocessing, the model and the
-one softmax (over logits, for `output_activation: linear`) form one Keras model, the serving
+Images in [0, 1] go in, the task's answers come out (probabilities; values in their units). The
+backbone's preprocessing, the model and its task's finishing (the one softmax or sigmoid over
+logits, a regression's standardisation undone) form one Keras model, the serving
 model, which `tlc export` also writes, so an artifact computes exactly what the commands do. It
 is called through one traced function whose batch dimension is free: traced once, whatever the
 batches' sizes, and no batch is padded (padding 9 images to 16 cost MobileNetV2 40% of its
@@ -39,16 +40,21 @@ def split_views(outputs: np.ndarray, n: int) -> np.ndarray:
 
 
 class Predictor:
-    """A model ready to answer: `probabilities(images)` for [0, 1] images (`tta="flip"`: averaged
-    with their mirror images'), `top(scores, k)`."""
+    """A model ready to answer: `probabilities(images)` (finished outputs) for [0, 1] images
+    (`tta="flip"`: averaged with their mirror images'), `answers(outputs, top)`."""
 
     def __init__(self, model: Any, *, preprocess: Callable | None = None, classes: list[str] | None = None,
-                 name: str = "model", fit: str = "stretch"):
+                 name: str = "model", fit: str = "stretch", task: Any = None, record: dict | None = None):
         import tensorflow as tf
 
         self.model, self.preprocess, self.name = model, preprocess, name
         self.fit = fit  # how an image file of another aspect meets the input (`train.data.fit`)
-        self.finish = finishing(model)
+        if task is None:
+            from tlc.task.classification import Classification
+
+            task = Classification()
+        self.task, self.record = task, dict(record or {})  # the run's task and what it recorded (thresholds...)
+        self.finish = finishing(model, task, self.record)
         self.serving = serving_model(model, preprocess, name, self.finish)
         width = int(self.serving.output.shape[-1]) if len(self.serving.output.shape) == 2 else None
         self.classes = classes if classes and len(classes) == width else None
@@ -61,7 +67,7 @@ class Predictor:
         from tlc.data import fit_of
 
         return cls(run.trained_model(safe_mode=safe_mode), preprocess=run.spec.backbone.preprocess, classes=run.classes,
-                   name=run.spec.name, fit=fit_of(run.spec))
+                   name=run.spec.name, fit=fit_of(run.spec), task=run.spec.task, record=run.task_record)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -111,11 +117,11 @@ class Predictor:
         return self.over(feed.in_order(batch_size if tta is None else max(1, batch_size // TTA[tta])), tta,
                          per_view=per_view)
 
-    def top(self, scores: np.ndarray, k: int) -> list[list[dict]]:
-        """The `k` most probable classes of each row: [{"class", "index", "probability"}, ...]."""
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[{"class": self.classes[i] if self.classes else str(i), "index": int(i), "probability": float(row[i])}
-                 for i in picked] for row, picked in zip(scores, best)]
+    def answers(self, outputs: np.ndarray, top: int) -> list[dict]:
+        """The task's answer for each row of finished outputs: `{"top": [{"class", "index",
+        "probability"}, ...]}` (the `top` most probable classes), `{"tags", "scores"}` or `{"values"}`."""
+        names = self.classes or [str(i) for i in range(outputs.shape[-1])]
+        return [self.task.answer(row, names, self.record, top) for row in outputs]
 
 
 def _images(batch) -> np.ndarray:

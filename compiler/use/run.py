@@ -59,7 +59,14 @@ class Run:
 
     @property
     def classes(self) -> list[str]:
+        """The class (tag, target) names, in the model's output order."""
         return list(self.split["classes"])
+
+    @property
+    def task_record(self) -> dict:
+        """What the run's task recorded besides the weights (metrics.json `task`: thresholds, the
+        targets' mean and deviation); a run from before tasks has none."""
+        return {k: v for k, v in self.metrics.get("task", {}).items() if k != "type"}
 
     @functools.cached_property
     def model(self):
@@ -123,8 +130,7 @@ class Run:
             if missing:
                 raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
                                + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-            return Examples(np.array([int(y) for _, y in files], dtype="int64"),
-                            files=np.array([f for f, _ in files]))
+            return Examples(self.spec.task.from_json([y for _, y in files]), files=np.array([f for f, _ in files]))
         return getattr(self._checked(load(self.spec, check_files=False), part), part)
 
     def other_source(self, path: str | os.PathLike):
