@@ -20,13 +20,13 @@ from typing import Any
 from . import train  # the package, called as the API's `train(spec)` (see tlc/train/__init__.py)
 from ._version import __version__
 from .errors import FieldError, InfeasibleError, RunError, SpecError, TlcError
-from .plugin.components import Backbone, DataSource, Head
+from .plugin.components import Backbone, DataSource, Head, Task
 from .plugin.hookspecs import hookimpl
 from .spec.validation import load_spec
 from .use.run import Run
 
 __all__ = [
-    "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "Run", "RunError", "SpecError", "TlcError",
+    "Backbone", "DataSource", "FieldError", "Head", "InfeasibleError", "Run", "RunError", "SpecError", "Task", "TlcError",
     "check", "compile", "hookimpl", "load_spec", "train", "__version__",
 ]
 

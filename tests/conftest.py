@@ -79,3 +79,43 @@ def shapes_run(tmp_path_factory):
     result = train(load_spec(folder / "shapes.yaml"), folder / "runs")
     assert result.metrics["final"]["val_accuracy"] > 0.9, result.metrics["final"]
     return result.folder, drawn
+
+
+TASK_SPEC = """
+name: {name}
+task: {task}
+input: {{shape: [48, 48, 3]}}
+backbone:
+  type: conv_stack
+  blocks: [{{filters: 16}}, {{filters: 32}}, {{filters: 64, pool: null}}]
+freeze: none
+head: {head}
+train:
+  data: {{type: csv, path: tagged/labels.csv, validation_split: 0.2, test_split: 0.2{data}}}
+  epochs: 12
+  batch_size: 32
+  optimizer: {{learning_rate: 0.003}}
+  seed: 0
+"""
+
+
+@pytest.fixture(scope="session")
+def task_runs(tmp_path_factory):
+    """Two runs on one folder of generated images with any number of shapes (`draw_tagged`, 480
+    images): `tags` (multi_label, tuned thresholds, from the tags column) and `size` (regression
+    of the shapes' summed radii). Returns (folder, {name: run folder}, the csv's rows); ~20 s."""
+    from tlc.spec.validation import load_spec
+    from tlc.train.loop import train
+
+    from .helpers import draw_tagged
+
+    folder = tmp_path_factory.mktemp("tasks")
+    rows = draw_tagged(folder / "tagged", 480)
+    specs = {"tags": ("{type: multi_label, threshold: tuned}", "{type: dense, pooling: avg, classes: 3}",
+                      ", tags: tags"),
+             "size": ("{type: regression, targets: [size]}", "{type: dense, pooling: avg}", "")}
+    runs = {}
+    for name, (task, head, data) in specs.items():
+        (folder / f"{name}.yaml").write_text(TASK_SPEC.format(name=name, task=task, head=head, data=data).lstrip())
+        runs[name] = train(load_spec(folder / f"{name}.yaml"), folder / "runs").folder
+    return folder, runs, rows

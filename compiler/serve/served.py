@@ -99,7 +99,8 @@ class Served:
         return value
 
     def metadata(self) -> dict:
-        return {"name": self.run.spec.name, "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
+        return {"name": self.run.spec.name, "task": {"type": self.run.spec.task.type, **self.predictor.record},
+                "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
                 "sha256": self.sha256, "spec": self.resolved_spec,
                 "served": {"images": self.batcher.images, "model_calls": self.batcher.calls, "max_batch": self.limits.max_batch,
                            "max_images": self.limits.max_images, "max_bytes": self.limits.max_bytes}}

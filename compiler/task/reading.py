@@ -39,14 +39,14 @@ def numbers(rows: list[tuple[dict, int]], columns: list[str], spec, where: str) 
 
 
 def looks_like_numbers(labels: list[str]) -> str:
-    """A few of the labels when they read as numbers that are not class indices (fractions, or
-    more distinct values than classes usually are); '' otherwise."""
+    """A few of the labels when they read as numbers that are not class indices (fractions, numbers
+    written with a decimal point, or more distinct values than classes usually are); '' otherwise."""
     try:
         values = np.array([float(label) for label in labels])
     except ValueError:
         return ""
     distinct = np.unique(values)
-    fractional = not np.all(np.equal(np.mod(values, 1), 0))
+    fractional = not np.all(np.equal(np.mod(values, 1), 0)) or any("." in label for label in labels)
     if fractional or len(distinct) > max(20, len(labels) // 5):
         return ", ".join(str(label) for label in list(dict.fromkeys(labels))[:3]) + ", ..."
     return ""

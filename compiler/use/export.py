@@ -8,6 +8,7 @@ loaded in TensorFlow, the LiteRT interpreter or onnxruntime and run on held-out 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
     predictor = Predictor.of_run(run, safe_mode=safe_mode)
     if quantize:
         _make_parent(target)
-        return quantized_export(run, predictor, target, quantize, calibration=calibration, max_drop=max_drop)
+        report = quantized_export(run, predictor, target, quantize, calibration=calibration, max_drop=max_drop)
+        return {**report, "card": write_card(run, predictor, target)}
     part, _, images = run.held_out_images(CHECK_EXAMPLES)
     expected = predictor.probabilities(images)
     served = predictor.serving
@@ -82,7 +84,29 @@ def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
             raise RunError(f"the {fmt} artifact differs from the Keras model by {difference:.2e} "
                            f"(more than {TOLERANCE:g}) on {len(images)} {part} images; nothing written")
     return {"format": fmt, "path": str(target), "bytes": _size(target), "max_abs_diff": difference,
-            "examples": int(len(images))}
+            "examples": int(len(images)), "card": write_card(run, predictor, target)}
+
+
+OUTPUTS = {"classification": "class probabilities (softmax), one per class, in the order of `classes`",
+           "multi_label": "tag probabilities (sigmoid), one per tag in the order of `classes`; a tag is given "
+                          "at or over its `thresholds` entry",
+           "regression": "values in the targets' own units, one per target in the order of `classes`"}
+
+
+def write_card(run, predictor, target: Path) -> str:
+    """`<artifact>.json` beside the artifact: what goes in and what comes out (the task, the
+    names of the outputs, a multi-label run's thresholds), so the artifact is used as the run
+    answers without tlc."""
+    from tlc.atomic import write_text
+
+    task = run.spec.task
+    card = {"name": run.spec.name, "task": task.type, "input": {"shape": list(predictor.input_shape), "range": [0, 1],
+                                                                "layout": "NHWC, float32, RGB"},
+            "outputs": OUTPUTS.get(task.type, "the model's outputs"), "classes": run.classes,
+            **({"thresholds": predictor.record["thresholds"]} if "thresholds" in predictor.record else {})}
+    path = target.with_name(target.name + ".json")
+    write_text(path, json.dumps(card, indent=2) + "\n")
+    return str(path)
 
 
 def _make_parent(target: Path) -> None:

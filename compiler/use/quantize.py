@@ -1,12 +1,12 @@
 """`tlc export --format tflite --quantize float16|dynamic|int8`: a smaller LiteRT model, checked
-by accuracy instead of by equality.
+by its task's metric (accuracy, mAP, MAE) instead of by equality.
 
 The artifact is converted through Keras's own LiteRT exporter (which goes through a SavedModel,
 around Keras 3's broken `TFLiteConverter.from_keras_model`), with the converter's quantization
 settings: float16 weights, dynamic-range int8 weights, or full-integer int8 calibrated on
 training images (`representative_dataset`), its float32 input and output kept so callers do not
 change. It then runs in the LiteRT interpreter on the whole held-out split beside the Keras
-model; an accuracy drop above `max_drop` writes nothing (TAO's INT8 calibration, checked).
+model; a drop of the metric above `max_drop` writes nothing (TAO's INT8 calibration, checked).
 """
 from __future__ import annotations
 
@@ -92,16 +92,32 @@ def quantized_export(run, predictor, target: Path, mode: str, *, calibration: in
         except Exception as exc:
             raise RunError(f"quantizing to {mode} failed: {one_line(exc)}") from None
         scores = litert_scores(tmp, images)
-        labels = examples.labels
-        accuracy = float(np.mean(scores.argmax(1) == labels))
-        keras_accuracy = float(np.mean(keras_scores.argmax(1) == labels))
-        agreement = float(np.mean(scores.argmax(1) == keras_scores.argmax(1)))
-        drop = keras_accuracy - accuracy
+        checked, (metric, value, keras_value, drop) = _checked(run.spec.task, examples.labels, scores, keras_scores,
+                                                               run.classes, predictor.record)
         if drop > max_drop:
-            raise RunError(f"{mode} quantization drops {part} accuracy from {keras_accuracy:.4f} to {accuracy:.4f} "
+            raise RunError(f"{mode} quantization drops {part} {metric} from {keras_value:.4g} to {value:.4g} "
                            f"({drop:.4f}, more than --max-drop {max_drop:g}) on {len(images)} images; nothing "
                            "written (try --quantize float16 or dynamic, or more --calibration images)")
     return {"format": "tflite", "path": str(target), "bytes": target.stat().st_size, "quantize": mode,
-            "float32_bytes": float_bytes, "accuracy": accuracy, "keras_accuracy": keras_accuracy,
-            "agreement": agreement, "split": part, "examples": int(len(images)),
+            "float32_bytes": float_bytes, **checked, "split": part, "examples": int(len(images)),
             "max_abs_diff": float(np.max(np.abs(scores - keras_scores)))}
+
+
+def _checked(task, targets, scores, keras_scores, names: list[str], record: dict) -> tuple[dict, tuple]:
+    """(the report's fields, (metric, value, Keras's value, drop)): the quantized model's metric
+    beside the Keras model's, and how much worse it is: absolute where higher is better, relative
+    to the Keras value where lower is (MAE 1.00 -> 1.02 drops 0.02). Classification reports
+    `accuracy`, `keras_accuracy` and `agreement` (the same top class); another task `metric`,
+    `value` and `keras_value`."""
+    if task.type == "classification":
+        accuracy = float(np.mean(scores.argmax(1) == targets))
+        keras_accuracy = float(np.mean(keras_scores.argmax(1) == targets))
+        fields = {"accuracy": accuracy, "keras_accuracy": keras_accuracy,
+                  "agreement": float(np.mean(scores.argmax(1) == keras_scores.argmax(1)))}
+        return fields, ("accuracy", accuracy, keras_accuracy, keras_accuracy - accuracy)
+    files = [""] * len(targets)
+    value = float(task.evaluate(targets, scores, names, files, record)[task.metric])
+    keras_value = float(task.evaluate(targets, keras_scores, names, files, record)[task.metric])
+    drop = keras_value - value if task.higher.get(task.metric, True) else \
+        (value - keras_value) / max(abs(keras_value), 1e-12)
+    return {"metric": task.metric, "value": value, "keras_value": keras_value}, (task.metric, value, keras_value, drop)
