@@ -14,7 +14,7 @@ HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunc
 
 
 def test_there_are_hooks():
-    assert HOOKS == ["tlc_backbones", "tlc_data_sources", "tlc_heads"]
+    assert HOOKS == ["tlc_backbones", "tlc_data_sources", "tlc_heads", "tlc_tasks"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
