@@ -31,7 +31,7 @@ def test_logits_become_probabilities_once_and_batches_do_not_change_answers():
     np.testing.assert_allclose(np.concatenate([predictor(images[i:i + 1]) for i in range(7)]), together,
                                rtol=1e-5, atol=1e-6)
     assert predictor._call.experimental_get_tracing_count() == 1  # batches of 7, 3, 1: one trace, nothing padded
-    top = predictor.top(together[:1], 2)[0]
+    top = predictor.answers(together[:1], 2)[0]["top"]
     assert [t["index"] for t in top] == list(np.argsort(-together[0])[:2])
     assert [t["class"] for t in top] == [["a", "b", "c"][t["index"]] for t in top]
 

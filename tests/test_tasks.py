@@ -322,3 +322,17 @@ def test_serve_export_and_int8_answer_in_the_tasks_terms(task_runs, tmp_path):
         card = json.loads((tmp_path / f"{name}.tflite.json").read_text())
         assert card["task"] == meta["task"]["type"] and card["classes"] == meta["classes"]
         assert ("thresholds" in card) == (name == "tags")
+
+
+@pytest.mark.slow
+def test_evaluate_data_takes_a_new_csv_of_some_of_the_tags_and_refuses_unknown_ones(task_runs, tmp_path):
+    folder, runs, _ = task_runs
+    draw_tagged(tmp_path / "two", 30, seed=7, tags=("circle", "square"))
+    report = json.loads(run_cli("evaluate", runs["tags"], "--data", tmp_path / "two" / "labels.csv", "--json").stdout)
+    assert report["examples"] == 30 and [c["class"] for c in report["per_class"]] == ["circle", "square", "triangle"]
+    assert report["per_class"][2]["support"] == 0
+    draw_tagged(tmp_path / "other", 10, seed=8, tags=("circle", "star"))
+    refused = run_cli("evaluate", runs["tags"], "--data", tmp_path / "other" / "labels.csv")
+    assert refused.exit_code == 2 and "has the tags circle, star" in unboxed(refused.output)
+    values = json.loads(run_cli("evaluate", runs["size"], "--data", tmp_path / "two" / "labels.csv", "--json").stdout)
+    assert values["examples"] == 30 and values["per_target"][0]["target"] == "size"

@@ -221,8 +221,8 @@ def _csv(data, spec):
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
             if "path" not in columns:
-                raise spec.error(PATH, f"{path} needs a path column (image files relative to it) besides the "
-                                       f"task's; found {','.join(columns) or 'none'}")
+                raise spec.error(PATH, f"{path} needs the columns {','.join(['path', *spec.task.columns(spec)])}; "
+                                       f"found {','.join(columns) or 'none'}")
             rows = [({k.strip(): (v or "").strip() for k, v in row.items() if k}, reader.line_num) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise spec.error(PATH, f"cannot read {path}: {exc}") from None

@@ -189,6 +189,10 @@ class Task(_Typed):
         raise spec.error(("train", "data", "type"), f"{spec.train.data.type} gives one class per image; "
                                                     f"the {self.type} task reads csv or npz")
 
+    def columns(self, spec) -> list[str]:
+        """The csv columns this task reads besides `path` (named in the errors of a csv without them)."""
+        return []
+
     def from_columns(self, rows: list[tuple[dict, int]], columns: list[str], spec,
                      where: str) -> tuple[Any, list[str], list[str]]:
         """(targets, names, located warnings) from a csv file's rows (({column: text}, line) pairs)
@@ -210,6 +214,11 @@ class Task(_Typed):
                                                        f"{key.split('_')[0]} examples of {len(targets)}; add examples "
                                                        f"or raise {key}"))
                 for key, indices in parts.items() if getattr(spec.train.data, key) > 0 and not len(indices)]
+
+    def aligned(self, targets, names: list[str], known: list[str]):
+        """Another source's targets in the order of a run's `known` names (`evaluate --data`), or
+        None when they cannot be (other classes)."""
+        return targets if names == known else None
 
     def to_json(self, target) -> Any:
         """One example's target as split.json records a held-out file's."""

@@ -26,6 +26,9 @@ class Classification(Task):
     def from_classes(self, labels, names, spec):
         return labels, names
 
+    def columns(self, spec):
+        return ["label"]
+
     def from_columns(self, rows, columns, spec, where):
         """`path,label`: labels are names, or integers 0..k-1; a column that looks like numbers
         or tags trains as asked, with a located warning naming the task that fits."""

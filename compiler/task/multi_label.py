@@ -35,6 +35,10 @@ class MultiLabel(Task):
     activations = ("sigmoid", "linear")
     worst_title, worst_heat = "most wrong tags", "a missed tag, else the top one"
 
+    def columns(self, spec):
+        data = spec.train.data
+        return list(data.columns) if data.columns else [data.tags or "tags"]
+
     def from_columns(self, rows, columns, spec, where):
         """A tags column (`tags`, split at `delimiter`; empty: no tag) or 0/1 `columns`."""
         data = spec.train.data
@@ -74,6 +78,14 @@ class MultiLabel(Task):
 
     def split(self, targets, validation, test, seed):
         return iterative(targets, validation, test, seed)
+
+    def aligned(self, targets, names, known):
+        """A new csv need not use every tag the run knows (those absent are 0 for every image)."""
+        if not set(names) <= set(known):
+            return None
+        out = np.zeros((len(targets), len(known)), "float32")
+        out[:, [known.index(n) for n in names]] = targets
+        return out
 
     def from_json(self, targets):
         return np.array(targets, dtype="float32").reshape(len(targets), -1)

@@ -37,6 +37,9 @@ class Regression(Task):
         targets = raw.get("targets", ["value"])
         return {"output_activation": "linear", **({"classes": len(targets)} if isinstance(targets, list) else {})}
 
+    def columns(self, spec):
+        return list(self.targets)
+
     def from_columns(self, rows, columns, spec, where):
         needed(columns, list(self.targets), spec, where, "a column per target, named as task.targets")
         return numbers(rows, list(self.targets), spec, where), list(self.targets), []

@@ -383,5 +383,6 @@ def data_note(dataset, task: str = "classification") -> str:
     ignored = f"; {describe_ignored(dataset.ignored)}" if dataset.ignored else ""
     unlabeled = f" and {len(dataset.unlabeled):,} unlabeled images (taught by the teacher alone)" \
         if dataset.unlabeled is not None else ""
-    what = {"multi_label": "tags", "regression": "targets"}.get(task, "classes")
+    what = {"multi_label": "tag", "regression": "target"}.get(task, "class")
+    what = what + ("es" if what == "class" else "s") if dataset.num_classes != 1 else what
     return f"data: {counts} examples of {dataset.num_classes} {what}{unlabeled} ({source}){skipped}{ignored}"

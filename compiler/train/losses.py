@@ -30,13 +30,14 @@ def loss_for(spec, model, dataset, record: dict) -> Any:
     class, tag or target."""
     out, wanted = tuple(model.output.shape[1:]), spec.task.outputs(dataset.class_names)
     if out != (wanted,):
-        what = {"regression": "targets"}.get(spec.task.type, "classes")
+        noun = {"multi_label": "tags", "regression": "targets"}.get(spec.task.type, "classes")
         if len(out) != 1:
-            raise spec.error(("head", "type"), f"tlc train needs a head of one output per {what[:-2 if what == 'classes' else -1]}; "
-                                               f"the model outputs {out} (use head: {{type: dense, classes: N}})")
+            one = {"classes": "class", "tags": "tag", "targets": "target"}[noun]
+            raise spec.error(("head", "type"), f"tlc train needs a head of one output per {one}; the model "
+                                               f"outputs {out} (use head: {{type: dense, classes: N}})")
+        shown = ", ".join(dataset.class_names[:12]) + (", ..." if wanted > 12 else "")
         raise spec.error(("head", "classes") if "classes" in type(spec.head).model_fields else ("head",),
-                         f"the head has {out[0]} outputs but the data has {wanted} {what} "
-                         f"({', '.join(dataset.class_names[:12])}{', ...' if wanted > 12 else ''}); "
+                         f"the head has {out[0]} {noun} but the data has {wanted} ({shown}); "
                          f"set head.classes: {wanted}")
     t, from_logits = spec.train, getattr(spec.head, "output_activation", "softmax") == "linear"
     if t.distill is not None:

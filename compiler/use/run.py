@@ -147,9 +147,13 @@ class Run:
         if not where.exists():
             raise UsageError(f"--data: {path}: not found")
         examples, names, _ = read(self.spec.with_train(data=data.model_copy(update={"path": str(where)})))
-        if names != self.classes:
-            raise UsageError(f"--data: {path} has the classes {', '.join(names)}; {self.folder} knows "
-                             f"{', '.join(self.classes)} (the same names, in the same order)")
+        targets = self.spec.task.aligned(examples.labels, names, self.classes)
+        if targets is None:
+            what = "tags" if self.spec.task.type == "multi_label" else "classes"
+            raise UsageError(f"--data: {path} has the {what} {', '.join(names)}; {self.folder} knows "
+                             f"{', '.join(self.classes)}" + ("" if what == "tags" else
+                                                             " (the same names, in the same order)"))
+        examples.labels = targets
         return examples
 
     def held_out_images(self, limit: int | None = None):
