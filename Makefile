@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/distill_edge.py
 	$(BIN)/python -m pip install --quiet keras-tuner  # the baseline of tune_speed.py, for the benchmark only
 	$(BIN)/python bench/tune_speed.py
+	$(BIN)/python bench/tasks.py
 
 clean:
 	rm -rf $(VENV) models runs bench/out .pytest_cache

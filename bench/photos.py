@@ -124,13 +124,20 @@ def _photo(args) -> None:
     small = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     full = small.resize((w * 8, h * 8), Image.Resampling.BICUBIC)
     full = ImageChops.add(full, _noise(full.size), scale=1.0, offset=-128)
-    path = Path(folder) / label / f"{index:05d}.jpg"
-    if portrait:  # stored as the sensor reads it: landscape, tagged "rotate 90 clockwise to show"
+    save_as_phone(full, Path(folder) / label / f"{index:05d}.jpg", portrait, quality=90)
+
+
+def save_as_phone(image, path: Path, portrait: bool, quality: int) -> None:
+    """A JPEG as a phone writes it: a portrait photo stored as the sensor reads it (landscape),
+    tagged EXIF orientation 6 ("rotate 90 clockwise to show")."""
+    from PIL import Image
+
+    if portrait:
         exif = Image.Exif()
         exif[0x0112] = 6
-        full.transpose(Image.Transpose.ROTATE_90).save(path, quality=90, exif=exif)
+        image.transpose(Image.Transpose.ROTATE_90).save(path, quality=quality, exif=exif)
     else:
-        full.save(path, quality=90)
+        image.save(path, quality=quality)
 
 
 def make_photos(root: Path, n: int) -> Path:

@@ -3,8 +3,10 @@
 Generates `--photos` (default 1,200) 1024x768 JPEGs, each with 2 to 5 of six shapes (circle,
 square, triangle, diamond, cross, bar) over a cluttered gradient, a fifth of them portrait (stored
 landscape with EXIF orientation 6), and labels.csv: `tags` (the shapes present, space-separated)
-and `size` (the largest shape's radius, in % of the short side). Then, each as a fresh process:
-- `tlc train` of a frozen MobileNetV2 (weights null) at 160x160 with a dense head, 10 epochs:
+and `size` (the largest shape's radius, in % of the short side). A MobileNetV2 trained whole on
+400 other such photos stands in for ImageNet weights (offline; random frozen weights give
+features too alike to learn from). Then, each as a fresh process:
+- `tlc train` of that MobileNetV2 frozen at 160x160 with a dense head, 10 epochs:
   multi_label with tuned thresholds, and regression of `size` (the decoded-image store empty);
 - the Keras script a user writes instead: tf.data from the CSV (read, decode, resize, batch),
   the same backbone frozen and head, binary cross-entropy or MSE (on standardised targets, as a
@@ -30,13 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from _timing import REPO
+from photos import save_as_phone
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "bar")
 WIDTH, HEIGHT = 1024, 768
 SPEC = """name: {name}
 task: {task}
 input: {{shape: [160, 160, 3]}}
-backbone: {{type: mobilenet_v2, weights: null}}
+backbone: {{type: mobilenet_v2, weights: {weights}}}
 freeze: all
 head: {head}
 train:
@@ -79,6 +82,7 @@ class Epochs(keras.callbacks.Callback):
         print("EPOCH", epoch, flush=True)
 keras.utils.set_random_seed(0)
 base = keras.applications.MobileNetV2(input_shape=(160, 160, 3), include_top=False, weights=None)
+base.load_weights({weights!r})
 base.trainable = False
 inputs = keras.Input((160, 160, 3))
 x = base(keras.applications.mobilenet_v2.preprocess_input(inputs), training=False)
@@ -102,6 +106,48 @@ else:
     score = float(mean_absolute_error(truth, predicted * std + mean))
 print("SCORE", score, flush=True)
 """
+
+
+PRETRAIN = """name: pretrain
+task: multi_label
+input: {{shape: [96, 96, 3]}}
+backbone: {{type: mobilenet_v2, weights: null}}
+freeze: none
+head: {{type: dense, pooling: avg, classes: 6}}
+train:
+  data: {{type: csv, path: {csv}, tags: tags, validation_split: 0.1}}
+  epochs: 12
+  batch_size: 32
+  optimizer: {{learning_rate: 0.002}}
+"""
+
+
+def pretrained(root: Path, folder: Path) -> Path:
+    """A MobileNetV2 trained whole on other photos (of the same shapes), standing in for ImageNet
+    weights offline: a frozen backbone of random weights gives features too alike for either
+    side to learn from. Saved both as a plain Keras model (tlc loads it by layer name) and as
+    .weights.h5 for `keras.applications.MobileNetV2` (the script's `load_weights`)."""
+    weights = root / "backbone.weights.h5"
+    if weights.is_file():
+        return weights
+    spec = root / "pretrain.yaml"
+    spec.write_text(PRETRAIN.format(csv=folder / "labels.csv"))
+    done = tlc("train", spec, "--runs", root / "pretrain-runs")
+    print(f"pretrained the backbone on {folder.name} in {done['seconds']:.0f} s: "
+          + done["out"].strip().splitlines()[-1], flush=True)
+    code = f"""
+import keras
+from tlc.build.serving import inner_model
+trained = inner_model(keras.saving.load_model({str(root / 'pretrain-runs' / 'pretrain' / 'model.keras')!r}), "pretrain")
+base = keras.applications.MobileNetV2(input_shape=(160, 160, 3), include_top=False, weights=None)
+for layer in base.layers:
+    if layer.weights:
+        layer.set_weights(trained.get_layer(layer.name).get_weights())
+base.save({str(root / 'backbone.keras')!r})
+base.save_weights({str(weights)!r})
+"""
+    run([sys.executable, "-c", code])
+    return weights
 
 
 def _photo(args) -> dict:
@@ -146,25 +192,20 @@ def _photo(args) -> dict:
             draw.rectangle((cx - r, cy - r / 3, cx + r, cy + r / 3), fill=colour)
         largest = max(largest, r / short * 100)
     image = image.filter(ImageFilter.GaussianBlur(0.8))
-    path = Path(folder) / "photos" / f"{index:05d}.jpg"
-    if portrait:  # stored as the sensor reads it: landscape, tagged "rotate 90 clockwise to show"
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        image.transpose(Image.Transpose.ROTATE_90).save(path, quality=88, exif=exif)
-    else:
-        image.save(path, quality=88)
+    save_as_phone(image, Path(folder) / "photos" / f"{index:05d}.jpg", portrait, quality=88)
     return {"path": f"photos/{index:05d}.jpg", "tags": " ".join(SHAPES[s] for s in present),
             "size": round(largest, 3)}
 
 
-def make_photos(root: Path, n: int) -> Path:
-    folder = root / f"tagged{n}"
+def make_photos(root: Path, n: int, first: int = 0) -> Path:
+    """`n` photos (numbered from `first`: another `first` draws other photos) and their labels.csv."""
+    folder = root / f"tagged{n}-{first}"
     if (folder / ".done").is_file():
         return folder
     (folder / "photos").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with Pool(os.cpu_count() or 2) as pool:
-        rows = pool.map(_photo, [(i, str(folder)) for i in range(n)], chunksize=16)
+        rows = pool.map(_photo, [(i, str(folder)) for i in range(first, first + n)], chunksize=16)
     with open(folder / "labels.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "tags", "size"])
         writer.writeheader()
@@ -192,7 +233,7 @@ def tlc(*args) -> dict:
     return run([str(Path(sys.executable).parent / "tlc"), *map(str, args)])
 
 
-def compare(root: Path, folder: Path, kind: str, epochs: int) -> dict:
+def compare(root: Path, folder: Path, kind: str, epochs: int, weights: Path) -> dict:
     multi = kind == "multi_label"
     name = f"bench_{kind}"
     spec = root / f"{name}.yaml"
@@ -200,7 +241,7 @@ def compare(root: Path, folder: Path, kind: str, epochs: int) -> dict:
         name=name, epochs=epochs, csv=folder / "labels.csv",
         task="{type: multi_label, threshold: tuned}" if multi else "{type: regression, targets: [size]}",
         head=f"{{type: dense, pooling: avg, classes: {len(SHAPES)}}}" if multi else "{type: dense, pooling: avg}",
-        extra=", tags: tags" if multi else ""))
+        extra=", tags: tags" if multi else "", weights=root / "backbone.keras"))
     runs = root / "runs"
     subprocess.run(["rm", "-rf", str(runs)], check=True)  # the store and the feature cache start empty
     trained = tlc("train", spec, "--runs", runs)
@@ -208,7 +249,7 @@ def compare(root: Path, folder: Path, kind: str, epochs: int) -> dict:
     metric = "map" if multi else "mae"
     out = {"tlc": {**trained, "score": evaluated[metric]}}
     code = KERAS.format(split=str(runs / name / "split.json"), csv=str(folder / "labels.csv"), names=list(SHAPES),
-                        multi_label=multi, epochs=epochs)
+                        multi_label=multi, epochs=epochs, weights=str(weights))
     keras_run = run([sys.executable, "-c", code])
     keras_run["score"] = float(keras_run["out"].split("SCORE")[1].split()[0])
     out["keras"] = keras_run
@@ -242,8 +283,9 @@ def main() -> None:
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     folder = make_photos(args.root, args.photos)
+    weights = pretrained(args.root, make_photos(args.root, 400, first=100_000))
     for kind in ("multi_label", "regression"):
-        compare(args.root, folder, kind, args.epochs)
+        compare(args.root, folder, kind, args.epochs, weights)
 
 
 if __name__ == "__main__":

@@ -146,17 +146,21 @@ def draw_shapes(folder, per_class: int, size: tuple[int, int] = (48, 48), seed: 
             cy = (height // 4) * (1 + 2 * (quadrant // 2)) + int(rng.integers(-2, 3))
             cx = (width // 4) * (1 + 2 * (quadrant % 2)) + int(rng.integers(-2, 3))
             colour = tuple(int(c) for c in rng.integers(ink, 256, 3))
-            draw = ImageDraw.Draw(image)
-            if label == "circle":
-                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-            elif label == "square":
-                draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
-            else:
-                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+            draw_shape(ImageDraw.Draw(image), label, cx, cy, r, colour)
             path = Path(folder) / label / f"{label}_{i:04d}{suffix}"
             image.save(path)
             out.append((str(path), label, quadrant))
     return out
+
+
+def draw_shape(draw, shape: str, cx: float, cy: float, r: float, colour: tuple) -> None:
+    """A filled circle, square or (anything else) triangle of radius `r` around (cx, cy)."""
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    elif shape == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    else:
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
 
 
 def draw_tagged(folder, n: int, size: tuple[int, int] = (48, 48), seed: int = 0, suffix: str = ".png",
@@ -186,12 +190,7 @@ def draw_tagged(folder, n: int, size: tuple[int, int] = (48, 48), seed: int = 0,
             cy = (height // 4) * (1 + 2 * (quadrant // 2))
             cx = (width // 4) * (1 + 2 * (quadrant % 2))
             colour = tuple(int(c) for c in rng.integers(170, 256, 3))
-            if shape == "circle":
-                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-            elif shape == "square":
-                draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
-            else:
-                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+            draw_shape(draw, shape, cx, cy, r, colour)
             total += r
         name = f"images/{i:05d}{suffix}"
         image.save(folder / name)

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import types
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -336,3 +337,66 @@ def test_evaluate_data_takes_a_new_csv_of_some_of_the_tags_and_refuses_unknown_o
     assert refused.exit_code == 2 and "has the tags circle, star" in unboxed(refused.output)
     values = json.loads(run_cli("evaluate", runs["size"], "--data", tmp_path / "two" / "labels.csv", "--json").stdout)
     assert values["examples"] == 30 and values["per_target"][0]["target"] == "size"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tags", "size"])
+def test_a_student_learns_tags_or_numbers_from_a_teacher_run_of_the_same_task(task_runs, name, tmp_path):
+    import shutil
+
+    from tlc.train.loop import train
+
+    folder, runs, rows = task_runs
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for row in rows[:20]:
+        shutil.copy(folder / "tagged" / row["path"], unlabeled / f"u{Path(row['path']).name}")
+    lock = (runs[name] / "spec.lock.yaml").read_text()
+    spec = tmp_path / "student.yaml"
+    spec.write_text(lock.replace(f"name: {name}", "name: student").replace("epochs: 12", "epochs: 2")
+                    .replace("distill: null", f"distill: {{teacher: {runs[name]}, unlabeled: {unlabeled}}}"))
+    result = train(tlc.load_spec(spec), tmp_path / "runs")
+    record, final = result.metrics["distill"], result.metrics["final"]
+    metric = {"tags": "map", "size": "mae"}[name]
+    assert record["unlabeled"] == 20 and record["images"] == 288 + 20
+    teacher_val = json.loads(run_cli("evaluate", runs[name], "--split", "val", "--json").stdout)[metric]
+    assert record[f"teacher_val_{metric}"] == pytest.approx(teacher_val, rel=1e-4)
+    assert np.isfinite(final["loss"]) and np.isfinite(final[f"val_{metric}"]) and metric in final
+    [answer] = json.loads(run_cli("predict", result.folder, folder / "tagged" / rows[0]["path"], "--json").stdout)
+    assert ("tags" if name == "tags" else "values") in answer
+
+
+def test_a_teacher_of_another_task_or_a_bare_model_cannot_teach_tags(write, tmp_path):
+    import yaml
+
+    model = tmp_path / "teacher.keras"
+    model.write_bytes(b"")
+    run = tmp_path / "run"
+    run.mkdir()
+    for file in ("model.keras", "metrics.json", "history.csv", "split.json", "accuracy.png"):
+        (run / file).write_text("{}")
+    (run / "spec.lock.yaml").write_text(yaml.safe_dump({"task": {"type": "regression"}}))
+    for teacher, message in ((model, "a .keras teacher is taken for a classifier; a multi_label student learns from "
+                                     "a teacher's run folder"),
+                             (run, "answers regression, the student is multi_label")):
+        path = write(yaml.safe_dump({"task": "multi_label", "input": {"shape": [48, 48, 3]}, "backbone": STACK,
+                                     "head": HEAD, "train": {"data": {"type": "csv", "path": "labels.csv"},
+                                                             "distill": {"teacher": str(teacher)}}}))
+        result = run_cli("check", path)
+        assert result.exit_code == 2 and message in unboxed(result.output), result.output
+
+
+@pytest.mark.slow
+def test_tune_searches_a_regression_on_its_mae_and_keeps_the_lowest(task_runs, tmp_path):
+    folder, runs, _ = task_runs
+    spec = tmp_path / "tune_size.yaml"
+    spec.write_text((runs["size"] / "spec.lock.yaml").read_text().replace("name: size", "name: tune_size")
+                    .replace("epochs: 12", "epochs: 2").replace("tune: null", "")
+                    + "tune:\n  trials: 3\n  sampler: grid\n  space:\n    train.optimizer.learning_rate: "
+                      "{type: choice, values: [0.0001, 0.001, 0.003]}\n")
+    result = run_cli("tune", spec, "--runs", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    values = [t["value"] for t in summary["trials"] if t["state"] == "complete"]
+    assert len(values) == 3 and summary["best"]["value"] == min(values)  # MAE: lower is better
+    assert (tmp_path / "runs" / "tune_size" / "tune" / "history.png").is_file()

@@ -63,6 +63,8 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
         from .sources import read_unlabeled
 
         extra = read_unlabeled(spec, examples.streamed)
+        like = examples.labels  # "no label": the task's marker, in the targets' shape
+        extra.labels = np.full((len(extra), *like.shape[1:]), spec.task.no_label, like.dtype)
         if extra.files is not None:
             extra, unreadable = _readable(extra) if skipping else (extra, {})
             skipped |= unreadable

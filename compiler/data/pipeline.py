@@ -31,8 +31,9 @@ class Feed:
     views: int = 1  # an array of `views` stacked copies (cached augmented views): epoch e reads view e mod views
     store: Any = None  # an ImageStore holding the files decoded (None: decode every time)
     fit: str = "stretch"  # train.data.fit: how a file of another aspect meets the input (the store has its own)
-    # Distillation's targets in place of the labels: (views * n, 1 + classes) float32 rows of
-    # (label, or -1 for an unlabeled image; the teacher's probabilities), epoch e reading view e mod views.
+    # Distillation's targets in place of the labels: (views * n, width) float32 rows of
+    # (the targets, the task's no-label marker for an unlabeled image; the teacher's answers), epoch
+    # e reading view e mod views.
     targets: np.ndarray | None = None
 
     def __len__(self) -> int:

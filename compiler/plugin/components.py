@@ -163,6 +163,8 @@ class Task(_Typed):
     higher: ClassVar[dict[str, bool]] = {}
     #: the output activations a head may end in (the first is the default)
     activations: ClassVar[tuple[str, ...]] = ("softmax", "sigmoid", "linear")
+    #: an unlabeled image's target (distillation's extra images, taught by the teacher alone)
+    no_label: ClassVar[float] = -1
     #: evaluate's grid of the examples `worst` picks: its file in the run folder, its title, and
     #: what its Grad-CAM shows
     worst_figure: ClassVar[str] = "misclassified.png"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tlc.errors import EXIT_OK, InfeasibleError, SpecError
 from tlc.layout import RunLayout
 from tlc.plan.planner import Plan, plan as make_plan
@@ -138,14 +140,14 @@ def _check_training_for(spec: SpecBase, task) -> None:
          and task.type != "multi_label", "tags and columns are a multi_label csv's (set task: multi_label)"),
         (("train", "distribute"), t.distribute == "multi_worker" and not one_class,
          f"multi_worker trains classifiers; {task.type} trains with none or mirrored"),
-        (("train", "distill"), t.distill is not None and not one_class,
-         f"distillation teaches classifiers; {task.type} learns from its own targets"),
     ]
     for loc, wrong, message in checks:
         if wrong:
             if loc == ("train", "data", "tags") and t.data.tags is None:
                 loc = ("train", "data", "columns")
             raise spec.error(loc, message)
+    if t.distill is not None and Path(t.distill.teacher).exists():
+        _check_teacher_task(spec, Path(t.distill.teacher))
     if getattr(task, "threshold", None) == "tuned" and t.data.validation_split == 0:
         raise spec.error(("task", "threshold"), "tuned thresholds come from the validation split: set "
                                                 "train.data.validation_split above 0, or give a number")
@@ -271,6 +273,26 @@ def missing_data(spec: SpecBase, note: str = ""):
 
 
 TEACHER = ("train", "distill", "teacher")
+
+
+def _check_teacher_task(spec, where: Path) -> None:
+    """The teacher answers the student's task: a run records its own (spec.lock.yaml); a bare
+    .keras model is taken for a classifier, so another task names a run folder."""
+    task = spec.task.type
+    folder = where if where.is_dir() else where.parent if where.name == RunLayout(where).model.name else None
+    if folder is None or not RunLayout(folder).finished:
+        if task != "classification":
+            raise spec.error(TEACHER, f"a .keras teacher is taken for a classifier; a {task} student learns from a "
+                                      "teacher's run folder (which records its task, thresholds and units)")
+        return
+    try:
+        locked = yaml.safe_load(RunLayout(folder).spec_lock.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # (opening the run says what is wrong with it)
+    theirs = (locked.get("task") or {}).get("type", "classification")
+    if theirs != task:
+        raise spec.error(TEACHER, f"{folder} answers {theirs}, the student is {task}: a teacher of the same task "
+                                  "teaches")
 
 
 def _check_distill(spec) -> None:

@@ -30,6 +30,7 @@ class Regression(Task):
     metrics = ("mae", "rmse", "r2")
     higher = {"mae": False, "rmse": False, "r2": True}
     activations = ("linear",)
+    no_label = float("nan")  # (-1 is a value)
     worst_figure, worst_title, worst_heat = "worst.png", "largest errors", "the output"
 
     @classmethod

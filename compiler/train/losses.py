@@ -16,6 +16,7 @@ run without a teacher, and accuracy counts labelled images only.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from tlc.task.classification import cross_entropy
@@ -40,9 +41,14 @@ def loss_for(spec, model, dataset, record: dict) -> Any:
                          f"the head has {out[0]} {noun} but the data has {wanted} ({shown}); "
                          f"set head.classes: {wanted}")
     t, from_logits = spec.train, getattr(spec.head, "output_activation", "softmax") == "linear"
-    if t.distill is not None:
-        return distillation_classes()[0](t.distill.temperature, t.distill.alpha, t.label_smoothing, from_logits)
-    return spec.task.loss_function(spec, from_logits, record)
+    if t.distill is None:
+        return spec.task.loss_function(spec, from_logits, record)
+    d = t.distill
+    if spec.task.type == "multi_label":
+        return task_distillation_classes()[0](d.temperature, d.alpha, wanted, t.label_smoothing, from_logits)
+    if spec.task.type == "regression":
+        return task_distillation_classes()[1](spec.task.loss, record["mean"], record["std"], d.alpha)
+    return distillation_classes()[0](d.temperature, d.alpha, t.label_smoothing, from_logits)
 
 
 def metrics_for(spec, loss, record: dict, outputs: int):
@@ -51,6 +57,10 @@ def metrics_for(spec, loss, record: dict, outputs: int):
     from_logits = getattr(spec.head, "output_activation", "softmax") == "linear"
     if is_distillation(loss):
         return lambda: [distillation_classes()[1]()]
+    if spec.train.distill is not None:  # the task's metrics, on the labelled part of the targets
+        labelled = task_distillation_classes()[2]
+        return lambda: [labelled(m, outputs, spec.task.no_label)
+                        for m in spec.task.keras_metrics(outputs, from_logits, record)]
     return lambda: spec.task.keras_metrics(outputs, from_logits, record)
 
 
@@ -73,7 +83,8 @@ def register() -> None:
     from tlc.task.multi_label import f1_class
     from tlc.task.regression import in_units_classes, standardized_class
 
-    for make in (smoothed_class, f1_class, in_units_classes, standardized_class, distillation_classes):
+    for make in (smoothed_class, f1_class, in_units_classes, standardized_class, distillation_classes,
+                 task_distillation_classes):
         make()
 
 
@@ -132,6 +143,108 @@ def distillation_classes():
             return super().update_state(y_true, y_pred, sample_weight)
 
     return DistillationLoss, LabelledAccuracy
+
+
+@functools.cache
+def task_distillation_classes():
+    """(TagDistillation, ValueDistillation, Labelled): distillation for tags and numbers, and the
+    wrapper that gives a task's metric the labelled part of the targets. A training target row is
+    the targets (width each; -1 or NaN for an unlabeled image), then the teacher's answers."""
+    import keras
+
+    from tlc.task.regression import standardized_class
+
+    def parts(y_true, width: int, no_label: float = -1.0):
+        """(the targets with the unlabeled rows as 0, 1.0 where labelled, the teacher's answers),
+        or None for plain targets (validation). `no_label` marks an unlabeled row (NaN: numbers)."""
+        if y_true.shape[-1] != 2 * width:
+            return None
+        targets, teacher = y_true[:, :width], y_true[:, width:]
+        known = keras.ops.isfinite(targets) if math.isnan(no_label) else keras.ops.not_equal(targets, no_label)
+        labelled = keras.ops.all(known, axis=-1)
+        cleaned = keras.ops.where(keras.ops.expand_dims(labelled, -1), targets, keras.ops.zeros_like(targets))
+        return cleaned, keras.ops.cast(labelled, y_true.dtype), teacher
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class TagDistillation(keras.losses.Loss):
+        """alpha * T^2 * BCE(sigmoid(teacher logits / T), sigmoid(student logits / T)) + (1 - alpha) * BCE(tags),
+        each the mean over tags; an unlabeled image has the first term only."""
+
+        def __init__(self, temperature=4.0, alpha=0.9, width=1, label_smoothing=0.0, from_logits=False,
+                     reduction="sum_over_batch_size", name="tag_distillation", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.temperature, self.alpha, self.width = float(temperature), float(alpha), int(width)
+            self.label_smoothing, self.from_logits = label_smoothing, from_logits
+
+        def call(self, y_true, y_pred):
+            hard = keras.losses.binary_crossentropy
+            split = parts(y_true, self.width)
+            if split is None:
+                return hard(y_true, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+            targets, labelled, teacher = split
+            logit = lambda p: keras.ops.log(keras.ops.clip(p, EPSILON, 1 - EPSILON)) - \
+                keras.ops.log(keras.ops.clip(1 - p, EPSILON, 1 - EPSILON))  # noqa: E731
+            student = y_pred if self.from_logits else logit(y_pred)
+            t = self.temperature
+            soft = hard(keras.ops.sigmoid(logit(teacher) / t), student / t, from_logits=True) * t * t
+            return self.alpha * soft + (1 - self.alpha) * labelled * hard(
+                targets, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+
+        def get_config(self):
+            return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha, "width": self.width,
+                    "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class ValueDistillation(keras.losses.Loss):
+        """alpha * L(the teacher's values) + (1 - alpha) * L(the targets), L the task's loss on
+        standardised values; an unlabeled image (NaN targets) has the first term only."""
+
+        def __init__(self, kind="mse", mean=(0.0,), std=(1.0,), alpha=0.9, reduction="sum_over_batch_size",
+                     name="value_distillation", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.kind, self.mean, self.std, self.alpha = kind, [float(m) for m in mean], [float(s) for s in std], \
+                float(alpha)
+            self.base = standardized_class()(kind, self.mean, self.std, reduction="none")
+
+        def call(self, y_true, y_pred):
+            width = len(self.mean)
+            if y_true.shape[-1] != 2 * width:
+                return self.base.call(y_true, y_pred)
+            targets, labelled, teacher = parts(y_true, width, math.nan)
+            return self.alpha * self.base.call(teacher, y_pred) + (1 - self.alpha) * labelled * \
+                self.base.call(targets, y_pred)
+
+        def get_config(self):
+            return {**super().get_config(), "kind": self.kind, "mean": self.mean, "std": self.std, "alpha": self.alpha}
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class Labelled(keras.metrics.Metric):
+        """A task's metric over the labelled images of distillation targets (or of plain targets),
+        under the metric's own name (the history's columns stay the task's)."""
+
+        def __init__(self, metric=None, width=1, no_label=-1.0, name=None, dtype=None):
+            inner = keras.metrics.deserialize(metric) if isinstance(metric, dict) else metric
+            super().__init__(name=name or inner.name, dtype=dtype or inner.dtype)
+            self.inner, self.width, self.no_label = inner, int(width), float(no_label)
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            split = parts(y_true, self.width, self.no_label)
+            if split is not None:
+                targets, labelled, _ = split
+                y_true, sample_weight = targets, labelled
+            return self.inner.update_state(y_true, y_pred, sample_weight)
+
+        def result(self):
+            return self.inner.result()
+
+        def reset_state(self):
+            self.inner.reset_state()
+
+        def get_config(self):
+            return {"metric": keras.metrics.serialize(self.inner), "width": self.width, "no_label": self.no_label,
+                    "name": self.name}
+
+    return TagDistillation, ValueDistillation, Labelled
 
 
 def is_distillation(loss) -> bool:

@@ -57,13 +57,14 @@ class Teacher:
         return teacher
 
     def check_classes(self, spec, names: list[str]) -> None:
-        """A teacher of other classes (or of the same in another order) cannot teach: a located error."""
-        width = self.width
+        """A teacher of other classes, tags or targets (or of the same in another order) cannot
+        teach: a located error."""
+        width, noun = self.width, LOSS_NOTES.get(spec.task.type, LOSS_NOTES["classification"])[0]
         if self.classes is not None and list(self.classes) != list(names):
-            raise spec.error(TEACHER, f"the teacher's classes ({', '.join(self.classes)}) are not the data's "
-                                      f"({', '.join(names)}); train it on the same classes, in the same order")
+            raise spec.error(TEACHER, f"the teacher's {noun} ({', '.join(self.classes)}) are not the data's "
+                                      f"({', '.join(names)}); train it on the same {noun}, in the same order")
         if width != len(names):
-            raise spec.error(TEACHER, f"the teacher has {width} classes but the data has {len(names)} "
+            raise spec.error(TEACHER, f"the teacher has {width} {noun} but the data has {len(names)} "
                                       f"({', '.join(names)})")
 
     @property
@@ -72,11 +73,18 @@ class Teacher:
         return int(self.predictor.serving.output.shape[-1])
 
 
+LOSS_NOTES = {  # (what the outputs are, the loss in words) per task
+    "classification": ("classes", "{a:g} * T^2 * KL + {b:g} * CE at T = {t:g}"),
+    "multi_label": ("tags", "{a:g} * T^2 * BCE(teacher_T, student_T) + {b:g} * BCE at T = {t:g}"),
+    "regression": ("targets", "{a:g} * L(teacher's values) + {b:g} * L(targets)"),
+}
+
+
 @dataclass
 class Taught:
     """The targets of the training feed and what the run records about its teacher."""
 
-    targets: np.ndarray  # (views * n, 1 + classes): label (-1: unlabeled), then the teacher's probabilities
+    targets: np.ndarray  # (views * n, 2 * width, or 1 + classes): the targets (-1, NaN: unlabeled), then the teacher's
     key: str
     note: str
     record: dict
@@ -102,20 +110,22 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
             _compute(teacher, spec, train, val, views, path, images_dir)
         every = np.load(path)
     probabilities, val_probabilities = every[:views * len(train)], every[views * len(train):]
-    labels = np.tile(train.labels.astype("float32"), views)[:, None]
+    labels = np.tile(train.labels.astype("float32").reshape(len(train), -1), (views, 1))
     targets = np.concatenate([labels, probabilities], axis=1).astype("float32")
-    d = spec.train.distill
+    d, task = spec.train.distill, spec.task
+    metric = f"teacher_val_{task.metric}"
     record = {"teacher": str(teacher.where), "temperature": d.temperature, "alpha": d.alpha,
               "unlabeled": len(dataset.unlabeled) if dataset.unlabeled is not None else 0,
               "images": len(train), "views": views, "probabilities": "reused" if reused else "computed",
-              "teacher_val_accuracy": float(np.mean(np.argmax(val_probabilities, axis=1) == val.labels))
-              if len(val) else None}
+              metric: float(task.evaluate(val.labels, val_probabilities, dataset.class_names, [""] * len(val),
+                                          teacher.predictor.record)[task.metric]) if len(val) else None}
     how = "reused from the cache" if reused else "computed once"
     on = f"{len(train):,} training images" + (f" x {views} augmented views" if views > 1 else "")
-    agree = f"; the teacher's val_accuracy {record['teacher_val_accuracy']:.4f}" if len(val) else ""
-    note = (f"distillation: teacher {teacher.where} ({classes} classes at "
-            f"{'x'.join(map(str, teacher.predictor.input_shape))}), its probabilities for {on} {how}{agree}; "
-            f"loss {d.alpha:g} * T^2 * KL + {1 - d.alpha:g} * CE at T = {d.temperature:g}")
+    agree = f"; the teacher's val_{task.metric} {record[metric]:.4f}" if len(val) else ""
+    what, loss = LOSS_NOTES.get(task.type, LOSS_NOTES["classification"])
+    note = (f"distillation: teacher {teacher.where} ({classes} {what} at "
+            f"{'x'.join(map(str, teacher.predictor.input_shape))}), its {'values' if what == 'targets' else 'probabilities'} "
+            f"for {on} {how}{agree}; loss " + loss.format(a=d.alpha, b=1 - d.alpha, t=d.temperature))
     return Taught(targets, key, note, record, time.perf_counter() - started)
 
 
