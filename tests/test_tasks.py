@@ -400,3 +400,13 @@ def test_tune_searches_a_regression_on_its_mae_and_keeps_the_lowest(task_runs, t
     values = [t["value"] for t in summary["trials"] if t["state"] == "complete"]
     assert len(values) == 3 and summary["best"]["value"] == min(values)  # MAE: lower is better
     assert (tmp_path / "runs" / "tune_size" / "tune" / "history.png").is_file()
+
+
+@pytest.mark.slow
+def test_compare_plots_the_tasks_metric_and_refuses_runs_of_two_tasks(task_runs, tmp_path):
+    folder, runs, _ = task_runs
+    mixed = run_cli("compare", runs["tags"], runs["size"], "-o", tmp_path / "mixed.png")
+    assert mixed.exit_code == 2 and "compares runs of one task (these answer multi_label, regression)" in \
+        unboxed(mixed.output)
+    alone = run_cli("compare", runs["size"], "-o", tmp_path / "size.png")
+    assert alone.exit_code == 0 and "mae@1" in alone.output and (tmp_path / "size.png").is_file()

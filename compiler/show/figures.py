@@ -58,8 +58,8 @@ BOUNDED = ("accuracy", "map", "f1")
 
 
 def compare_plot(groups):
-    """A writer for the seed article's figures: validation accuracy per epoch (the mean over a
-    group's runs, with their range shaded) and training time."""
+    """A writer for the seed article's figures: validation accuracy (the task's metric) per epoch
+    (the mean over a group's runs, with their range shaded) and training time."""
 
     def write(path: Path) -> None:
         plt = _pyplot()
@@ -72,9 +72,13 @@ def compare_plot(groups):
                      label=f"{group.name} ({group.key.replace('_', ' ')}{runs})")
             if len(group.rows) > 1:
                 acc.fill_between(epochs, low, high, color=f"C{i}", alpha=0.15)
-        acc.set(title="accuracy per epoch", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+        metric = groups[0].metric if groups else "accuracy"
+        label = METRIC_LABELS.get(metric, metric)
+        acc.set(title=f"{label} per epoch", xlabel="epoch", ylabel=label)
+        if metric in BOUNDED:
+            acc.set_ylim(0, 1.02)
         acc.grid(alpha=0.3)
-        acc.legend(loc="lower right")
+        acc.legend(loc="lower right" if metric in BOUNDED or metric == "r2" else "upper right")
         names = [group.name for group in groups]
         bars = secs.bar(names, [group.seconds() for group in groups], color=[f"C{i}" for i in range(len(groups))])
         secs.bar_label(bars, fmt="%.1f s")

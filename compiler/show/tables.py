@@ -71,10 +71,12 @@ def compare_table(groups) -> Table:
     """One row per run name; with several runs (seeds), the mean and the range."""
     from rich.table import Table
 
-    table = Table(title="runs (validation accuracy after epoch 1 and at the end; several runs: their mean)",
+    metric = groups[0].metric if groups else "accuracy"
+    short = {"accuracy": "acc"}.get(metric, metric)
+    table = Table(title=f"runs (validation {metric} after epoch 1 and at the end; several runs: their mean)",
                   title_justify="left")
     table.add_column("run", no_wrap=True)
-    for column in ("runs", "epochs", "acc@1", "acc@end", "test", "secs", "trainable", "frozen"):
+    for column in ("runs", "epochs", f"{short}@1", f"{short}@end", "test", "secs", "trainable", "frozen"):
         table.add_column(column, justify="right", no_wrap=True)
     for g in groups:
         g: Group

@@ -1,6 +1,7 @@
 """`tlc compare`: runs grouped by name (the same spec trained with several seeds is one group),
-with the figures the seed article compares: validation accuracy after the first and the last
-epoch, training time, trainable vs frozen parameters, and the test accuracy once evaluated."""
+with the figures the seed article compares: validation accuracy (the task's metric: mAP, MAE)
+after the first and the last epoch, training time, trainable vs frozen parameters, and the test
+figure once evaluated."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tlc.errors import UsageError
 from tlc.layout import RunLayout
 
 from .run import read_run
@@ -18,15 +20,24 @@ class Group:
     name: str
     metrics: list[dict] = field(default_factory=list)
     rows: list[list[dict]] = field(default_factory=list)
-    tests: list[float] = field(default_factory=list)  # test accuracy of evaluated runs
+    tests: list[float] = field(default_factory=list)  # the task's metric of evaluated runs (test accuracy)
+
+    @property
+    def metric(self) -> str:
+        """The runs' task's metric (accuracy; map for tags, mae for numbers)."""
+        return task_metric(self.metrics[0])[0]
+
+    @property
+    def higher(self) -> bool:
+        return task_metric(self.metrics[0])[1]
 
     @property
     def key(self) -> str:
         rows = self.rows[0]
-        return "val_accuracy" if rows and "val_accuracy" in rows[0] else "accuracy"
+        return f"val_{self.metric}" if rows and f"val_{self.metric}" in rows[0] else self.metric
 
     def at(self, epoch: int) -> list[float]:
-        """The accuracy of every run after `epoch` (0-based; -1: the last)."""
+        """The metric of every run after `epoch` (0-based; -1: the last)."""
         return [rows[epoch][self.key] for rows in self.rows if rows]
 
     def curve(self) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -47,10 +58,28 @@ def load_groups(paths: list[Path]) -> list[Group]:
         group = groups.setdefault(metrics.get("name", Path(path).name), Group(metrics.get("name", Path(path).name)))
         group.metrics.append(metrics)
         group.rows.append(rows)
+        kinds = {metrics.get("task", {}).get("type", "classification")} | \
+            {m.get("task", {}).get("type", "classification") for g in groups.values() for m in g.metrics}
+        if len(kinds) > 1:
+            raise UsageError(f"{path} answers {metrics.get('task', {}).get('type', 'classification')}; tlc compare "
+                             f"compares runs of one task (these answer {', '.join(sorted(kinds))})")
         evaluation = RunLayout(path).evaluation
         if evaluation.is_file():
-            group.tests.append(json.loads(evaluation.read_text())["accuracy"])
+            group.tests.append(json.loads(evaluation.read_text())[group.metric])
     return list(groups.values())
+
+
+def task_metric(metrics: dict) -> tuple[str, bool]:
+    """(a run's task's first metric, whether higher is better), from its metrics.json (a run from
+    before tasks classified)."""
+    from tlc.plugin.registry import get_registry
+
+    kind = metrics.get("task", {}).get("type", "classification")
+    tasks = get_registry().tasks
+    if kind not in tasks:
+        return "accuracy", True
+    task = tasks[kind].cls
+    return task.metrics[0], task.higher.get(task.metrics[0], True)
 
 
 def verdict(groups: list[Group]) -> str | None:
@@ -61,7 +90,7 @@ def verdict(groups: list[Group]) -> str | None:
     parts = []
     for label, epoch in (("after epoch 1", 0), ("at the end", -1)):
         va, vb = a.at(epoch), b.at(epoch)
-        ahead = sum(x > y for x, y in zip(va, vb))
+        ahead = sum((x > y) == a.higher for x, y in zip(va, vb) if x != y)
         parts.append(f"{label} {statistics.fmean(va):.3f} vs {statistics.fmean(vb):.3f} "
                      f"({statistics.fmean(va) - statistics.fmean(vb):+.3f}, ahead in {ahead} of {min(len(va), len(vb))})")
     what = a.key.replace("_", " ")
