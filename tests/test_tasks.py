@@ -410,3 +410,18 @@ def test_compare_plots_the_tasks_metric_and_refuses_runs_of_two_tasks(task_runs,
         unboxed(mixed.output)
     alone = run_cli("compare", runs["size"], "-o", tmp_path / "size.png")
     assert alone.exit_code == 0 and "mae@1" in alone.output and (tmp_path / "size.png").is_file()
+
+
+@pytest.mark.slow
+def test_explain_draws_a_chosen_tag_and_a_regressions_output(task_runs, tmp_path):
+    folder, runs, rows = task_runs
+    image = folder / "tagged" / rows[0]["path"]
+    [answer] = json.loads(run_cli("predict", runs["tags"], image, "--json").stdout)
+    [record] = json.loads(run_cli("explain", runs["tags"], image, "--class", "square", "-o", tmp_path / "tags",
+                                  "--json").stdout)
+    square = next(s for s in answer["scores"] if s["class"] == "square")
+    assert record["class"] == "square" and record["probability"] == pytest.approx(square["probability"], abs=1e-5)
+    [value] = json.loads(run_cli("predict", runs["size"], image, "--json").stdout)
+    [record] = json.loads(run_cli("explain", runs["size"], image, "-o", tmp_path / "size", "--json").stdout)
+    assert record["class"] == "size" and record["value"] == pytest.approx(value["values"]["size"], abs=1e-3)
+    assert "probability" not in record and Path(record["png"]).is_file()

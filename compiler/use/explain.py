@@ -164,8 +164,9 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
             item = next(explained)
             png = target / f"{stem}.cam.png"
             write_with(png, explainer.picture([item], [path.name]))
+            said = "value" if run.spec.task.type == "regression" else "probability"  # (a number, not a chance)
             records.append({"image": str(path), "class": explainer.names[item.class_index],
-                            "probability": item.probability, "layer": explainer.layer, "png": str(png),
+                            said: item.probability, "layer": explainer.layer, "png": str(png),
                             "peak": original_peak(path, item.heat, explainer.predictor.fit)})
             if len(shown) < GRID_LIMIT:
                 shown.append((item, path.name))
