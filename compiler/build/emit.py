@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from tlc.plan.graph import fresh_layer_names
+from tlc.plan.planner import backbone_map
 from tlc.spec.preflight import Ready, prepare
 from .weights import load_backbone_weights
 
@@ -22,7 +23,7 @@ def compile(source: Any, *, safe_mode: bool = True, notes: list[str] | None = No
     if note and notes is not None:
         notes.append(note)
     set_frozen(backbone, planned.frozen_through, planned.freeze_batch_norm)
-    outputs = spec.head.build(backbone.output)
+    outputs = spec.head.build_over(backbone, backbone_map(spec, planned))
     return keras.Model(backbone.input, outputs, name=spec.name)
 
 

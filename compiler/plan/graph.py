@@ -65,18 +65,42 @@ def is_chain(layers: Sequence[Layer]) -> bool:
     return all(not layer.inputs for layer in layers)
 
 
-def head_graph(layers: Sequence[Layer]) -> tuple[list[Layer], Inputs]:
+def head_graph(layers: Sequence[Layer], taps: Sequence[str] = ()) -> tuple[list[Layer], Inputs]:
     """(a head's layers in Keras's order, their inputs). A head is a chain or a graph like a
     backbone's: a layer without `inputs` takes the one before it, the first takes the backbone's
-    output (`HEAD_INPUT`, which a layer may also name to branch from it). Every head layer comes
-    after the backbone's in Keras's list (all of them depend on its output), in the order
-    Keras's depth sort gives them among themselves."""
+    output (`HEAD_INPUT`, which a layer may also name to branch from it); a decoder's layers also
+    name backbone layers (`taps`). Every head layer comes after the backbone's in Keras's list
+    (each backbone layer reaches the output through the backbone's output, a longer path than any
+    head layer's), in the order Keras's depth sort gives them among themselves."""
     if not layers:  # no head (`none`): the backbone's output is the model's
         return [], {}
-    start = Layer(HEAD_INPUT)
-    inputs = wiring([start, *layers], "head")
-    ordered = list(layers) if is_chain(layers) else _sorted_by_depth([start, *layers], inputs, layers[-1].name)
-    return [layer for layer in ordered if layer is not start], inputs
+    used = [name for name in dict.fromkeys(n for layer in layers for n in layer.inputs) if name in set(taps)]
+    starts = [Layer(HEAD_INPUT), *(Layer(name) for name in used if name != HEAD_INPUT)]
+    inputs = wiring([*starts, *layers], "head")
+    ordered = list(layers) if is_chain(layers) else _sorted_by_depth([*starts, *layers], inputs, layers[-1].name)
+    return [layer for layer in ordered if layer not in starts], inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneMap:
+    """What a head sees of its backbone without TensorFlow: its type and every layer's name,
+    Keras class and output shape, in Keras's order (a position is the freeze index). A decoder
+    picks its taps here; the emitter gives it the same layers' tensors."""
+
+    type: str
+    input_shape: tuple
+    layers: tuple  # ((name, kind, output shape), ...)
+
+    @property
+    def shape(self) -> tuple:
+        return self.layers[-1][2]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.layers]
+
+    def shape_of(self, name: str) -> tuple:
+        return next(shape for n, _, shape in self.layers if n == name)
 
 
 def keras_order(layers: Sequence[Layer], output: str | None = None) -> tuple[list[Layer], Inputs]:

@@ -26,12 +26,13 @@ Pair = tuple[int, int]
 class DoesNotFit(Exception):
     """Raised by `output_shape` when the incoming shape is too small or of the wrong rank.
 
-    `need` is the (height, width) window a too-small input needed, for the message.
+    `need` is the (height, width) window a too-small input needed, for the message; `misaligned`:
+    tensors that should meet at one size do not (another input size, not a larger one, fixes it).
     """
 
-    def __init__(self, message: str, need: Pair | None = None):
+    def __init__(self, message: str, need: Pair | None = None, misaligned: bool = False):
         super().__init__(message)
-        self.need = need
+        self.need, self.misaligned = need, misaligned
 
 
 def pair(value: int | tuple[int, int] | list[int]) -> Pair:
@@ -54,6 +55,7 @@ class Failure:
     input_shape: Shape | None
     message: str  # e.g. "needs at least 4x4"
     size_limited: bool = True  # a larger input could fix it
+    misaligned: bool = False  # a decoder's skip meets its tap at another size (`DoesNotFit.misaligned`)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class Conv2D(Layer):
     activation: str | None = None
     use_bias: bool = True
     groups: int = 1  # grouped convolution: each group of input channels feeds filters/groups outputs
+    kernel_initializer: str = "glorot_uniform"
 
     def output_shape(self, shape: Shape) -> Shape:
         if shape and (shape[-1] % self.groups or self.filters % self.groups):
@@ -387,6 +390,58 @@ class Concatenate(Layer):
 
     def keras_arguments(self, shape: Shape) -> dict[str, Any]:
         return {"axis": -1}
+
+
+@dataclass(frozen=True)
+class UpSampling2D(Layer):
+    """Repeats rows and columns `size` times (nearest) or interpolates (bilinear)."""
+
+    kind: ClassVar[str] = "UpSampling2D"
+    size: Pair = (2, 2)
+    interpolation: str = "nearest"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = _spatial(shape, self.kind)
+        return (h * self.size[0], w * self.size[1], c)
+
+
+@dataclass(frozen=True)
+class Conv2DTranspose(Layer):
+    """A transposed convolution; with `same` padding its output is the input times the strides."""
+
+    kind: ClassVar[str] = "Conv2DTranspose"
+    filters: int = 1
+    kernel_size: Pair = (3, 3)
+    strides: Pair = (1, 1)
+    padding: str = "same"
+    use_bias: bool = True
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, _ = _spatial(shape, self.kind)
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        if self.padding == "same":
+            return (h * sh, w * sw, self.filters)
+        return ((h - 1) * sh + kh, (w - 1) * sw + kw, self.filters)
+
+    def weights(self, shape: Shape) -> tuple[int, int]:
+        kh, kw = self.kernel_size
+        return (kh * kw * shape[-1] * self.filters + (self.filters if self.use_bias else 0), 0)
+
+
+@dataclass(frozen=True)
+class SkipConcatenate(Concatenate):
+    """A decoder's join of an upsampled tensor (`inputs[0]`) with a backbone tap (`inputs[1]`):
+    misaligned sizes say which tensors met, and from where."""
+
+    not_keras: ClassVar[tuple[str, ...]] = ("source",)
+    source: str = ""  # the layer whose output was upsampled
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
+        (h, w, _), (th, tw, _) = shapes[0], shapes[1]
+        if (h, w) != (th, tw):
+            raise DoesNotFit(f"joins {h}x{w} ({self.source} {h // 2}x{w // 2} upsampled) with {th}x{tw} from "
+                             f"{self.inputs[1]}", misaligned=True)
+        return super().output_shape(shapes)
 
 
 # --- layers that keras.applications defines itself ------------------------------------------

@@ -7,12 +7,13 @@ Backbones and heads that describe their layers are planned by arithmetic; those 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from tlc.errors import FieldError, did_you_mean
 
-from .graph import HEAD_INPUT, Inputs, head_graph, keras_order
+from .graph import HEAD_INPUT, BackboneMap, Inputs, head_graph, keras_order
 from .layers import MAX_SIDE, DoesNotFit, Failure, Layer, Shape, format_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +51,7 @@ class Plan:
     freeze_batch_norm: bool = False  # `freeze: {batch_norm: true}`: every backbone batch norm is frozen too
     phases_freeze_batch_norm: list[bool] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    aligned: tuple | None = None  # a misaligned decoder: (stride, the input below, the input above)
 
     @property
     def ok(self) -> bool:
@@ -77,6 +79,15 @@ class Plan:
         f = self.failure
         assert f is not None
         text = f"{f.layer} {f.message}" if f.layer else f.message
+        if f.misaligned:
+            text += f" (input {format_shape(self.input_shape[:2])})"
+            if self.aligned is not None:
+                stride, below, above = self.aligned
+                sizes = " or ".join(format_shape(s) for s in (below, above) if s is not None)
+                text += f"; the input must be a multiple of {stride}: {sizes}" if sizes else \
+                    f"; no input near it aligns them (a backbone whose maps shrink, as unpadded convolutions do, " \
+                    "never meets its decoder's upsampled sizes)"
+            return text
         if f.input_shape is not None:
             text += f", got {format_shape(f.input_shape)} (from input {format_shape(self.input_shape)})"
         if self.min_input is not None:
@@ -98,11 +109,49 @@ def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = Tru
         result = _plan(spec, shape)
     except FieldError as exc:
         raise spec.error(exc.loc, exc.message) from None
+    feasible = functools.cache(lambda h, w: _feasible(spec, (h, w, shape[2])))
+    if _upsamples(result):  # a decoder: feasible sizes are multiples of the backbone's stride, not a range
+        stride = _stride(result, shape)
+        if result.failure is not None and result.failure.misaligned and search:
+            result.aligned = (stride, *_multiples_around(feasible, shape, stride))
+        elif result.ok and min_input:
+            result.min_input = _smallest_multiple(feasible, shape, stride)
+        return result
     if (result.failure and search and result.failure.size_limited) or (result.ok and min_input):
-        result.min_input = smallest_input(functools.cache(lambda h, w: _feasible(spec, (h, w, shape[2]))), shape)
+        result.min_input = smallest_input(feasible, shape)
         if result.failure and result.failure.layer is None and result.min_input:
             result.failure = _locate_symbolic_failure(spec, result.failure, result.min_input, shape)
     return result
+
+
+def _upsamples(result: Plan) -> bool:
+    return any(layer.kind in ("UpSampling2D", "Conv2DTranspose") for layer in result.layers if layer.part == "head") \
+        or bool(result.failure and result.failure.misaligned)
+
+
+def _stride(result: Plan, shape: Shape) -> int:
+    """The backbone's output stride (input side over output side), as a power of two."""
+    out = result.backbone[-1].output_shape if result.backbone else shape
+    ratio = max(shape[0] / max(out[0], 1), 1.0) if len(out) == 3 else 1.0
+    return 2 ** round(math.log2(ratio))
+
+
+def _multiples_around(feasible: Callable[[int, int], bool], shape: Shape, stride: int):
+    """The feasible inputs of `stride` multiples just below and just above `shape` (or None)."""
+    h, w = shape[0], shape[1]
+    below = (h // stride * stride, w // stride * stride)
+    above = (-(-h // stride) * stride, -(-w // stride) * stride)
+    return (below if min(below) >= 1 and feasible(*below) else None), (above if feasible(*above) else None)
+
+
+def _smallest_multiple(feasible: Callable[[int, int], bool], shape: Shape, stride: int) -> tuple[int, int] | None:
+    """The smallest feasible input among multiples of `stride`: the square side first, then each side."""
+    sides = range(stride, max(shape[0], shape[1]) + 1, stride)
+    side = next((s for s in sides if feasible(s, s)), None)
+    if side is None:
+        return None
+    return (next(h for h in range(stride, side + 1, stride) if feasible(h, side)),
+            next(w for w in range(stride, side + 1, stride) if feasible(side, w)))
 
 
 def _locate_symbolic_failure(spec: SpecBase, failure: Failure, min_input, shape: Shape) -> Failure:
@@ -142,11 +191,13 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
                   phases_frozen_through=[frozen_through(policy, layers, ("train", "phases", i, "freeze"))
                                          for i, policy in enumerate(policies)],
                   phases_freeze_batch_norm=[freezes_batch_norm(policy) for policy in policies])
+    known: dict[str, Shape] = {}
     current = _walk(result, described, shape, "backbone",
-                    lambda i, layer: trains(i, layer.kind, frozen, result.freeze_batch_norm), inputs)
+                    lambda i, layer: trains(i, layer.kind, frozen, result.freeze_batch_norm), inputs, known)
     if current is None:
         return result
-    head = spec.head.layers(current)
+    seen = backbone_map(spec, result)
+    head = spec.head.layers_over(seen)
     if head is None:
         from . import introspect
 
@@ -156,22 +207,24 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
             return result
     _check_unique_names([*described, *head])
     try:
-        ordered, wired = head_graph(head)
+        ordered, wired = head_graph(head, seen.names)
     except FieldError as exc:  # a head layer naming an input that is not there
         result.failure = Failure(None, current, exc.message)
         return result
-    _walk(result, ordered, current, "head", lambda i, layer: True, wired)
+    _walk(result, ordered, current, "head", lambda i, layer: True, wired, known)
     result.warnings += _warnings(spec, result)
     return result
 
 
 def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
-          trains: Callable[[int, Layer], bool], inputs: Inputs) -> Shape | None:
+          trains: Callable[[int, Layer], bool], inputs: Inputs, known: dict[str, Shape]) -> Shape | None:
     """Append planned layers (in Keras's order; `inputs` wires them: a layer with none takes
     `shape`, as a backbone's input layer does; a head's layers may name `HEAD_INPUT`, the
-    backbone's output); on the first that does not fit, record the failure and stop. Tensor
-    operations are walked for their shapes but, as in Keras's `model.layers`, not listed."""
-    shapes: dict[str, Shape] = {HEAD_INPUT: shape}
+    backbone's output, and backbone layers, whose shapes the backbone's walk left in `known`);
+    on the first that does not fit, record the failure and stop. Tensor operations are walked for
+    their shapes but, as in Keras's `model.layers`, not listed."""
+    shapes = known
+    shapes[HEAD_INPUT] = shape
     i = -1
     for layer in layers:
         sources = inputs[layer.name]
@@ -182,7 +235,8 @@ def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
             if min(out, default=1) < 1:
                 raise DoesNotFit("would produce an empty output", need=(1, 1))
         except DoesNotFit as exc:
-            result.failure = Failure(layer.name, shape, str(exc), size_limited=exc.need is not None)
+            result.failure = Failure(layer.name, None if exc.misaligned else shape, str(exc),
+                                     size_limited=exc.need is not None, misaligned=exc.misaligned)
             return None
         shapes[layer.name] = out
         if layer.is_operation:
@@ -198,6 +252,12 @@ def _walk(result: Plan, layers: list[Layer], shape: Shape, part: str,
         ))
         shape = out
     return shape
+
+
+def backbone_map(spec: SpecBase, result: Plan) -> BackboneMap:
+    """The planned backbone as its head sees it (`BackboneMap`)."""
+    return BackboneMap(spec.backbone.type, result.input_shape,
+                       tuple((layer.name, layer.kind, layer.output_shape) for layer in result.backbone))
 
 
 def cut(spec: SpecBase, described: list[Layer]) -> tuple[list[Layer], Inputs]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tlc.plan.graph import BackboneMap
 from tlc.plan.layers import Layer, Shape
 
 from .fields import by_kind
@@ -124,18 +125,35 @@ class Head(_Typed):
         """Static description of the head's layers, or None to be planned by building."""
         return None
 
-    def build(self, x: Any) -> Any:
-        """Takes the backbone's output tensor, returns the model's output tensor: the described
-        layers, chained or wired by their `inputs` (`HEAD_INPUT` names the backbone's output)."""
+    def layers_over(self, backbone: BackboneMap) -> list[Layer] | None:
+        """The head's layers over the whole planned backbone: a decoder's layers name backbone
+        layers (its taps) in `inputs`. By default `layers(backbone.shape)`."""
+        return self.layers(backbone.shape)
+
+    def build_over(self, model: Any, backbone: BackboneMap) -> Any:
+        """The model's output tensor on a built backbone `model` (planned as `backbone`): the
+        layers `layers_over` describes, fed the backbone's output and the tensors of the layers
+        they name; a head without a description builds on the output alone (`build`)."""
+        described = self.layers_over(backbone)
+        if described is None:
+            return self.build(model.output)
+        taps = {name: model.get_layer(name).output for layer in described for name in layer.inputs
+                if name in set(backbone.names)}
+        return self.build(model.output, taps, described)
+
+    def build(self, x: Any, taps: dict | None = None, described: list[Layer] | None = None) -> Any:
+        """Takes the backbone's output tensor (and the tensors of the backbone layers the head
+        taps), returns the model's output tensor: the described layers, chained or wired by their
+        `inputs` (`HEAD_INPUT` names the backbone's output)."""
         from tlc.plan.graph import HEAD_INPUT, head_graph
 
-        described = self.layers(tuple(x.shape[1:]))
+        described = described if described is not None else self.layers(tuple(x.shape[1:]))
         if described is None:
             raise NotImplementedError(f"{type(self).__name__} has neither layers() nor build()")
-        ordered, inputs = head_graph(described)
+        ordered, inputs = head_graph(described, list(taps or {}))
         if not ordered:
             return x
-        tensors = {HEAD_INPUT: x}
+        tensors = {HEAD_INPUT: x, **(taps or {})}
         for layer in described:
             sources = [tensors[name] for name in inputs[layer.name]]
             shape = tuple(int(d) for d in sources[0].shape[1:])

@@ -29,6 +29,7 @@ BUILTIN_TYPES = {
     **{f"tlc.plugins.{family}": {"backbone": kinds} for family, kinds in zoo.by_family().items()},
     "tlc.plugins.dense_head": {"head": ("dense",)},
     "tlc.plugins.no_head": {"head": ("none",)},
+    "tlc.plugins.unet": {"head": ("unet",)},
     **{f"tlc.task.{name}": {"task": (name,)} for name in ("classification", "multi_label", "regression")},
 }
 #: The built-in data sources (`train.data.type`), registered by `tlc.data.sources` through

@@ -1,0 +1,155 @@
+"""Segmentation decoders over backbone taps: the plan equals the built Keras model layer for layer,
+the parameters equal segmentation_models' Unet built the way that library builds it (its
+`build_unet`, written again below in Keras 3, since the library itself no longer imports), and
+`check` finds a missing tap or a skip that meets its tap at another size without TensorFlow,
+naming the input sizes that work."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tlc
+from tlc.plan.planner import plan
+
+from .conftest import tlc as run_cli
+from .helpers import in_fresh_interpreter, keras_layers, spec_from_data, trainable_count, unboxed
+
+SM_TAPS = {  # segmentation_models' Backbones._default_feature_layers, first four
+    "vgg16": ("block5_conv3", "block4_conv3", "block3_conv3", "block2_conv2"),
+    "mobilenet_v2": ("block_13_expand_relu", "block_6_expand_relu", "block_3_expand_relu", "block_1_expand_relu"),
+    "efficientnet_b0": ("block6a_expand_activation", "block4a_expand_activation", "block3a_expand_activation",
+                        "block2a_expand_activation"),
+    "densenet121": ("pool4_conv", "pool3_conv", "pool2_conv", "conv1_relu"),
+}
+
+
+def segmentation_models_unet(backbone, skips, block="upsampling", filters=(256, 128, 64, 32, 16), classes=3,
+                             batch_norm=True):
+    """segmentation_models.models.unet.build_unet, line for line, in Keras 3."""
+    import keras
+    from keras import layers
+
+    def conv3x3(width, name):
+        def apply(x):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
+                              name=name + "_conv")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
+            return layers.Activation("relu", name=name + "_relu")(x)
+        return apply
+
+    x = backbone.output
+    taps = [backbone.get_layer(name).output for name in skips]
+    if isinstance(backbone.layers[-1], layers.MaxPooling2D):
+        x = conv3x3(512, "center_block1")(x)
+        x = conv3x3(512, "center_block2")(x)
+    for i, width in enumerate(filters):
+        if block == "upsampling":
+            x = layers.UpSampling2D(size=2, name=f"decoder_stage{i}_upsampling")(x)
+            if i < len(taps):
+                x = layers.Concatenate(axis=3, name=f"decoder_stage{i}_concat")([x, taps[i]])
+            x = conv3x3(width, f"decoder_stage{i}a")(x)
+            x = conv3x3(width, f"decoder_stage{i}b")(x)
+        else:
+            x = layers.Conv2DTranspose(width, (4, 4), strides=(2, 2), padding="same", use_bias=not batch_norm,
+                                       name=f"decoder_stage{i}a_transpose")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(axis=3, name=f"decoder_stage{i}a_bn")(x)
+            x = layers.Activation("relu", name=f"decoder_stage{i}a_relu")(x)
+            if i < len(taps):
+                x = layers.Concatenate(axis=3, name=f"decoder_stage{i}_concat")([x, taps[i]])
+            x = conv3x3(width, f"decoder_stage{i}b")(x)
+    x = layers.Conv2D(classes, (3, 3), padding="same", use_bias=True, name="final_conv")(x)
+    x = layers.Activation("softmax", name="softmax")(x)
+    return keras.Model(backbone.input, x)
+
+
+def unet_spec(backbone: str, side: int = 64, **head):
+    return spec_from_data({"input": {"shape": [side, side, 3]}, "backbone": {"type": backbone, "weights": None},
+                           "head": {"type": "unet", "classes": 3, **head}}, f"unet_{backbone}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", ["upsampling", "transpose"])
+@pytest.mark.parametrize("backbone", sorted(SM_TAPS))
+def test_unet_equals_segmentation_models_and_its_plan(backbone, block):
+    import keras
+
+    spec = unet_spec(backbone, block=block)
+    planned = plan(spec)
+    assert planned.ok, planned.failure_message()
+    model = tlc.compile(spec)
+    planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
+                       "params": p.params, "trainable": p.trainable} for p in planned.layers]
+    assert planned_layers == keras_layers(model)  # names, order, shapes, params, trainable flags
+    assert planned.params()["trainable"] == trainable_count(model)
+    assert tuple(model.output.shape[1:]) == (64, 64, 3)
+    keras.backend.clear_session()
+    reference = segmentation_models_unet(spec.backbone.build((64, 64, 3)), SM_TAPS[backbone], block)
+    assert model.count_params() == reference.count_params()
+    ours = [layer.name for layer in model.layers if layer.name.startswith(("decoder", "center", "final"))]
+    assert ours == [layer.name for layer in reference.layers if layer.name.startswith(("decoder", "center", "final"))]
+    keras.backend.clear_session()
+
+
+def test_the_vgg16_unet_has_segmentation_models_parameter_count():
+    # sm.Unet("vgg16", classes=1) has 23,752,273 parameters; 3 classes add 2 x (3 x 3 x 16 + 1)
+    assert plan(unet_spec("vgg16", 224)).params()["total"] == 23_752_273 + 2 * (3 * 3 * 16 + 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["conv_stack", "resnet50", "mobilenet_v3_small", "convnext_tiny"])
+def test_taps_from_the_plan_build_as_planned(backbone):
+    """Where segmentation_models has no table, the last layer at each stride; conv_stack's three
+    poolings take three stages."""
+    import keras
+
+    extra = {"blocks": [{"filters": 4, "padding": "same"}, {"filters": 8, "padding": "same"},
+                        {"filters": 8, "padding": "same"}]} if backbone == "conv_stack" else {}
+    spec = spec_from_data({"input": {"shape": [64, 64, 3]}, "backbone": {"type": backbone, "weights": None, **extra},
+                           "head": {"type": "unet", "classes": 2}}, "taps")
+    planned = plan(spec)
+    assert planned.ok, planned.failure_message()
+    model = tlc.compile(spec)
+    assert [p.name for p in planned.layers] == [layer.name for layer in model.layers]
+    assert planned.params()["total"] == model.count_params() and tuple(model.output.shape[1:]) == (64, 64, 2)
+    keras.backend.clear_session()
+
+
+def test_check_refuses_a_misaligned_unet_naming_the_sizes_that_work_without_tensorflow(write):
+    path = write("input: {shape: [250, 250, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                 "head: {type: unet, classes: 3}\n", "unet.yaml")
+    [result], imported = in_fresh_interpreter(["check", path])
+    assert result["exit_code"] == 1
+    assert ("unet.yaml: infeasible: decoder_stage0_concat joins 14x14 (block5_pool 7x7 upsampled) with 15x15 from "
+            "block5_conv3 (input 250x250); the input must be a multiple of 32: 224x224 or 256x256") in result["output"]
+    assert imported == []
+
+
+def test_unpadded_convolutions_never_align_and_check_says_so(write):
+    path = write("input: {shape: [64, 64, 3]}\nbackbone: {type: conv_stack, blocks: [{filters: 4}, {filters: 8}]}\n"
+                 "head: {type: unet, classes: 2}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 1 and "decoder_stage0_concat joins 28x28 (block2_pool 14x14 upsampled) with 29x29 " \
+        "from block2_conv1 (input 64x64); no input near it aligns them" in unboxed(result.output)
+
+
+def test_check_names_a_missing_tap_and_a_wrong_number_of_stages(write):
+    path = write("input: {shape: [64, 64, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                 "head: {type: unet, classes: 3, taps: [block5_conv3, block4_conv9]}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 2 and "head.taps[1]: no backbone layer named 'block4_conv9' (did you mean " \
+        "'block4_conv3'?)" in unboxed(result.output)
+    path = write("input: {shape: [64, 64, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                 "head: {type: unet, classes: 3, decoder_filters: [32, 16]}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 2 and "head.decoder_filters: 2 stages of x2 upsampling; the backbone's output " \
+        "(block5_pool, stride 32) needs 5" in unboxed(result.output)
+
+
+def test_the_smallest_input_of_a_unet_is_a_multiple_of_its_stride(write):
+    path = write("input: {shape: [96, 160, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                 "head: {type: unet, classes: 2}\n")
+    report = json.loads(run_cli("check", path, "--json").stdout)
+    assert report["ok"] and report["output_shape"] == [96, 160, 2] and report["min_input"] == [32, 32]
