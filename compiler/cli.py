@@ -318,17 +318,21 @@ def predict(
                                           show_default=False)],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 3,
+    output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "-o", "--output", help="segmentation: where the masks and overlays go [default: the run's predict/]")] = None,
     tta: TtaOpt = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
 ) -> None:
-    """Classify images: the top classes with their probabilities."""
+    """Answer about images: the top classes, the tags or the values; a segmentation's masks."""
     from tlc.use import model_source, predict as infer
+    from tlc.use.run import Run
 
     found = model_source.resolve(model)
     files = infer.image_files(images)
     keras_ready()
-    results = infer.predict(model_source.load(found, safe_mode=not unsafe), files, top, tta=chosen(tta))
+    where = output or (found.files.predict if isinstance(found, Run) else Path("predict"))
+    results = infer.predict(model_source.load(found, safe_mode=not unsafe), files, top, tta=chosen(tta), output=where)
     if as_json:
         emit_json(results)
     for result in results:
@@ -498,6 +502,9 @@ def _said_evaluation(run: Path, opened, result: dict) -> None:
     headline, with the files written."""
     task = opened.spec.task
     for wrong in (result.get("mistakes") or result.get("worst") or [])[:MISTAKES_SHOWN]:
+        if "iou" in wrong:
+            say(f"worst: {nearby(wrong['file'])}: IoU {_shown(wrong['iou'])}")
+            continue
         say(f"{'mistake' if 'mistakes' in result else 'error'}: {nearby(wrong['file'])}: true {_shown(wrong['true'])}, "
             f"predicted {_shown(wrong['predicted'])}")
     plain = f" ({result['tta']} test-time augmentation; {task.metric} {result[task.metric + '_no_tta']:.4g} " \
@@ -512,6 +519,8 @@ def said(answer: dict) -> str:
     """A predict answer in one line: the top classes, the tags given, or the values."""
     if "top" in answer:
         return ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in answer["top"])
+    if "mask" in answer:
+        return ", ".join(f"{c['class']} {c['fraction']:.1%}" for c in answer["classes"]) + f"; wrote {answer['mask']}"
     if "tags" in answer:
         given = ", ".join(f"{s['class']} ({s['probability']:.3f})" for s in answer["scores"]
                           if s["class"] in answer["tags"])
@@ -520,6 +529,8 @@ def said(answer: dict) -> str:
 
 
 def _shown(value) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, list):
         return " ".join(value) or "(no tag)"
     if isinstance(value, dict):

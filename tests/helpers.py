@@ -203,6 +203,38 @@ def draw_tagged(folder, n: int, size: tuple[int, int] = (48, 48), seed: int = 0,
     return rows
 
 
+PALETTE = [0, 0, 0, 230, 80, 60, 60, 120, 230, 250, 210, 60] + [0] * (256 - 4) * 3
+
+
+def draw_masks(folder, n: int, size: tuple[int, int] = (64, 64), seed: int = 0, suffix: str = ".png") -> None:
+    """`images/` and `masks/` under `folder`: noise with a circle (class 1) and a square (class 2)
+    somewhere in each image, their palette PNG masks of class indices (0: background), paired by
+    file stem; a thin ring of 255 (ignored) around each shape."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for part in ("images", "masks"):
+        (Path(folder) / part).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = Image.fromarray(rng.integers(0, 120, (height, width, 3), dtype=np.uint8))
+        mask = Image.new("P", (width, height), 0)
+        mask.putpalette(PALETTE)
+        draw, drawn = ImageDraw.Draw(image), ImageDraw.Draw(mask)
+        for shape, cell in zip(("circle", "square"), rng.permutation(4)[:2]):
+            r = int(min(height, width) * rng.uniform(0.1, 0.2))
+            cy = (height // 4) * (1 + 2 * (cell // 2)) + int(rng.integers(-3, 4))
+            cx = (width // 4) * (1 + 2 * (cell % 2)) + int(rng.integers(-3, 4))
+            draw_shape(draw, shape, cx, cy, r, tuple(int(c) for c in rng.integers(170, 256, 3)))
+            draw_shape(drawn, shape, cx, cy, r + 1, 255)
+            draw_shape(drawn, shape, cx, cy, r - 1, 1 if shape == "circle" else 2)
+        image.save(Path(folder) / "images" / f"{i:04d}{suffix}")
+        mask.save(Path(folder) / "masks" / f"{i:04d}.png")
+
+
 def unboxed(text: str) -> str:
     """A CLI message as one line: typer's rich error panel wraps it and draws borders around it."""
     return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())

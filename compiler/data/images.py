@@ -171,6 +171,37 @@ def _decoded(source, size, channels, name, fit, nbytes, said: list[str]) -> np.n
     return pixels
 
 
+def decode_mask(path: str, size: tuple[int, int], fit: str = "stretch", fill: int = 255) -> np.ndarray:
+    """A segmentation mask at `size` (h, w) as uint8 class indices: a greyscale PNG's values, or a
+    palette PNG's indices (never its colours), read as stored (no EXIF), met to the input as its
+    image is (`fit`) with nearest neighbour, padding with `fill` (the ignored value)."""
+    from PIL import Image, ImageOps
+
+    h, w = size
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("P", "L", "I", "I;16", "1"):
+                raise ImageError(f"{path}: a mask must be greyscale or palette indices; this one is {image.mode} "
+                                 "(colours: set train.data.colors)")
+            values = np.asarray(image)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"{path}: not a readable mask ({_reason(exc)})") from None
+    if values.max(initial=0) > 255:
+        raise ImageError(f"{path}: mask values go up to {int(values.max())}; class indices are 0..254 (255: ignored)")
+    mask = Image.fromarray(values.astype(np.uint8), "L")
+    if mask.size != (w, h):
+        if fit == "crop":
+            mask = ImageOps.fit(mask, (w, h), Image.Resampling.NEAREST)
+        elif fit == "pad":
+            mask = ImageOps.pad(mask, (w, h), Image.Resampling.NEAREST, color=fill)
+        else:
+            mask = mask.resize((w, h), Image.Resampling.NEAREST)
+    return np.asarray(mask, dtype=np.uint8)
+
+
 def _libtiff(image, said: list[str]):
     """libtiff prints its complaints on the process's stderr: kept for the refusal instead."""
     return guard.c_library_messages(said) if image.format == "TIFF" else contextlib.nullcontext()

@@ -92,7 +92,8 @@ def read(spec) -> tuple[Examples, list[str], dict[str, int]]:
     examples, names, *rest = source.read(data, spec)
     if not source.targets:
         examples.labels, names = spec.task.from_classes(examples.labels, names, spec)
-    examples, names = select_classes(examples, names, data.classes, spec)
+    if spec.task.type == "classification":
+        examples, names = select_classes(examples, names, data.classes, spec)
     if spec.task.type == "classification" and len(names) < 2:
         raise spec.error(("train", "data"), f"needs at least 2 classes; found {len(names)} ({', '.join(names)})")
     if examples.images is not None:
@@ -238,6 +239,39 @@ def _csv(data, spec):
     return Examples(targets, files=np.array(files), warnings=warnings), names
 
 
+def _masks(data, spec):
+    """`images/` and `masks/` under `path`, paired by file stem: each image's mask of class
+    indices, decoded at the input size as the image will be (`fit`, nearest neighbour)."""
+    from .images import ImageError, decode_mask
+
+    root = _required_path(data, spec)
+    folders = {part: root / part for part in ("images", "masks")}
+    for part, folder in folders.items():
+        if not folder.is_dir():
+            raise spec.error(PATH, f"{root} needs the folders images/ and masks/ (paired by file stem); "
+                                   f"{folder.name}/ is not there")
+    images, _ = list_images(folders["images"])
+    masks = {Path(m).stem: m for m in list_images(folders["masks"])[0]}
+    stems = [Path(f).stem for f in images]
+    missing = [f for f, stem in zip(images, stems) if stem not in masks]
+    if missing:
+        raise spec.error(PATH, f"{missing[0]} has no mask (masks/{Path(missing[0]).stem}.png)"
+                               + (f", nor have {len(missing) - 1} more images" if len(missing) > 1 else ""))
+    extra = sorted(set(masks) - set(stems))
+    if extra:
+        raise spec.error(PATH, f"{masks[extra[0]]} is a mask of no image" + (f" (and {len(extra) - 1} more)"
+                                                                           if len(extra) > 1 else ""))
+    if not images:
+        raise spec.error(PATH, f"{folders['images']} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    h, w, _ = spec.input.hwc
+    try:
+        y = np.stack([decode_mask(masks[stem], (h, w), data.fit, spec.task.ignore_index) for stem in stems])
+    except ImageError as exc:
+        raise spec.error(PATH, str(exc)) from None
+    targets, names = spec.task.from_array(y, spec, str(root / "masks"), files=[masks[stem] for stem in stems])
+    return Examples(targets, files=np.array(images)), names
+
+
 def _cifar10(data, spec):
     import keras
 
@@ -266,6 +300,8 @@ def tlc_data_sources():
         DataSource("csv", _csv, "a csv file with a path column (relative to it) and the task's columns",
                    needs_path=True, files=True, targets=True),
         DataSource("cifar10", _cifar10, "CIFAR-10 through keras.datasets (downloaded once into the Keras cache)"),
+        DataSource("masks", _masks, "segmentation: images/ and masks/ (PNG class indices) under path, paired by stem",
+                   needs_path=True, files=True, targets=True),
     ]
 
 

@@ -52,6 +52,7 @@ class Plan:
     phases_freeze_batch_norm: list[bool] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     aligned: tuple | None = None  # a misaligned decoder: (stride, the input below, the input above)
+    taps: dict[str, str] = field(default_factory=dict)  # backbone layer -> the head layer that reads it
 
     @property
     def ok(self) -> bool:
@@ -211,6 +212,7 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
     except FieldError as exc:  # a head layer naming an input that is not there
         result.failure = Failure(None, current, exc.message)
         return result
+    result.taps = {name: layer.name for layer in ordered for name in layer.inputs if name in set(seen.names)}
     _walk(result, ordered, current, "head", lambda i, layer: True, wired, known)
     result.warnings += _warnings(spec, result)
     return result

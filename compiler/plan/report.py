@@ -43,6 +43,8 @@ class Report:
                "params": p.params() if p.ok else None, "warnings": list(p.warnings)}
         if p.ok and p.freeze_batch_norm:
             out["frozen_batch_norms"] = p.frozen_batch_norms()
+        if p.taps:
+            out["taps"] = dict(p.taps)
         if layers:
             out["layers"] = [layer.as_dict() for layer in p.layers]
         return out

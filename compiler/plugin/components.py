@@ -200,8 +200,12 @@ class Task(_Typed):
         return {"output_activation": cls.activations[0]}
 
     def outputs(self, names: list[str]) -> int:
-        """How many numbers the model gives per image for these class (tag, target) names."""
+        """How many numbers the model gives per image (per pixel) for these class (tag, target) names."""
         return len(names)
+
+    def output_shape(self, names: list[str], spec) -> tuple:
+        """The model's output shape (without the batch) for these names."""
+        return (self.outputs(names),)
 
     # reading and splitting targets -------------------------------------------------------------
     def from_classes(self, labels, names: list[str], spec) -> tuple[Any, list[str]]:
@@ -289,6 +293,11 @@ class Task(_Typed):
         """The held-out examples a person should look at first: (index, caption, the output whose
         Grad-CAM to draw), worst first."""
         return []
+
+    def worst_grid(self, images, picked, targets, answers, names: list[str], captions: list[str], title: str):
+        """A writer of evaluate's grid of the `picked` examples (their [0, 1] `images`), or None for
+        the images with the Grad-CAM of the output `worst` names."""
+        return None
 
     def figures(self, result: dict, targets, answers, names: list[str], title: str) -> dict[str, Any]:
         """{file name in the run folder: writer(path)} of evaluate's figures."""

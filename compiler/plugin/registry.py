@@ -30,11 +30,12 @@ BUILTIN_TYPES = {
     "tlc.plugins.dense_head": {"head": ("dense",)},
     "tlc.plugins.no_head": {"head": ("none",)},
     "tlc.plugins.unet": {"head": ("unet",)},
-    **{f"tlc.task.{name}": {"task": (name,)} for name in ("classification", "multi_label", "regression")},
+    **{f"tlc.task.{name}": {"task": (name,)} for name in ("classification", "multi_label", "regression",
+                                                         "segmentation")},
 }
 #: The built-in data sources (`train.data.type`), registered by `tlc.data.sources` through
 #: `tlc_data_sources` like a plugin's; named here so validating a spec imports nothing more.
-BUILTIN_SOURCES = {"tlc.data.sources": ("digits", "npz", "directory", "csv", "cifar10")}
+BUILTIN_SOURCES = {"tlc.data.sources": ("digits", "npz", "directory", "csv", "cifar10", "masks")}
 ENTRY_POINT_GROUP = "tlc"
 KINDS = {"backbone": ("tlc_backbones", Backbone), "head": ("tlc_heads", Head), "task": ("tlc_tasks", Task)}
 

@@ -179,6 +179,53 @@ def predicted_vs_true_plot(targets, predicted, names: list[str], per_target: lis
     return write
 
 
+def masks_grid(images, truth, predicted, captions: list[str], names: list[str], title: str, ignore: int = 255):
+    """A writer for `worst.png` of a segmentation: per image a row of the image, its true mask and
+    the predicted mask (coloured by class; ignored pixels grey), with a legend of the classes."""
+
+    def write(path: Path) -> None:
+        import numpy as np
+        from matplotlib.patches import Patch
+
+        plt = _pyplot()
+        colours = mask_colours(len(names))
+        n = len(images)
+        fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n + 0.8), dpi=110, squeeze=False)
+        for row, (image, true, guess, caption) in enumerate(zip(images, truth, predicted, captions)):
+            for ax, shown, label in zip(axes[row], (image, paint(true, colours, ignore), paint(guess, colours, ignore)),
+                                        (caption, "true", "predicted")):
+                ax.imshow(np.clip(shown, 0, 1) if shown.dtype != np.uint8 else shown, cmap="gray" if shown.ndim == 2 else None)
+                ax.set_title(label, fontsize=8)
+                ax.axis("off")
+        fig.legend(handles=[Patch(color=colours[c] / 255, label=name) for c, name in enumerate(names)],
+                   loc="lower center", ncol=min(len(names), 6), fontsize=8)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout(rect=(0, 0.6 / (2.5 * n + 0.8), 1, 1 - 0.4 / (2.5 * n + 0.8)))
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+    return write
+
+
+def mask_colours(k: int):
+    """(k, 3) uint8 colours of the classes: black background, then matplotlib's tab10 cycle."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    cycle = (np.array(colormaps["tab10"].colors) * 255).astype(np.uint8)
+    return np.concatenate([np.zeros((1, 3), np.uint8), np.resize(cycle, (max(k - 1, 0), 3))])[:k]
+
+
+def paint(mask, colours, ignore: int = 255):
+    """A mask of class indices as an RGB picture (ignored pixels grey)."""
+    import numpy as np
+
+    out = np.full((*mask.shape, 3), 128, np.uint8)
+    known = mask != ignore
+    out[known] = colours[np.minimum(mask[known], len(colours) - 1)]
+    return out
+
+
 def examples_grid(images, captions: list[str], title: str, heats=None):
     """A writer for a grid of images (in [0, 1]) with a caption under each (misclassified.png),
     with `heats` ((h, w) maps in [0, 1], Grad-CAM's) drawn over them when given."""

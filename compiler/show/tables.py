@@ -26,7 +26,8 @@ def summary_table(plan: Plan) -> Table:
         if layer.part == "head" and not head_started:
             table.add_section()
             head_started = True
-        table.add_row("" if layer.index is None else str(layer.index), layer.name, layer.kind,
+        tapped = f" [magenta]◂ tap of {plan.taps[layer.name]}[/]" if layer.name in plan.taps else ""
+        table.add_row("" if layer.index is None else str(layer.index), layer.name + tapped, layer.kind,
                       format_shape(layer.output_shape), f"{layer.params:,}",
                       "[green]yes[/]" if layer.trainable else "[blue]frozen[/]")
     return table
@@ -102,14 +103,14 @@ def evaluation_table(result: dict) -> Table:
     table = Table(title=f"{where}: {result['examples']} examples", title_justify="left")
     rows = result.get("per_class") or result.get("per_target") or []
     first = "target" if "per_target" in result else "tag" if result.get("task") == "multi_label" else "class"
-    columns = [c for c in ("ap", "precision", "recall", "f1", "threshold", "mae", "rmse", "r2", "support")
-               if rows and c in rows[0]]
+    columns = [c for c in ("iou", "dice", "ap", "precision", "recall", "f1", "threshold", "mae", "rmse", "r2",
+                           "support", "pixels") if rows and c in rows[0]]
     table.add_column(first)
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(row[first if first != "tag" else "class"],
-                      *("-" if row[c] is None else str(row[c]) if c == "support" else f"{row[c]:.3f}" if c != "mae"
+                      *("-" if row[c] is None else f"{row[c]:,}" if c in ("support", "pixels") else f"{row[c]:.3f}" if c != "mae"
                         and c != "rmse" else f"{row[c]:.4g}" for c in columns))
     return table
 

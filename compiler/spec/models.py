@@ -105,8 +105,10 @@ class DataSpec(StrictModel):
                     "per class), csv (columns path,label), cifar10, or one a plugin adds (`tlc plugins` lists them)",
         json_schema_extra=lambda schema: schema.update(enum=_source_names()))
     path: str | None = Field(None, description="the npz file, folder or csv file, relative to the spec's folder")
-    classes: Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)] | None = Field(
-        None, description="a subset of the labels, relabelled 0..k-1 in this order")
+    classes: Union[Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)],
+                   Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]] | None = Field(
+        None, description="classification: a subset of the labels, relabelled 0..k-1 in this order; segmentation: "
+                          "the names of the mask values 0..k-1 (background first)")
     tags: Annotated[str, Field(min_length=1)] | None = Field(
         None, description="multi_label csv: the column of each image's tags, split at `delimiter` (may be empty)")
     delimiter: Annotated[str, Field(min_length=1, max_length=4)] = Field(

@@ -134,8 +134,13 @@ def _check_training_for(spec: SpecBase, task) -> None:
          "balanced class weights are for one class per image (task: classification)"),
         (("train", "label_smoothing"), t.label_smoothing > 0 and task.type == "regression",
          "label smoothing is for classes and tags, not numbers"),
-        (("train", "data", "classes"), t.data.classes is not None and not one_class,
+        (("train", "data", "classes"), t.data.classes is not None and not one_class and task.type != "segmentation",
          "picks classes of a classification source; a multi_label source keeps every tag"),
+        (("train", "data", "classes"), t.data.classes is not None and one_class
+         and isinstance(t.data.classes[0], str), "picks classes by their labels 0..k-1 (names are a segmentation "
+                                                 "source's)"),
+        (("train", "data", "classes"), t.data.classes is not None and task.type == "segmentation"
+         and isinstance(t.data.classes[0], int), "names the mask values 0..k-1: [background, cat, dog]"),
         (("train", "data", "tags"), (t.data.tags is not None or t.data.columns is not None)
          and task.type != "multi_label", "tags and columns are a multi_label csv's (set task: multi_label)"),
         (("train", "distribute"), t.distribute == "multi_worker" and not one_class,
@@ -146,6 +151,8 @@ def _check_training_for(spec: SpecBase, task) -> None:
             if loc == ("train", "data", "tags") and t.data.tags is None:
                 loc = ("train", "data", "columns")
             raise spec.error(loc, message)
+    if task.type == "segmentation":
+        _check_segmentation(spec)
     if t.distill is not None and Path(t.distill.teacher).exists():
         _check_teacher_task(spec, Path(t.distill.teacher))
     if getattr(task, "threshold", None) == "tuned" and t.data.validation_split == 0:
@@ -273,6 +280,23 @@ def missing_data(spec: SpecBase, note: str = ""):
 
 
 TEACHER = ("train", "distill", "teacher")
+
+
+def _check_segmentation(spec: SpecBase) -> None:
+    """What segmentation trains with today: masks of at least two classes, named as many as the
+    head has, no augmentation (it moves images, not yet their masks), no teacher."""
+    t, classes = spec.train, getattr(spec.head, "classes", None)
+    names = t.data.classes
+    if classes is not None and classes < 2:
+        raise spec.error(("head", "classes"), "segmentation counts the background as a class: at least 2")
+    if names is not None and classes is not None and len(names) != classes:
+        raise spec.error(("train", "data", "classes"), f"names {len(names)} classes; head.classes is {classes}")
+    refused = [(("train", "augment"), t.augment is not None and t.augment.active,
+                "augmentation moves images but not yet their masks: leave train.augment out for segmentation"),
+               (("train", "distill"), t.distill is not None, "distillation of masks is not there yet")]
+    for loc, wrong, message in refused:
+        if wrong:
+            raise spec.error(loc, message)
 
 
 def _check_teacher_task(spec, where: Path) -> None:

@@ -29,16 +29,19 @@ EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as
 def loss_for(spec, model, dataset, record: dict) -> Any:
     """The task's loss for a model whose head fits the data (else a clear error): one output per
     class, tag or target."""
-    out, wanted = tuple(model.output.shape[1:]), spec.task.outputs(dataset.class_names)
-    if out != (wanted,):
+    out, expected = tuple(model.output.shape[1:]), spec.task.output_shape(dataset.class_names, spec)
+    wanted = expected[-1]
+    if out != expected:
         noun = {"multi_label": "tags", "regression": "targets"}.get(spec.task.type, "classes")
-        if len(out) != 1:
+        if len(out) != len(expected):
             one = {"classes": "class", "tags": "tag", "targets": "target"}[noun]
-            raise spec.error(("head", "type"), f"tlc train needs a head of one output per {one}; the model "
-                                               f"outputs {out} (use head: {{type: dense, classes: N}})")
+            shape = "x".join(map(str, expected))
+            raise spec.error(("head", "type"), f"tlc train needs a head of one output per {one} ({shape}); the "
+                                               f"model outputs {out} (use head: {{type: dense, classes: N}}"
+                                               + (" or {type: unet, classes: N})" if len(expected) == 3 else ")"))
         shown = ", ".join(dataset.class_names[:12]) + (", ..." if wanted > 12 else "")
         raise spec.error(("head", "classes") if "classes" in type(spec.head).model_fields else ("head",),
-                         f"the head has {out[0]} {noun} but the data has {wanted} ({shown}); "
+                         f"the head has {out[-1]} {noun} but the data has {wanted} ({shown}); "
                          f"set head.classes: {wanted}")
     t, from_logits = spec.train, getattr(spec.head, "output_activation", "softmax") == "linear"
     if t.distill is None:

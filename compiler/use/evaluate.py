@@ -79,7 +79,12 @@ def evaluate(run, split: str | None = None, *, data: str | os.PathLike | None = 
         picked = np.array([i for i, _, _ in worst], dtype="int64")
         images = run.images(examples.take(picked), 16)
         captions = [f"{_short_name(files[i])}\n{caption}" for i, caption, _ in worst]
-        heats = heat_maps(predictor, spec, images, [output for _, _, output in worst])
-        title = f"{spec.name}: {task.worst_title}" + (f" (Grad-CAM of {task.worst_heat})" if heats is not None else "")
-        write_with(grid, examples_grid(images, captions, title, heats))
+        writer = task.worst_grid(images, picked, examples.labels, answers, names, captions,
+                                 f"{spec.name}: {task.worst_title}")
+        if writer is None:
+            heats = heat_maps(predictor, spec, images, [output for _, _, output in worst])
+            title = f"{spec.name}: {task.worst_title}" + (f" (Grad-CAM of {task.worst_heat})" if heats is not None
+                                                          else "")
+            writer = examples_grid(images, captions, title, heats)
+        write_with(grid, writer)
     return result

@@ -15,6 +15,7 @@ import numpy as np
 from tlc.data import IMAGE_SUFFIXES, as_images
 from tlc.errors import SpecError
 
+from .explain import output_stems
 from .predictor import Predictor
 
 
@@ -68,15 +69,29 @@ def refusal(file, message: str) -> dict:
 
 
 def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int = 64,
-            tta: str | None = None) -> list[dict]:
-    """An answer per file, in order: the task's (its top classes, its tags, its values), or
-    (unreadable) `refusal`."""
+            tta: str | None = None, output: Path | None = None) -> list[dict]:
+    """An answer per file, in order: the task's (its top classes, its tags, its values; a
+    segmentation's classes, its mask and overlay written into `output`), or (unreadable) `refusal`."""
     predictor.require_classifier()
+    masks = predictor.task.type == "segmentation"
+    stems = iter(output_stems(files)) if masks else None
     out = []
     for batch, good, images, errors in decoded(predictor, files, batch_size):
-        given = iter(predictor.answers(predictor.probabilities(images, tta=tta), top) if good else ())
-        out += [refusal(file, errors[i]) if i in errors else {"image": str(file), "file": str(file), **next(given)}
-                for i, file in enumerate(batch)]
+        outputs = predictor.probabilities(images, tta=tta) if good else np.zeros((0,))
+        given = iter(zip(predictor.answers(outputs, top), outputs) if good else ())
+        for i, file in enumerate(batch):
+            stem = next(stems) if stems is not None else None
+            if i in errors:
+                out.append(refusal(file, errors[i]))
+                continue
+            answer, row = next(given)
+            if masks:
+                from .masks import write_masks
+
+                written = write_masks(file, row, Path(output or "predict"), stem, predictor.classes or [], predictor.fit,
+                                      predictor.task.ignore_index)
+                answer = {"mask": str(written[0]), "overlay": str(written[1]), **answer}
+            out.append({"image": str(file), "file": str(file), **answer})
     return out
 
 

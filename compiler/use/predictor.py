@@ -56,7 +56,7 @@ class Predictor:
         self.task, self.record = task, dict(record or {})  # the run's task and what it recorded (thresholds...)
         self.finish = finishing(model, task, self.record)
         self.serving = serving_model(model, preprocess, name, self.finish)
-        width = int(self.serving.output.shape[-1]) if len(self.serving.output.shape) == 2 else None
+        width = int(self.serving.output.shape[-1]) if len(self.serving.output.shape) in (2, 4) else None
         self.classes = classes if classes and len(classes) == width else None
         serving = self.serving
         signature = [tf.TensorSpec((None, *self.input_shape), tf.float32)]

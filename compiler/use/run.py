@@ -118,13 +118,16 @@ class Run:
 
     def held_out(self, part: str):
         """The run's `part` ('val' or 'test') examples, as recorded at training time: the files of a
-        folder or csv source, or the in-memory source read again and checked against its indices."""
+        folder or csv source, or the source read again and checked against its indices (an
+        in-memory source; masks)."""
         import numpy as np
 
         from tlc.data import load
         from tlc.data.sources import Examples
 
         files = self.split.get(f"{part}_files")
+        if files is not None and any(y is None for _, y in files):  # masks are read again from the source
+            files = None
         if files is not None:
             missing = [f for f, _ in files if not Path(f).is_file()]
             if missing:

@@ -1,0 +1,255 @@
+"""`segmentation`: a class per pixel. Masks of class indices (`ignore_index` pixels count in no
+loss or metric); per-pixel softmax (or logits) out; cross-entropy, Dice, both, or focal; mean IoU
+(Keras's `MeanIoU` with `ignore_class`) and pixel accuracy; evaluate's per-class IoU, Dice,
+precision and recall with the pixel confusion matrix and the images of lowest IoU."""
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field
+
+from tlc.plugin.components import Task
+from tlc.plugin.hookspecs import hookimpl
+
+from .reading import PATH
+from .splits import iterative
+
+
+class Segmentation(Task):
+    """a class per pixel"""
+
+    type: Literal["segmentation"] = "segmentation"
+    ignore_index: Annotated[int, Field(ge=0, le=255)] = Field(
+        255, description="the mask value of pixels that count in no loss or metric (also what padding fills)")
+    loss: Literal["ce", "dice", "ce_dice", "focal"] = Field(
+        "ce", description="per-pixel cross-entropy, Dice, their sum, or focal cross-entropy")
+
+    metrics = ("miou", "pixel_accuracy")
+    higher = {"miou": True, "pixel_accuracy": True}
+    activations = ("softmax", "linear")
+    worst_figure, worst_title = "worst.png", "lowest IoU (image, true mask, predicted mask)"
+
+    def columns(self, spec):
+        return []
+
+    def output_shape(self, names, spec):
+        return (*spec.input.hwc[:2], len(names))
+
+    def from_classes(self, labels, names, spec):
+        raise spec.error(("train", "data", "type"), f"{spec.train.data.type} gives one class per image; masks come "
+                                                    "from a masks folder (images/ and masks/) or an npz (y: n x h x w)")
+
+    def from_columns(self, rows, columns, spec, where):
+        raise spec.error(PATH, f"{where}: a csv gives no masks; use train.data.type: masks (images/ and masks/)")
+
+    def from_array(self, y, spec, where, files=None):
+        """(n, h, w) class indices, each a class (0..k-1) or `ignore_index`; another value is named
+        with the file (or the npz's index) it is in."""
+        y = np.asarray(y)
+        if y.ndim == 4 and y.shape[-1] == 1:
+            y = y[..., 0]
+        if y.ndim != 3 or not np.issubdtype(y.dtype, np.integer):
+            raise spec.error(PATH, f"{where}: masks must be (n, height, width) class indices; got {y.dtype} {y.shape}")
+        names = self.names(spec)
+        bad = (y >= len(names)) & (y != self.ignore_index)
+        if bad.any():
+            i = int(np.flatnonzero(bad.reshape(len(y), -1).any(axis=1))[0])
+            value = int(y[i][bad[i]][0])
+            which = files[i] if files is not None else f"{where}[{i}]"
+            raise spec.error(PATH, f"{which}: mask value {value} is neither a class (0..{len(names) - 1}: "
+                                   f"{', '.join(names)}) nor ignored ({self.ignore_index})")
+        h, w, _ = spec.input.hwc
+        if y.shape[1:] != (h, w):
+            raise spec.error(PATH, f"{where}: masks are {y.shape[1]}x{y.shape[2]}; the input is {h}x{w}")
+        return y.astype("uint8"), names
+
+    @staticmethod
+    def names(spec) -> list[str]:
+        """The classes' names: `train.data.classes`, else 0..k-1 for the head's classes."""
+        given = spec.train.data.classes if spec.train is not None else None
+        if given:
+            return [str(c) for c in given]
+        return [str(c) for c in range(int(getattr(spec.head, "classes", 2)))]
+
+    def split(self, targets, validation, test, seed):
+        """Every class's share of images kept (iterative stratification on which classes each mask holds)."""
+        k = int(targets[targets != self.ignore_index].max(initial=0)) + 1
+        present = np.stack([(targets == c).any(axis=(1, 2)) for c in range(k)], axis=1).astype("float32")
+        return iterative(present, validation, test, seed)
+
+    def to_json(self, target):
+        return None  # (split.json names the held-out files; their masks are read again from the source)
+
+    def loss_function(self, spec, from_logits, record):
+        return pixel_loss_class()(self.loss, int(spec.head.classes), self.ignore_index, from_logits)
+
+    def keras_metrics(self, outputs, from_logits, record):
+        import keras
+
+        return [keras.metrics.MeanIoU(num_classes=outputs, ignore_class=self.ignore_index, sparse_y_pred=False,
+                                      name="miou"),
+                pixel_accuracy_class()(self.ignore_index, name="pixel_accuracy")]
+
+    def measured(self, targets, outputs, record):
+        confusion = pixel_confusion(targets, outputs.argmax(axis=-1), outputs.shape[-1], self.ignore_index)
+        return {"miou": float(np.nanmean(iou(confusion))),
+                "pixel_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1))}
+
+    def finishing(self, activation, record):
+        import keras
+
+        return keras.layers.Softmax(name="probabilities") if activation == "linear" else None
+
+    def answer(self, row, names, record, top):
+        predicted = row.argmax(axis=-1)
+        counts = np.bincount(predicted.reshape(-1), minlength=len(names))
+        return {"classes": [{"class": names[c], "fraction": float(counts[c] / predicted.size)}
+                            for c in np.argsort(-counts, kind="stable") if counts[c]]}
+
+    def evaluate(self, targets, answers, names, files, record):
+        k = len(names)
+        predicted = answers.argmax(axis=-1)
+        confusion = pixel_confusion(targets, predicted, k, self.ignore_index)
+        per_image = [float(np.nanmean(iou(pixel_confusion(t, p, k, self.ignore_index))))
+                     for t, p in zip(targets, predicted)]
+        ious, truth, given = iou(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+        hits = np.diag(confusion)
+        order = np.argsort(np.nan_to_num(per_image, nan=1.0), kind="stable")
+        return {
+            "task": "segmentation",
+            "examples": int(len(targets)),
+            "miou": float(np.nanmean(ious)),
+            "pixel_accuracy": float(hits.sum() / max(confusion.sum(), 1)),
+            "per_class": [{"class": names[c], "iou": _number(ious[c]),
+                           "dice": _number(2 * hits[c] / (truth[c] + given[c]) if truth[c] + given[c] else np.nan),
+                           "precision": _number(hits[c] / given[c] if given[c] else np.nan),
+                           "recall": _number(hits[c] / truth[c] if truth[c] else np.nan),
+                           "pixels": int(truth[c])} for c in range(k)],
+            "confusion": confusion.tolist(),
+            "classes": list(names),
+            "worst": [{"file": files[i], "iou": _number(per_image[i])} for i in order[:20]],
+        }
+
+    def worst(self, targets, answers, names, record, limit=8):
+        k, predicted = len(names), answers.argmax(axis=-1)
+        per_image = [float(np.nanmean(iou(pixel_confusion(t, p, k, self.ignore_index))))
+                     for t, p in zip(targets, predicted)]
+        order = np.argsort(np.nan_to_num(per_image, nan=1.0), kind="stable")[:limit]
+        return [(int(i), f"IoU {per_image[i]:.2f}", 0) for i in order]
+
+    def worst_grid(self, images, picked, targets, answers, names, captions, title):
+        from tlc.show.figures import masks_grid
+
+        return masks_grid(images, targets[picked], answers[picked].argmax(axis=-1), captions, names,
+                          title.replace(" (Grad-CAM", " ("), self.ignore_index)
+
+    def figures(self, result, targets, answers, names, title):
+        from tlc.show.figures import confusion_plot
+
+        return {"confusion.png": confusion_plot(np.array(result["confusion"]), names, title)}
+
+    def headline(self, result):
+        return f"mIoU {result['miou']:.3f}, pixel accuracy {result['pixel_accuracy']:.3f}"
+
+
+def _number(value) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def pixel_confusion(targets: np.ndarray, predicted: np.ndarray, k: int, ignore: int) -> np.ndarray:
+    """(k, k) pixel counts, rows true, columns predicted, without the ignored pixels."""
+    truth, guess = np.asarray(targets).reshape(-1).astype("int64"), np.asarray(predicted).reshape(-1).astype("int64")
+    keep = truth != ignore
+    return np.bincount(truth[keep] * k + guess[keep], minlength=k * k).reshape(k, k)
+
+
+def iou(confusion: np.ndarray) -> np.ndarray:
+    """Per class: intersection over union (NaN for a class in neither the truth nor the prediction)."""
+    hits = np.diag(confusion).astype("float64")
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - hits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, hits / np.where(union > 0, union, 1), np.nan)
+
+
+@functools.cache
+def pixel_loss_class():
+    """The per-pixel loss (cross-entropy, Dice, both, focal) without the ignored pixels, each
+    image's mean over its counted pixels; registered for `--resume`."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class PixelLoss(keras.losses.Loss):
+        def __init__(self, kind="ce", classes=2, ignore_index=255, from_logits=False, gamma=2.0,
+                     reduction="sum_over_batch_size", name="pixel_loss", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.kind, self.classes, self.ignore_index = kind, int(classes), int(ignore_index)
+            self.from_logits, self.gamma = from_logits, float(gamma)
+
+        def call(self, y_true, y_pred):
+            ops = keras.ops
+            labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+            counted = ops.cast(ops.not_equal(labels, self.ignore_index), y_pred.dtype)
+            one_hot = ops.one_hot(ops.where(labels == self.ignore_index, 0, labels), self.classes) * counted[..., None]
+            probabilities = ops.softmax(y_pred, axis=-1) if self.from_logits else y_pred
+            log_p = ops.log_softmax(y_pred, axis=-1) if self.from_logits else ops.log(ops.clip(y_pred, 1e-7, 1.0))
+            pixels = ops.maximum(ops.sum(counted, axis=(1, 2)), 1.0)
+            loss = 0.0
+            if self.kind in ("ce", "ce_dice", "focal"):
+                per_pixel = -ops.sum(one_hot * log_p, axis=-1)
+                if self.kind == "focal":
+                    p_true = ops.sum(one_hot * probabilities, axis=-1)
+                    per_pixel = per_pixel * ops.power(1.0 - p_true, self.gamma)
+                loss = loss + ops.sum(per_pixel, axis=(1, 2)) / pixels
+            if self.kind in ("dice", "ce_dice"):
+                p = probabilities * counted[..., None]
+                overlap = ops.sum(p * one_hot, axis=(1, 2))
+                total = ops.sum(p + one_hot, axis=(1, 2))
+                loss = loss + 1.0 - ops.mean((2.0 * overlap + 1.0) / (total + 1.0), axis=-1)
+            return loss
+
+        def get_config(self):
+            return {**super().get_config(), "kind": self.kind, "classes": self.classes,
+                    "ignore_index": self.ignore_index, "from_logits": self.from_logits, "gamma": self.gamma}
+
+    return PixelLoss
+
+
+@functools.cache
+def pixel_accuracy_class():
+    """The share of counted pixels whose top class is the true one; registered for `--resume`."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class PixelAccuracy(keras.metrics.Metric):
+        def __init__(self, ignore_index=255, name="pixel_accuracy", dtype=None):
+            super().__init__(name=name, dtype=dtype)
+            self.ignore_index = int(ignore_index)
+            self.hits = self.add_variable(shape=(), initializer="zeros", name="hits")
+            self.pixels = self.add_variable(shape=(), initializer="zeros", name="pixels")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            ops = keras.ops
+            labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+            counted = ops.cast(ops.not_equal(labels, self.ignore_index), self.dtype)
+            right = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), labels), self.dtype)
+            self.hits.assign_add(ops.sum(right * counted))
+            self.pixels.assign_add(ops.sum(counted))
+
+        def result(self):
+            return self.hits / keras.ops.maximum(self.pixels, 1.0)
+
+        def reset_state(self):
+            self.hits.assign(0.0)
+            self.pixels.assign(0.0)
+
+        def get_config(self):
+            return {**super().get_config(), "ignore_index": self.ignore_index}
+
+    return PixelAccuracy
+
+
+@hookimpl
+def tlc_tasks():
+    return [Segmentation]
