@@ -107,7 +107,7 @@ def test_images_of_the_same_name_get_heat_maps_of_their_own(shapes_run, tmp_path
 
 
 def test_output_names_keep_as_much_of_the_path_as_tells_them_apart():
-    from tlc.use.explain import output_stems
+    from tlc.use.predict import output_stems
 
     assert output_stems([Path("p/a/x.png"), Path("p/b/x.jpg"), Path("y.png")]) == ["a_x", "b_x", "y"]
     assert output_stems([Path("one/same/x.png"), Path("two/same/x.png")]) == ["one_same_x", "two_same_x"]

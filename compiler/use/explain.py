@@ -143,7 +143,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
     image gets `{"image", "file", "error"}` and costs only itself. `run` is a `Run`."""
     from tlc.atomic import write_with
 
-    from .predict import decoded, refusal
+    from .predict import decoded, output_stems, refusal
     from .predictor import Predictor
     wanted = class_index(run.classes, class_name)  # before the model loads
     explainer = Explainer(run, run.predictor if safe_mode else Predictor.of_run(run, safe_mode=False), layer)
@@ -175,30 +175,6 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
         more = f" (the first {GRID_LIMIT} of {answered})" if answered > GRID_LIMIT else ""
         write_with(target / "explain.png", explainer.picture([i for i, _ in shown], [n for _, n in shown], more))
     return records
-
-
-def output_stems(paths: list[Path]) -> list[str]:
-    """A distinct output name per input, so no heat map overwrites another: the file's stem, with
-    as many parent folders as tell clashing stems apart (`a/x.png`, `b/x.png` -> `a_x`, `b_x`),
-    numbered when even the whole paths are the same (one file given twice)."""
-    import os
-    from collections import Counter, defaultdict
-
-    whole = [Path(os.path.abspath(p)).with_suffix("").parts[1:] for p in paths]
-    names = [parts[-1] for parts in whole]
-    for depth in range(2, max(len(parts) for parts in whole) + 1):
-        owners = defaultdict(set)  # name -> the different paths that would write it
-        for parts, name in zip(whole, names):
-            owners[name].add(parts)
-        if all(len(paths) == 1 for paths in owners.values()):
-            break
-        names = ["_".join(parts[-depth:]) if len(owners[name]) > 1 else name for parts, name in zip(whole, names)]
-    seen: Counter = Counter()
-    out = []
-    for name in names:
-        seen[name] += 1
-        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return out
 
 
 def heat_maps(predictor: Any, spec: Any, images: np.ndarray, classes: list[int]) -> np.ndarray | None:

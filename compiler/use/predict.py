@@ -15,7 +15,6 @@ import numpy as np
 from tlc.data import IMAGE_SUFFIXES, as_images
 from tlc.errors import SpecError
 
-from .explain import output_stems
 from .predictor import Predictor
 
 
@@ -172,3 +171,27 @@ def _extract_files(predictor: Predictor, files: list[Path], output: Path, batch_
         step = max(1, batch_size)
         write_npy_rows(output, shape, (rows[i:i + step] for i in range(0, len(sources), step)))
     return shape, sources, refusals
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """A distinct output name per input, so no heat map overwrites another: the file's stem, with
+    as many parent folders as tell clashing stems apart (`a/x.png`, `b/x.png` -> `a_x`, `b_x`),
+    numbered when even the whole paths are the same (one file given twice)."""
+    import os
+    from collections import Counter, defaultdict
+
+    whole = [Path(os.path.abspath(p)).with_suffix("").parts[1:] for p in paths]
+    names = [parts[-1] for parts in whole]
+    for depth in range(2, max(len(parts) for parts in whole) + 1):
+        owners = defaultdict(set)  # name -> the different paths that would write it
+        for parts, name in zip(whole, names):
+            owners[name].add(parts)
+        if all(len(paths) == 1 for paths in owners.values()):
+            break
+        names = ["_".join(parts[-depth:]) if len(owners[name]) > 1 else name for parts, name in zip(whole, names)]
+    seen: Counter = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
