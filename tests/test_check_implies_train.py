@@ -130,3 +130,40 @@ def test_a_task_spec_check_accepts_builds_trains_and_answers(kind, task, tmp_pat
         np.testing.assert_allclose([answer["values"]["a"], answer["values"]["b"]], saved, rtol=1e-4, atol=1e-4)
         assert 20 < answer["values"]["a"] < 60  # in the targets' units, not standardised
     keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("kind", ["conv_stack", "vgg16", "mobilenet_v2", "efficientnet_b0"])
+def test_a_unet_check_accepts_builds_trains_and_segments(kind, tmp_path):
+    """A decoder over every family's taps, at the smallest input check names: trained a step on
+    npz masks (the frozen encoder runs whole: its taps cross the feature cache's boundary), its
+    masks at the input's size."""
+    import keras
+
+    from tlc.train.loop import train
+
+    backbone = f"{{type: {kind}, weights: null" + (", blocks: [{filters: 4, padding: same}, {filters: 8, padding: "
+                                                   "same}]" if kind == "conv_stack" else "") + "}"
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(f"input: {{shape: [224, 224, 3]}}\nbackbone: {backbone}\nhead: {{type: unet, classes: 3}}\n")
+    report = json.loads(tlc("check", probe, "--json").stdout)
+    assert report["ok"], report
+    side = max(report["min_input"])
+    rng = np.random.default_rng(0)
+    x = rng.random((6, side, side, 3), dtype=np.float32)
+    y = rng.integers(0, 3, (6, side, side)).astype("uint8")
+    y[:, 0, 0] = 255  # an ignored pixel
+    np.savez(tmp_path / "tiny.npz", x=x, y=y)
+    spec = tmp_path / f"{kind}.yaml"
+    spec.write_text(f"task: segmentation\ninput: {{shape: [{side}, {side}, 3]}}\nbackbone: {backbone}\nfreeze: all\n"
+                    "head: {type: unet, classes: 3}\n"
+                    "train: {data: {type: npz, path: tiny.npz, validation_split: 0.34}, epochs: 1, batch_size: 2}\n")
+    checked = tlc("check", spec, "--json")
+    assert checked.exit_code == 0, checked.output
+    planned = json.loads(checked.stdout)
+    assert planned["output_shape"] == [side, side, 3] and planned["taps"]
+    result = train(spec, tmp_path / "runs")
+    assert result.metrics["params"] == planned["params"] and np.isfinite(result.metrics["final"]["loss"])
+    assert 0 <= result.metrics["final"]["val_miou"] <= 1
+    masks = np.asarray(result.model(x[:1], training=False))
+    assert masks.shape == (1, side, side, 3)
+    keras.backend.clear_session()

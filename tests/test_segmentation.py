@@ -1,0 +1,171 @@
+"""Segmentation (contract section 9): masks read as class indices (palette indices, never colours;
+a missing, extra or out-of-range mask named), trained with ignored pixels left out, evaluated as
+scikit-learn's Jaccard on what model.keras gives in plain Keras, and answered as mask files at the
+photo's own size; what segmentation cannot train with yet is refused by `check`, located."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+import tlc
+
+from .conftest import tlc as run_cli
+from .helpers import draw_masks, spec_from_data, unboxed
+
+SEG_SPEC = {
+    "task": "segmentation",
+    "input": {"shape": [64, 64, 3]},
+    "backbone": {"type": "conv_stack", "blocks": [{"filters": 16, "padding": "same"}, {"filters": 32, "padding": "same"},
+                                                  {"filters": 32, "padding": "same", "pool": None}]},
+    "freeze": "none",
+    "head": {"type": "unet", "classes": 3, "decoder_filters": [32, 16]},
+}
+
+
+def masks_spec(path, **data):
+    return spec_from_data({**SEG_SPEC, "train": {"data": {"type": "masks", "path": str(path), **data}}}, "seg")
+
+
+def loaded(spec):
+    from tlc.data import load
+
+    return load(spec)
+
+
+def test_palette_masks_are_read_as_indices_never_colours(tmp_path):
+    from PIL import Image
+
+    draw_masks(tmp_path, 6)
+    dataset = loaded(masks_spec(tmp_path, classes=["background", "circle", "square"], validation_split=0))
+    mask = np.asarray(Image.open(tmp_path / "masks" / "0000.png"))
+    assert Image.open(tmp_path / "masks" / "0000.png").mode == "P" and set(np.unique(mask)) == {0, 1, 2, 255}
+    stems = [f.split("/")[-1][:4] for f in dataset.train.files]
+    np.testing.assert_array_equal(dataset.train.labels[stems.index("0000")], mask)
+    assert dataset.class_names == ["background", "circle", "square"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", r"images/0003.png has no mask \(masks/0003.png\)"),
+    ("extra", r"masks/9999.png is a mask of no image"),
+    ("value", r"masks/0002.png: mask value 7 is neither a class \(0..2: 0, 1, 2\) nor ignored \(255\)"),
+    ("rgb", r"masks/0001.png: a mask must be greyscale or palette indices; this one is RGB"),
+])
+def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
+    from PIL import Image
+
+    draw_masks(tmp_path, 4)
+    masks = tmp_path / "masks"
+    if damage == "missing":
+        (masks / "0003.png").unlink()
+    elif damage == "extra":
+        Image.new("L", (64, 64)).save(masks / "9999.png")
+    elif damage == "value":
+        values = np.asarray(Image.open(masks / "0002.png")).copy()
+        values[0, 0] = 7
+        Image.fromarray(values, "L").save(masks / "0002.png")
+    else:
+        Image.open(masks / "0001.png").convert("RGB").save(masks / "0001.png")
+    with pytest.raises(tlc.SpecError, match=message):
+        loaded(masks_spec(tmp_path))
+
+
+@pytest.mark.parametrize("change, field, message", [
+    ({"head": {"type": "dense", "pooling": "avg", "classes": 3}}, "task",
+     "the dense head serves classification, multi_label, regression, not segmentation"),
+    ({"train": {"data": {"type": "masks", "path": "pets"}, "augment": {"flip": "horizontal"}}}, "train.augment",
+     "augmentation moves images but not yet their masks"),
+    ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat"]}}}, "train.data.classes",
+     "names 2 classes; head.classes is 3"),
+    ({"head": {"type": "unet", "classes": 3, "output_activation": "sigmoid"}}, "head.output_activation",
+     "sigmoid does not fit task segmentation"),
+])
+def test_check_refuses_what_segmentation_cannot_train_with(write, change, field, message):
+    path = write(yaml.safe_dump({**SEG_SPEC, "train": {"data": {"type": "masks", "path": "pets"}}, **change}))
+    result = run_cli("check", path)
+    said = unboxed(result.output)
+    assert result.exit_code == 2 and f"{field}: " in said and message in said, result.output
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory):
+    """A U-Net on generated masks (a circle and a square over noise; 160 images), trained once (~10 s)."""
+    from tlc.train.loop import train
+
+    folder = tmp_path_factory.mktemp("seg")
+    draw_masks(folder / "pets", 160)
+    spec = {**SEG_SPEC, "name": "seg", "train": {
+        "data": {"type": "masks", "path": "pets", "classes": ["background", "circle", "square"],
+                 "validation_split": 0.2, "test_split": 0.15},
+        "epochs": 8, "batch_size": 16, "optimizer": {"learning_rate": 0.003}}}
+    (folder / "seg.yaml").write_text(yaml.safe_dump(spec))
+    result = train(tlc.load_spec(folder / "seg.yaml"), folder / "runs")
+    return folder, result.folder
+
+
+def plain_keras_outputs(run, files) -> np.ndarray:
+    code = ("import sys, json, numpy as np, keras; from PIL import Image\n"
+            "m = keras.saving.load_model(sys.argv[1])\n"
+            "x = np.stack([np.asarray(Image.open(f).convert('RGB'), 'float32') / 255 for f in sys.argv[2:]])\n"
+            "np.save(sys.stdout.buffer, np.asarray(m(x, training=False)))")
+    done = subprocess.run([sys.executable, "-c", code, str(run / "model.keras"), *map(str, files)],
+                          capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import io
+
+    return np.load(io.BytesIO(done.stdout))
+
+
+@pytest.mark.slow
+def test_a_unet_trains_and_evaluates_as_scikit_learns_jaccard(seg_run):
+    from PIL import Image
+    from sklearn.metrics import jaccard_score
+
+    folder, run = seg_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"miou", "pixel_accuracy", "val_miou", "val_pixel_accuracy"} <= set(metrics["final"])
+    result = run_cli("evaluate", run, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    split = json.loads((run / "split.json").read_text())
+    files = [f for f, _ in split["test_files"]]
+    assert report["examples"] == len(files) == 24
+    truth = np.stack([np.asarray(Image.open(folder / "pets" / "masks" / (f.split("/")[-1]))) for f in files])
+    predicted = plain_keras_outputs(run, files).argmax(axis=-1)  # model.keras: per-pixel softmax, plain Keras
+    counted = truth != 255
+    expected = jaccard_score(truth[counted], predicted[counted], labels=[0, 1, 2], average=None)
+    assert [c["iou"] for c in report["per_class"]] == pytest.approx(expected, abs=1e-6)
+    assert report["miou"] == pytest.approx(expected.mean(), abs=1e-6)
+    assert sum(c["pixels"] for c in report["per_class"]) == int(counted.sum())
+    assert report["miou"] > 0.5, report["miou"]
+    assert (run / "worst.png").stat().st_size > 10_000 and "worst.png" in report["figures"]
+
+
+@pytest.mark.slow
+def test_predict_writes_each_mask_at_the_photos_own_size(seg_run, tmp_path):
+    from PIL import Image
+
+    folder, run = seg_run
+    photo = tmp_path / "wide.png"
+    Image.open(folder / "pets" / "images" / "0001.png").resize((96, 64)).save(photo)
+    result = run_cli("predict", run, photo, folder / "pets" / "images" / "0002.png", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    wide, square = json.loads(result.stdout)
+    mask = Image.open(wide["mask"])
+    assert mask.mode == "P" and mask.size == (96, 64) and set(np.unique(np.asarray(mask))) <= {0, 1, 2}
+    assert Image.open(wide["overlay"]).size == (96, 64)
+    assert abs(sum(c["fraction"] for c in square["classes"]) - 1) < 1e-6
+    assert {c["class"] for c in square["classes"]} <= {"background", "circle", "square"}
+
+
+@pytest.mark.slow
+def test_evaluate_data_takes_another_masks_folder(seg_run, tmp_path):
+    folder, run = seg_run
+    draw_masks(tmp_path / "more", 12, seed=9)
+    report = json.loads(run_cli("evaluate", run, "--data", tmp_path / "more", "--json").stdout)
+    assert report["examples"] == 12 and report["data"] == str(tmp_path / "more")
+
