@@ -50,6 +50,34 @@ def auto_taps(backbone: BackboneMap, stages: int) -> list[str]:
     return [last[2 ** k] for k in range(stages - 1, 0, -1) if 2 ** k in last]
 
 
+def resolve_taps(taps, backbone: BackboneMap, stages: int) -> list[str]:
+    """A decoder's taps' layer names, deepest first (at most one per stage but the last): `auto`,
+    or names and indices checked against the backbone (a located error naming what is there)."""
+    if taps == "auto":
+        return auto_taps(backbone, stages)
+    names = backbone.names
+    out = []
+    for i, ref in enumerate(taps):
+        if isinstance(ref, int):
+            if not 0 < ref < len(names):
+                raise FieldError(TAPS + (i,), f"layer index {ref} is out of range; the backbone's layers are "
+                                              f"1..{len(names) - 1}")
+            ref = names[ref]
+        elif ref not in names:
+            raise FieldError(TAPS + (i,), f"no backbone layer named {ref!r}{did_you_mean(ref, names)}")
+        out.append(ref)
+    if len(out) >= stages:
+        raise FieldError(TAPS, f"{len(out)} taps for {stages} decoder stages: at most {stages - 1} (the last "
+                               "stage, at the input's size, has none)")
+    return out
+
+
+def tap_field():
+    return Field("auto", description="the backbone layers the decoder reads, deepest first (names or indices); "
+                                     "auto: segmentation_models' where it covers the backbone, else the last layer "
+                                     "at each stride")
+
+
 class UnetHead(Head):
     """segmentation_models' Unet: a decoder stage per `decoder_filters` entry, each an x2
     upsampling (or a 4x4 stride-2 transposed convolution with batch norm and ReLU) joined with
@@ -57,9 +85,7 @@ class UnetHead(Head):
 
     type: Literal["unet"] = "unet"
     classes: Count = Field(description="classes per pixel, the background included (final_conv's filters)")
-    taps: Union[Literal["auto"], Annotated[list[TapRef], Field(min_length=1, max_length=8)]] = Field(
-        "auto", description="the backbone layers the decoder joins, deepest first (names or indices); auto: "
-                            "segmentation_models' where it covers the backbone, else the last layer at each stride")
+    taps: Union[Literal["auto"], Annotated[list[TapRef], Field(min_length=1, max_length=8)]] = tap_field()
     decoder_filters: Annotated[list[Count], Field(min_length=1, max_length=8)] | None = Field(
         None, description="filters of each decoder stage, one stage per x2 upsampling back to the input's size "
                           "(default: segmentation_models' 256, 128, 64, 32, 16, the last ones for a smaller stride)")
@@ -91,29 +117,9 @@ class UnetHead(Head):
                              f" needs {needed} to come back to the input's size")
         return filters
 
-    def tapped(self, backbone: BackboneMap, stages: int) -> list[str]:
-        """The taps' layer names, deepest first (at most one per stage but the last)."""
-        if self.taps == "auto":
-            return auto_taps(backbone, stages)
-        names = backbone.names
-        out = []
-        for i, ref in enumerate(self.taps):
-            if isinstance(ref, int):
-                if not 0 < ref < len(names):
-                    raise FieldError(TAPS + (i,), f"layer index {ref} is out of range; the backbone's layers are "
-                                                  f"1..{len(names) - 1}")
-                ref = names[ref]
-            elif ref not in names:
-                raise FieldError(TAPS + (i,), f"no backbone layer named {ref!r}{did_you_mean(ref, names)}")
-            out.append(ref)
-        if len(out) >= stages:
-            raise FieldError(TAPS, f"{len(out)} taps for {stages} decoder stages: at most {stages - 1} (the last "
-                                   "stage, at the input's size, has none)")
-        return out
-
     def layers_over(self, backbone: BackboneMap) -> list[Layer]:
         filters = self.stages(backbone)
-        taps = self.tapped(backbone, len(filters))
+        taps = resolve_taps(self.taps, backbone, len(filters))
         out: list[Layer] = []
         x = HEAD_INPUT
 

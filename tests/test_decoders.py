@@ -65,6 +65,47 @@ def segmentation_models_unet(backbone, skips, block="upsampling", filters=(256, 
     return keras.Model(backbone.input, x)
 
 
+def segmentation_models_fpn(backbone, skips, pyramid=256, classes=3, aggregation="concat", batch_norm=True):
+    """segmentation_models.models.fpn.build_fpn, line for line, in Keras 3 (segmentation
+    channels: half the pyramid's, as its `FPN` passes them)."""
+    import keras
+    from keras import layers
+
+    def conv3x3(width, name):
+        def apply(x):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
+                              name=name + "_conv")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
+            return layers.Activation("relu", name=name + "_relu")(x)
+        return apply
+
+    def block(x, skip, stage):
+        if x.shape[-1] != pyramid:
+            x = layers.Conv2D(pyramid, (1, 1), kernel_initializer="he_uniform", name=f"fpn_stage_p{stage}_pre_conv")(x)
+        skip = layers.Conv2D(pyramid, (1, 1), kernel_initializer="he_uniform", name=f"fpn_stage_p{stage}_conv")(skip)
+        x = layers.UpSampling2D((2, 2), name=f"fpn_stage_p{stage}_upsampling")(x)
+        return layers.Add(name=f"fpn_stage_p{stage}_add")([x, skip])
+
+    taps = [backbone.get_layer(name).output for name in skips]
+    p5 = block(backbone.output, taps[0], 5)
+    p4 = block(p5, taps[1], 4)
+    p3 = block(p4, taps[2], 3)
+    p2 = block(p3, taps[3], 2)
+    half = pyramid // 2
+    s5, s4, s3, s2 = (conv3x3(half, f"segm_stage{k}b")(conv3x3(half, f"segm_stage{k}a")(p))
+                      for k, p in ((5, p5), (4, p4), (3, p3), (2, p2)))
+    s5 = layers.UpSampling2D((8, 8), interpolation="nearest", name="upsampling_stage5")(s5)
+    s4 = layers.UpSampling2D((4, 4), interpolation="nearest", name="upsampling_stage4")(s4)
+    s3 = layers.UpSampling2D((2, 2), interpolation="nearest", name="upsampling_stage3")(s3)
+    x = layers.Add(name="aggregation_sum")([s2, s3, s4, s5]) if aggregation == "sum" else \
+        layers.Concatenate(axis=3, name="aggregation_concat")([s2, s3, s4, s5])
+    x = conv3x3(half, "final_stage")(x)
+    x = layers.UpSampling2D(size=(2, 2), interpolation="bilinear", name="final_upsampling")(x)
+    x = layers.Conv2D(classes, (3, 3), padding="same", use_bias=True, name="head_conv")(x)
+    return keras.Model(backbone.input, layers.Activation("softmax", name="softmax")(x))
+
+
 def unet_spec(backbone: str, side: int = 64, **head):
     return spec_from_data({"input": {"shape": [side, side, 3]}, "backbone": {"type": backbone, "weights": None},
                            "head": {"type": "unet", "classes": 3, **head}}, f"unet_{backbone}")
@@ -90,6 +131,29 @@ def test_unet_equals_segmentation_models_and_its_plan(backbone, block):
     assert model.count_params() == reference.count_params()
     ours = [layer.name for layer in model.layers if layer.name.startswith(("decoder", "center", "final"))]
     assert ours == [layer.name for layer in reference.layers if layer.name.startswith(("decoder", "center", "final"))]
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aggregation", ["concat", "sum"])
+@pytest.mark.parametrize("backbone", sorted(SM_TAPS))
+def test_fpn_equals_segmentation_models_and_its_plan(backbone, aggregation):
+    import keras
+
+    spec = spec_from_data({"input": {"shape": [64, 64, 3]}, "backbone": {"type": backbone, "weights": None},
+                           "head": {"type": "fpn", "classes": 3, "aggregation": aggregation}}, f"fpn_{backbone}")
+    planned = plan(spec)
+    assert planned.ok, planned.failure_message()
+    model = tlc.compile(spec)
+    assert [(p.name, p.output_shape, p.params) for p in planned.layers] == \
+        [(layer["name"], layer["output_shape"], layer["params"]) for layer in keras_layers(model)]
+    assert tuple(model.output.shape[1:]) == (64, 64, 3)
+    keras.backend.clear_session()
+    reference = segmentation_models_fpn(spec.backbone.build((64, 64, 3)), SM_TAPS[backbone], aggregation=aggregation)
+    assert model.count_params() == reference.count_params()
+    decoder = ("fpn", "segm", "upsampling", "aggregation", "final", "head_conv")
+    assert sorted(layer.name for layer in model.layers if layer.name.startswith(decoder)) == \
+        sorted(layer.name for layer in reference.layers if layer.name.startswith(decoder))
     keras.backend.clear_session()
 
 

@@ -169,3 +169,16 @@ def test_evaluate_data_takes_another_masks_folder(seg_run, tmp_path):
     report = json.loads(run_cli("evaluate", run, "--data", tmp_path / "more", "--json").stdout)
     assert report["examples"] == 12 and report["data"] == str(tmp_path / "more")
 
+
+
+@pytest.mark.slow
+def test_flip_tta_mirrors_the_mirror_images_masks_back(seg_run):
+    from tlc.use.run import Run
+
+    folder, run = seg_run
+    predictor = Run(run).predictor
+    from PIL import Image
+
+    image = np.asarray(Image.open(folder / "pets" / "images" / "0003.png"), "float32")[None] / 255
+    plain, mirrored = predictor(image), predictor(image[:, :, ::-1])
+    np.testing.assert_allclose(predictor(image, "flip"), (plain + mirrored[:, :, ::-1]) / 2, atol=1e-5)

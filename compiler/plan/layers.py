@@ -444,6 +444,29 @@ class SkipConcatenate(Concatenate):
         return super().output_shape(shapes)
 
 
+@dataclass(frozen=True)
+class SkipAdd(Add):
+    """A pyramid's sum of an upsampled tensor (`inputs[0]`) and a tap's projection (`inputs[1]`):
+    misaligned sizes say which tensors met, and from where."""
+
+    not_keras: ClassVar[tuple[str, ...]] = ("source", "tap")
+    source: str = ""  # the layer whose output was upsampled
+    tap: str = ""  # the backbone layer the projection reads
+
+    def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
+        (h, w, _), (th, tw, _) = shapes[0], shapes[1]
+        if (h, w) != (th, tw):
+            raise DoesNotFit(f"adds {h}x{w} ({self.source} {h // 2}x{w // 2} upsampled) to {th}x{tw} from "
+                             f"{self.tap}", misaligned=True)
+        return super().output_shape(shapes)
+
+
+@dataclass(frozen=True)
+class SpatialDropout2D(Layer):
+    kind: ClassVar[str] = "SpatialDropout2D"
+    rate: float = 0.5
+
+
 # --- layers that keras.applications defines itself ------------------------------------------
 
 

@@ -30,6 +30,7 @@ BUILTIN_TYPES = {
     "tlc.plugins.dense_head": {"head": ("dense",)},
     "tlc.plugins.no_head": {"head": ("none",)},
     "tlc.plugins.unet": {"head": ("unet",)},
+    "tlc.plugins.fpn": {"head": ("fpn",)},
     **{f"tlc.task.{name}": {"task": (name,)} for name in ("classification", "multi_label", "regression",
                                                          "segmentation")},
 }

@@ -91,8 +91,12 @@ class Predictor:
         self._call(np.zeros((1, *self.input_shape), np.float32))
 
     def views(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
-        """One batch's outputs per view, (views, n, ...): every view in one model call."""
-        return split_views(np.asarray(self._call(tta_views(np.asarray(images, np.float32), tta))), len(images))
+        """One batch's outputs per view, (views, n, ...): every view in one model call; a per-pixel
+        output of a mirror image is mirrored back, so it lies over the image's own pixels."""
+        out = split_views(np.asarray(self._call(tta_views(np.asarray(images, np.float32), tta))), len(images))
+        if tta is not None and out.ndim == 5:  # (views, n, h, w, classes)
+            out = np.concatenate([out[:1], out[1:, :, :, ::-1]])
+        return out
 
     def __call__(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
         """One batch's outputs (probabilities for a classifier), averaged over the `tta` views."""

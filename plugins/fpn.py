@@ -1,0 +1,109 @@
+"""`fpn`: segmentation_models' (qubvel, the Keras library) FPN decoder over a backbone's taps,
+block for block and name for name (`fpn_stage_p5_conv`, `segm_stage5a_conv`, `head_conv`), so
+its parameter count equals that library's on the same backbone and taps."""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from tlc import hookimpl
+from tlc.errors import FieldError
+from tlc.plan.graph import HEAD_INPUT, BackboneMap
+from tlc.plan.layers import (Activation, Add, BatchNormalization, Concatenate, Conv2D, Layer, SkipAdd,
+                             SpatialDropout2D, UpSampling2D)
+from tlc.plugin.components import Head
+from tlc.plugin.fields import Count, Rate
+
+from .unet import TapRef, resolve_taps, stride_of, tap_field
+
+
+class FpnHead(Head):
+    """segmentation_models' FPN: per tap (deepest first) the pyramid level `p` = upsampled level
+    above + 1x1 projection of the tap; each level through two 3x3 convolutions, upsampled to the
+    finest and aggregated; a 3x3 convolution, a bilinear x2 upsampling and `head_conv` to `classes`."""
+
+    type: Literal["fpn"] = "fpn"
+    classes: Count = Field(description="classes per pixel, the background included (head_conv's filters)")
+    taps: Union[Literal["auto"], Annotated[list[TapRef], Field(min_length=1, max_length=8)]] = tap_field()
+    pyramid_filters: Count = Field(256, description="filters of the pyramid's 1x1 projections (segmentation "
+                                                    "channels: half of them)")
+    aggregation: Literal["concat", "sum"] = Field("concat", description="how the levels join (segmentation_models' "
+                                                                        "FPN default: concat)")
+    dropout: Rate | None = Field(None, description="SpatialDropout2D rate after the aggregation (none by default)")
+    batch_norm: bool = Field(True, description="batch norm after each 3x3 convolution (pyramid_use_batchnorm)")
+    output_activation: Literal["softmax", "sigmoid", "linear"] | None = Field(
+        None, description="per pixel: softmax (default), sigmoid (the default for classes: 1) or linear (logits)")
+
+    tasks = ("segmentation",)
+
+    @property
+    def activation(self) -> str:
+        return self.output_activation or ("sigmoid" if self.classes == 1 else "softmax")
+
+    def layers_over(self, backbone: BackboneMap) -> list[Layer]:
+        stages = int(math.log2(stride_of(backbone, backbone.shape)))
+        taps = resolve_taps(self.taps, backbone, stages)
+        if not taps:
+            raise FieldError(("head", "taps"), "an FPN needs at least one tap below the backbone's output")
+        half = self.pyramid_filters // 2
+        out: list[Layer] = []
+
+        def conv(name: str, width: int, source: str) -> str:
+            out.append(Conv2D(f"{name}_conv", inputs=(source,), filters=width, kernel_size=(3, 3), padding="same",
+                              use_bias=not self.batch_norm, kernel_initializer="he_uniform"))
+            last = f"{name}_conv"
+            if self.batch_norm:
+                out.append(BatchNormalization(f"{name}_bn", inputs=(last,)))
+                last = f"{name}_bn"
+            out.append(Activation(f"{name}_relu", inputs=(last,), activation="relu"))
+            return f"{name}_relu"
+
+        x, width, levels = HEAD_INPUT, backbone.shape[-1], []
+        for tap in taps:
+            stage = int(math.log2(stride_of(backbone, backbone.shape_of(tap)))) + 1
+            source = backbone.layers[-1][0] if x == HEAD_INPUT else x
+            if width != self.pyramid_filters:
+                out.append(Conv2D(f"fpn_stage_p{stage}_pre_conv", inputs=(x,), filters=self.pyramid_filters,
+                                  kernel_size=(1, 1), kernel_initializer="he_uniform"))
+                x = f"fpn_stage_p{stage}_pre_conv"
+            out.append(Conv2D(f"fpn_stage_p{stage}_conv", inputs=(tap,), filters=self.pyramid_filters,
+                              kernel_size=(1, 1), kernel_initializer="he_uniform"))
+            out.append(UpSampling2D(f"fpn_stage_p{stage}_upsampling", inputs=(x,), size=(2, 2)))
+            out.append(SkipAdd(f"fpn_stage_p{stage}_add", inputs=(f"fpn_stage_p{stage}_upsampling",
+                                                                  f"fpn_stage_p{stage}_conv"), source=source, tap=tap))
+            x, width = f"fpn_stage_p{stage}_add", self.pyramid_filters
+            levels.append((stage, x))
+        finest = levels[-1][0]
+        joined = []
+        for stage, level in levels:
+            s = conv(f"segm_stage{stage}a", half, level)
+            s = conv(f"segm_stage{stage}b", half, s)
+            if stage != finest:
+                factor = 2 ** (stage - finest)
+                out.append(UpSampling2D(f"upsampling_stage{stage}", inputs=(s,), size=(factor, factor)))
+                s = f"upsampling_stage{stage}"
+            joined.append(s)
+        joined = [joined[-1], *joined[:-1][::-1]]  # segmentation_models joins [s2, s3, s4, s5]
+        if self.aggregation == "sum":
+            out.append(Add("aggregation_sum", inputs=tuple(joined)))
+            x = "aggregation_sum"
+        else:
+            out.append(Concatenate("aggregation_concat", inputs=tuple(joined)))
+            x = "aggregation_concat"
+        if self.dropout:
+            out.append(SpatialDropout2D("pyramid_dropout", inputs=(x,), rate=self.dropout))
+            x = "pyramid_dropout"
+        x = conv("final_stage", half, x)
+        up = 2 ** (finest - 1)
+        out.append(UpSampling2D("final_upsampling", inputs=(x,), size=(up, up), interpolation="bilinear"))
+        out.append(Conv2D("head_conv", inputs=("final_upsampling",), filters=self.classes, kernel_size=(3, 3),
+                          padding="same"))
+        out.append(Activation(self.activation, inputs=("head_conv",), activation=self.activation))
+        return out
+
+
+@hookimpl
+def tlc_heads():
+    return [FpnHead]
