@@ -182,3 +182,46 @@ def test_flip_tta_mirrors_the_mirror_images_masks_back(seg_run):
     image = np.asarray(Image.open(folder / "pets" / "images" / "0003.png"), "float32")[None] / 255
     plain, mirrored = predictor(image), predictor(image[:, :, ::-1])
     np.testing.assert_allclose(predictor(image, "flip"), (plain + mirrored[:, :, ::-1]) / 2, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_serve_sends_the_mask_and_the_page_draws_it(seg_run, tmp_path):
+    import base64
+    import io
+
+    import httpx
+    from PIL import Image
+
+    from .helpers import serving
+    from .test_page import BROWSER_ARGS, chromium_path
+
+    folder, run = seg_run
+    photo = tmp_path / "wide.png"
+    Image.open(folder / "pets" / "images" / "0004.png").resize((96, 64)).save(photo)
+    [cli] = json.loads(run_cli("predict", run, photo, "-o", tmp_path / "out", "--json").stdout)
+    with serving(run) as (url, _, _):
+        answer = httpx.post(f"{url}/predict", files={"file": (photo.name, photo.read_bytes())}).json()
+        png = httpx.post(f"{url}/predict?format=png", files={"file": (photo.name, photo.read_bytes())})
+        meta = httpx.get(f"{url}/metadata").json()
+        [prediction] = answer["predictions"]
+        served = Image.open(io.BytesIO(base64.b64decode(prediction["mask"])))
+        assert served.mode == "P" and served.size == (96, 64) and png.headers["content-type"] == "image/png"
+        np.testing.assert_array_equal(np.asarray(served), np.asarray(Image.open(cli["mask"])))
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png.content))), np.asarray(served))
+        assert prediction["classes"] == cli["classes"] and len(meta["task"]["colors"]) == 3
+
+        from playwright.sync_api import expect, sync_playwright
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=BROWSER_ARGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(f"{url}/")
+            expect(page.locator("#classes-title")).to_have_text("Classes in the image")
+            expect(page.locator("label[for=opacity]")).to_have_text("Mask opacity")
+            page.set_input_files("#file", str(photo))
+            expect(page.locator("#heat")).to_be_visible()
+            assert page.eval_on_selector("#heat", "img => img.src.startsWith('data:image/png;base64,')")
+            assert page.eval_on_selector("#heat", "img => img.naturalWidth") == 96
+            expect(page.locator("#classes li")).to_have_count(len(cli["classes"]))
+            page.screenshot(path=str(tmp_path / "mask.png"), full_page=True)
+            browser.close()

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import numpy as np
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
-from tlc.use.predictor import split_views, tta_views
+from tlc.use.predictor import split_views, tta_views, unmirrored
 
 from .served import Served
 from .uploads import BadRequest, read_images
@@ -98,8 +98,10 @@ def create_app(served: Served, api_key: str | None = None):
             return error(400, "; ".join(decoded))
         images = np.stack(good)
         scores = await served.predict(tta_views(images, tta))  # the views go through the batching like images
-        scores = split_views(scores, len(images)).mean(axis=0)
-        return served.answer([name for name, _ in parts], decoded, scores, top)
+        scores = unmirrored(split_views(scores, len(images)), tta).mean(axis=0)
+        if request.query_params.get("format") == "png":  # a segmentation's mask itself (the first image's)
+            return served.mask_png(parts, decoded, scores)
+        return served.answer([name for name, _ in parts], decoded, scores, top, parts)
 
     @app.post("/explain")
     async def explain(request: Request):

@@ -72,13 +72,45 @@ class Served:
         """The images' scores, from the batch the batcher puts them in."""
         return await self.batcher.predict(images)
 
-    def answer(self, names: list[str], decoded: list, scores: np.ndarray, top: int) -> dict:
+    def answer(self, names: list[str], decoded: list, scores: np.ndarray, top: int, parts: list | None = None) -> dict:
         """/predict's answer: per part, in order, the task's answer (its top classes, tags or
-        values) or (not an image) its error."""
-        given = iter(self.predictor.answers(scores, top))
-        predictions = [{"file": name, "error": part} if isinstance(part, str) else {"file": name, **_served(next(given))}
-                       for name, part in zip(names, decoded)]
+        values; a segmentation's classes and its mask, a base64 PNG at the photo's own size) or
+        (not an image) its error."""
+        given = iter(zip(self.predictor.answers(scores, top), scores))
+        contents = [data for _, data in parts] if parts is not None else [None] * len(names)
+        predictions = []
+        for name, part, data in zip(names, decoded, contents):
+            if isinstance(part, str):
+                predictions.append({"file": name, "error": part})
+                continue
+            answer, row = next(given)
+            if self.segmenting and data is not None:
+                import base64
+
+                answer = {"mask": base64.b64encode(self.mask(data, row)).decode("ascii"), **answer}
+            predictions.append({"file": name, **_served(answer)})
         return {"predictions": predictions, "model": {"name": self.run.spec.name, "sha256": self.sha256}}
+
+    @property
+    def segmenting(self) -> bool:
+        return self.run.spec.task.type == "segmentation"
+
+    def mask(self, data: bytes, outputs: np.ndarray) -> bytes:
+        """The PNG of the predicted classes at the photo's own size (palette indices; background
+        and ignored pixels transparent)."""
+        from tlc.use.masks import mask_image, png_bytes
+
+        return png_bytes(mask_image(data, outputs, outputs.shape[-1], self.predictor.fit, self.run.spec.task.ignore_index))
+
+    def mask_png(self, parts: list, decoded: list, scores: np.ndarray):
+        """`/predict?format=png`: the first image's mask as a PNG (a 400 for another task)."""
+        from starlette.responses import JSONResponse, Response
+
+        if not self.segmenting:
+            return JSONResponse({"error": "format=png: the model answers "
+                                          f"{self.run.spec.task.type}, not masks"}, status_code=400)
+        first = next(i for i, part in enumerate(decoded) if not isinstance(part, str))
+        return Response(self.mask(parts[first][1], scores[0]), media_type="image/png")
 
     @functools.cached_property
     def resolved_spec(self) -> dict:
@@ -99,7 +131,12 @@ class Served:
         return value
 
     def metadata(self) -> dict:
-        return {"name": self.run.spec.name, "task": {"type": self.run.spec.task.type, **self.predictor.record},
+        task = {"type": self.run.spec.task.type, **self.predictor.record}
+        if self.segmenting:
+            from tlc.show.figures import mask_colours
+
+            task["colors"] = mask_colours(len(self.run.classes)).tolist()
+        return {"name": self.run.spec.name, "task": task,
                 "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
                 "sha256": self.sha256, "spec": self.resolved_spec,
                 "served": {"images": self.batcher.images, "model_calls": self.batcher.calls, "max_batch": self.limits.max_batch,

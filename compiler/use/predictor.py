@@ -39,6 +39,14 @@ def split_views(outputs: np.ndarray, n: int) -> np.ndarray:
     return outputs.reshape(len(outputs) // n if n else 1, n, *outputs.shape[1:])
 
 
+def unmirrored(views: np.ndarray, tta: str | None) -> np.ndarray:
+    """`split_views`' outputs with a per-pixel output (views, n, h, w, classes) of the mirror
+    images mirrored back over the images' own pixels."""
+    if tta is None or views.ndim != 5:
+        return views
+    return np.concatenate([views[:1], views[1:, :, :, ::-1]])
+
+
 class Predictor:
     """A model ready to answer: `probabilities(images)` (finished outputs) for [0, 1] images
     (`tta="flip"`: averaged with their mirror images'), `answers(outputs, top)`."""
@@ -93,10 +101,8 @@ class Predictor:
     def views(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
         """One batch's outputs per view, (views, n, ...): every view in one model call; a per-pixel
         output of a mirror image is mirrored back, so it lies over the image's own pixels."""
-        out = split_views(np.asarray(self._call(tta_views(np.asarray(images, np.float32), tta))), len(images))
-        if tta is not None and out.ndim == 5:  # (views, n, h, w, classes)
-            out = np.concatenate([out[:1], out[1:, :, :, ::-1]])
-        return out
+        return unmirrored(split_views(np.asarray(self._call(tta_views(np.asarray(images, np.float32), tta))),
+                                      len(images)), tta)
 
     def __call__(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
         """One batch's outputs (probabilities for a classifier), averaged over the `tta` views."""
