@@ -614,7 +614,8 @@ def explain(
     if as_json:
         emit_json(records)
     for record in answered if not as_json else ():
-        number = f"{record['probability']:.3f}" if "probability" in record else f"{record['value']:.4g}"
+        number = f"{record['probability']:.3f}" if "probability" in record else \
+            f"{record['fraction']:.1%} of the pixels" if "fraction" in record else f"{record['value']:.4g}"
         say(f"{record['image']}: {record['class']} ({number}), peak at y={record['peak'][0]} "
             f"x={record['peak'][1]}; wrote {record['png']}")
     if len(answered) > 1 and not as_json:

@@ -225,3 +225,18 @@ def test_serve_sends_the_mask_and_the_page_draws_it(seg_run, tmp_path):
             expect(page.locator("#classes li")).to_have_count(len(cli["classes"]))
             page.screenshot(path=str(tmp_path / "mask.png"), full_page=True)
             browser.close()
+
+
+@pytest.mark.slow
+def test_explain_follows_a_classs_pixels_and_export_checks_miou(seg_run, tmp_path):
+    folder, run = seg_run
+    image = folder / "pets" / "images" / "0003.png"
+    [record] = json.loads(run_cli("explain", run, image, "--class", "circle", "-o", tmp_path / "cam", "--json").stdout)
+    [answer] = json.loads(run_cli("predict", run, image, "-o", tmp_path / "out", "--json").stdout)
+    circle = next((c["fraction"] for c in answer["classes"] if c["class"] == "circle"), 0.0)
+    assert record["class"] == "circle" and record["fraction"] == pytest.approx(circle, abs=1e-6)
+    exported = run_cli("export", run, "--format", "tflite", "--quantize", "int8", "-o", tmp_path / "m.tflite", "--json")
+    assert exported.exit_code == 0, exported.output
+    report = json.loads(exported.stdout)
+    assert report["metric"] == "miou" and abs(report["value"] - report["keras_value"]) < 0.05
+    assert json.loads((tmp_path / "m.tflite.json").read_text())["task"] == "segmentation"

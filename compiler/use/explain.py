@@ -75,19 +75,47 @@ class GradCam:
         with tf.GradientTape() as tape:
             feature_map, source, outputs = self.probe(x, training=False)
             probabilities = self.predictor.probabilities_of(outputs)
-            if self.dense is not None:  # the logits: a softmax output saturates, its input does not
+            if len(probabilities.shape) == 4:  # a mask: a class's pixels, and each class's share of the image
+                picked, probabilities = _class_pixels(probabilities, classes)
+            elif self.dense is not None:  # the logits: a softmax output saturates, its input does not
                 kernel, bias = self.dense.kernel, self.dense.bias
                 scores = tf.matmul(source, kernel) + (bias if bias is not None else 0.0)
             else:
                 scores = tf.math.log(tf.maximum(source, 1e-12))
-            chosen = [int(np.argmax(p)) if c is None else c for c, p in zip(classes, probabilities.numpy())]
-            picked = tf.gather(scores, chosen, axis=1, batch_dims=1)
+            if len(probabilities.shape) == 2 and len(outputs.shape) == 2:
+                chosen = [int(np.argmax(p)) if c is None else c for c, p in zip(classes, probabilities.numpy())]
+                picked = tf.gather(scores, chosen, axis=1, batch_dims=1)
         grads = tape.gradient(picked, feature_map)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1, keepdims=True))
         cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()
         peak = cam.max(axis=(1, 2), keepdims=True)
         return np.where(peak > 0, cam / np.where(peak > 0, peak, 1), 0.0), np.asarray(probabilities)
+
+
+def top_class(scores: np.ndarray, mask: bool = False) -> int:
+    """The class to explain: the most probable; in a mask, the largest share but the background
+    (class 0) when another class is there."""
+    if mask and len(scores) > 1 and scores[1:].max() > 0:
+        return int(np.argmax(scores[1:]) + 1)
+    return int(np.argmax(scores))
+
+
+def _class_pixels(probabilities, classes: list[int | None]):
+    """(per image the mean log-probability of a class over the pixels predicted as it, each class's
+    share of the pixels): what a segmentation's Grad-CAM follows. The class is the one asked for,
+    else the largest but the background (class 0) when any other is predicted."""
+    import tensorflow as tf
+
+    predicted = tf.argmax(probabilities, axis=-1)
+    k = int(probabilities.shape[-1])
+    shares = tf.reduce_mean(tf.one_hot(predicted, k), axis=(1, 2))
+    chosen = tf.constant([top_class(share, mask=True) if c is None else c
+                          for c, share in zip(classes, shares.numpy())], tf.int64)
+    where = tf.cast(tf.equal(predicted, chosen[:, None, None]), probabilities.dtype)
+    logs = tf.math.log(tf.maximum(tf.gather(probabilities, chosen, axis=3, batch_dims=1), 1e-12))
+    picked = tf.reduce_sum(logs * where, axis=(1, 2)) / tf.maximum(tf.reduce_sum(where, axis=(1, 2)), 1.0)
+    return picked, shares
 
 
 def class_index(names: list[str], class_name: str | None, option: str = "--class") -> int | None:
@@ -120,7 +148,10 @@ class Explainer:
                 heat, probs = self.cam(chunk, [wanted] * len(chunk))
             else:
                 probs = self.predictor(chunk, tta)
-            classes = [int(np.argmax(p)) if wanted is None else wanted for p in probs]
+                if probs.ndim == 4:  # a mask: each class's share of the pixels
+                    probs = np.eye(probs.shape[-1])[probs.argmax(axis=-1)].mean(axis=(1, 2))
+            classes = [top_class(p, probs.ndim == 2 and self.run.spec.task.type == "segmentation")
+                       if wanted is None else wanted for p in probs]
             if tta is not None:  # both views' heat maps in one pass; the mirror's mirrored back
                 image, mirror = split_views(self.cam(tta_views(chunk, tta), classes * 2)[0], len(chunk))
                 heat = (image + mirror[:, :, ::-1]) / 2
@@ -164,7 +195,7 @@ def explain(run, images: list[Path], *, output: Path | None = None, class_name: 
             item = next(explained)
             png = target / f"{stem}.cam.png"
             write_with(png, explainer.picture([item], [path.name]))
-            said = "value" if run.spec.task.type == "regression" else "probability"  # (a number, not a chance)
+            said = {"regression": "value", "segmentation": "fraction"}.get(run.spec.task.type, "probability")
             records.append({"image": str(path), "class": explainer.names[item.class_index],
                             said: item.probability, "layer": explainer.layer, "png": str(png),
                             "peak": original_peak(path, item.heat, explainer.predictor.fit)})

@@ -90,7 +90,9 @@ def export(run, fmt: str, output: Path | None = None, *, safe_mode: bool = True,
 OUTPUTS = {"classification": "class probabilities (softmax), one per class, in the order of `classes`",
            "multi_label": "tag probabilities (sigmoid), one per tag in the order of `classes`; a tag is given "
                           "at or over its `thresholds` entry",
-           "regression": "values in the targets' own units, one per target in the order of `classes`"}
+           "regression": "values in the targets' own units, one per target in the order of `classes`",
+           "segmentation": "per-pixel class probabilities (softmax), (height, width, classes) at the input's size, "
+                           "classes in the order of `classes`"}
 
 
 def write_card(run, predictor, target: Path) -> str:
