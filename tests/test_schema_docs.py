@@ -121,6 +121,8 @@ def _keys(model, prefix="", skip=()):
         "minimalistic": _model_default(get_registry().types["backbone"]["mobilenet_v3_small"].cls, "minimalistic")}),
     ("## Freeze numbering", lambda: _keys(FreezeUpTo)),
     ("### `dense`", lambda: _keys(get_registry().types["head"]["dense"].cls, skip=("type",))),
+    ("### `unet`", lambda: _keys(get_registry().types["head"]["unet"].cls, skip=("type",))),
+    ("### `fpn`", lambda: _keys(get_registry().types["head"]["fpn"].cls, skip=("type",))),
     ("## `train`", lambda: {**_keys(TrainSpec, skip=("data",)), **_keys(DataSpec, "data.")}),
     ("## `tune`", lambda: _keys(TuneSpec)),
 ])
