@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet keras-tuner  # the baseline of tune_speed.py, for the benchmark only
 	$(BIN)/python bench/tune_speed.py
 	$(BIN)/python bench/tasks.py
+	$(BIN)/python bench/segment_check.py
 
 clean:
 	rm -rf $(VENV) models runs bench/out .pytest_cache
