@@ -240,3 +240,21 @@ def test_explain_follows_a_classs_pixels_and_export_checks_miou(seg_run, tmp_pat
     report = json.loads(exported.stdout)
     assert report["metric"] == "miou" and abs(report["value"] - report["keras_value"]) < 0.05
     assert json.loads((tmp_path / "m.tflite.json").read_text())["task"] == "segmentation"
+
+
+@pytest.mark.slow
+def test_an_interrupted_segmentation_resumes_exactly(seg_run, tmp_path):
+    from tlc.train.loop import train
+
+    from .helpers import StopAfter, rows_of
+
+    folder, _ = seg_run
+    spec = {**SEG_SPEC, "name": "again", "train": {
+        "data": {"type": "masks", "path": str(folder / "pets"), "classes": ["background", "circle", "square"]},
+        "epochs": 3, "batch_size": 16}}
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(spec))
+    straight = train(tlc.load_spec(tmp_path / "again.yaml"), tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train(tlc.load_spec(tmp_path / "again.yaml"), tmp_path / "resumed", reporter=StopAfter(2))
+    resumed = train(tlc.load_spec(tmp_path / "again.yaml"), tmp_path / "resumed", resume=True)
+    assert resumed.metrics["resumed"] and rows_of(resumed.folder) == rows_of(straight.folder)

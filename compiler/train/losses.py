@@ -85,9 +85,10 @@ def register() -> None:
     from tlc.task.classification import smoothed_class
     from tlc.task.multi_label import f1_class
     from tlc.task.regression import in_units_classes, standardized_class
+    from tlc.task.segmentation import pixel_accuracy_class, pixel_loss_class
 
-    for make in (smoothed_class, f1_class, in_units_classes, standardized_class, distillation_classes,
-                 task_distillation_classes):
+    for make in (smoothed_class, f1_class, in_units_classes, standardized_class, pixel_loss_class,
+                 pixel_accuracy_class, distillation_classes, task_distillation_classes):
         make()
 
 
