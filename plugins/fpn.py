@@ -4,7 +4,7 @@ its parameter count equals that library's on the same backbone and taps."""
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import Field
 
@@ -13,34 +13,22 @@ from tlc.errors import FieldError
 from tlc.plan.graph import HEAD_INPUT, BackboneMap
 from tlc.plan.layers import (Activation, Add, BatchNormalization, Concatenate, Conv2D, Layer, SkipAdd,
                              SpatialDropout2D, UpSampling2D)
-from tlc.plugin.components import Head
 from tlc.plugin.fields import Count, Rate
 
-from .unet import TapRef, resolve_taps, stride_of, tap_field
+from .unet import DecoderHead, resolve_taps, stride_of
 
 
-class FpnHead(Head):
+class FpnHead(DecoderHead):
     """segmentation_models' FPN: per tap (deepest first) the pyramid level `p` = upsampled level
     above + 1x1 projection of the tap; each level through two 3x3 convolutions, upsampled to the
     finest and aggregated; a 3x3 convolution, a bilinear x2 upsampling and `head_conv` to `classes`."""
 
     type: Literal["fpn"] = "fpn"
-    classes: Count = Field(description="classes per pixel, the background included (head_conv's filters)")
-    taps: Union[Literal["auto"], Annotated[list[TapRef], Field(min_length=1, max_length=8)]] = tap_field()
     pyramid_filters: Count = Field(256, description="filters of the pyramid's 1x1 projections (segmentation "
                                                     "channels: half of them)")
     aggregation: Literal["concat", "sum"] = Field("concat", description="how the levels join (segmentation_models' "
                                                                         "FPN default: concat)")
     dropout: Rate | None = Field(None, description="SpatialDropout2D rate after the aggregation (none by default)")
-    batch_norm: bool = Field(True, description="batch norm after each 3x3 convolution (pyramid_use_batchnorm)")
-    output_activation: Literal["softmax", "sigmoid", "linear"] | None = Field(
-        None, description="per pixel: softmax (default), sigmoid (the default for classes: 1) or linear (logits)")
-
-    tasks = ("segmentation",)
-
-    @property
-    def activation(self) -> str:
-        return self.output_activation or ("sigmoid" if self.classes == 1 else "softmax")
 
     def layers_over(self, backbone: BackboneMap) -> list[Layer]:
         stages = int(math.log2(stride_of(backbone, backbone.shape)))

@@ -78,22 +78,14 @@ def tap_field():
                                      "at each stride")
 
 
-class UnetHead(Head):
-    """segmentation_models' Unet: a decoder stage per `decoder_filters` entry, each an x2
-    upsampling (or a 4x4 stride-2 transposed convolution with batch norm and ReLU) joined with
-    its tap, then 3x3 convolutions with batch norm and ReLU; a final 3x3 convolution to `classes`."""
+class DecoderHead(Head):
+    """What segmentation_models' decoders share: classes per pixel, taps, batch norm and the
+    output activation."""
 
-    type: Literal["unet"] = "unet"
-    classes: Count = Field(description="classes per pixel, the background included (final_conv's filters)")
+    classes: Count = Field(description="classes per pixel, the background included (the last convolution's filters)")
     taps: Union[Literal["auto"], Annotated[list[TapRef], Field(min_length=1, max_length=8)]] = tap_field()
-    decoder_filters: Annotated[list[Count], Field(min_length=1, max_length=8)] | None = Field(
-        None, description="filters of each decoder stage, one stage per x2 upsampling back to the input's size "
-                          "(default: segmentation_models' 256, 128, 64, 32, 16, the last ones for a smaller stride)")
-    block: Literal["upsampling", "transpose"] = Field(
-        "upsampling", description="upsampling (UpSampling2D, two 3x3 convolutions) or transpose (a 4x4 stride-2 "
-                                  "Conv2DTranspose, one 3x3 convolution)")
     batch_norm: bool = Field(True, description="batch norm after each decoder convolution (segmentation_models' "
-                                               "decoder_use_batchnorm)")
+                                               "decoder_use_batchnorm, pyramid_use_batchnorm)")
     output_activation: Literal["softmax", "sigmoid", "linear"] | None = Field(
         None, description="per pixel: softmax (default), sigmoid (the default for classes: 1) or linear (logits)")
 
@@ -102,6 +94,20 @@ class UnetHead(Head):
     @property
     def activation(self) -> str:
         return self.output_activation or ("sigmoid" if self.classes == 1 else "softmax")
+
+
+class UnetHead(DecoderHead):
+    """segmentation_models' Unet: a decoder stage per `decoder_filters` entry, each an x2
+    upsampling (or a 4x4 stride-2 transposed convolution with batch norm and ReLU) joined with
+    its tap, then 3x3 convolutions with batch norm and ReLU; a final 3x3 convolution to `classes`."""
+
+    type: Literal["unet"] = "unet"
+    decoder_filters: Annotated[list[Count], Field(min_length=1, max_length=8)] | None = Field(
+        None, description="filters of each decoder stage, one stage per x2 upsampling back to the input's size "
+                          "(default: segmentation_models' 256, 128, 64, 32, 16, the last ones for a smaller stride)")
+    block: Literal["upsampling", "transpose"] = Field(
+        "upsampling", description="upsampling (UpSampling2D, two 3x3 convolutions) or transpose (a 4x4 stride-2 "
+                                  "Conv2DTranspose, one 3x3 convolution)")
 
     def stages(self, backbone: BackboneMap) -> list[int]:
         """Each stage's filters: as many stages as x2 upsamplings bring the backbone's output back

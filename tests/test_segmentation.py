@@ -243,15 +243,15 @@ def test_explain_follows_a_classs_pixels_and_export_checks_miou(seg_run, tmp_pat
 
 
 @pytest.mark.slow
-def test_an_interrupted_segmentation_resumes_exactly(seg_run, tmp_path):
+def test_an_interrupted_segmentation_resumes_exactly(tmp_path):
     from tlc.train.loop import train
 
     from .helpers import StopAfter, rows_of
 
-    folder, _ = seg_run
-    spec = {**SEG_SPEC, "name": "again", "train": {
-        "data": {"type": "masks", "path": str(folder / "pets"), "classes": ["background", "circle", "square"]},
-        "epochs": 3, "batch_size": 16}}
+    draw_masks(tmp_path / "few", 24, (32, 32), seed=3)
+    spec = {**SEG_SPEC, "name": "again", "input": {"shape": [32, 32, 3]}, "train": {
+        "data": {"type": "masks", "path": str(tmp_path / "few"), "classes": ["background", "circle", "square"]},
+        "epochs": 3, "batch_size": 8}}
     (tmp_path / "again.yaml").write_text(yaml.safe_dump(spec))
     straight = train(tlc.load_spec(tmp_path / "again.yaml"), tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):

@@ -428,36 +428,37 @@ class Conv2DTranspose(Layer):
         return (kh * kw * shape[-1] * self.filters + (self.filters if self.use_bias else 0), 0)
 
 
+def _aligned(shapes: list[Shape], verb: str, source: str, tap: str) -> None:
+    """A decoder's merge of an upsampled tensor (first) with a tap's (second): the same size, or
+    `DoesNotFit(misaligned=True)` saying which tensors met, and from where."""
+    (h, w, _), (th, tw, _) = shapes[0], shapes[1]
+    if (h, w) != (th, tw):
+        raise DoesNotFit(f"{verb} {h}x{w} ({source} {h // 2}x{w // 2} upsampled) "
+                         f"{'with' if verb == 'joins' else 'to'} {th}x{tw} from {tap}", misaligned=True)
+
+
 @dataclass(frozen=True)
 class SkipConcatenate(Concatenate):
-    """A decoder's join of an upsampled tensor (`inputs[0]`) with a backbone tap (`inputs[1]`):
-    misaligned sizes say which tensors met, and from where."""
+    """A decoder's join of an upsampled tensor (`inputs[0]`) with a backbone tap (`inputs[1]`)."""
 
     not_keras: ClassVar[tuple[str, ...]] = ("source",)
     source: str = ""  # the layer whose output was upsampled
 
     def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
-        (h, w, _), (th, tw, _) = shapes[0], shapes[1]
-        if (h, w) != (th, tw):
-            raise DoesNotFit(f"joins {h}x{w} ({self.source} {h // 2}x{w // 2} upsampled) with {th}x{tw} from "
-                             f"{self.inputs[1]}", misaligned=True)
+        _aligned(shapes, "joins", self.source, self.inputs[1])
         return super().output_shape(shapes)
 
 
 @dataclass(frozen=True)
 class SkipAdd(Add):
-    """A pyramid's sum of an upsampled tensor (`inputs[0]`) and a tap's projection (`inputs[1]`):
-    misaligned sizes say which tensors met, and from where."""
+    """A pyramid's sum of an upsampled tensor (`inputs[0]`) and a tap's projection (`inputs[1]`)."""
 
     not_keras: ClassVar[tuple[str, ...]] = ("source", "tap")
     source: str = ""  # the layer whose output was upsampled
     tap: str = ""  # the backbone layer the projection reads
 
     def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
-        (h, w, _), (th, tw, _) = shapes[0], shapes[1]
-        if (h, w) != (th, tw):
-            raise DoesNotFit(f"adds {h}x{w} ({self.source} {h // 2}x{w // 2} upsampled) to {th}x{tw} from "
-                             f"{self.tap}", misaligned=True)
+        _aligned(shapes, "adds", self.source, self.tap)
         return super().output_shape(shapes)
 
 
