@@ -258,3 +258,14 @@ def test_an_interrupted_segmentation_resumes_exactly(tmp_path):
         train(tlc.load_spec(tmp_path / "again.yaml"), tmp_path / "resumed", reporter=StopAfter(2))
     resumed = train(tlc.load_spec(tmp_path / "again.yaml"), tmp_path / "resumed", resume=True)
     assert resumed.metrics["resumed"] and rows_of(resumed.folder) == rows_of(straight.folder)
+
+
+@pytest.mark.parametrize("task, data, message", [
+    ("classification", {"type": "masks", "path": "pets"}, "train.data.type: masks are a segmentation source"),
+    ("segmentation", {"type": "directory", "path": "pets"}, "train.data.type: directory gives no masks"),
+])
+def test_masks_and_segmentation_go_together(write, task, data, message):
+    head = SEG_SPEC["head"] if task == "segmentation" else {"type": "dense", "pooling": "avg", "classes": 3}
+    path = write(yaml.safe_dump({**SEG_SPEC, "task": task, "head": head, "train": {"data": data}}))
+    result = run_cli("check", path)
+    assert result.exit_code == 2 and message in unboxed(result.output), result.output
