@@ -135,8 +135,7 @@ def test_unet_equals_segmentation_models_and_its_plan(backbone, block):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("aggregation", ["concat", "sum"])
-@pytest.mark.parametrize("backbone", sorted(SM_TAPS))
+@pytest.mark.parametrize("backbone, aggregation", [(b, "concat") for b in sorted(SM_TAPS)] + [("vgg16", "sum")])
 def test_fpn_equals_segmentation_models_and_its_plan(backbone, aggregation):
     import keras
 

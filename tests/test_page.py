@@ -139,33 +139,3 @@ def test_the_page_asks_for_the_api_key_and_keeps_it_for_the_tab(shapes_run, page
         expect(page.locator("#heat")).to_be_visible()
         assert page.evaluate("sessionStorage.getItem('tlc-api-key')") == "open-sesame"
 
-
-def test_the_page_shows_every_tag_with_its_threshold_and_a_regression_its_values(task_runs, page, tmp_path):
-    from playwright.sync_api import expect
-
-    folder, runs, rows = task_runs
-    photo = folder / "tagged" / rows[0]["path"]
-    [tags] = json.loads(tlc("predict", runs["tags"], photo, "--json").stdout)
-    with serving(runs["tags"]) as (url, _, _):
-        page.goto(f"{url}/")
-        expect(page.locator("#about")).to_contain_text("3 tags: circle, square, triangle")
-        expect(page.locator("#classes-title")).to_have_text("Tags")
-        page.set_input_files("#file", str(photo))
-        expect(page.locator("#classes li")).to_have_count(3)
-        for item, score in zip(page.locator("#classes li").all(), tags["scores"]):  # every tag, most probable first
-            given = score["class"] in tags["tags"]
-            expect(item.locator(".class")).to_have_text(("✓ " if given else "") + score["class"])
-            expect(item.locator(".probability")).to_contain_text(f"{100 * score['probability']:.1f}% (threshold "
-                                                                 f"{100 * score['threshold']:.1f}%)")
-            assert item.locator(".threshold").get_attribute("style").startswith(f"left: {100 * score['threshold']:.1f}%")
-        expect(page.locator("#status")).to_contain_text(", ".join(tags["tags"]) or "no tag over its threshold")
-        page.screenshot(path=str(tmp_path / "tags.png"), full_page=True)
-    [values] = json.loads(tlc("predict", runs["size"], photo, "--json").stdout)
-    with serving(runs["size"]) as (url, _, _):
-        page.goto(f"{url}/")
-        expect(page.locator("#classes-title")).to_have_text("Values")
-        page.set_input_files("#file", str(photo))
-        expect(page.locator("#classes li .class")).to_have_text("size")
-        assert float(page.locator("#classes li .probability").text_content().replace(",", "")) == \
-            pytest.approx(values["values"]["size"], rel=1e-3)
-        page.screenshot(path=str(tmp_path / "values.png"), full_page=True)

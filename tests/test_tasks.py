@@ -355,7 +355,7 @@ def test_a_student_learns_tags_or_numbers_from_a_teacher_run_of_the_same_task(ta
         shutil.copy(folder / "tagged" / row["path"], unlabeled / f"u{Path(row['path']).name}")
     lock = (runs[name] / "spec.lock.yaml").read_text()
     spec = tmp_path / "student.yaml"
-    spec.write_text(lock.replace(f"name: {name}", "name: student").replace("epochs: 12", "epochs: 2")
+    spec.write_text(lock.replace(f"name: {name}", "name: student").replace("epochs: 12", "epochs: 1")
                     .replace("distill: null", f"distill: {{teacher: {runs[name]}, unlabeled: {unlabeled}}}"))
     result = train(tlc.load_spec(spec), tmp_path / "runs")
     record, final = result.metrics["distill"], result.metrics["final"]
@@ -427,3 +427,44 @@ def test_explain_draws_a_chosen_tag_and_a_regressions_output(task_runs, tmp_path
     [record] = json.loads(run_cli("explain", runs["size"], image, "-o", tmp_path / "size", "--json").stdout)
     assert record["class"] == "size" and record["value"] == pytest.approx(value["values"]["size"], abs=1e-3)
     assert "probability" not in record and Path(record["png"]).is_file()
+
+
+@pytest.mark.slow
+def test_the_page_shows_every_tag_with_its_threshold_and_a_regression_its_values(task_runs, tmp_path):
+    """(here, beside the runs it serves: test files go to one worker each, and the runs train once)"""
+    from playwright.sync_api import expect, sync_playwright
+
+    from .helpers import serving
+    from .test_page import BROWSER_ARGS, chromium_path
+
+    folder, runs, rows = task_runs
+    photo = folder / "tagged" / rows[0]["path"]
+    [tags] = json.loads(run_cli("predict", runs["tags"], photo, "--json").stdout)
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=chromium_path(), args=BROWSER_ARGS)
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    with serving(runs["tags"]) as (url, _, _):
+        page.goto(f"{url}/")
+        expect(page.locator("#about")).to_contain_text("3 tags: circle, square, triangle")
+        expect(page.locator("#classes-title")).to_have_text("Tags")
+        page.set_input_files("#file", str(photo))
+        expect(page.locator("#classes li")).to_have_count(3)
+        for item, score in zip(page.locator("#classes li").all(), tags["scores"]):  # every tag, most probable first
+            given = score["class"] in tags["tags"]
+            expect(item.locator(".class")).to_have_text(("✓ " if given else "") + score["class"])
+            expect(item.locator(".probability")).to_contain_text(f"{100 * score['probability']:.1f}% (threshold "
+                                                                 f"{100 * score['threshold']:.1f}%)")
+            assert item.locator(".threshold").get_attribute("style").startswith(f"left: {100 * score['threshold']:.1f}%")
+        expect(page.locator("#status")).to_contain_text(", ".join(tags["tags"]) or "no tag over its threshold")
+        page.screenshot(path=str(tmp_path / "tags.png"), full_page=True)
+    [values] = json.loads(run_cli("predict", runs["size"], photo, "--json").stdout)
+    with serving(runs["size"]) as (url, _, _):
+        page.goto(f"{url}/")
+        expect(page.locator("#classes-title")).to_have_text("Values")
+        page.set_input_files("#file", str(photo))
+        expect(page.locator("#classes li .class")).to_have_text("size")
+        assert float(page.locator("#classes li .probability").text_content().replace(",", "")) == \
+            pytest.approx(values["values"]["size"], rel=1e-3)
+        page.screenshot(path=str(tmp_path / "values.png"), full_page=True)
+    browser.close()
+    playwright.stop()
