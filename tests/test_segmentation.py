@@ -209,6 +209,8 @@ def test_serve_sends_the_mask_and_the_page_draws_it(seg_run, tmp_path):
         np.testing.assert_array_equal(np.asarray(served), np.asarray(Image.open(cli["mask"])))
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png.content))), np.asarray(served))
         assert prediction["classes"] == cli["classes"] and len(meta["task"]["colors"]) == 3
+        heat = httpx.post(f"{url}/explain?class=circle", files={"file": (photo.name, photo.read_bytes())})
+        assert heat.status_code == 200 and heat.headers["x-tlc-class"] == "circle"
 
         from playwright.sync_api import expect, sync_playwright
 
