@@ -92,7 +92,7 @@ PHOTO_SPEC = ("input: {{shape: [16, 16, 3]}}\nbackbone: {{type: conv_stack, bloc
 
 
 def test_stratified_split_keeps_class_proportions_and_depends_only_on_seed():
-    from tlc.data.split import stratified
+    from tlc.task.splits import stratified
 
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
     train, val, test = stratified(labels, 0.2, 0.1, seed=3)

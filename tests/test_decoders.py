@@ -5,6 +5,7 @@ the parameters equal segmentation_models' Unet built the way that library builds
 naming the input sizes that work."""
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -24,20 +25,26 @@ SM_TAPS = {  # segmentation_models' Backbones._default_feature_layers, first fou
 }
 
 
+def sm_conv3x3(width, name, batch_norm=True):
+    """segmentation_models' Conv3x3BnReLU (its Conv2dBn with he_uniform, same padding, ReLU)."""
+    from keras import layers
+
+    def apply(x):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
+                          name=name + "_conv")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
+        return layers.Activation("relu", name=name + "_relu")(x)
+    return apply
+
+
 def segmentation_models_unet(backbone, skips, block="upsampling", filters=(256, 128, 64, 32, 16), classes=3,
                              batch_norm=True):
     """segmentation_models.models.unet.build_unet, line for line, in Keras 3."""
     import keras
     from keras import layers
 
-    def conv3x3(width, name):
-        def apply(x):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
-                              name=name + "_conv")(x)
-            if batch_norm:
-                x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
-            return layers.Activation("relu", name=name + "_relu")(x)
-        return apply
+    conv3x3 = functools.partial(sm_conv3x3, batch_norm=batch_norm)
 
     x = backbone.output
     taps = [backbone.get_layer(name).output for name in skips]
@@ -71,14 +78,7 @@ def segmentation_models_fpn(backbone, skips, pyramid=256, classes=3, aggregation
     import keras
     from keras import layers
 
-    def conv3x3(width, name):
-        def apply(x):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
-                              name=name + "_conv")(x)
-            if batch_norm:
-                x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
-            return layers.Activation("relu", name=name + "_relu")(x)
-        return apply
+    conv3x3 = functools.partial(sm_conv3x3, batch_norm=batch_norm)
 
     def block(x, skip, stage):
         if x.shape[-1] != pyramid:

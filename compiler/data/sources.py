@@ -94,8 +94,8 @@ def read(spec) -> tuple[Examples, list[str], dict[str, int]]:
         examples.labels, names = spec.task.from_classes(examples.labels, names, spec)
     if spec.task.type == "classification":
         examples, names = select_classes(examples, names, data.classes, spec)
-    if spec.task.type == "classification" and len(names) < 2:
-        raise spec.error(("train", "data"), f"needs at least 2 classes; found {len(names)} ({', '.join(names)})")
+        if len(names) < 2:
+            raise spec.error(("train", "data"), f"needs at least 2 classes; found {len(names)} ({', '.join(names)})")
     if examples.images is not None:
         examples.images = fit_to_input(examples.images, spec)
     return examples, names, (rest[0] if rest else {})

@@ -2,10 +2,6 @@
 (`tlc.task.splits`)."""
 from __future__ import annotations
 
-from tlc.task.splits import stratified
-
-__all__ = ["split_record", "stratified"]
-
 
 def split_record(dataset, task) -> dict:
     """What `tlc evaluate` needs to find the held-out examples again (a run's split.json): class

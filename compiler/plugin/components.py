@@ -181,6 +181,8 @@ class Task(_Typed):
     higher: ClassVar[dict[str, bool]] = {}
     #: the output activations a head may end in (the first is the default)
     activations: ClassVar[tuple[str, ...]] = ("softmax", "sigmoid", "linear")
+    #: what one output is called, one and several ("class", "classes"; "tag"; "target")
+    noun: ClassVar[tuple[str, str]] = ("class", "classes")
     #: an unlabeled image's target (distillation's extra images, taught by the teacher alone)
     no_label: ClassVar[float] = -1
     #: evaluate's grid of the examples `worst` picks: its file in the run folder, its title, and

@@ -101,7 +101,7 @@ def create_app(served: Served, api_key: str | None = None):
         scores = unmirrored(split_views(scores, len(images)), tta).mean(axis=0)
         if request.query_params.get("format") == "png":  # a segmentation's mask itself (the first image's)
             return served.mask_png(parts, decoded, scores)
-        return served.answer([name for name, _ in parts], decoded, scores, top, parts)
+        return served.answer(parts, decoded, scores, top)
 
     @app.post("/explain")
     async def explain(request: Request):

@@ -72,19 +72,18 @@ class Served:
         """The images' scores, from the batch the batcher puts them in."""
         return await self.batcher.predict(images)
 
-    def answer(self, names: list[str], decoded: list, scores: np.ndarray, top: int, parts: list | None = None) -> dict:
+    def answer(self, parts: list[tuple[str, bytes]], decoded: list, scores: np.ndarray, top: int) -> dict:
         """/predict's answer: per part, in order, the task's answer (its top classes, tags or
         values; a segmentation's classes and its mask, a base64 PNG at the photo's own size) or
         (not an image) its error."""
         given = iter(zip(self.predictor.answers(scores, top), scores))
-        contents = [data for _, data in parts] if parts is not None else [None] * len(names)
         predictions = []
-        for name, part, data in zip(names, decoded, contents):
+        for (name, data), part in zip(parts, decoded):
             if isinstance(part, str):
                 predictions.append({"file": name, "error": part})
                 continue
             answer, row = next(given)
-            if self.segmenting and data is not None:
+            if self.segmenting:
                 import base64
 
                 answer = {"mask": base64.b64encode(self.mask(data, row)).decode("ascii"), **answer}

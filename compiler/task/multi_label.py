@@ -34,6 +34,7 @@ class MultiLabel(Task):
     higher = {"map": True, "f1": True}
     activations = ("sigmoid", "linear")
     worst_title, worst_heat = "most wrong tags", "a missed tag, else the top one"
+    noun = ("tag", "tags")
 
     def columns(self, spec):
         data = spec.train.data

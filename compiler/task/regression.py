@@ -31,6 +31,7 @@ class Regression(Task):
     higher = {"mae": False, "rmse": False, "r2": True}
     activations = ("linear",)
     no_label = float("nan")  # (-1 is a value)
+    noun = ("target", "targets")
     worst_figure, worst_title, worst_heat = "worst.png", "largest errors", "the output"
 
     @classmethod

@@ -112,11 +112,9 @@ class Segmentation(Task):
         k = len(names)
         predicted = answers.argmax(axis=-1)
         confusion = pixel_confusion(targets, predicted, k, self.ignore_index)
-        per_image = [float(np.nanmean(iou(pixel_confusion(t, p, k, self.ignore_index))))
-                     for t, p in zip(targets, predicted)]
+        per_image, order = self.lowest_iou(targets, predicted, k)
         ious, truth, given = iou(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
         hits = np.diag(confusion)
-        order = np.argsort(np.nan_to_num(per_image, nan=1.0), kind="stable")
         return {
             "task": "segmentation",
             "examples": int(len(targets)),
@@ -133,11 +131,14 @@ class Segmentation(Task):
         }
 
     def worst(self, targets, answers, names, record, limit=8):
-        k, predicted = len(names), answers.argmax(axis=-1)
+        per_image, order = self.lowest_iou(targets, answers.argmax(axis=-1), len(names))
+        return [(int(i), f"IoU {per_image[i]:.2f}", 0) for i in order[:limit]]
+
+    def lowest_iou(self, targets, predicted, k: int) -> tuple[list[float], np.ndarray]:
+        """(each image's mIoU, the images ordered from the lowest; an image of no counted pixel last)."""
         per_image = [float(np.nanmean(iou(pixel_confusion(t, p, k, self.ignore_index))))
                      for t, p in zip(targets, predicted)]
-        order = np.argsort(np.nan_to_num(per_image, nan=1.0), kind="stable")[:limit]
-        return [(int(i), f"IoU {per_image[i]:.2f}", 0) for i in order]
+        return per_image, np.argsort(np.nan_to_num(per_image, nan=1.0), kind="stable")
 
     def worst_grid(self, images, picked, targets, answers, names, captions, title):
         from tlc.show.figures import masks_grid

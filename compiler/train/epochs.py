@@ -101,15 +101,22 @@ def validate(model, feed, batch_size: int, loss, task, record: dict) -> dict:
     would spread the batches over a multi-worker strategy's replicas."""
     if not len(feed):
         return {}
-    per_example = per_example_loss(loss)
-    losses, outputs, targets = [], [], []
+    targets, outputs = outputs_of(model, feed, batch_size)
+    losses = np.asarray(per_example_loss(loss)(targets, outputs))
+    measured = task.measured(targets, outputs, record)
+    return {"val_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in measured.items()}}
+
+
+def outputs_of(model, feed, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, the model's raw outputs in inference mode) for every example of `feed`, in order."""
+    targets, outputs = [], []
     for images, labels in feed.in_order(batch_size):
-        scores = model(images, training=False)
-        losses.append(np.asarray(per_example(labels, scores)))
-        outputs.append(np.asarray(scores))
+        outputs.append(np.asarray(model(images, training=False)))
         targets.append(labels.numpy())
-    measured = task.measured(np.concatenate(targets), np.concatenate(outputs), record)
-    return {"val_loss": float(np.mean(np.concatenate(losses))), **{f"val_{k}": v for k, v in measured.items()}}
+    if not outputs:
+        width = tuple(int(d) for d in model.output.shape[1:])
+        return np.zeros((0, *width[:-1]), "float32"), np.zeros((0, *width), "float32")
+    return np.concatenate(targets), np.concatenate(outputs)
 
 
 _VALIDATIONS = weakref.WeakKeyDictionary()  # model -> its traced validation sums

@@ -27,7 +27,7 @@ from tlc.spec.preflight import Ready, prepare
 
 from . import cache, losses, optimizing, precise_bn
 from .distribute import Strategy, fit_multi_worker
-from .epochs import EpochHooks, fit, reseed_random_layers, validate
+from .epochs import EpochHooks, fit, outputs_of, reseed_random_layers, validate
 from .runs import RunFolder
 from .state import State, metrics_record
 from .tensorboard import TensorBoardLog
@@ -93,7 +93,7 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
     try:
         load = functools.partial(datasets.load, spec, unlabeled=True)
         dataset = options.pool.dataset(spec, load) if options.pool is not None else load()
-        reporter.note(data_note(dataset, spec.task.type))
+        reporter.note(data_note(dataset, spec.task.noun))
         for warning in dataset.warnings:
             reporter.note(f"warning: {warning}")
         for line in dataset.skipped_why[:SKIPPED_SHOWN]:
@@ -354,13 +354,7 @@ class PhaseRunner:
         if type(task).calibrate is Task.calibrate:
             return self.record
         part = self.last if self.last is not None else cache.Workload(self.model, *self.feeds, "")
-        outputs, targets = [], []
-        for images, labels in part.val.in_order(part.eval_batch_size or self.ready.spec.train.batch_size):
-            outputs.append(np.asarray(part.model(images, training=False)))
-            targets.append(labels.numpy())
-        width = int(self.model.output.shape[-1])
-        outputs = np.concatenate(outputs) if outputs else np.zeros((0, width), "float32")
-        targets = np.concatenate(targets) if targets else np.zeros((0, width), "float32")
+        targets, outputs = outputs_of(part.model, part.val, part.eval_batch_size or self.ready.spec.train.batch_size)
         finish = finishing(self.model, task, self.record)
         answers = np.asarray(finish(outputs)) if finish is not None and len(outputs) else outputs
         return task.calibrate(targets, answers, self.record)
@@ -373,7 +367,7 @@ class PhaseRunner:
 SKIPPED_SHOWN = 10  # skipped files named on the console; metrics.json lists every one
 
 
-def data_note(dataset, task: str = "classification") -> str:
+def data_note(dataset, noun: tuple[str, str] = ("class", "classes")) -> str:
     """The data line: examples per part, classes, where they come from, and what was left out."""
     from tlc.data.sources import describe_ignored
 
@@ -383,6 +377,5 @@ def data_note(dataset, task: str = "classification") -> str:
     ignored = f"; {describe_ignored(dataset.ignored)}" if dataset.ignored else ""
     unlabeled = f" and {len(dataset.unlabeled):,} unlabeled images (taught by the teacher alone)" \
         if dataset.unlabeled is not None else ""
-    what = {"multi_label": "tag", "regression": "target"}.get(task, "class")
-    what = what + ("es" if what == "class" else "s") if dataset.num_classes != 1 else what
+    what = noun[0] if dataset.num_classes == 1 else noun[1]
     return f"data: {counts} examples of {dataset.num_classes} {what}{unlabeled} ({source}){skipped}{ignored}"

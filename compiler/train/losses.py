@@ -19,9 +19,9 @@ import functools
 import math
 from typing import Any
 
-from tlc.task.classification import cross_entropy
-
 import numpy as np
+
+from tlc.task.classification import cross_entropy
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as Keras's cross-entropy does
 
@@ -32,9 +32,8 @@ def loss_for(spec, model, dataset, record: dict) -> Any:
     out, expected = tuple(model.output.shape[1:]), spec.task.output_shape(dataset.class_names, spec)
     wanted = expected[-1]
     if out != expected:
-        noun = {"multi_label": "tags", "regression": "targets"}.get(spec.task.type, "classes")
+        one, noun = spec.task.noun
         if len(out) != len(expected):
-            one = {"classes": "class", "tags": "tag", "targets": "target"}[noun]
             shape = "x".join(map(str, expected))
             raise spec.error(("head", "type"), f"tlc train needs a head of one output per {one} ({shape}); the "
                                                f"model outputs {out} (use head: {{type: dense, classes: N}}"

@@ -59,7 +59,7 @@ class Teacher:
     def check_classes(self, spec, names: list[str]) -> None:
         """A teacher of other classes, tags or targets (or of the same in another order) cannot
         teach: a located error."""
-        width, noun = self.width, LOSS_NOTES.get(spec.task.type, LOSS_NOTES["classification"])[0]
+        width, noun = self.width, spec.task.noun[1]
         if self.classes is not None and list(self.classes) != list(names):
             raise spec.error(TEACHER, f"the teacher's {noun} ({', '.join(self.classes)}) are not the data's "
                                       f"({', '.join(names)}); train it on the same {noun}, in the same order")
@@ -73,10 +73,10 @@ class Teacher:
         return int(self.predictor.serving.output.shape[-1])
 
 
-LOSS_NOTES = {  # (what the outputs are, the loss in words) per task
-    "classification": ("classes", "{a:g} * T^2 * KL + {b:g} * CE at T = {t:g}"),
-    "multi_label": ("tags", "{a:g} * T^2 * BCE(teacher_T, student_T) + {b:g} * BCE at T = {t:g}"),
-    "regression": ("targets", "{a:g} * L(teacher's values) + {b:g} * L(targets)"),
+LOSS_NOTES = {  # the loss in words, per task
+    "classification": "{a:g} * T^2 * KL + {b:g} * CE at T = {t:g}",
+    "multi_label": "{a:g} * T^2 * BCE(teacher_T, student_T) + {b:g} * BCE at T = {t:g}",
+    "regression": "{a:g} * L(teacher's values) + {b:g} * L(targets)",
 }
 
 
@@ -122,7 +122,7 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
     how = "reused from the cache" if reused else "computed once"
     on = f"{len(train):,} training images" + (f" x {views} augmented views" if views > 1 else "")
     agree = f"; the teacher's val_{task.metric} {record[metric]:.4f}" if len(val) else ""
-    what, loss = LOSS_NOTES.get(task.type, LOSS_NOTES["classification"])
+    what, loss = task.noun[1], LOSS_NOTES.get(task.type, LOSS_NOTES["classification"])
     note = (f"distillation: teacher {teacher.where} ({classes} {what} at "
             f"{'x'.join(map(str, teacher.predictor.input_shape))}), its {'values' if what == 'targets' else 'probabilities'} "
             f"for {on} {how}{agree}; loss " + loss.format(a=d.alpha, b=1 - d.alpha, t=d.temperature))
