@@ -126,8 +126,8 @@ def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = Tru
 
 
 def _upsamples(result: Plan) -> bool:
-    return any(layer.kind in ("UpSampling2D", "Conv2DTranspose") for layer in result.layers if layer.part == "head") \
-        or bool(result.failure and result.failure.misaligned)
+    """A head that joins backbone taps (or failed to): its feasible inputs are periodic."""
+    return bool(result.taps) or bool(result.failure and result.failure.misaligned)
 
 
 def _stride(result: Plan, shape: Shape) -> int:
