@@ -109,13 +109,17 @@ class Feed:
             def answers(epoch, ids):
                 return tf.gather(labels, ids)
 
+        moves_masks = ex.labels.ndim == 3  # segmentation: geometric augmentation moves the masks too
+
         def load(epoch, batch, ids):
-            x = rows(epoch, ids)
-            if augment is not None:
+            x, y = rows(epoch, ids), answers(epoch, ids)
+            if augment is not None and moves_masks:
+                x, y = augment(x, ids, epoch, masks=y)
+            elif augment is not None:
                 x = augment(x, ids, epoch)
             if preprocess is not None:
                 x = preprocess(x)
-            return x, answers(epoch, ids)
+            return x, y
 
         return load
 

@@ -288,19 +288,15 @@ TEACHER = ("train", "distill", "teacher")
 
 def _check_segmentation(spec: SpecBase) -> None:
     """What segmentation trains with today: masks of at least two classes, named as many as the
-    head has, no augmentation (it moves images, not yet their masks), no teacher."""
+    head has, no teacher."""
     t, classes = spec.train, getattr(spec.head, "classes", None)
     names = t.data.classes
     if classes is not None and classes < 2:
         raise spec.error(("head", "classes"), "segmentation counts the background as a class: at least 2")
     if names is not None and classes is not None and len(names) != classes:
         raise spec.error(("train", "data", "classes"), f"names {len(names)} classes; head.classes is {classes}")
-    refused = [(("train", "augment"), t.augment is not None and t.augment.active,
-                "augmentation moves images but not yet their masks: leave train.augment out for segmentation"),
-               (("train", "distill"), t.distill is not None, "distillation of masks is not there yet")]
-    for loc, wrong, message in refused:
-        if wrong:
-            raise spec.error(loc, message)
+    if t.distill is not None:
+        raise spec.error(("train", "distill"), "distillation of masks is not there yet")
 
 
 def _check_teacher_task(spec, where: Path) -> None:
