@@ -131,10 +131,11 @@ def test_a_task_spec_check_accepts_builds_trains_and_answers(kind, task, tmp_pat
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("kind", ["conv_stack", "vgg16"])
-def test_a_unet_check_accepts_builds_trains_and_segments(kind, tmp_path):
-    """A decoder over two families' taps (a stack of its own, a chain with a center block;
-    test_decoders plans every decoder on more families against Keras), at the smallest input
+@pytest.mark.parametrize("kind, decoder", [("conv_stack", "unet"), ("vgg16", "unet"), ("mobilenet_v2", "deeplab_v3_plus")])
+def test_a_decoder_check_accepts_builds_trains_and_segments(kind, decoder, tmp_path):
+    """A decoder over three families' taps (a stack of its own, a chain with a center block, an
+    inverted-residual net under DeepLabV3+; test_decoders plans every decoder on more families
+    against Keras), at the smallest input
     check names: trained a step on npz masks (the frozen encoder runs whole: its taps cross the
     feature cache's boundary), its masks at the input's size."""
     import keras
@@ -144,7 +145,8 @@ def test_a_unet_check_accepts_builds_trains_and_segments(kind, tmp_path):
     backbone = f"{{type: {kind}, weights: null" + (", blocks: [{filters: 4, padding: same}, {filters: 8, padding: "
                                                    "same}]" if kind == "conv_stack" else "") + "}"
     probe = tmp_path / "probe.yaml"
-    probe.write_text(f"input: {{shape: [224, 224, 3]}}\nbackbone: {backbone}\nhead: {{type: unet, classes: 3}}\n")
+    probe.write_text(f"task: segmentation\ninput: {{shape: [224, 224, 3]}}\nbackbone: {backbone}\n"
+                     f"head: {{type: {decoder}, classes: 3}}\n")
     report = json.loads(tlc("check", probe, "--json").stdout)
     assert report["ok"], report
     side = max(report["min_input"])
@@ -155,7 +157,7 @@ def test_a_unet_check_accepts_builds_trains_and_segments(kind, tmp_path):
     np.savez(tmp_path / "tiny.npz", x=x, y=y)
     spec = tmp_path / f"{kind}.yaml"
     spec.write_text(f"task: segmentation\ninput: {{shape: [{side}, {side}, 3]}}\nbackbone: {backbone}\nfreeze: all\n"
-                    "head: {type: unet, classes: 3}\n"
+                    f"head: {{type: {decoder}, classes: 3}}\n"
                     "train: {data: {type: npz, path: tiny.npz, validation_split: 0.34}, epochs: 1, batch_size: 2}\n")
     checked = tlc("check", spec, "--json")
     assert checked.exit_code == 0, checked.output

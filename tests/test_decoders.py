@@ -106,6 +106,83 @@ def segmentation_models_fpn(backbone, skips, pyramid=256, classes=3, aggregation
     return keras.Model(backbone.input, layers.Activation("softmax", name="softmax")(x))
 
 
+def keras_example_deeplab_v3_plus(backbone, high, low, classes):
+    """keras.io's "Multiclass semantic segmentation using DeepLabV3+" (its `DeeplabV3Plus`, with
+    `convolution_block` and `DilatedSpatialPyramidPooling`), line for line in Keras 3."""
+    import keras
+    from keras import layers, ops
+
+    def convolution_block(block_input, num_filters=256, kernel_size=3, dilation_rate=1, use_bias=False):
+        x = layers.Conv2D(num_filters, kernel_size=kernel_size, dilation_rate=dilation_rate, padding="same",
+                          use_bias=use_bias, kernel_initializer=keras.initializers.HeNormal())(block_input)
+        x = layers.BatchNormalization()(x)
+        return ops.nn.relu(x)
+
+    def dilated_spatial_pyramid_pooling(dspp_input):
+        dims = dspp_input.shape
+        x = layers.AveragePooling2D(pool_size=(dims[-3], dims[-2]))(dspp_input)
+        x = convolution_block(x, kernel_size=1, use_bias=True)
+        out_pool = layers.UpSampling2D(size=(dims[-3] // x.shape[1], dims[-2] // x.shape[2]),
+                                       interpolation="bilinear")(x)
+        outs = [convolution_block(dspp_input, kernel_size=1, dilation_rate=1)]
+        outs += [convolution_block(dspp_input, kernel_size=3, dilation_rate=rate) for rate in (6, 12, 18)]
+        return convolution_block(layers.Concatenate(axis=-1)([out_pool, *outs]), kernel_size=1)
+
+    size = backbone.inputs[0].shape[1]
+    x = dilated_spatial_pyramid_pooling(backbone.get_layer(high).output)
+    input_a = layers.UpSampling2D(size=(size // 4 // x.shape[1], size // 4 // x.shape[2]),
+                                  interpolation="bilinear")(x)
+    input_b = convolution_block(backbone.get_layer(low).output, num_filters=48, kernel_size=1)
+    x = convolution_block(convolution_block(layers.Concatenate(axis=-1)([input_a, input_b])))
+    x = layers.UpSampling2D(size=(size // x.shape[1], size // x.shape[2]), interpolation="bilinear")(x)
+    return keras.Model(backbone.inputs, layers.Conv2D(classes, kernel_size=(1, 1), padding="same")(x))
+
+
+def deeplab_spec(side: int, classes: int, **backbone):
+    return spec_from_data({"task": "segmentation", "input": {"shape": [side, side, 3]},
+                           "backbone": {"type": "resnet50", "weights": None, "output": "conv4_block6_2_relu",
+                                        **backbone},
+                           "head": {"type": "deeplab_v3_plus", "classes": classes,
+                                    "taps": ["conv2_block3_2_relu"]}}, "deeplab")
+
+
+def test_deeplab_v3_plus_has_the_keras_examples_parameter_count():
+    # keras.io's DeepLabV3+ on ResNet50 at 512x512 with 20 classes: "Total params: 11,857,236"
+    assert plan(deeplab_spec(512, 20)).params() == {"total": 11_857_236, "trainable": 11_824_500,
+                                                    "non_trainable": 32_736}
+
+
+@pytest.mark.slow
+def test_deeplab_v3_plus_equals_the_keras_example_and_its_plan():
+    import keras
+
+    spec = deeplab_spec(64, 5)
+    planned = plan(spec)
+    model = tlc.compile(spec)
+    planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
+                       "params": p.params, "trainable": p.trainable} for p in planned.layers]
+    assert planned_layers == keras_layers(model)
+    assert tuple(model.output.shape[1:]) == (64, 64, 5)
+    keras.backend.clear_session()
+    reference = keras_example_deeplab_v3_plus(spec.backbone.build((64, 64, 3)), "conv4_block6_2_relu",
+                                              "conv2_block3_2_relu", 5)
+    assert model.count_params() == reference.count_params()
+    keras.backend.clear_session()
+
+
+def test_deeplab_v3_plus_takes_the_stride_4_tap_and_refuses_a_coarse_one(write):
+    spec = spec_from_data({"task": "segmentation", "input": {"shape": [128, 128, 3]},
+                           "backbone": {"type": "mobilenet_v2", "weights": None, "output": "block_13_expand_relu"},
+                           "head": {"type": "deeplab_v3_plus", "classes": 2}}, "deeplab")
+    planned = plan(spec)
+    assert planned.ok and planned.taps == {"block_3_expand_relu": "low_level_conv"} \
+        and planned.output_shape == (128, 128, 2)
+    path = write("task: segmentation\ninput: {shape: [128, 128, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                 "head: {type: deeplab_v3_plus, classes: 2, taps: [block5_pool]}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 2 and "head.taps: block5_pool is at stride 32, not below" in unboxed(result.output)
+
+
 def unet_spec(backbone: str, side: int = 64, **head):
     return spec_from_data({"input": {"shape": [side, side, 3]}, "backbone": {"type": backbone, "weights": None},
                            "head": {"type": "unet", "classes": 3, **head}}, f"unet_{backbone}")

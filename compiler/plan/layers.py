@@ -135,11 +135,14 @@ class Conv2D(Layer):
     use_bias: bool = True
     groups: int = 1  # grouped convolution: each group of input channels feeds filters/groups outputs
     kernel_initializer: str = "glorot_uniform"
+    dilation_rate: Pair = (1, 1)  # atrous: the kernel's taps `dilation_rate` pixels apart
 
     def output_shape(self, shape: Shape) -> Shape:
         if shape and (shape[-1] % self.groups or self.filters % self.groups):
             raise DoesNotFit(f"{self.groups} groups need channels and filters divisible by {self.groups}")
-        return _convolved(shape, self.kind, self.kernel_size, self.strides, self.padding, self.filters)
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation_rate
+        spread = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)  # the window a dilated kernel covers
+        return _convolved(shape, self.kind, spread, self.strides, self.padding, self.filters)
 
     def weights(self, shape: Shape) -> tuple[int, int]:
         kh, kw = self.kernel_size
@@ -428,12 +431,12 @@ class Conv2DTranspose(Layer):
         return (kh * kw * shape[-1] * self.filters + (self.filters if self.use_bias else 0), 0)
 
 
-def _aligned(shapes: list[Shape], verb: str, source: str, tap: str) -> None:
-    """A decoder's merge of an upsampled tensor (first) with a tap's (second): the same size, or
-    `DoesNotFit(misaligned=True)` saying which tensors met, and from where."""
+def _aligned(shapes: list[Shape], verb: str, source: str, tap: str, factor: int = 2) -> None:
+    """A decoder's merge of a tensor upsampled `factor` times (first) with a tap's (second): the
+    same size, or `DoesNotFit(misaligned=True)` saying which tensors met, and from where."""
     (h, w, _), (th, tw, _) = shapes[0], shapes[1]
     if (h, w) != (th, tw):
-        raise DoesNotFit(f"{verb} {h}x{w} ({source} {h // 2}x{w // 2} upsampled) "
+        raise DoesNotFit(f"{verb} {h}x{w} ({source} {h // factor}x{w // factor} upsampled) "
                          f"{'with' if verb == 'joins' else 'to'} {th}x{tw} from {tap}", misaligned=True)
 
 
@@ -441,11 +444,13 @@ def _aligned(shapes: list[Shape], verb: str, source: str, tap: str) -> None:
 class SkipConcatenate(Concatenate):
     """A decoder's join of an upsampled tensor (`inputs[0]`) with a backbone tap (`inputs[1]`)."""
 
-    not_keras: ClassVar[tuple[str, ...]] = ("source",)
+    not_keras: ClassVar[tuple[str, ...]] = ("source", "factor", "tap")
     source: str = ""  # the layer whose output was upsampled
+    factor: int = 2  # how many times
+    tap: str = ""  # the backbone layer behind `inputs[1]` (default: `inputs[1]` itself)
 
     def output_shape(self, shapes: list[Shape]) -> Shape:  # type: ignore[override]
-        _aligned(shapes, "joins", self.source, self.inputs[1])
+        _aligned(shapes, "joins", self.source, self.tap or self.inputs[1], self.factor)
         return super().output_shape(shapes)
 
 
