@@ -49,6 +49,33 @@ def test_palette_masks_are_read_as_indices_never_colours(tmp_path):
     assert dataset.class_names == ["background", "circle", "square"]
 
 
+COLOURS = {"background": [0, 0, 0], "circle": [200, 30, 30], "square": [30, 30, 200], "ignore": [255, 255, 255]}
+
+
+def test_rgb_masks_are_read_through_colors_and_a_stray_colour_is_named(tmp_path):
+    from PIL import Image
+
+    draw_masks(tmp_path / "indexed", 4)
+    indexed = loaded(masks_spec(tmp_path / "indexed", classes=["background", "circle", "square"], validation_split=0))
+    (tmp_path / "rgb" / "masks").mkdir(parents=True)
+    (tmp_path / "indexed" / "images").rename(tmp_path / "rgb" / "images")
+    by_value = {0: COLOURS["background"], 1: COLOURS["circle"], 2: COLOURS["square"], 255: COLOURS["ignore"]}
+    for mask in sorted((tmp_path / "indexed" / "masks").iterdir()):
+        values = np.asarray(Image.open(mask))
+        rgb = np.zeros((*values.shape, 3), "uint8")
+        for value, colour in by_value.items():
+            rgb[values == value] = colour
+        Image.fromarray(rgb, "RGB").save(tmp_path / "rgb" / "masks" / mask.name)
+    spec = masks_spec(tmp_path / "rgb", classes=["background", "circle", "square"], validation_split=0,
+                      colors=COLOURS)
+    np.testing.assert_array_equal(loaded(spec).train.labels, indexed.train.labels)
+    stray = np.asarray(Image.open(tmp_path / "rgb" / "masks" / "0002.png")).copy()
+    stray[5, 9] = [1, 2, 3]
+    Image.fromarray(stray, "RGB").save(tmp_path / "rgb" / "masks" / "0002.png")
+    with pytest.raises(tlc.SpecError, match=r"masks/0002.png: colour \(1, 2, 3\) at \(9, 5\) is no class's"):
+        loaded(spec)
+
+
 @pytest.mark.parametrize("damage, message", [
     ("missing", r"images/0003.png has no mask \(masks/0003.png\)"),
     ("extra", r"masks/9999.png is a mask of no image"),
@@ -81,6 +108,9 @@ def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
      "distillation of masks is not there yet"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat"]}}}, "train.data.classes",
      "names 2 classes; head.classes is 3"),
+    ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat", "dog"],
+                         "colors": {"background": [0, 0, 0], "bird": [1, 1, 1]}}}}, "train.data.colors.bird",
+     "no class named 'bird'; the classes are background, cat, dog, ignore"),
     ({"head": {"type": "unet", "classes": 3, "output_activation": "sigmoid"}}, "head.output_activation",
      "sigmoid does not fit task segmentation"),
 ])

@@ -171,20 +171,25 @@ def _decoded(source, size, channels, name, fit, nbytes, said: list[str]) -> np.n
     return pixels
 
 
-def decode_mask(path: str, size: tuple[int, int], fit: str = "stretch", fill: int = 255) -> np.ndarray:
+def decode_mask(path: str, size: tuple[int, int], fit: str = "stretch", fill: int = 255,
+                colors: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
     """A segmentation mask at `size` (h, w) as uint8 class indices: a greyscale PNG's values, or a
-    palette PNG's indices (never its colours), read as stored (no EXIF), met to the input as its
-    image is (`fit`) with nearest neighbour, padding with `fill` (the ignored value)."""
+    palette PNG's indices (never its colours), or with `colors` ({(r, g, b): class}) an RGB mask's
+    colours; read as stored (no EXIF), met to the input as its image is (`fit`) with nearest
+    neighbour, padding with `fill` (the ignored value)."""
     from PIL import Image, ImageOps
 
     h, w = size
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode not in ("P", "L", "I", "I;16", "1"):
+            if colors is not None:
+                values = _classes_of_colours(path, np.asarray(image.convert("RGB")), colors)
+            elif image.mode not in ("P", "L", "I", "I;16", "1"):
                 raise ImageError(f"{path}: a mask must be greyscale or palette indices; this one is {image.mode} "
                                  "(colours: set train.data.colors)")
-            values = np.asarray(image)
+            else:
+                values = np.asarray(image)
     except ImageError:
         raise
     except Exception as exc:
@@ -200,6 +205,21 @@ def decode_mask(path: str, size: tuple[int, int], fit: str = "stretch", fill: in
         else:
             mask = mask.resize((w, h), Image.Resampling.NEAREST)
     return np.asarray(mask, dtype=np.uint8)
+
+
+def _classes_of_colours(path: str, rgb: np.ndarray, colors: dict[tuple[int, int, int], int]) -> np.ndarray:
+    """An RGB mask's pixels as the classes their colours stand for; a colour of no class is named
+    with where it first is."""
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    known = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], np.int32)
+    order = np.argsort(known)
+    at = np.clip(np.searchsorted(known[order], codes), 0, len(known) - 1)
+    found = known[order][at] == codes
+    if not found.all():
+        y, x = (int(v[0]) for v in np.nonzero(~found))
+        raise ImageError(f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at ({x}, {y}) is no class's "
+                         f"(train.data.colors: {', '.join(str(list(c)) for c in colors)})")
+    return np.array(list(colors.values()), np.uint8)[order][at]
 
 
 def _libtiff(image, said: list[str]):

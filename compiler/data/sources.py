@@ -264,8 +264,11 @@ def _masks(data, spec):
     if not images:
         raise spec.error(PATH, f"{folders['images']} has no images ({', '.join(IMAGE_SUFFIXES)})")
     h, w, _ = spec.input.hwc
+    names = spec.task.names(spec)
+    colors = None if data.colors is None else {
+        tuple(rgb): spec.task.ignore_index if name == "ignore" else names.index(name) for name, rgb in data.colors.items()}
     try:
-        y = np.stack([decode_mask(masks[stem], (h, w), data.fit, spec.task.ignore_index) for stem in stems])
+        y = np.stack([decode_mask(masks[stem], (h, w), data.fit, spec.task.ignore_index, colors) for stem in stems])
     except ImageError as exc:
         raise spec.error(PATH, str(exc)) from None
     targets, names = spec.task.from_array(y, spec, str(root / "masks"), files=[masks[stem] for stem in stems])

@@ -115,6 +115,10 @@ class DataSpec(StrictModel):
         " ", description="multi_label csv: what separates the tags in the tags column")
     columns: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = Field(
         None, description="multi_label csv: one 0/1 column per tag, named so (instead of a tags column)")
+    colors: dict[Annotated[str, Field(min_length=1)],
+                 Annotated[list[Annotated[int, Strict(), Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]] \
+        | None = Field(None, description="segmentation masks drawn in colours: {class: [r, g, b]} (names from classes; "
+                                         "`ignore`: pixels left out); a pixel of another colour is an error naming it")
     validation_split: Fraction = Field(0.2, description="share of each class held out for validation (seeded)")
     test_split: Fraction = Field(0.0, description="share of each class held out for `tlc evaluate`, never trained on")
     resize: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = Field(

@@ -145,6 +145,8 @@ def _check_training_for(spec: SpecBase, task) -> None:
          and task.type != "multi_label", "tags and columns are a multi_label csv's (set task: multi_label)"),
         (("train", "data", "type"), t.data.type == "masks" and task.type != "segmentation",
          "masks are a segmentation source: set task: segmentation"),
+        (("train", "data", "colors"), t.data.colors is not None and t.data.type != "masks",
+         "colors read a masks folder's RGB masks (train.data.type: masks)"),
         (("train", "data", "type"), task.type == "segmentation" and t.data.type not in ("masks", "npz"),
          f"{t.data.type} gives no masks; segmentation reads a masks folder (images/ and masks/) or an npz"),
         (("train", "distribute"), t.distribute == "multi_worker" and not one_class,
@@ -297,6 +299,22 @@ def _check_segmentation(spec: SpecBase) -> None:
         raise spec.error(("train", "data", "classes"), f"names {len(names)} classes; head.classes is {classes}")
     if t.distill is not None:
         raise spec.error(("train", "distill"), "distillation of masks is not there yet")
+    if t.data.colors is not None:
+        _check_colors(spec, t.data.colors)
+
+
+def _check_colors(spec: SpecBase, colors: dict) -> None:
+    """`colors` names classes (by `classes`' names, or 0..k-1 without them) or `ignore`, one colour each."""
+    names = [*spec.task.names(spec), "ignore"]
+    for name in colors:
+        if name not in names:
+            raise spec.error(("train", "data", "colors", name), f"no class named {name!r}; the classes are "
+                                                                f"{', '.join(names)}")
+    seen: dict[tuple, str] = {}
+    for name, rgb in colors.items():
+        if tuple(rgb) in seen:
+            raise spec.error(("train", "data", "colors", name), f"{rgb} is already {seen[tuple(rgb)]}'s colour")
+        seen[tuple(rgb)] = name
 
 
 def _check_teacher_task(spec, where: Path) -> None:
