@@ -158,7 +158,8 @@ def test_a_decoder_check_accepts_builds_trains_and_segments(kind, decoder, tmp_p
     spec = tmp_path / f"{kind}.yaml"
     spec.write_text(f"task: segmentation\ninput: {{shape: [{side}, {side}, 3]}}\nbackbone: {backbone}\nfreeze: all\n"
                     f"head: {{type: {decoder}, classes: 3}}\n"
-                    "train: {data: {type: npz, path: tiny.npz, validation_split: 0.34}, epochs: 1, batch_size: 2}\n")
+                    "train: {data: {type: npz, path: tiny.npz, validation_split: 0.34}, epochs: 1, batch_size: 2, "
+                    "class_weight: balanced}\n")
     checked = tlc("check", spec, "--json")
     assert checked.exit_code == 0, checked.output
     planned = json.loads(checked.stdout)
@@ -166,6 +167,7 @@ def test_a_decoder_check_accepts_builds_trains_and_segments(kind, decoder, tmp_p
     result = train(spec, tmp_path / "runs")
     assert result.metrics["params"] == planned["params"] and np.isfinite(result.metrics["final"]["loss"])
     assert 0 <= result.metrics["final"]["val_miou"] <= 1
+    assert sum(result.metrics["task"]["pixels"]) == int((y[:4] != 255).sum())  # (the 4 training masks')
     masks = np.asarray(result.model(x[:1], training=False))
     assert masks.shape == (1, side, side, 3)
     keras.backend.clear_session()

@@ -76,6 +76,29 @@ def test_rgb_masks_are_read_through_colors_and_a_stray_colour_is_named(tmp_path)
         loaded(spec)
 
 
+def test_balanced_class_weights_weigh_pixels_as_scikit_learn_weighs_them():
+    import keras
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from tlc.task.segmentation import Segmentation, pixel_class_weights, pixel_loss_class
+
+    rng = np.random.default_rng(0)
+    masks = rng.choice([0, 0, 0, 0, 1, 2, 255], size=(4, 16, 16)).astype("uint8")
+    record = Segmentation().record(masks)
+    weights = pixel_class_weights(record["pixels"], 4)  # class 3 has no pixel: weight 1
+    counted = masks[masks != 255]
+    np.testing.assert_allclose(weights[:3], compute_class_weight("balanced", classes=np.arange(3), y=counted))
+    assert weights[3] == 1.0
+    probabilities = keras.ops.softmax(rng.normal(size=(4, 16, 16, 4)).astype("float32")).numpy()
+    loss = pixel_loss_class()("ce", 4, 255, False, class_weights=weights)
+    got = float(loss(masks, probabilities))
+    keep = masks != 255
+    p_true = np.take_along_axis(probabilities, np.where(keep, masks, 0)[..., None].astype(int), -1)[..., 0]
+    per_pixel = -np.log(np.clip(p_true, 1e-7, 1)) * np.asarray(weights)[np.where(keep, masks, 0)] * keep
+    np.testing.assert_allclose(got, np.mean(per_pixel.sum(axis=(1, 2)) / keep.sum(axis=(1, 2))), rtol=1e-5)
+    assert loss.get_config()["class_weights"] == weights  # (saved with a checkpoint for --resume)
+
+
 @pytest.mark.parametrize("damage, message", [
     ("missing", r"images/0003.png has no mask \(masks/0003.png\)"),
     ("extra", r"masks/9999.png is a mask of no image"),

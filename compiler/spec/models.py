@@ -230,7 +230,8 @@ class TrainSpec(StrictModel):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.0, description="label smoothing of the categorical cross-entropy")
     class_weight: Literal["balanced"] | None = Field(
-        None, description="balanced: weight classes inversely to their frequency in the training split")
+        None, description="balanced: weight classes inversely to their frequency in the training split (images, "
+                          "or pixels for segmentation)")
     recalibrate_bn: by_kind("auto, true, false or {images: N}", str=Literal["auto"], bool=Annotated[bool, Strict()],
                             map=RecalibrateBNSpec) = Field(
         "auto", description="after training, set the moving mean and variance of every batch norm that trained "

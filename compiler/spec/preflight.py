@@ -130,8 +130,8 @@ def _check_training_for(spec: SpecBase, task) -> None:
         raise spec.error(("tune", "metric"), f"{task.type} records {', '.join(named)} (val_ for validation); "
                                              f"not {spec.tune.metric}")
     checks = [
-        (("train", "class_weight"), t.class_weight is not None and not one_class,
-         "balanced class weights are for one class per image (task: classification)"),
+        (("train", "class_weight"), t.class_weight is not None and not one_class and task.type != "segmentation",
+         "balanced class weights are for a class per image or per pixel (task: classification or segmentation)"),
         (("train", "label_smoothing"), t.label_smoothing > 0 and task.type == "regression",
          "label smoothing is for classes and tags, not numbers"),
         (("train", "data", "classes"), t.data.classes is not None and not one_class and task.type != "segmentation",

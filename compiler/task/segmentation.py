@@ -82,8 +82,16 @@ class Segmentation(Task):
     def to_json(self, target):
         return None  # (split.json names the held-out files; their masks are read again from the source)
 
+    def record(self, train_targets):
+        """Each class's pixels in the training split (what `class_weight: balanced` weighs by)."""
+        counted = train_targets[train_targets != self.ignore_index]
+        return {"pixels": np.bincount(counted.reshape(-1), minlength=2).tolist()}
+
     def loss_function(self, spec, from_logits, record):
-        return pixel_loss_class()(self.loss, int(spec.head.classes), self.ignore_index, from_logits)
+        classes = int(spec.head.classes)
+        weights = pixel_class_weights(record.get("pixels", []), classes) if spec.train is not None and \
+            spec.train.class_weight == "balanced" else None
+        return pixel_loss_class()(self.loss, classes, self.ignore_index, from_logits, class_weights=weights)
 
     def keras_metrics(self, outputs, from_logits, record):
         import keras
@@ -159,6 +167,17 @@ def _number(value) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
 
+def pixel_class_weights(pixels: list[int], classes: int) -> list[float]:
+    """`class_weight: balanced` per pixel: n / (k * pixels of c) over the k classes present, as
+    scikit-learn's `compute_class_weight` computes it; 1 for a class with no pixel."""
+    counts = np.zeros(classes, "float64")
+    counts[:min(classes, len(pixels))] = pixels[:classes]
+    present = counts > 0
+    out = np.ones(classes)
+    out[present] = counts[present].sum() / (present.sum() * counts[present])
+    return out.tolist()
+
+
 def pixel_confusion(targets: np.ndarray, predicted: np.ndarray, k: int, ignore: int) -> np.ndarray:
     """(k, k) pixel counts, rows true, columns predicted, without the ignored pixels."""
     truth, guess = np.asarray(targets).reshape(-1).astype("int64"), np.asarray(predicted).reshape(-1).astype("int64")
@@ -177,16 +196,18 @@ def iou(confusion: np.ndarray) -> np.ndarray:
 @functools.cache
 def pixel_loss_class():
     """The per-pixel loss (cross-entropy, Dice, both, focal) without the ignored pixels, each
-    image's mean over its counted pixels; registered for `--resume`."""
+    image's mean over its counted pixels; `class_weights` weigh each pixel's cross-entropy by its
+    class and Dice's mean over classes; registered for `--resume`."""
     import keras
 
     @keras.saving.register_keras_serializable(package="tlc")
     class PixelLoss(keras.losses.Loss):
         def __init__(self, kind="ce", classes=2, ignore_index=255, from_logits=False, gamma=2.0,
-                     reduction="sum_over_batch_size", name="pixel_loss", dtype=None):
+                     class_weights=None, reduction="sum_over_batch_size", name="pixel_loss", dtype=None):
             super().__init__(name=name, reduction=reduction, dtype=dtype)
             self.kind, self.classes, self.ignore_index = kind, int(classes), int(ignore_index)
             self.from_logits, self.gamma = from_logits, float(gamma)
+            self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
         def call(self, y_true, y_pred):
             ops = keras.ops
@@ -202,17 +223,26 @@ def pixel_loss_class():
                 if self.kind == "focal":
                     p_true = ops.sum(one_hot * probabilities, axis=-1)
                     per_pixel = per_pixel * ops.power(1.0 - p_true, self.gamma)
+                if self.class_weights is not None:
+                    per_pixel = per_pixel * ops.sum(one_hot * ops.convert_to_tensor(self.class_weights, y_pred.dtype),
+                                                    axis=-1)
                 loss = loss + ops.sum(per_pixel, axis=(1, 2)) / pixels
             if self.kind in ("dice", "ce_dice"):
                 p = probabilities * counted[..., None]
                 overlap = ops.sum(p * one_hot, axis=(1, 2))
                 total = ops.sum(p + one_hot, axis=(1, 2))
-                loss = loss + 1.0 - ops.mean((2.0 * overlap + 1.0) / (total + 1.0), axis=-1)
+                dice = (2.0 * overlap + 1.0) / (total + 1.0)
+                if self.class_weights is None:
+                    loss = loss + 1.0 - ops.mean(dice, axis=-1)
+                else:
+                    weights = ops.convert_to_tensor(self.class_weights, y_pred.dtype)
+                    loss = loss + 1.0 - ops.sum(dice * weights, axis=-1) / ops.sum(weights)
             return loss
 
         def get_config(self):
             return {**super().get_config(), "kind": self.kind, "classes": self.classes,
-                    "ignore_index": self.ignore_index, "from_logits": self.from_logits, "gamma": self.gamma}
+                    "ignore_index": self.ignore_index, "from_logits": self.from_logits, "gamma": self.gamma,
+                    "class_weights": self.class_weights}
 
     return PixelLoss
 
