@@ -165,7 +165,7 @@ def test_labels_that_look_like_tags_or_numbers_train_as_asked_with_a_warning_nam
      "a regression head has one unit per target: 2 (a, b)"),
     ({"task": "regression", "early_stopping": {"monitor": "val_accuracy"}}, "train.early_stopping.monitor",
      "regression records mae, rmse, r2, loss (val_ for validation); not val_accuracy"),
-    ({"task": "multi_label", "class_weight": "balanced"}, "train.class_weight", "one class per image"),
+    ({"task": "multi_label", "class_weight": "balanced"}, "train.class_weight", "a class per image or per pixel"),
     ({"task": {"type": "multi_label", "threshold": "tuned"}, "validation_split": 0}, "task.threshold",
      "tuned thresholds come from the validation split"),
     ({"task": "classification", "tags": "tags"}, "train.data.tags", "set task: multi_label"),
