@@ -44,7 +44,7 @@ def stripes_plugin():
 def test_an_unknown_source_names_the_registered_ones(write):
     result = run("check", write(SPEC))
     assert result.exit_code == 2
-    assert "train.data.type: unknown data source; registered: digits, npz, directory, csv, cifar10, masks; " \
+    assert "train.data.type: unknown data source; registered: digits, npz, directory, csv, cifar10, masks, coco; " \
            "received: 'stripes'" in result.output
 
 

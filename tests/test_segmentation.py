@@ -5,6 +5,7 @@ photo's own size; what segmentation cannot train with yet is refused by `check`,
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -97,6 +98,91 @@ def test_balanced_class_weights_weigh_pixels_as_scikit_learn_weighs_them():
     per_pixel = -np.log(np.clip(p_true, 1e-7, 1)) * np.asarray(weights)[np.where(keep, masks, 0)] * keep
     np.testing.assert_allclose(got, np.mean(per_pixel.sum(axis=(1, 2)) / keep.sum(axis=(1, 2))), rtol=1e-5)
     assert loss.get_config()["class_weights"] == weights  # (saved with a checkpoint for --resume)
+
+
+def write_coco(folder, portrait_stored_size: bool = True):
+    """Five 64x64 photos and one portrait phone photo stored 80x60 with EXIF 6: a bright square
+    (category "square", id 7, a polygon) and a bright disk ("circle", id 3, RLE) in each, a crowd
+    region in the first; the portrait's JSON entry gives its stored size and stored coordinates."""
+    import json as jsonlib
+
+    from PIL import Image
+    from pycocotools import mask as rle
+
+    (folder / "images").mkdir(parents=True)
+    images, annotations = [], []
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        w, h = (80, 60) if i == 5 else (64, 64)
+        pixels = rng.integers(0, 60, (h, w, 3)).astype("uint8")
+        x0, y0 = int(rng.integers(2, 20)), int(rng.integers(2, 20))
+        pixels[y0:y0 + 16, x0:x0 + 24] = 250
+        yy, xx = np.mgrid[:h, :w]
+        disk = (yy - 44) ** 2 + (xx - 48) ** 2 <= 8 ** 2
+        pixels[disk] = 250
+        exif = Image.Exif()
+        if i == 5:
+            exif[0x0112] = 6
+        Image.fromarray(pixels).save(folder / "images" / f"{i}.png", exif=exif)
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": w, "height": h})
+        square = [x0, y0, x0 + 24, y0, x0 + 24, y0 + 16, x0, y0 + 16]
+        annotations.append({"id": 3 * i + 1, "image_id": i + 1, "category_id": 7, "segmentation": [square],
+                            "area": 384.0, "bbox": [x0, y0, 24, 16], "iscrowd": 0})
+        encoded = rle.encode(np.asfortranarray(disk.astype("uint8")))
+        encoded["counts"] = encoded["counts"].decode()
+        annotations.append({"id": 3 * i + 2, "image_id": i + 1, "category_id": 3, "segmentation": encoded,
+                            "area": float(disk.sum()), "bbox": [40, 36, 16, 16], "iscrowd": 0})
+        if i == 0:
+            annotations.append({"id": 99, "image_id": 1, "category_id": 3, "iscrowd": 1, "area": 16.0,
+                                "segmentation": [[0, 60, 4, 60, 4, 64, 0, 64]], "bbox": [0, 60, 4, 4]})
+    (folder / "instances.json").write_text(jsonlib.dumps({
+        "images": images, "annotations": annotations,
+        "categories": [{"id": 7, "name": "square"}, {"id": 3, "name": "circle"}]}))
+    return folder / "instances.json"
+
+
+def test_coco_polygons_and_rle_become_masks_over_the_upright_photo(tmp_path):
+    """Each mask covers what its photo shows bright (the portrait's too, turned as the photo is);
+    classes follow the category ids; a crowd is ignored."""
+    from tlc.data.images import decode_many
+
+    path = write_coco(tmp_path)
+    dataset = loaded(spec_from_data({**SEG_SPEC, "train": {"data": {"type": "coco", "path": str(path),
+                                                                    "validation_split": 0}}}, "coco"))
+    assert dataset.class_names == ["background", "circle", "square"]
+    for file, mask in zip(dataset.train.files, dataset.train.labels):
+        bright = decode_many(np.array([file]), (64, 64), 3)[0].min(axis=-1) > 200
+        labelled = (mask == 1) | (mask == 2)
+        assert (bright == labelled).mean() > 0.97, file
+        if file.endswith("/0.png"):
+            assert (mask == 255).sum() >= 9 and set(np.unique(mask)) == {0, 1, 2, 255}
+
+
+def test_a_coco_spec_that_check_accepts_trains(tmp_path):
+    from tlc.train.loop import train
+
+    path = write_coco(tmp_path)
+    spec = {**SEG_SPEC, "name": "coco", "train": {"data": {"type": "coco", "path": path.name, "validation_split": 0.34},
+                                                  "epochs": 1, "batch_size": 2}}
+    (tmp_path / "coco.yaml").write_text(yaml.safe_dump(spec))
+    assert run_cli("check", tmp_path / "coco.yaml").exit_code == 0
+    result = train(tlc.load_spec(tmp_path / "coco.yaml"), tmp_path / "runs")
+    assert result.metrics["classes"] == ["background", "circle", "square"] and 0 <= result.metrics["final"]["miou"] <= 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"classes": ["background", "triangle"]}, "has no category 'triangle'; it has circle, square"),
+    ({"missing": True}, "image 3.png (id 4) is neither beside the JSON nor in images/"),
+])
+def test_a_coco_file_that_does_not_fit_is_named(tmp_path, change, message):
+    path = write_coco(tmp_path)
+    if change.pop("missing", None):
+        (tmp_path / "images" / "3.png").unlink()
+    head = {**SEG_SPEC["head"], "classes": 2} if "classes" in change else SEG_SPEC["head"]
+    spec = spec_from_data({**SEG_SPEC, "head": head, "train": {"data": {"type": "coco", "path": str(path), **change}}},
+                          "coco")
+    with pytest.raises(tlc.SpecError, match=re.escape(message)):
+        loaded(spec)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -349,7 +435,7 @@ def test_an_interrupted_segmentation_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("task, data, message", [
-    ("classification", {"type": "masks", "path": "pets"}, "train.data.type: masks are a segmentation source"),
+    ("classification", {"type": "masks", "path": "pets"}, "train.data.type: the masks source gives masks: set task: segmentation"),
     ("segmentation", {"type": "directory", "path": "pets"}, "train.data.type: directory gives no masks"),
 ])
 def test_masks_and_segmentation_go_together(write, task, data, message):

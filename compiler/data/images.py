@@ -111,6 +111,14 @@ def placement(width: int, height: int, size: tuple[int, int], fit: str = "stretc
     return top, left, top + tall, left + wide
 
 
+def stored_and_orientation(path: str) -> tuple[tuple[int, int], int]:
+    """((width, height) as stored, the EXIF orientation 1..8), from the header only."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size, _orientation(image)
+
+
 def oriented_size(source: str | bytes) -> tuple[int, int]:
     """(width, height) as the photo is shown (EXIF orientation applied), from its header only;
     `source` is a file's path or an encoded image."""
@@ -177,9 +185,8 @@ def decode_mask(path: str, size: tuple[int, int], fit: str = "stretch", fill: in
     palette PNG's indices (never its colours), or with `colors` ({(r, g, b): class}) an RGB mask's
     colours; read as stored (no EXIF), met to the input as its image is (`fit`) with nearest
     neighbour, padding with `fill` (the ignored value)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    h, w = size
     try:
         with Image.open(path) as image:
             image.load()
@@ -196,6 +203,15 @@ def decode_mask(path: str, size: tuple[int, int], fit: str = "stretch", fill: in
         raise ImageError(f"{path}: not a readable mask ({_reason(exc)})") from None
     if values.max(initial=0) > 255:
         raise ImageError(f"{path}: mask values go up to {int(values.max())}; class indices are 0..254 (255: ignored)")
+    return fit_mask(values, size, fit, fill)
+
+
+def fit_mask(values: np.ndarray, size: tuple[int, int], fit: str = "stretch", fill: int = 255) -> np.ndarray:
+    """Class indices (uint8) met to `size` (h, w) as their image is (`fit`), with nearest
+    neighbour; padding takes `fill` (the ignored value)."""
+    from PIL import Image, ImageOps
+
+    h, w = size
     mask = Image.fromarray(values.astype(np.uint8), "L")
     if mask.size != (w, h):
         if fit == "crop":

@@ -275,6 +275,24 @@ def _masks(data, spec):
     return Examples(targets, files=np.array(images)), names
 
 
+def _coco(data, spec):
+    """A COCO JSON's polygons and RLE rasterized per category (`coco.py`), its images beside it or in images/."""
+    from .coco import read_coco
+
+    path = _required_path(data, spec)
+    if path.is_dir():
+        raise spec.error(PATH, f"{path} is a folder; a coco source is the annotation file (instances.json)")
+    given = [str(c) for c in data.classes] if data.classes else None
+    files, y, names = read_coco(path, given, spec.input.hwc[:2], data.fit, spec.task.ignore_index,
+                                lambda message: spec.error(PATH, message))
+    classes = getattr(spec.head, "classes", len(names))
+    if len(names) != classes:
+        raise spec.error(PATH, f"{path}: {len(names)} classes (background, {', '.join(names[1:])}); head.classes is "
+                               f"{classes}")
+    targets, _ = spec.task.from_array(y, spec, str(path), files=files)
+    return Examples(targets, files=np.array(files)), names
+
+
 def _cifar10(data, spec):
     import keras
 
@@ -305,6 +323,8 @@ def tlc_data_sources():
         DataSource("cifar10", _cifar10, "CIFAR-10 through keras.datasets (downloaded once into the Keras cache)"),
         DataSource("masks", _masks, "segmentation: images/ and masks/ (PNG class indices) under path, paired by stem",
                    needs_path=True, files=True, targets=True),
+        DataSource("coco", _coco, "segmentation: a COCO JSON of polygons or RLE (pycocotools), images beside it "
+                                  "or in images/", needs_path=True, files=True, targets=True),
     ]
 
 

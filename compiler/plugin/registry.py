@@ -37,7 +37,7 @@ BUILTIN_TYPES = {
 }
 #: The built-in data sources (`train.data.type`), registered by `tlc.data.sources` through
 #: `tlc_data_sources` like a plugin's; named here so validating a spec imports nothing more.
-BUILTIN_SOURCES = {"tlc.data.sources": ("digits", "npz", "directory", "csv", "cifar10", "masks")}
+BUILTIN_SOURCES = {"tlc.data.sources": ("digits", "npz", "directory", "csv", "cifar10", "masks", "coco")}
 ENTRY_POINT_GROUP = "tlc"
 KINDS = {"backbone": ("tlc_backbones", Backbone), "head": ("tlc_heads", Head), "task": ("tlc_tasks", Task)}
 

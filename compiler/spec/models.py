@@ -102,7 +102,8 @@ def _source_names() -> list[str]:
 class DataSpec(StrictModel):
     type: str = Field(
         description="the data source: digits (scikit-learn's), npz (arrays x and y), directory (one sub-folder "
-                    "per class), csv (columns path,label), cifar10, or one a plugin adds (`tlc plugins` lists them)",
+                    "per class), csv (columns path,label), cifar10, masks and coco (segmentation), or one a plugin "
+                    "adds (`tlc plugins` lists them)",
         json_schema_extra=lambda schema: schema.update(enum=_source_names()))
     path: str | None = Field(None, description="the npz file, folder or csv file, relative to the spec's folder")
     classes: Union[Annotated[list[Annotated[int, Strict(), Field(ge=0)]], Field(min_length=2)],

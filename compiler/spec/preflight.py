@@ -143,12 +143,13 @@ def _check_training_for(spec: SpecBase, task) -> None:
          and isinstance(t.data.classes[0], int), "names the mask values 0..k-1: [background, cat, dog]"),
         (("train", "data", "tags"), (t.data.tags is not None or t.data.columns is not None)
          and task.type != "multi_label", "tags and columns are a multi_label csv's (set task: multi_label)"),
-        (("train", "data", "type"), t.data.type == "masks" and task.type != "segmentation",
-         "masks are a segmentation source: set task: segmentation"),
+        (("train", "data", "type"), t.data.type in ("masks", "coco") and task.type != "segmentation",
+         f"the {t.data.type} source gives masks: set task: segmentation"),
         (("train", "data", "colors"), t.data.colors is not None and t.data.type != "masks",
          "colors read a masks folder's RGB masks (train.data.type: masks)"),
-        (("train", "data", "type"), task.type == "segmentation" and t.data.type not in ("masks", "npz"),
-         f"{t.data.type} gives no masks; segmentation reads a masks folder (images/ and masks/) or an npz"),
+        (("train", "data", "type"), task.type == "segmentation" and t.data.type not in ("masks", "coco", "npz"),
+         f"{t.data.type} gives no masks; segmentation reads a masks folder (images/ and masks/), a COCO JSON or "
+         "an npz"),
         (("train", "distribute"), t.distribute == "multi_worker" and not one_class,
          f"multi_worker trains classifiers; {task.type} trains with none or mirrored"),
     ]
