@@ -61,16 +61,26 @@ def write_npy_rows(target: str | os.PathLike, shape: tuple, chunks) -> None:
     """A float32 .npy of `shape` written chunk by chunk (each an array of rows), so memory holds
     one chunk however large the array. Plain writes, not a writable memory map: a full disk must
     be a clear error, not a SIGBUS."""
+    write_npy_columns([target], [shape], ["float32"], ((chunk,) for chunk in chunks))
+
+
+def write_npy_columns(targets: list, shapes: list[tuple], dtypes: list[str], chunks) -> None:
+    """Several .npy files of the same number of rows written in one pass, chunk by chunk (each a
+    tuple of row arrays, one per file), each replacing its target only when all are complete."""
     import numpy as np
 
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("float32")), "fortran_order": False,
-              "shape": tuple(shape)}
-    with replacing(target) as tmp:
-        with open(tmp, "wb") as handle:
-            np.lib.format.write_array_header_1_0(handle, header)
-            written = 0
-            for chunk in chunks:
-                handle.write(np.ascontiguousarray(chunk, "float32").tobytes())
-                written += len(chunk)
-        if written != shape[0]:
-            raise RuntimeError(f"wrote {written} rows of {target}, expected {shape[0]}")
+    with contextlib.ExitStack() as stack:
+        temporary = [stack.enter_context(replacing(target)) for target in targets]
+        handles = [stack.enter_context(open(tmp, "wb")) for tmp in temporary]
+        for handle, shape, dtype in zip(handles, shapes, dtypes):
+            np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                          "fortran_order": False, "shape": tuple(shape)})
+        written = 0
+        for chunk in chunks:
+            for handle, rows, dtype in zip(handles, chunk, dtypes):
+                handle.write(np.ascontiguousarray(rows, dtype).tobytes())
+            written += len(chunk[0])
+        for handle in handles:
+            handle.close()
+        if written != shapes[0][0]:
+            raise RuntimeError(f"wrote {written} rows of {targets[0]}, expected {shapes[0][0]}")

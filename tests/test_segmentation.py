@@ -416,6 +416,51 @@ def test_explain_follows_a_classs_pixels_and_export_checks_miou(seg_run, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_frozen_encoders_taps_are_cached_with_each_views_masks_and_train_as_uncached(tmp_path):
+    """A frozen encoder under a U-Net: its output and taps are computed once per augmented view,
+    the view's moved masks kept beside them; training on them matches augmenting on the fly."""
+    from tlc.train.loop import train
+
+    from .helpers import rows_of
+
+    draw_masks(tmp_path / "few", 24, (32, 32), seed=5)
+    encoder = {"type": "conv_stack", "blocks": [{"filters": 8, "padding": "same"}, {"filters": 8, "padding": "same"},
+                                                {"filters": 16, "padding": "same"}]}  # stride 8: two taps
+    spec = {**SEG_SPEC, "name": "taps", "input": {"shape": [32, 32, 3]}, "backbone": encoder, "freeze": "all",
+            "head": {"type": "unet", "classes": 3, "decoder_filters": [16, 8, 8]}, "train": {
+        "data": {"type": "masks", "path": str(tmp_path / "few"), "classes": ["background", "circle", "square"]},
+        "augment": {"flip": "horizontal", "rotation": 0.1, "views": 2}, "epochs": 3, "batch_size": 8,
+        "recalibrate_bn": False}}
+    (tmp_path / "taps.yaml").write_text(yaml.safe_dump(spec))
+    cached = train(tlc.load_spec(tmp_path / "taps.yaml"), tmp_path / "c")
+    note = cached.metrics["feature_cache"][0]
+    upto = re.search(r"computed once \(up to ([^;]+);", note).group(1).split(", ")
+    assert upto == ["block2_conv1", "block3_conv1", "block3_pool"] and "2 augmented views of" in note, note
+    [masks] = (cached.folder / "cache").glob("*-train-masks.npy")
+    moved = np.load(masks)
+    n = cached.metrics["examples"]["train"]
+    assert moved.shape == (2 * n, 32, 32) and (moved[:n] != moved[n:]).any()  # each view's own masks
+    plain = train(tlc.load_spec(tmp_path / "taps.yaml"), tmp_path / "p", use_cache=False)
+    for a, b in zip(rows_of(cached.folder), rows_of(plain.folder)):
+        for key in ("loss", "miou", "val_loss", "val_miou"):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=2e-3), key
+
+
+def test_taps_that_would_not_fit_on_disk_are_not_cached_and_the_run_says_so(tmp_path, monkeypatch):
+    from tlc.train import cache
+    from tlc.train.loop import train
+
+    monkeypatch.setattr(cache, "_free_bytes", lambda folder: 2**19)
+    draw_masks(tmp_path / "few", 12, (32, 32), seed=6)
+    spec = {**SEG_SPEC, "name": "full", "input": {"shape": [32, 32, 3]}, "freeze": "all", "train": {
+        "data": {"type": "masks", "path": str(tmp_path / "few")}, "epochs": 1, "batch_size": 4}}
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(spec))
+    note = train(tlc.load_spec(tmp_path / "full.yaml"), tmp_path / "runs").metrics["feature_cache"][0]
+    assert re.fullmatch(r"feature cache: not used \(the frozen part's output would take [0-9.]+ MB; 0\.5 MB free "
+                        r"in .*\)", note), note
+
+
+@pytest.mark.slow
 def test_an_interrupted_segmentation_resumes_exactly(tmp_path):
     """(with augmentation: image and mask draw the same transformation, again on resuming)"""
     from tlc.train.loop import train

@@ -40,12 +40,15 @@ class Feed:
         return len(self.examples)
 
     @classmethod
-    def of(cls, images: np.ndarray, labels: np.ndarray | None = None, views: int = 1,
+    def of(cls, images: np.ndarray | tuple, labels: np.ndarray | None = None, views: int = 1,
            targets: np.ndarray | None = None) -> Feed:
-        """A feed over a ready array (cached features, or images already preprocessed)."""
-        n = len(images) // views
+        """A feed over a ready array (cached features, or images already preprocessed), or over
+        several arrays row for row (a decoder's cached taps: the batches' inputs are tuples)."""
+        first, *more = images if isinstance(images, (tuple, list)) else (images,)
+        n = len(first) // views
         labels = np.zeros(n, "int64") if labels is None else labels
-        return cls(Examples(labels, images=images), tuple(images.shape[1:]), views=views, targets=targets)
+        return cls(Examples(labels, images=first, more=tuple(more)), tuple(first.shape[1:]), views=views,
+                   targets=targets)
 
     # --- index batches -------------------------------------------------------------------------
     def index_batches(self, seed: int, epochs: range, batch_size: int):
@@ -84,19 +87,12 @@ class Feed:
                 out = tf.numpy_function(read, [ids], tf.uint8, stateful=False)
                 out.set_shape((None, h, w, c))
                 return tf.cast(out, tf.float32) / 255.0
-        elif ex.images.nbytes <= IN_MEMORY_LIMIT or not isinstance(ex.images, np.memmap):
-            images = tf.constant(np.asarray(ex.images))
-
-            def rows(epoch, ids):
-                return tf.gather(images, ids + self._offset(epoch, n))
         else:
-            mapped, shape = ex.images, tuple(ex.images.shape[1:])
+            readers = [self._array_rows(array, n) for array in (ex.images, *ex.more)]
 
             def rows(epoch, ids):
-                out = tf.numpy_function(lambda i: np.asarray(mapped[np.asarray(i)], "float32"),
-                                        [ids + self._offset(epoch, n)], tf.float32)
-                out.set_shape((None, *shape))
-                return out
+                out = tuple(read(epoch, ids) for read in readers)
+                return out if len(out) > 1 else out[0]
 
         augment = self.augment if training else None
         preprocess = self.preprocess
@@ -122,6 +118,24 @@ class Feed:
             return x, y
 
         return load
+
+    def _array_rows(self, array: np.ndarray, n: int) -> Callable:
+        """(epoch, ids) -> those rows of `array` (of the epoch's view): gathered from a constant,
+        or read from its memory map batch by batch when it is large."""
+        import tensorflow as tf
+
+        if array.nbytes <= IN_MEMORY_LIMIT or not isinstance(array, np.memmap):
+            held = tf.constant(np.asarray(array))
+            return lambda epoch, ids: tf.gather(held, ids + self._offset(epoch, n))
+        shape = tuple(array.shape[1:])
+
+        def rows(epoch, ids):
+            out = tf.numpy_function(lambda i: np.asarray(array[np.asarray(i)], "float32"),
+                                    [ids + self._offset(epoch, n)], tf.float32)
+            out.set_shape((None, *shape))
+            return out
+
+        return rows
 
     def file_reader(self) -> Callable:
         """ids -> (n, h, w, c) uint8 images of those files: from the store, or decoded."""

@@ -36,6 +36,9 @@ class Examples:
     files: np.ndarray | None = None  # str paths
     images: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)  # located, from reading the targets
+    #: further input arrays, row for row with `images` (a frozen encoder's cached taps: a decoder's
+    #: tail takes several tensors)
+    more: tuple = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,7 +50,8 @@ class Examples:
     def take(self, indices: np.ndarray) -> Examples:
         return Examples(self.labels[indices],
                         None if self.files is None else self.files[indices],
-                        None if self.images is None else self.images[indices])
+                        None if self.images is None else self.images[indices],
+                        more=tuple(array[indices] for array in self.more))
 
     def plus(self, other: Examples | None) -> Examples:
         """These examples followed by `other`'s (of the same kind: files, or images)."""

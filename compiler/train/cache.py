@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tlc.atomic import write_npy_rows
+from tlc.atomic import write_npy_columns
 from tlc.data.pipeline import IN_MEMORY_LIMIT, Feed
 
 STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -48,24 +48,24 @@ def boundary(model) -> tuple[int, str]:
     return len(model.layers), "every layer is frozen"
 
 
-def _cut_tensor(model, k: int):
-    """The one tensor that layers k.. read from the layers before k (in a chain, layer k-1's output;
-    in a residual network, a cut between two blocks), or None when they read several (a shortcut
-    crosses the cut)."""
-    before = {id(layer) for layer in model.layers[:k]}
-    after = {id(layer) for layer in model.layers[k:]}
+def _cut_tensors(model, k: int) -> list:
+    """The tensors that layers k.. read from the layers before k, in the order of the layers that
+    make them: one in a chain (layer k-1's output) or between two residual blocks; a decoder's
+    taps and its encoder's output when k is the decoder's first layer. Empty when a model's graph
+    cannot be read."""
+    position = {id(layer): i for i, layer in enumerate(model.layers)}
     needed = {}
     try:  # Keras private API (the model's own graph nodes), guarded
         for nodes in model._nodes_by_depth.values():
             for node in nodes:
-                if id(node.operation) not in after:
+                if position.get(id(node.operation), -1) < k:
                     continue
                 for tensor in node.input_tensors:
-                    if id(tensor._keras_history[0]) in before:
+                    if position.get(id(tensor._keras_history[0]), k) < k:
                         needed[id(tensor)] = tensor
     except AttributeError:  # pragma: no cover
-        return None
-    return next(iter(needed.values())) if len(needed) == 1 else None
+        return []
+    return sorted(needed.values(), key=lambda t: (position[id(t._keras_history[0])], t._keras_history[2]))
 
 
 def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
@@ -78,25 +78,34 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         return Workload(model, train, val, f"feature cache: not used ({why}; nothing before it is frozen)")
     if k >= len(model.layers):
         return Workload(model, train, val, f"feature cache: not used ({why}; nothing to train)")
-    cut = _cut_tensor(model, k)
-    if cut is None:
-        return Workload(model, train, val, "feature cache: not used (the layers that train read more than one "
-                                        "output of the frozen part: a shortcut crosses the boundary)")
+    cuts = _cut_tensors(model, k)
+    if not cuts:
+        return Workload(model, train, val, "feature cache: not used (the model's graph could not be cut)")
     augment = train.augment
     views = augment.spec.views if augment is not None else None
     if augment is not None and not views:
         return Workload(model, train, val, "feature cache: off (augmentation changes the training images every "
                                         "epoch; set train.augment.views: K to cache K augmented views)")
+    shapes = [tuple(t.shape[1:]) for t in cuts]
+    size = 4 * sum(int(np.prod(shape)) for shape in shapes) * (len(train) * (views or 1) + len(val))
+    free = _free_bytes(cache_dir)
+    if size > DISK_SHARE * free:
+        return Workload(model, train, val, f"feature cache: not used (the frozen part's {_tensors(cuts)} would take "
+                                        f"{_amount(size)}; {_amount(free)} free in {cache_dir})")
     import keras
     import tensorflow as tf
 
-    prefix = keras.Model(model.input, cut)
+    prefix = keras.Model(model.input, cuts)
     key = _key(model.layers[1:k], train, val)
     # One graph, traced once for one batch shape, for train and validation alike (`predict`
     # costs ~5% more here, mostly per-batch overhead).
     forward = tf.function(lambda batch: prefix(batch, training=False))
-    out_shape = tuple(prefix.output.shape[1:])
-    files = {part: cache_dir / f"{key}-{part}.npy" for part in ("train", "val")}
+    # Moved masks: with views of a segmentation's images, each view's masks are kept beside it.
+    moved = views is not None and train.examples.labels.ndim == 3
+    files = {part: [cache_dir / f"{key}-{part}{f'-{i}' if i else ''}.npy" for i in range(len(cuts))]
+             for part in ("train", "val")}
+    if moved:
+        files["train"].append(cache_dir / f"{key}-train-masks.npy")
 
     def train_batches():  # (tf.data pipelines cost ~60 ms each to build: only when computing)
         if not views:
@@ -104,26 +113,49 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         return [train.augmented_view(v, batch_size) for v in range(views)]
 
     with computing(cache_dir / f"{key}.lock"):  # another worker computing these: wait, then reuse them
-        reused = all(str(f) in (memory or {}) or f.is_file() for f in files.values())
-        features = (_features(forward, out_shape, train_batches, len(train) * (views or 1), files["train"],
-                              batch_size, memory),
-                    _features(forward, out_shape, lambda: [val.in_order(batch_size)], len(val), files["val"],
-                              batch_size, memory))
+        reused = all(str(f) in (memory or {}) or f.is_file() for f in files["train"] + files["val"])
+        trained = _features(forward, shapes, train_batches, len(train) * (views or 1), files["train"], batch_size,
+                            memory, train.examples.labels.shape[1:] if moved else None)
+        held_out = _features(forward, shapes, lambda: [val.in_order(batch_size)], len(val), files["val"],
+                             batch_size, memory)
     how = "reused from the cache" if reused else "computed once"
     # Keras builds the sub-model that starts at the cut from the same layer objects, so training
     # the tail trains the model.
-    tail = keras.Model(cut, model.output, name=f"{model.name}_tail")
+    tail = keras.Model(cuts if len(cuts) > 1 else cuts[0], model.output, name=f"{model.name}_tail")
     # The tail's forward pass is cheap, so validation runs in few large batches (per-batch overhead
     # would dominate); the mean over the same examples is the same up to float rounding.
-    per_example = max(1, int(np.prod(out_shape)) * 4)
+    per_example = max(1, sum(int(np.prod(shape)) for shape in shapes) * 4)
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
-    note = f"feature cache: on, layers 1..{k - 1} {how} (up to {cut._keras_history[0].name}; {why})"
+    upto = ", ".join(t._keras_history[0].name for t in cuts)
+    note = f"feature cache: on, layers 1..{k - 1} {how} (up to {upto}; {why})"
     if views:
-        size = features[0].nbytes / 2**20
+        stored = trained[0].nbytes / 2**20
         note += (f"; {views} augmented views of {len(train):,} training images "
-                 f"({size:,.1f} MB on disk, {size / views:,.1f} MB per view)")
-    return Workload(tail, Feed.of(features[0], train.examples.labels, views=views or 1, targets=train.targets),
-                 Feed.of(features[1], val.examples.labels), note, eval_batch_size, key, reused)
+                 f"({stored:,.1f} MB on disk, {stored / views:,.1f} MB per view)")
+    elif len(cuts) > 1:
+        note += f"; {len(cuts)} tensors, {size / 2**20:,.1f} MB on disk"
+    masks = trained[len(cuts)] if moved else train.targets
+    return Workload(tail, Feed.of(trained[:len(cuts)], train.examples.labels, views=views or 1, targets=masks),
+                 Feed.of(held_out, val.examples.labels), note, eval_batch_size, key, reused)
+
+
+DISK_SHARE = 0.8  # cached features may take up to this share of the cache folder's free space
+
+
+def _free_bytes(folder: Path) -> int:
+    import shutil
+
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _amount(size: int) -> str:
+    return f"{size / 2**30:,.1f} GB" if size >= 2**30 else f"{size / 2**20:,.1f} MB"
+
+
+def _tensors(cuts: list) -> str:
+    return "output" if len(cuts) == 1 else f"{len(cuts)} outputs (the decoder's taps)"
 
 
 @contextlib.contextmanager
@@ -143,27 +175,35 @@ def computing(lock: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _features(forward, out_shape: tuple, batches, rows: int, path: Path, batch_size: int,
-              memory: dict | None = None) -> np.ndarray:
-    """The prefix's output for every batch of `batches()` (tf.data of (images, labels)), from
-    `memory`, the cache file, or computed and appended batch by batch to it, so memory holds one
-    batch however large the dataset. Every call gets one batch shape: a short last batch is padded."""
-    if memory is not None and str(path) in memory:
-        return memory[str(path)]
-    if not path.is_file():
+def _features(forward, shapes: list[tuple], batches, rows: int, paths: list[Path], batch_size: int,
+              memory: dict | None = None, mask_shape: tuple | None = None) -> list[np.ndarray]:
+    """The prefix's outputs for every batch of `batches()` (tf.data of (images, labels)), one
+    array per output (and with `mask_shape`, the batches' masks after them), from `memory`, the
+    cache files, or computed and appended batch by batch to them, so memory holds one batch
+    however large the dataset. Every call gets one batch shape: a short last batch is padded."""
+    if memory is not None and all(str(path) in memory for path in paths):
+        return [memory[str(path)] for path in paths]
+    if not all(path.is_file() for path in paths):
         def chunks():
             for dataset in batches():
-                for images, _ in dataset:
+                for images, labels in dataset:
                     n = int(images.shape[0])
                     if n < batch_size:
                         images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), "float32")])
-                    yield forward(images).numpy()[:n]
+                    out = forward(images)
+                    rows_out = [np.asarray(t)[:n] for t in (out if isinstance(out, (list, tuple)) else [out])]
+                    yield (*rows_out, np.asarray(labels)) if mask_shape is not None else tuple(rows_out)
 
-        write_npy_rows(path, (rows, *out_shape), chunks())
-    array = np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
-    if memory is not None:
-        memory[str(path)] = array
-    return array
+        all_shapes = [(rows, *shape) for shape in shapes] + ([(rows, *mask_shape)] if mask_shape is not None else [])
+        dtypes = ["float32"] * len(shapes) + (["uint8"] if mask_shape is not None else [])
+        write_npy_columns(paths, all_shapes, dtypes, chunks())
+    arrays = []
+    for path in paths:
+        array = np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
+        if memory is not None:
+            memory[str(path)] = array
+        arrays.append(array)
+    return arrays
 
 
 def _key(layers, train: Feed, val: Feed) -> str:

@@ -127,11 +127,11 @@ def in_memory_validation(model, feed, batch_size: int, loss):
     once when the features are in memory, read from their memory map each time when not):
     Keras's `evaluate` built an iterator and ran its callbacks every epoch (~25 ms an epoch, more
     than the head's validation itself). The traced call is kept with the model, so a tune
-    worker's compiled head reuses it. None when the feed is not such an array, or the task is not
+    worker's compiled head reuses it. None when the feed is not one such array, or the task is not
     classification (Keras's `evaluate` then computes the task's metrics)."""
     images = feed.examples.images
-    if not len(feed) or images is None or feed.preprocess is not None or feed.augment is not None or \
-            feed.examples.labels.ndim != 1:
+    if not len(feed) or images is None or feed.examples.more or feed.preprocess is not None or \
+            feed.augment is not None or feed.examples.labels.ndim != 1:
         return None
     import tensorflow as tf
 

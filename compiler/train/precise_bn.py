@@ -69,7 +69,7 @@ def recalibrate(model, batches, layers: list) -> int:
             layer.momentum = 0.0  # the moving statistics become the batch's (read when traced)
         for x in batches:
             forward(x)
-            n = int(x.shape[0])
+            n = int((x[0] if isinstance(x, (tuple, list)) else x).shape[0])  # (a decoder's tail takes taps)
             for layer, (mean, variance) in zip(layers, sums):
                 mean += n * layer.moving_mean.numpy()
                 variance += n * layer.moving_variance.numpy()
