@@ -78,7 +78,7 @@ class Pool:
         """`feed.epochs(...)` of a feed over arrays (cached features), built once per arrays and
         settings: building the tf.data pipeline took ~30 ms a trial. (The batches depend on
         nothing else: epoch orders come from (seed, epoch).)"""
-        arrays = (feed.examples.images, feed.examples.labels, feed.targets)
+        arrays = (feed.examples.images, *feed.examples.more, feed.examples.labels, feed.targets)
         key = (*map(id, arrays), feed.views, seed, epochs.start, epochs.stop, batch_size)
         if key not in self.batches:
             _keep(self.batches, key, (arrays, feed.epochs(seed, epochs, batch_size)))  # (the arrays keep their ids)
