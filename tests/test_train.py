@@ -219,9 +219,9 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
     calls = []
     real = cache._features
 
-    def spy(forward, out_shape, batches, rows, target, batch_size, memory=None):
-        calls.append(target.is_file())
-        return real(forward, out_shape, batches, rows, target, batch_size, memory)
+    def spy(forward, shapes, batches, rows, paths, batch_size, memory=None, mask_shape=None):
+        calls.append(all(path.is_file() for path in paths))
+        return real(forward, shapes, batches, rows, paths, batch_size, memory, mask_shape)
 
     import shutil
 

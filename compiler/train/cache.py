@@ -68,6 +68,26 @@ def _cut_tensors(model, k: int) -> list:
     return sorted(needed.values(), key=lambda t: (position[id(t._keras_history[0])], t._keras_history[2]))
 
 
+def _smallest_cut(model, k: int) -> tuple[int, list]:
+    """(where to cut, its tensors): at `k`, or before the weightless layers just before it (a
+    decoder's upsampling and joins, a last ReLU) when the tensors there are smaller: they cost
+    the tail next to nothing to run, and the cache holds the encoder's 8x8 output instead of its
+    16x16 upsampled join."""
+    best = (k, _cut_tensors(model, k))
+    size = _bytes(best[1])
+    j = k
+    while j > 2 and not model.layers[j - 1].weights and type(model.layers[j - 1]).__name__ != "InputLayer":
+        j -= 1
+        cuts = _cut_tensors(model, j)
+        if cuts and _bytes(cuts) < size:
+            best, size = (j, cuts), _bytes(cuts)
+    return best
+
+
+def _bytes(cuts: list) -> int:
+    return 4 * sum(int(np.prod(t.shape[1:])) for t in cuts)
+
+
 def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
           batch_size: int = 32, off_because: str = "--no-cache", memory: dict | None = None) -> Workload:
     """`memory` (path -> array) keeps features read once in this process (a tune worker's trials)."""
@@ -78,7 +98,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         return Workload(model, train, val, f"feature cache: not used ({why}; nothing before it is frozen)")
     if k >= len(model.layers):
         return Workload(model, train, val, f"feature cache: not used ({why}; nothing to train)")
-    cuts = _cut_tensors(model, k)
+    k, cuts = _smallest_cut(model, k)
     if not cuts:
         return Workload(model, train, val, "feature cache: not used (the model's graph could not be cut)")
     augment = train.augment
@@ -198,8 +218,9 @@ def _features(forward, shapes: list[tuple], batches, rows: int, paths: list[Path
         dtypes = ["float32"] * len(shapes) + (["uint8"] if mask_shape is not None else [])
         write_npy_columns(paths, all_shapes, dtypes, chunks())
     arrays = []
+    mapped = sum(path.stat().st_size for path in paths) > IN_MEMORY_LIMIT  # (all of them: one budget)
     for path in paths:
-        array = np.load(path, mmap_mode="r" if path.stat().st_size > IN_MEMORY_LIMIT else None)
+        array = np.load(path, mmap_mode="r" if mapped else None)
         if memory is not None:
             memory[str(path)] = array
         arrays.append(array)
