@@ -50,6 +50,42 @@ def test_palette_masks_are_read_as_indices_never_colours(tmp_path):
     assert dataset.class_names == ["background", "circle", "square"]
 
 
+def test_masks_are_kept_in_the_store_beside_the_images_and_a_changed_mask_is_read_again(tmp_path):
+    import os
+
+    from PIL import Image
+
+    from tlc.data.store import keeping_in
+
+    draw_masks(tmp_path / "pets", 6)
+    spec = masks_spec(tmp_path / "pets", validation_split=0)
+    plain = loaded(spec).train
+    with keeping_in(tmp_path / "store"):
+        first = loaded(spec).train
+    [kept] = (tmp_path / "store").glob("*.json")
+    assert json.loads(kept.read_text())["decode"].startswith("mask|") and json.loads(kept.read_text())["shape"] == \
+        [64, 64, 1]
+    np.testing.assert_array_equal(first.labels, plain.labels)
+    changed = tmp_path / "pets" / "masks" / "0004.png"
+    values = np.asarray(Image.open(changed)).copy()
+    values[:8, :8] = 2
+    Image.fromarray(values, "L").save(changed)
+    os.utime(changed, ns=(10**18, 10**18))
+    from tlc.data.store import MaskStore
+
+    reads = []
+    original = MaskStore.decode
+    MaskStore.decode = lambda self, path: (reads.append(path), original(self, path))[1]
+    try:
+        with keeping_in(tmp_path / "store"):
+            again = loaded(spec).train
+    finally:
+        MaskStore.decode = original
+    assert reads == [str(changed)]  # the others came from the store
+    stems = [f.split("/")[-1][:4] for f in again.files]
+    assert (again.labels[stems.index("0004")][:8, :8] == 2).all()
+
+
 COLOURS = {"background": [0, 0, 0], "circle": [200, 30, 30], "square": [30, 30, 200], "ignore": [255, 255, 255]}
 
 

@@ -20,6 +20,7 @@ from .sources import Examples
 from .tfdata import without_autotune
 
 IN_MEMORY_LIMIT = 512 * 2**20  # larger arrays are read from their memory map batch by batch
+HEAVY_BATCH = 64 * 2**20  # a batch of inputs above this is loaded one at a time (`Feed._heavy`)
 
 
 @dataclass
@@ -154,11 +155,22 @@ class Feed:
 
     def epochs(self, seed: int, epochs: range, batch_size: int):
         """Training batches for `epochs` (shuffled, augmented), decoded in parallel and prefetched."""
-        return _parallel(self.index_batches(seed, epochs, batch_size), self.loader(training=True))
+        return _parallel(self.index_batches(seed, epochs, batch_size), self.loader(training=True),
+                         self._heavy(batch_size))
 
     def in_order(self, batch_size: int):
         """Every example once, in order, without augmentation (validation, test, features)."""
-        return _parallel(self.ordered_batches(batch_size), self.loader(training=False))
+        return _parallel(self.ordered_batches(batch_size), self.loader(training=False), self._heavy(batch_size))
+
+    def _heavy(self, batch_size: int) -> bool:
+        """Whether a batch of inputs is large (a decoder's cached taps: ~10 MB an image at 256x256),
+        so that one batch is loaded at a time, when the step asks for it: two in flight and two
+        prefetched held ~0.9 GB more than the model needs, and reading one (pread, from the page
+        cache) takes a few percent of the step it feeds."""
+        if self.examples.images is None:
+            return False
+        row = sum(int(np.prod(a.shape[1:])) * 4 for a in (self.examples.images, *self.examples.more))
+        return row * batch_size > HEAVY_BATCH
 
     def array(self, batch_size: int = 32) -> np.ndarray:
         """Every example once, in order, as one array of network inputs (for checks and plots)."""
@@ -188,15 +200,21 @@ def row_reader(mapped: np.memmap) -> Callable:
         ids = np.asarray(ids)
         out = np.empty((len(ids), *shape), np.float32)
         for j, i in enumerate(ids):
-            out[j] = np.frombuffer(os.pread(fd, row_bytes, start + int(i) * row_bytes), dtype).reshape(shape)
+            if dtype == np.float32:  # straight into the batch, no intermediate copy
+                os.preadv(fd, [memoryview(out[j]).cast("B")], start + int(i) * row_bytes)
+            else:
+                out[j] = np.frombuffer(os.pread(fd, row_bytes, start + int(i) * row_bytes), dtype).reshape(shape)
         return out
 
     weakref.finalize(read, os.close, fd)
     return read
 
 
-def _parallel(batches, load):
-    """Index batches loaded in parallel (one call per core) and prefetched."""
+def _parallel(batches, load, heavy: bool = False):
+    """Index batches loaded in parallel (one call per core) and prefetched; `heavy` batches one
+    at a time."""
     import tensorflow as tf
 
+    if heavy:
+        return without_autotune(batches.map(load))
     return without_autotune(batches.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))

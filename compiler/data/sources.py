@@ -246,7 +246,7 @@ def _csv(data, spec):
 def _masks(data, spec):
     """`images/` and `masks/` under `path`, paired by file stem: each image's mask of class
     indices, decoded at the input size as the image will be (`fit`, nearest neighbour)."""
-    from .images import ImageError, decode_mask
+    from .images import ImageError
 
     root = _required_path(data, spec)
     folders = {part: root / part for part in ("images", "masks")}
@@ -271,12 +271,30 @@ def _masks(data, spec):
     names = spec.task.names(spec)
     colors = None if data.colors is None else {
         tuple(rgb): spec.task.ignore_index if name == "ignore" else names.index(name) for name, rgb in data.colors.items()}
+    files = np.array([masks[stem] for stem in stems])
     try:
-        y = np.stack([decode_mask(masks[stem], (h, w), data.fit, spec.task.ignore_index, colors) for stem in stems])
+        y = _stored_masks(files, (h, w), data.fit, spec.task.ignore_index, colors)
     except ImageError as exc:
         raise spec.error(PATH, str(exc)) from None
-    targets, names = spec.task.from_array(y, spec, str(root / "masks"), files=[masks[stem] for stem in stems])
+    targets, names = spec.task.from_array(y, spec, str(root / "masks"), files=list(files))
     return Examples(targets, files=np.array(images)), names
+
+
+def _stored_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, colors) -> np.ndarray:
+    """(n, h, w) class indices of the mask `files`: from the store beside the images when this
+    process keeps one (`store.store_folder`), decoding only what it lacks; else decoded here."""
+    from .images import decode_mask
+    from .store import MaskStore, store_folder
+
+    folder = store_folder.get()
+    store = MaskStore.open(folder, files, (*size, 1), fit, fill=fill, colors=colors)[0] if folder else None
+    if store is None:
+        return np.stack([decode_mask(f, size, fit, fill, colors) for f in files]) if len(files) else \
+            np.zeros((0, *size), np.uint8)
+    try:
+        return store.read(np.arange(len(files)))[..., 0]
+    finally:
+        store.close()
 
 
 def _coco(data, spec):

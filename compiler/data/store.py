@@ -22,6 +22,7 @@ decoder gives, so a stored and a decoded image are the same bytes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import hashlib
 import json
@@ -33,7 +34,7 @@ import numpy as np
 
 from tlc.atomic import write_text
 
-from .images import decode_file, decode_many, decode_rule
+from .images import decode_file, decode_rule
 
 STAMP = 16  # bytes per row's stamp: size and mtime_ns, int64 each
 
@@ -54,10 +55,11 @@ class ImageStore:
     # --- opening ----------------------------------------------------------------------------------
     @classmethod
     def open(cls, folder: Path, files: np.ndarray, hwc: tuple[int, int, int],
-             fit: str = "stretch") -> tuple[ImageStore | None, str]:
+             fit: str = "stretch", **settings) -> tuple[ImageStore | None, str]:
         """The store for `files` at `hwc` in `folder`, created when missing; (None, why) when it
-        cannot be (a full disk, an unwritable folder), so training goes on decoding every epoch."""
-        key = store_key(files, hwc, fit)
+        cannot be (a full disk, an unwritable folder), so training goes on decoding every epoch.
+        `settings`: a subclass's further decode settings (in its key)."""
+        key = store_key(files, hwc, fit, cls.rule(fit, settings))
         path = Path(folder) / f"{key}.u8"
         size = len(files) * (STAMP + int(np.prod(hwc)))
         try:
@@ -65,9 +67,9 @@ class ImageStore:
                 if not path.is_file() or path.stat().st_size != size:
                     _create(path, size)
                     write_text(Path(folder) / f"{key}.json", json.dumps(
-                        {"images": len(files), "shape": list(hwc), "decode": decode_rule(fit),
+                        {"images": len(files), "shape": list(hwc), "decode": cls.rule(fit, settings),
                          "first_file": str(files[0]) if len(files) else None}, indent=1) + "\n")
-            return cls(path, files, hwc, fit), ""
+            return cls(path, files, hwc, fit, **settings), ""
         except OSError as exc:
             return None, f"image store: off (cannot keep {size / 2**20:,.0f} MB in {folder}: " \
                          f"{exc.strerror or exc}); every epoch decodes the images"
@@ -87,7 +89,7 @@ class ImageStore:
                 return self.read(wanted)
             out = np.empty((len(ids), *self.hwc), np.uint8)
             out[listed] = self.read(wanted[listed])
-            out[~listed] = decode_many(files[ids[~listed]], self.hwc[:2], self.hwc[2], self.fit)
+            out[~listed] = [self.decode(str(f)) for f in files[ids[~listed]]]
             return out
 
         return read
@@ -106,7 +108,7 @@ class ImageStore:
             if valid:
                 out[j] = self.row(i)
                 continue
-            out[j] = decode_file(str(self.files[i]), self.hwc[:2], self.hwc[2], self.fit)
+            out[j] = self.decode(str(self.files[i]))
             decoded += 1
             if stamp is not None:
                 self._write(i, out[j], stamp)
@@ -114,6 +116,15 @@ class ImageStore:
             self.decoded += decoded
             self.from_store += len(indices) - decoded
         return out
+
+    @staticmethod
+    def rule(fit: str, settings: dict) -> str:
+        """What decides a row's bytes besides the file (part of the store's key)."""
+        return decode_rule(fit)
+
+    def decode(self, path: str) -> np.ndarray:
+        """One file's row, decoded."""
+        return decode_file(path, self.hwc[:2], self.hwc[2], self.fit)
 
     def _check(self, i: int) -> tuple[np.ndarray | None, bool]:
         """(the file's stamp now, None when it cannot be read; whether row i holds that version)."""
@@ -171,12 +182,48 @@ class ImageStore:
                 f"({self.bytes / 2**20:,.1f} MB at {self.path.parent})")
 
 
-def store_key(files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch") -> str:
+def store_key(files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch", rule: str | None = None) -> str:
     """The store's name: the file list (absolute paths, in order) and the decode settings."""
-    digest = hashlib.sha256(f"{tuple(int(d) for d in hwc)}|{decode_rule(fit)}\n".encode())
+    digest = hashlib.sha256(f"{tuple(int(d) for d in hwc)}|{rule or decode_rule(fit)}\n".encode())
     for name in files:
         digest.update(f"{os.path.abspath(name)}\n".encode())
     return digest.hexdigest()[:20]
+
+
+class MaskStore(ImageStore):
+    """Segmentation masks kept beside their images: each mask file decoded once (class indices at
+    the input size, met to it as its image is), rows of (h, w, 1) uint8. `fill` (the ignored
+    value, what padding takes) and `colors` (an RGB mask's colour -> class) are in the key."""
+
+    def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch",
+                 fill: int = 255, colors: dict | None = None):
+        super().__init__(path, files, hwc, fit)
+        self.fill, self.colors = fill, colors
+
+    @staticmethod
+    def rule(fit: str, settings: dict) -> str:
+        colors = sorted((settings.get("colors") or {}).items())
+        return f"mask|{decode_rule(fit)}|fill {settings.get('fill', 255)}|colors {colors}"
+
+    def decode(self, path: str) -> np.ndarray:
+        from .images import decode_mask
+
+        return decode_mask(path, self.hwc[:2], self.fit, self.fill, self.colors)[..., None]
+
+
+#: Where this process keeps decoded files (`<runs>/.cache/images`), set around a run's data
+#: loading; a masks source keeps its masks there beside the images (None: decoded in memory).
+store_folder: contextvars.ContextVar[Path | None] = contextvars.ContextVar("store_folder", default=None)
+
+
+@contextlib.contextmanager
+def keeping_in(folder: Path | None):
+    """Data read inside the block keeps what it decodes (masks) in `folder`'s store (None: not kept)."""
+    token = store_folder.set(folder)
+    try:
+        yield
+    finally:
+        store_folder.reset(token)
 
 
 def _create(path: Path, size: int) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlc.atomic import write_npy_columns
-from tlc.data.pipeline import IN_MEMORY_LIMIT, Feed
+from tlc.data.pipeline import HEAVY_BATCH, IN_MEMORY_LIMIT, Feed
 
 STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
               "GaussianDropout", "AlphaDropout")
@@ -127,17 +127,20 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     if moved:
         files["train"].append(cache_dir / f"{key}-train-masks.npy")
 
+    # Large outputs (a decoder's taps) are computed in smaller batches: the encoder's activations
+    # for 16 photos at 256x256 would outweigh everything the tail's training then holds.
+    step = max(1, min(batch_size, HEAVY_BATCH // _bytes(cuts)))
+
     def train_batches():  # (tf.data pipelines cost ~60 ms each to build: only when computing)
         if not views:
-            return [train.in_order(batch_size)]
-        return [train.augmented_view(v, batch_size) for v in range(views)]
+            return [train.in_order(step)]
+        return [train.augmented_view(v, step) for v in range(views)]
 
     with computing(cache_dir / f"{key}.lock"):  # another worker computing these: wait, then reuse them
         reused = all(str(f) in (memory or {}) or f.is_file() for f in files["train"] + files["val"])
-        trained = _features(forward, shapes, train_batches, len(train) * (views or 1), files["train"], batch_size,
+        trained = _features(forward, shapes, train_batches, len(train) * (views or 1), files["train"], step,
                             memory, train.examples.labels.shape[1:] if moved else None)
-        held_out = _features(forward, shapes, lambda: [val.in_order(batch_size)], len(val), files["val"],
-                             batch_size, memory)
+        held_out = _features(forward, shapes, lambda: [val.in_order(step)], len(val), files["val"], step, memory)
     how = "reused from the cache" if reused else "computed once"
     # Keras builds the sub-model that starts at the cut from the same layer objects, so training
     # the tail trains the model.

@@ -20,6 +20,7 @@ import numpy as np
 from tlc import data as datasets
 from tlc.build.emit import set_frozen
 from tlc.data.split import split_record
+from tlc.data.store import keeping_in
 from tlc.errors import RunError
 from tlc.show.figures import accuracy_plot, import_in_background
 from tlc.show.progress import Reporter
@@ -92,7 +93,8 @@ def _train(ready: Ready, runs_dir, options: Options, reporter) -> Result:
     state = folder.start(spec, resume=options.resume, carry_cache=options.features_dir is None)
     try:
         load = functools.partial(datasets.load, spec, unlabeled=True)
-        dataset = options.pool.dataset(spec, load) if options.pool is not None else load()
+        with keeping_in(options.images_dir if spec.train.data.decode_cache else None):  # (masks beside images)
+            dataset = options.pool.dataset(spec, load) if options.pool is not None else load()
         reporter.note(data_note(dataset, spec.task.noun))
         for warning in dataset.warnings:
             reporter.note(f"warning: {warning}")

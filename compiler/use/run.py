@@ -124,6 +124,7 @@ class Run:
 
         from tlc.data import load
         from tlc.data.sources import Examples
+        from tlc.data.store import keeping_in
 
         files = self.split.get(f"{part}_files")
         if files is not None and any(y is None for _, y in files):  # masks are read again from the source
@@ -134,13 +135,15 @@ class Run:
                 raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
                                + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
             return Examples(self.spec.task.from_json([y for _, y in files]), files=np.array([f for f, _ in files]))
-        return getattr(self._checked(load(self.spec, check_files=False), part), part)
+        with keeping_in(self.store_folder):
+            return getattr(self._checked(load(self.spec, check_files=False), part), part)
 
     def other_source(self, path: str | os.PathLike):
         """Every example of another source of the run's kind (`tlc evaluate --data`): the spec's
         `train.data` with `path` in place of its path, the other options kept; refused when the
         run's source has no path, or when the new one's classes are not the run's."""
         from tlc.data.sources import read, source_of
+        from tlc.data.store import keeping_in
 
         data = self.spec.train.data
         if not source_of(data).needs_path:
@@ -149,7 +152,8 @@ class Run:
         where = Path(path).resolve()
         if not where.exists():
             raise UsageError(f"--data: {path}: not found")
-        examples, names, _ = read(self.spec.with_train(data=data.model_copy(update={"path": str(where)})))
+        with keeping_in(self.store_folder):
+            examples, names, _ = read(self.spec.with_train(data=data.model_copy(update={"path": str(where)})))
         targets = self.spec.task.aligned(examples.labels, names, self.classes)
         if targets is None:
             what = "tags" if self.spec.task.type == "multi_label" else "classes"
@@ -185,15 +189,24 @@ class Run:
         Opened once per `Run` (opening lists the source's files)."""
         from tlc.data import image_store
         from tlc.data.sources import read, source_of
+        from tlc.data.store import keeping_in
 
-        if not source_of(self.spec.train.data).files or not self.spec.train.data.decode_cache:
+        if not source_of(self.spec.train.data).files or self.store_folder is None:
             return None
-        folder = Path(self.metrics.get("image_store", {}).get("folder") or self.folder.parent / ".cache" / "images")
         try:
-            files = read(self.spec)[0].files
+            with keeping_in(self.store_folder):
+                files = read(self.spec)[0].files
         except (SpecError, RunError, OSError):  # the source moved or changed: decode the held-out files
             return None
-        return image_store(self.spec, files, folder)[0]
+        return image_store(self.spec, files, self.store_folder)[0]
+
+    @property
+    def store_folder(self) -> Path | None:
+        """Where training kept decoded files (`metrics.json`'s `image_store`, else `<runs>/.cache/images`
+        beside the run); None with `decode_cache: false`."""
+        if not self.spec.train.data.decode_cache:
+            return None
+        return Path(self.metrics.get("image_store", {}).get("folder") or self.folder.parent / ".cache" / "images")
 
     def _checked(self, dataset, part: str):
         """An in-memory source read again, refused when its `part` is not what was recorded."""
@@ -209,8 +222,10 @@ class Run:
         import numpy as np
 
         from tlc.data import load
+        from tlc.data.store import keeping_in
 
-        dataset = load(self.spec, check_files=False)
+        with keeping_in(self.store_folder):
+            dataset = load(self.spec, check_files=False)
         if dataset.train.files is None:
             return self._checked(dataset, "val" if self.split["counts"].get("val") else "test").train
         held = {f for part in ("val", "test") for f, _ in self.split.get(f"{part}_files", [])}
