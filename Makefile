@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tune_speed.py
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/segment_check.py
+	$(BIN)/python bench/segment.py
 
 clean:
 	rm -rf $(VENV) models runs bench/out .pytest_cache

@@ -92,8 +92,10 @@ def _upright(values: np.ndarray, record: dict, stored: tuple[int, int], orientat
     the photo is when it gives the stored one; another size is an error naming both."""
     from PIL import Image
 
+    from .images import ROTATED
+
     width, height = record["width"], record["height"]
-    upright = (stored[1], stored[0]) if orientation in (5, 6, 7, 8) else stored
+    upright = (stored[1], stored[0]) if orientation in ROTATED else stored
     if (width, height) == upright:
         return values
     if (width, height) == stored and orientation in UPRIGHT:

@@ -107,7 +107,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
         return Workload(model, train, val, "feature cache: off (augmentation changes the training images every "
                                         "epoch; set train.augment.views: K to cache K augmented views)")
     shapes = [tuple(t.shape[1:]) for t in cuts]
-    size = 4 * sum(int(np.prod(shape)) for shape in shapes) * (len(train) * (views or 1) + len(val))
+    size = _bytes(cuts) * (len(train) * (views or 1) + len(val))
     free = _free_bytes(cache_dir)
     if size > DISK_SHARE * free:
         return Workload(model, train, val, f"feature cache: not used (the frozen part's {_tensors(cuts)} would take "
@@ -147,12 +147,12 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     tail = keras.Model(cuts if len(cuts) > 1 else cuts[0], model.output, name=f"{model.name}_tail")
     # The tail's forward pass is cheap, so validation runs in few large batches (per-batch overhead
     # would dominate); the mean over the same examples is the same up to float rounding.
-    per_example = max(1, sum(int(np.prod(shape)) for shape in shapes) * 4)
+    per_example = max(1, _bytes(cuts))
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
     upto = ", ".join(t._keras_history[0].name for t in cuts)
     note = f"feature cache: on, layers 1..{k - 1} {how} (up to {upto}; {why})"
     if views:
-        stored = trained[0].nbytes / 2**20
+        stored = sum(array.nbytes for array in trained[:len(cuts)]) / 2**20
         note += (f"; {views} augmented views of {len(train):,} training images "
                  f"({stored:,.1f} MB on disk, {stored / views:,.1f} MB per view)")
     elif len(cuts) > 1:
