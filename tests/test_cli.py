@@ -189,7 +189,8 @@ def test_plugins_lists_builtins_with_their_source():
     assert {("conv_stack", "backbone", "tlc.plugins.conv_stack", "tlc"), ("vgg16", "backbone", "tlc.plugins.vgg", "tlc"),
             ("dense", "head", "tlc.plugins.dense_head", "tlc"), ("none", "head", "tlc.plugins.no_head", "tlc")} <= listed
     sources = [(s["type"], s["plugin"], s["builtin"]) for s in json.loads(result.stdout)["data_sources"]]
-    assert sources == [(name, "tlc.data.sources", True) for name in ("digits", "npz", "directory", "csv", "cifar10", "masks")]
+    assert sources == [(name, "tlc.data.sources", True)
+                       for name in ("digits", "npz", "directory", "csv", "cifar10", "masks", "coco")]
 
 
 def test_the_table_of_built_in_types_is_what_their_modules_register():

@@ -233,6 +233,36 @@ def test_fpn_equals_segmentation_models_and_its_plan(backbone, aggregation):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
+def test_weights_saved_from_a_segmentation_models_unet_as_legacy_h5_load_by_name(tmp_path):
+    """segmentation_models wrote Keras 2 .h5 weight files (layer by layer, by name): one saved
+    from its U-Net loads into tlc's by name, every weight, and both give the same masks."""
+    import h5py
+    import keras
+    import numpy as np
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from tlc.plan.graph import fresh_layer_names
+
+    spec = unet_spec("mobilenet_v2")
+    with fresh_layer_names():
+        reference = segmentation_models_unet(spec.backbone.build((64, 64, 3)), SM_TAPS["mobilenet_v2"])
+    rng = np.random.default_rng(0)
+    for layer in reference.layers:  # (not the initial values both would share: BN's zeros and ones)
+        layer.set_weights([(w * rng.uniform(0.9, 1.1, w.shape) + rng.uniform(0, 0.01, w.shape)).astype("float32")
+                           for w in layer.get_weights()])
+    with h5py.File(tmp_path / "sm_unet.h5", "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    model = tlc.compile(spec)
+    model.load_weights(tmp_path / "sm_unet.h5", by_name=True)  # (raises on a shape that differs)
+    weighted = [layer.name for layer in model.layers if layer.weights]
+    assert all(np.array_equal(a, b) for name in weighted
+               for a, b in zip(model.get_layer(name).get_weights(), reference.get_layer(name).get_weights()))
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    np.testing.assert_allclose(model(x, training=False), reference(x, training=False), atol=1e-5)
+    keras.backend.clear_session()
+
+
 def test_the_vgg16_unet_has_segmentation_models_parameter_count():
     # sm.Unet("vgg16", classes=1) has 23,752,273 parameters; 3 classes add 2 x (3 x 3 x 16 + 1)
     assert plan(unet_spec("vgg16", 224)).params()["total"] == 23_752_273 + 2 * (3 * 3 * 16 + 1)

@@ -363,7 +363,7 @@ def test_a_full_disk_while_caching_features_is_a_clear_error_and_leaves_nothing(
 def test_a_graph_backbone_caches_up_to_a_cut_between_blocks_and_trains_like_no_cache(write, tmp_path):
     """MobileNetV2 frozen through block 13: the layers that train read one tensor of the frozen
     part, so it is cached, and the run matches --no-cache; frozen one layer further, a shortcut
-    crosses the cut and both tensors are cached, matching --no-cache too."""
+    crosses the cut and both tensors are cached."""
     path = write("""
 input: {shape: [32, 32, 3]}
 backbone: {type: mobilenet_v2, alpha: 0.35}
@@ -383,7 +383,4 @@ train: {data: {type: digits, classes: [0, 1, 2], resize: [32, 32]}, epochs: 2, s
     crossed = train(tlc.load_spec(shortcut), tmp_path / "s", epochs=1)  # a shortcut crosses the cut: two tensors
     assert crossed.metrics["feature_cache"][0].startswith(
         "feature cache: on, layers 1..127 computed once (up to block_13_project_BN, block_14_expand_relu; "
-        "block_14_depthwise trains); 2 tensors")
-    [a], [b] = rows_of(crossed.folder), rows_of(train(tlc.load_spec(shortcut), tmp_path / "sp", epochs=1,
-                                                      use_cache=False).folder)
-    assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), abs=2e-3)
+        "block_14_depthwise trains); 2 tensors")  # (test_segmentation holds such a tail equal to --no-cache)

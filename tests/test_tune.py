@@ -207,8 +207,7 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_running_again_completes_
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_still_writes_the_outputs(write, tmp_path):
-    # (a trial of 40 epochs on cached features could end between the look and the Ctrl-C under load)
-    spec = write(SPEC.replace("epochs: 3", "epochs: 1000"))
+    spec = write(SPEC.replace("epochs: 3", "epochs: 40"))
     folder = tmp_path / "runs" / "search" / "tune"
     process = _tune_process(spec, tmp_path / "runs")
     number = _wait_for_running_trial(folder, process)
@@ -216,8 +215,11 @@ def test_ctrl_c_fails_the_running_trial_and_still_writes_the_outputs(write, tmp_
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "interrupted; the running trial is marked failed" in stderr and "Traceback" not in stderr
-    rows = {int(r["number"]): r for r in _trials(folder)}
-    assert rows[number]["state"] == "failed" and rows[number]["message"] == "interrupted (Ctrl-C)"
+    # The trial running when Ctrl-C came: the one seen running, or, when that one ended between
+    # the look and the signal (under load), the one after it.
+    failed = [r for r in _trials(folder) if r["state"] == "failed"]
+    assert len(failed) == 1 and int(failed[0]["number"]) >= number, failed
+    assert failed[0]["message"] == "interrupted (Ctrl-C)"
     assert (folder / "history.png").is_file()
 
 
