@@ -249,8 +249,9 @@ def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
 @pytest.mark.parametrize("change, field, message", [
     ({"head": {"type": "dense", "pooling": "avg", "classes": 3}}, "task",
      "the dense head serves classification, multi_label, regression, not segmentation"),
-    ({"train": {"data": {"type": "masks", "path": "pets"}, "distill": {"teacher": "t.keras"}}}, "train.distill",
-     "distillation of masks is not there yet"),
+    ({"train": {"data": {"type": "masks", "path": "pets"}, "distill": {"teacher": "t.keras"},
+                "augment": {"flip": "horizontal", "views": 2}}}, "train.augment",
+     "distillation of masks learns from unaugmented photos for now"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat"]}}}, "train.data.classes",
      "names 2 classes; head.classes is 3"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat", "dog"],
@@ -370,6 +371,41 @@ def test_predict_writes_each_mask_at_the_photos_own_size(seg_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_unet_learns_from_a_teachers_masks(seg_run, tmp_path):
+    """Distillation of masks: the teacher run's per-pixel probabilities (at its 64x64, resized to
+    the student's 32x32) beside each mask; the student's loss is the temperature-scaled KL per
+    pixel plus its cross-entropy, and its metrics read the masks."""
+    import keras
+
+    from tlc.task.segmentation import pixel_loss_class
+    from tlc.train.loop import train
+
+    folder, teacher = seg_run
+    spec = {**SEG_SPEC, "name": "student", "input": {"shape": [32, 32, 3]},
+            "head": {"type": "unet", "classes": 3, "decoder_filters": [16, 8]}, "train": {
+                "data": {"type": "masks", "path": str(folder / "pets"), "classes": ["background", "circle", "square"],
+                         "validation_split": 0.2, "test_split": 0.15},
+                "distill": {"teacher": str(teacher), "alpha": 0.7, "temperature": 2.0}, "epochs": 2,
+                "batch_size": 16}}
+    (tmp_path / "student.yaml").write_text(yaml.safe_dump(spec))
+    assert run_cli("check", tmp_path / "student.yaml").exit_code == 0
+    result = train(tlc.load_spec(tmp_path / "student.yaml"), tmp_path / "runs")
+    record = result.metrics["distill"]
+    assert record["probabilities"] == "computed" and 0.3 < record["teacher_val_miou"] <= 1
+    assert 0 <= result.metrics["final"]["val_miou"] <= 1 and np.isfinite(result.metrics["final"]["loss"])
+    # the loss: alpha * T^2 * KL + (1 - alpha) * CE; a teacher agreeing with the student leaves the CE
+    rng = np.random.default_rng(1)
+    student = keras.ops.softmax(rng.normal(size=(2, 8, 8, 3)).astype("float32")).numpy()
+    masks = rng.integers(0, 3, (2, 8, 8)).astype("float32")
+    loss = pixel_loss_class()("ce", 3, 255, False, temperature=2.0, alpha=0.7)
+    plain = float(pixel_loss_class()("ce", 3, 255, False)(masks, student))
+    same = float(loss(np.concatenate([masks[..., None], student], axis=-1), student))
+    assert same == pytest.approx(0.3 * plain, rel=1e-4)
+    other = float(loss(np.concatenate([masks[..., None], student[:, ::-1]], axis=-1), student))
+    assert other > same
+    keras.backend.clear_session()
+
+
 def test_evaluate_data_takes_another_masks_folder(seg_run, tmp_path):
     folder, run = seg_run
     draw_masks(tmp_path / "more", 12, seed=9)

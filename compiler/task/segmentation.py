@@ -26,6 +26,11 @@ class Segmentation(Task):
     loss: Literal["ce", "dice", "ce_dice", "focal"] = Field(
         "ce", description="per-pixel cross-entropy, Dice, their sum, or focal cross-entropy")
 
+    @property
+    def no_label(self) -> int:
+        """An unlabeled photo's mask (distillation's extra photos): every pixel ignored."""
+        return self.ignore_index
+
     metrics = ("miou", "pixel_accuracy")
     higher = {"miou": True, "pixel_accuracy": True}
     activations = ("softmax", "linear")
@@ -94,11 +99,16 @@ class Segmentation(Task):
         return pixel_loss_class()(self.loss, classes, self.ignore_index, from_logits, class_weights=weights)
 
     def keras_metrics(self, outputs, from_logits, record):
-        import keras
-
-        return [keras.metrics.MeanIoU(num_classes=outputs, ignore_class=self.ignore_index, sparse_y_pred=False,
-                                      name="miou"),
+        return [pixel_mean_iou_class()(num_classes=outputs, ignore_class=self.ignore_index, sparse_y_pred=False,
+                                       name="miou"),
                 pixel_accuracy_class()(self.ignore_index, name="pixel_accuracy")]
+
+    def distillation_loss(self, spec, from_logits, record):
+        """alpha * T^2 * KL(teacher_T || student_T) per pixel + (1 - alpha) * the task's loss on the
+        labelled pixels (an unlabeled photo's are all ignored)."""
+        d = spec.train.distill
+        return pixel_loss_class()(self.loss, int(spec.head.classes), self.ignore_index, from_logits,
+                                  temperature=d.temperature, alpha=d.alpha)
 
     def measured(self, targets, outputs, record):
         confusion = pixel_confusion(targets, outputs.argmax(axis=-1), outputs.shape[-1], self.ignore_index)
@@ -203,13 +213,29 @@ def pixel_loss_class():
     @keras.saving.register_keras_serializable(package="tlc")
     class PixelLoss(keras.losses.Loss):
         def __init__(self, kind="ce", classes=2, ignore_index=255, from_logits=False, gamma=2.0,
-                     class_weights=None, reduction="sum_over_batch_size", name="pixel_loss", dtype=None):
+                     class_weights=None, temperature=None, alpha=0.9, reduction="sum_over_batch_size",
+                     name="pixel_loss", dtype=None):
             super().__init__(name=name, reduction=reduction, dtype=dtype)
             self.kind, self.classes, self.ignore_index = kind, int(classes), int(ignore_index)
             self.from_logits, self.gamma = from_logits, float(gamma)
             self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+            self.temperature = None if temperature is None else float(temperature)
+            self.alpha = float(alpha)
 
         def call(self, y_true, y_pred):
+            ops = keras.ops
+            if self.temperature is None or y_true.shape[-1] != self.classes + 1 or len(y_true.shape) != 4:
+                return self.labelled(y_true, y_pred)
+            teacher, t = y_true[..., 1:], self.temperature  # distillation: the mask, then the teacher's probabilities
+            student_log = ops.log_softmax(y_pred / t if self.from_logits else ops.log(ops.clip(y_pred, 1e-7, 1.0)) / t,
+                                          axis=-1)
+            teacher_p = ops.softmax(ops.log(ops.clip(teacher, 1e-7, 1.0)) / t, axis=-1)
+            kl = ops.sum(teacher_p * (ops.log(ops.clip(teacher_p, 1e-7, 1.0)) - student_log), axis=-1)
+            soft = ops.mean(kl, axis=(1, 2)) * t * t
+            return self.alpha * soft + (1 - self.alpha) * self.labelled(y_true[..., 0], y_pred)
+
+        def labelled(self, y_true, y_pred):
+            """The task's loss on the mask's counted pixels."""
             ops = keras.ops
             labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
             counted = ops.cast(ops.not_equal(labels, self.ignore_index), y_pred.dtype)
@@ -242,9 +268,30 @@ def pixel_loss_class():
         def get_config(self):
             return {**super().get_config(), "kind": self.kind, "classes": self.classes,
                     "ignore_index": self.ignore_index, "from_logits": self.from_logits, "gamma": self.gamma,
-                    "class_weights": self.class_weights}
+                    "class_weights": self.class_weights, "temperature": self.temperature, "alpha": self.alpha}
 
     return PixelLoss
+
+
+def masks_of(y_true, y_pred):
+    """The masks of a batch of targets: the targets, or their first channel when distillation put
+    the teacher's probabilities after it."""
+    if len(y_true.shape) == 4 and y_true.shape[-1] == y_pred.shape[-1] + 1:
+        return y_true[..., 0]
+    return y_true
+
+
+@functools.cache
+def pixel_mean_iou_class():
+    """Keras's MeanIoU on the masks of the targets (`masks_of`); registered for `--resume`."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class PixelMeanIoU(keras.metrics.MeanIoU):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            return super().update_state(masks_of(y_true, y_pred), y_pred, sample_weight)
+
+    return PixelMeanIoU
 
 
 @functools.cache
@@ -262,7 +309,7 @@ def pixel_accuracy_class():
 
         def update_state(self, y_true, y_pred, sample_weight=None):
             ops = keras.ops
-            labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+            labels = ops.cast(ops.reshape(masks_of(y_true, y_pred), ops.shape(y_pred)[:-1]), "int32")
             counted = ops.cast(ops.not_equal(labels, self.ignore_index), self.dtype)
             right = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), labels), self.dtype)
             self.hits.assign_add(ops.sum(right * counted))

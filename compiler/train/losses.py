@@ -50,6 +50,8 @@ def loss_for(spec, model, dataset, record: dict) -> Any:
         return task_distillation_classes()[0](d.temperature, d.alpha, wanted, t.label_smoothing, from_logits)
     if spec.task.type == "regression":
         return task_distillation_classes()[1](spec.task.loss, record["mean"], record["std"], d.alpha)
+    if spec.task.type == "segmentation":
+        return spec.task.distillation_loss(spec, from_logits, record)
     return distillation_classes()[0](d.temperature, d.alpha, t.label_smoothing, from_logits)
 
 
@@ -59,7 +61,8 @@ def metrics_for(spec, loss, record: dict, outputs: int):
     from_logits = getattr(spec.head, "output_activation", "softmax") == "linear"
     if is_distillation(loss):
         return lambda: [distillation_classes()[1]()]
-    if spec.train.distill is not None:  # the task's metrics, on the labelled part of the targets
+    if spec.train.distill is not None and spec.task.type != "segmentation":  # the task's metrics, on the
+        # labelled part of the targets (segmentation's read the masks' channel themselves)
         labelled = task_distillation_classes()[2]
         return lambda: [labelled(m, outputs, spec.task.no_label)
                         for m in spec.task.keras_metrics(outputs, from_logits, record)]
@@ -84,10 +87,10 @@ def register() -> None:
     from tlc.task.classification import smoothed_class
     from tlc.task.multi_label import f1_class
     from tlc.task.regression import in_units_classes, standardized_class
-    from tlc.task.segmentation import pixel_accuracy_class, pixel_loss_class
+    from tlc.task.segmentation import pixel_accuracy_class, pixel_loss_class, pixel_mean_iou_class
 
     for make in (smoothed_class, f1_class, in_units_classes, standardized_class, pixel_loss_class,
-                 pixel_accuracy_class, distillation_classes, task_distillation_classes):
+                 pixel_accuracy_class, pixel_mean_iou_class, distillation_classes, task_distillation_classes):
         make()
 
 

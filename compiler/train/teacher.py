@@ -77,6 +77,7 @@ LOSS_NOTES = {  # the loss in words, per task
     "classification": "{a:g} * T^2 * KL + {b:g} * CE at T = {t:g}",
     "multi_label": "{a:g} * T^2 * BCE(teacher_T, student_T) + {b:g} * BCE at T = {t:g}",
     "regression": "{a:g} * L(teacher's values) + {b:g} * L(targets)",
+    "segmentation": "{a:g} * T^2 * KL per pixel + {b:g} * the task's loss at T = {t:g}",
 }
 
 
@@ -104,14 +105,16 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
     key = _key(teacher, spec, train, val, views)
     path = Path(cache_dir) / f"{key}-teacher.npy"
     classes = dataset.num_classes
+    row = tuple(spec.task.output_shape(dataset.class_names, spec))  # (classes,), or (h, w, classes) for masks
     with computing(Path(cache_dir) / f"{key}.lock"):
         reused = path.is_file()
         if not reused:
-            _compute(teacher, spec, train, val, views, path, images_dir)
+            _compute(teacher, spec, train, val, views, path, images_dir, row)
         every = np.load(path)
     probabilities, val_probabilities = every[:views * len(train)], every[views * len(train):]
-    labels = np.tile(train.labels.astype("float32").reshape(len(train), -1), (views, 1))
-    targets = np.concatenate([labels, probabilities], axis=1).astype("float32")
+    labels = train.labels.astype("float32").reshape(len(train), *row[:-1], -1)  # a mask: one channel per pixel
+    labels = np.tile(labels, (views,) + (1,) * (labels.ndim - 1))
+    targets = np.concatenate([labels, probabilities], axis=-1).astype("float32")
     d, task = spec.train.distill, spec.task
     metric = f"teacher_val_{task.metric}"
     record = {"teacher": str(teacher.where), "temperature": d.temperature, "alpha": d.alpha,
@@ -129,9 +132,10 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
     return Taught(targets, key, note, record, time.perf_counter() - started)
 
 
-def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_dir: Path) -> None:
+def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_dir: Path, row: tuple) -> None:
     """Every view of the training images, then the validation images, through the teacher, batch
-    by batch into `path` (written atomically)."""
+    by batch into `path` (written atomically), as rows of `row` (a teacher's masks at another
+    size resized to the student's, bilinearly: probabilities stay probabilities)."""
     from tlc.atomic import write_npy_rows
 
     hwc, batch = teacher.predictor.input_shape, spec.train.batch_size
@@ -139,15 +143,23 @@ def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_
     train_feed = _feed(spec, train, hwc, fit, images_dir, augmented=_augments(spec), stored=views > 1)
     val_feed = _feed(spec, val, hwc, fit, images_dir, augmented=False, stored=False)
 
+    def answers(images):
+        out = teacher.predictor(images.numpy())
+        if out.ndim == 4 and out.shape[1:3] != row[:2]:
+            import tensorflow as tf
+
+            out = tf.image.resize(out, row[:2]).numpy()
+        return out
+
     def chunks():
         for view in range(views):
             batches = train_feed.augmented_view(view, batch) if train_feed.augment else train_feed.in_order(batch)
             for images, _ in batches:
-                yield teacher.predictor(images.numpy())
+                yield answers(images)
         for images, _ in val_feed.in_order(batch):
-            yield teacher.predictor(images.numpy())
+            yield answers(images)
 
-    write_npy_rows(path, (views * len(train) + len(val), teacher.width), chunks())
+    write_npy_rows(path, (views * len(train) + len(val), *row[:-1], teacher.width), chunks())
 
 
 def _augments(spec) -> bool:
