@@ -249,9 +249,6 @@ def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
 @pytest.mark.parametrize("change, field, message", [
     ({"head": {"type": "dense", "pooling": "avg", "classes": 3}}, "task",
      "the dense head serves classification, multi_label, regression, not segmentation"),
-    ({"train": {"data": {"type": "masks", "path": "pets"}, "distill": {"teacher": "t.keras"},
-                "augment": {"flip": "horizontal", "views": 2}}}, "train.augment",
-     "distillation of masks learns from unaugmented photos for now"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat"]}}}, "train.data.classes",
      "names 2 classes; head.classes is 3"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat", "dog"],
@@ -385,13 +382,25 @@ def test_a_unet_learns_from_a_teachers_masks(seg_run, tmp_path):
             "head": {"type": "unet", "classes": 3, "decoder_filters": [16, 8]}, "train": {
                 "data": {"type": "masks", "path": str(folder / "pets"), "classes": ["background", "circle", "square"],
                          "validation_split": 0.2, "test_split": 0.15},
-                "distill": {"teacher": str(teacher), "alpha": 0.7, "temperature": 2.0}, "epochs": 2,
-                "batch_size": 16}}
+                "distill": {"teacher": str(teacher), "alpha": 0.7, "temperature": 2.0},
+                "augment": {"flip": "horizontal", "rotation": 0.1, "views": 2}, "epochs": 2, "batch_size": 16}}
     (tmp_path / "student.yaml").write_text(yaml.safe_dump(spec))
     assert run_cli("check", tmp_path / "student.yaml").exit_code == 0
     result = train(tlc.load_spec(tmp_path / "student.yaml"), tmp_path / "runs")
     record = result.metrics["distill"]
-    assert record["probabilities"] == "computed" and 0.3 < record["teacher_val_miou"] <= 1
+    assert record["probabilities"] == "computed" and record["views"] == 2 and 0.3 < record["teacher_val_miou"] <= 1
+    # each view's masks moved as the student's augmentation moves its photos, at the student's size
+    [moved] = (result.folder / "cache").glob("*-teacher-masks.npy")
+    moved, n = np.load(moved), result.metrics["examples"]["train"]
+    from tlc.data.augment import Augmenter
+    from tlc.data.pipeline import Feed
+    from tlc.spec.models import AugmentSpec
+
+    labels = loaded(tlc.load_spec(tmp_path / "student.yaml")).train.labels
+    feed = Feed(tlc.data.Examples(labels, images=np.zeros((n, 32, 32, 3), "float32")), (32, 32, 3),
+                augment=Augmenter(AugmentSpec(flip="horizontal", rotation=0.1, views=2), seed=0))
+    view1 = np.concatenate([y.numpy() for _, y in feed.augmented_view(1, 16)])
+    assert moved.shape == (2 * n, 32, 32) and np.array_equal(moved[n:], view1) and (moved[:n] != moved[n:]).any()
     assert 0 <= result.metrics["final"]["val_miou"] <= 1 and np.isfinite(result.metrics["final"]["loss"])
     # the loss: alpha * T^2 * KL + (1 - alpha) * CE; a teacher agreeing with the student leaves the CE
     rng = np.random.default_rng(1)

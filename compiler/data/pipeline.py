@@ -106,7 +106,8 @@ class Feed:
             def answers(epoch, ids):
                 return tf.gather(labels, ids)
 
-        moves_masks = ex.labels.ndim == 3  # segmentation: geometric augmentation moves the masks too
+        # Segmentation: geometric augmentation moves the masks too (a teacher's targets came moved)
+        moves_masks = ex.labels.ndim == 3 and not (self.targets is not None and training)
 
         def load(epoch, batch, ids):
             x, y = rows(epoch, ids), answers(epoch, ids)

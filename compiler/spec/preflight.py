@@ -290,18 +290,13 @@ TEACHER = ("train", "distill", "teacher")
 
 
 def _check_segmentation(spec: SpecBase) -> None:
-    """What segmentation trains with today: masks of at least two classes, named as many as the
-    head has; a teacher without augmentation."""
+    """Masks of at least two classes, named as many as the head has, colours of those classes."""
     t, classes = spec.train, getattr(spec.head, "classes", None)
     names = t.data.classes
     if classes is not None and classes < 2:
         raise spec.error(("head", "classes"), "segmentation counts the background as a class: at least 2")
     if names is not None and classes is not None and len(names) != classes:
         raise spec.error(("train", "data", "classes"), f"names {len(names)} classes; head.classes is {classes}")
-    if t.distill is not None and t.augment is not None and t.augment.active:
-        raise spec.error(("train", "augment"), "distillation of masks learns from unaugmented photos for now (each "
-                                              "view's moved masks are not yet kept beside the teacher's): leave "
-                                              "train.augment out, or train.distill")
     if t.data.colors is not None:
         _check_colors(spec, t.data.colors)
 

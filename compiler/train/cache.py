@@ -121,7 +121,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     # costs ~5% more here, mostly per-batch overhead).
     forward = tf.function(lambda batch: prefix(batch, training=False))
     # Moved masks: with views of a segmentation's images, each view's masks are kept beside it.
-    moved = views is not None and train.examples.labels.ndim == 3
+    moved = views is not None and train.examples.labels.ndim == 3 and train.targets is None  # (a teacher's: moved)
     files = {part: [cache_dir / f"{key}-{part}{f'-{i}' if i else ''}.npy" for i in range(len(cuts))]
              for part in ("train", "val")}
     if moved:

@@ -107,13 +107,17 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
     classes = dataset.num_classes
     row = tuple(spec.task.output_shape(dataset.class_names, spec))  # (classes,), or (h, w, classes) for masks
     with computing(Path(cache_dir) / f"{key}.lock"):
-        reused = path.is_file()
+        moved = _moved_masks_path(path) if len(row) == 3 and _augments(spec) else None
+        reused = path.is_file() and (moved is None or moved.is_file())
         if not reused:
-            _compute(teacher, spec, train, val, views, path, images_dir, row)
+            _compute(teacher, spec, train, val, views, path, images_dir, row, moved)
         every = np.load(path)
     probabilities, val_probabilities = every[:views * len(train)], every[views * len(train):]
-    labels = train.labels.astype("float32").reshape(len(train), *row[:-1], -1)  # a mask: one channel per pixel
-    labels = np.tile(labels, (views,) + (1,) * (labels.ndim - 1))
+    if moved is not None:  # each view's masks, moved as its photos were
+        labels = np.load(moved).astype("float32")[..., None]
+    else:
+        labels = train.labels.astype("float32").reshape(len(train), *row[:-1], -1)  # a mask: a channel per pixel
+        labels = np.tile(labels, (views,) + (1,) * (labels.ndim - 1))
     targets = np.concatenate([labels, probabilities], axis=-1).astype("float32")
     d, task = spec.train.distill, spec.task
     metric = f"teacher_val_{task.metric}"
@@ -132,11 +136,17 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
     return Taught(targets, key, note, record, time.perf_counter() - started)
 
 
-def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_dir: Path, row: tuple) -> None:
+def _moved_masks_path(path: Path) -> Path:
+    return path.with_name(path.name.replace("-teacher.npy", "-teacher-masks.npy"))
+
+
+def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_dir: Path, row: tuple,
+             moved: Path | None = None) -> None:
     """Every view of the training images, then the validation images, through the teacher, batch
     by batch into `path` (written atomically), as rows of `row` (a teacher's masks at another
-    size resized to the student's, bilinearly: probabilities stay probabilities)."""
-    from tlc.atomic import write_npy_rows
+    size resized to the student's, bilinearly: probabilities stay probabilities); with `moved`,
+    each view's masks as its augmentation moved them (the student's targets) into that file."""
+    from tlc.atomic import write_npy_rows, write_with
 
     hwc, batch = teacher.predictor.input_shape, spec.train.batch_size
     fit = teacher.predictor.fit
@@ -160,6 +170,28 @@ def _compute(teacher: Teacher, spec, train, val, views: int, path: Path, images_
             yield answers(images)
 
     write_npy_rows(path, (views * len(train) + len(val), *row[:-1], teacher.width), chunks())
+    if moved is not None:
+        every = _moved_masks(spec, train.labels, views, batch)
+        write_with(moved, lambda tmp: np.save(tmp, every))
+
+
+def _moved_masks(spec, masks: np.ndarray, views: int, batch: int) -> np.ndarray:
+    """(views * n, h, w): each view's masks as the student's augmentation moves them, at the
+    student's size (a transformation depends on the image's size, not its pixels: the teacher's
+    photos, at its own size, cannot move the student's masks)."""
+    import tensorflow as tf
+
+    from tlc.data.augment import Augmenter
+
+    augment, c = Augmenter(spec.train.augment, spec.train.seed), spec.input.hwc[2]
+    move = tf.function(lambda blank, ids, view, m: augment(blank, ids, view, masks=m)[1], reduce_retracing=True)
+    out = []
+    for view in range(views):
+        for start in range(0, len(masks), batch):
+            ids = np.arange(start, min(start + batch, len(masks)), dtype=np.int64)
+            blank = tf.zeros((len(ids), *masks.shape[1:], c))
+            out.append(move(blank, tf.constant(ids), tf.constant(view, tf.int64), tf.constant(masks[ids])).numpy())
+    return np.concatenate(out) if out else np.zeros((0, *masks.shape[1:]), masks.dtype)
 
 
 def _augments(spec) -> bool:
