@@ -14,8 +14,7 @@ from pydantic import Field
 from tlc import hookimpl
 from tlc.errors import FieldError
 from tlc.plan.graph import HEAD_INPUT, BackboneMap
-from tlc.plan.layers import (Activation, BatchNormalization, Concatenate, Conv2D, GlobalPooling2D, Layer,
-                             SkipConcatenate, UpSampling2D)
+from tlc.plan.layers import Activation, Concatenate, Conv2D, GlobalPooling2D, Layer, SkipConcatenate, UpSampling2D
 from tlc.plugin.fields import Count
 
 from .unet import AUTO_TAPS, TAPS, DecoderHead, TapRef, resolve_taps, stride_of
@@ -58,15 +57,7 @@ class DeepLabV3PlusHead(DecoderHead):
         out: list[Layer] = []
 
         def conv(name: str, source: str, width: int, kernel: int = 1, rate: int = 1, bias: bool = False) -> str:
-            out.append(Conv2D(f"{name}_conv", inputs=(source,), filters=width, kernel_size=(kernel, kernel),
-                              padding="same", dilation_rate=(rate, rate), use_bias=bias or not self.batch_norm,
-                              kernel_initializer="he_normal"))
-            last = f"{name}_conv"
-            if self.batch_norm:
-                out.append(BatchNormalization(f"{name}_bn", inputs=(last,)))
-                last = f"{name}_bn"
-            out.append(Activation(f"{name}_relu", inputs=(last,), activation="relu"))
-            return f"{name}_relu"
+            return self.conv_bn_relu(out, name, source, width, kernel, rate=rate, bias=bias, initializer="he_normal")
 
         h, w, _ = backbone.shape
         out.append(GlobalPooling2D("aspp_pooling", inputs=(HEAD_INPUT,), keepdims=True))

@@ -11,8 +11,7 @@ from pydantic import Field
 from tlc import hookimpl
 from tlc.errors import FieldError
 from tlc.plan.graph import HEAD_INPUT, BackboneMap
-from tlc.plan.layers import (Activation, Add, BatchNormalization, Concatenate, Conv2D, Layer, SkipAdd,
-                             SpatialDropout2D, UpSampling2D)
+from tlc.plan.layers import Activation, Add, Concatenate, Conv2D, Layer, SkipAdd, SpatialDropout2D, UpSampling2D
 from tlc.plugin.fields import Count, Rate
 
 from .unet import DecoderHead, resolve_taps, stride_of
@@ -39,14 +38,7 @@ class FpnHead(DecoderHead):
         out: list[Layer] = []
 
         def conv(name: str, width: int, source: str) -> str:
-            out.append(Conv2D(f"{name}_conv", inputs=(source,), filters=width, kernel_size=(3, 3), padding="same",
-                              use_bias=not self.batch_norm, kernel_initializer="he_uniform"))
-            last = f"{name}_conv"
-            if self.batch_norm:
-                out.append(BatchNormalization(f"{name}_bn", inputs=(last,)))
-                last = f"{name}_bn"
-            out.append(Activation(f"{name}_relu", inputs=(last,), activation="relu"))
-            return f"{name}_relu"
+            return self.conv_bn_relu(out, name, source, width)
 
         x, width, levels = HEAD_INPUT, backbone.shape[-1], []
         for tap in taps:

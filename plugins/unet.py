@@ -95,6 +95,23 @@ class DecoderHead(Head):
     def activation(self) -> str:
         return self.output_activation or ("sigmoid" if self.classes == 1 else "softmax")
 
+    def conv_bn_relu(self, out: list[Layer], name: str, source: str, width: int, kernel: int = 3, *, rate: int = 1,
+                     bias: bool = False, initializer: str = "he_uniform") -> str:
+        """segmentation_models' Conv2dBn with ReLU: `{name}_conv` (no bias under batch norm, unless
+        `bias`), `{name}_bn`, `{name}_relu`, appended to `out`; returns the last one's name."""
+        out.append(Conv2D(f"{name}_conv", inputs=(source,), filters=width, kernel_size=(kernel, kernel),
+                          padding="same", dilation_rate=(rate, rate), use_bias=bias or not self.batch_norm,
+                          kernel_initializer=initializer))
+        return self.bn_relu(out, name, f"{name}_conv")
+
+    def bn_relu(self, out: list[Layer], name: str, source: str) -> str:
+        """`{name}_bn` (with batch norm) and `{name}_relu` after `source`."""
+        if self.batch_norm:
+            out.append(BatchNormalization(f"{name}_bn", inputs=(source,)))
+            source = f"{name}_bn"
+        out.append(Activation(f"{name}_relu", inputs=(source,), activation="relu"))
+        return f"{name}_relu"
+
 
 class UnetHead(DecoderHead):
     """segmentation_models' Unet: a decoder stage per `decoder_filters` entry, each an x2
@@ -130,16 +147,7 @@ class UnetHead(DecoderHead):
         x = HEAD_INPUT
 
         def conv(name: str, width: int, source: str) -> str:
-            out.append(Conv2D(f"{name}_conv", inputs=(source,), filters=width, kernel_size=(3, 3), padding="same",
-                              use_bias=not self.batch_norm, kernel_initializer="he_uniform"))
-            return finish(name, f"{name}_conv")
-
-        def finish(name: str, source: str) -> str:
-            if self.batch_norm:
-                out.append(BatchNormalization(f"{name}_bn", inputs=(source,)))
-                source = f"{name}_bn"
-            out.append(Activation(f"{name}_relu", inputs=(source,), activation="relu"))
-            return f"{name}_relu"
+            return self.conv_bn_relu(out, name, source, width)
 
         if backbone.layers[-1][1] == "MaxPooling2D":  # segmentation_models' center block (VGG)
             x = conv("center_block1", 512, x)
@@ -153,7 +161,7 @@ class UnetHead(DecoderHead):
                 out.append(Conv2DTranspose(f"decoder_stage{i}a_transpose", inputs=(x,), filters=width,
                                            kernel_size=(4, 4), strides=(2, 2), padding="same",
                                            use_bias=not self.batch_norm))
-                x = finish(f"decoder_stage{i}a", f"decoder_stage{i}a_transpose")
+                x = self.bn_relu(out, f"decoder_stage{i}a", f"decoder_stage{i}a_transpose")
             if i < len(taps):
                 out.append(SkipConcatenate(f"decoder_stage{i}_concat", inputs=(x, taps[i]), source=source))
                 x = f"decoder_stage{i}_concat"
