@@ -163,9 +163,12 @@ def test_the_median_pruner_prunes_clearly_worse_trials(write, tmp_path):
 
 
 def _tune_process(spec, runs, *extra, env=None):
+    # Ctrl-C reaches the child as a shell's foreground job: a test run in the background (nohup,
+    # `make test &`) ignores SIGINT, the child would inherit that, and Python would keep it ignored.
     return subprocess.Popen([tlc_executable(), "tune", str(spec), "--runs", str(runs), *map(str, extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_running_trial(folder, process, deadline=240):
@@ -207,7 +210,7 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_running_again_completes_
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_still_writes_the_outputs(write, tmp_path):
-    spec = write(SPEC.replace("epochs: 3", "epochs: 40"))
+    spec = write(SPEC.replace("epochs: 3", "epochs: 40").replace("trials: 5", "trials: 20"))
     folder = tmp_path / "runs" / "search" / "tune"
     process = _tune_process(spec, tmp_path / "runs")
     number = _wait_for_running_trial(folder, process)

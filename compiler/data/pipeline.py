@@ -199,7 +199,7 @@ def row_reader(mapped: np.memmap) -> Callable:
 
     def read(ids) -> np.ndarray:
         ids = np.asarray(ids)
-        out = np.empty((len(ids), *shape), np.float32)
+        out = aligned_empty((len(ids), *shape))
         for j, i in enumerate(ids):
             if dtype == np.float32:  # straight into the batch, no intermediate copy
                 os.preadv(fd, [memoryview(out[j]).cast("B")], start + int(i) * row_bytes)
@@ -209,6 +209,16 @@ def row_reader(mapped: np.memmap) -> Callable:
 
     weakref.finalize(read, os.close, fd)
     return read
+
+
+def aligned_empty(shape: tuple) -> np.ndarray:
+    """An uninitialised float32 array whose data start on a 64-byte boundary: TensorFlow wraps such
+    an array as a tensor without copying it (Eigen's alignment), where a plain one (16-byte aligned
+    by malloc) is copied, a second batch of cached taps held at once."""
+    size = int(np.prod(shape)) * 4
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + size].view(np.float32).reshape(shape)
 
 
 def _parallel(batches, load, heavy: bool = False):
