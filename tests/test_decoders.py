@@ -269,21 +269,24 @@ def test_the_vgg16_unet_has_segmentation_models_parameter_count():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", ["conv_stack", "resnet50", "mobilenet_v3_small", "convnext_tiny"])
+@pytest.mark.parametrize("backbone", ["conv_stack", "resnet50", "mobilenet", "mobilenet_v3_small", "efficientnet_v2_b0",
+                                      "convnext_tiny"])
 def test_taps_from_the_plan_build_as_planned(backbone):
     """Where segmentation_models has no table, the last layer at each stride; conv_stack's three
     poolings take three stages."""
+    side = 64
     import keras
 
     extra = {"blocks": [{"filters": 4, "padding": "same"}, {"filters": 8, "padding": "same"},
                         {"filters": 8, "padding": "same"}]} if backbone == "conv_stack" else {}
-    spec = spec_from_data({"input": {"shape": [64, 64, 3]}, "backbone": {"type": backbone, "weights": None, **extra},
+    spec = spec_from_data({"input": {"shape": [side, side, 3]},
+                           "backbone": {"type": backbone, "weights": None, **extra},
                            "head": {"type": "unet", "classes": 2}}, "taps")
     planned = plan(spec)
     assert planned.ok, planned.failure_message()
     model = tlc.compile(spec)
     assert [p.name for p in planned.layers] == [layer.name for layer in model.layers]
-    assert planned.params()["total"] == model.count_params() and tuple(model.output.shape[1:]) == (64, 64, 2)
+    assert planned.params()["total"] == model.count_params() and tuple(model.output.shape[1:]) == (side, side, 2)
     keras.backend.clear_session()
 
 
@@ -295,6 +298,21 @@ def test_check_refuses_a_misaligned_unet_naming_the_sizes_that_work_without_tens
     assert ("unet.yaml: infeasible: decoder_stage0_concat joins 14x14 (block5_pool 7x7 upsampled) with 15x15 from "
             "block5_conv3 (input 250x250); the input must be a multiple of 32: 224x224 or 256x256") in result["output"]
     assert imported == []
+
+
+@pytest.mark.parametrize("backbone, side, message", [
+    ("xception", 101, "infeasible: the decoder gives 96x96 masks, not the input's size (input 101x101); no input "
+                      "near it aligns"),
+    ("nasnet_mobile", 65, "infeasible: the decoder gives 64x64 masks, not the input's size (input 65x65); no input "
+                          "near it aligns"),
+])
+def test_a_stem_of_unpadded_convolutions_that_aligns_its_skips_still_loses_pixels(write, backbone, side, message):
+    """At 32k + 5 (Xception) or 32k + 1 (NASNet) every skip meets its tap, but the masks come out
+    smaller than the photo: check refuses what training could not take."""
+    path = write(f"input: {{shape: [{side}, {side}, 3]}}\nbackbone: {{type: {backbone}, weights: null}}\n"
+                 "head: {type: unet, classes: 2}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 1 and message in unboxed(result.output), result.output
 
 
 def test_unpadded_convolutions_never_align_and_check_says_so(write):

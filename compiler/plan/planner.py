@@ -214,6 +214,10 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
         return result
     result.taps = {name: layer.name for layer in ordered for name in layer.inputs if name in set(seen.names)}
     _walk(result, ordered, current, "head", lambda i, layer: True, wired, known)
+    out = result.layers[-1].output_shape if result.ok and result.layers else ()
+    if result.taps and len(out) == 3 and tuple(out[:2]) != tuple(shape[:2]):  # a mask per pixel of the input
+        result.failure = Failure(None, None, f"the decoder gives {format_shape(out[:2])} masks, not the input's "
+                                             "size", size_limited=False, misaligned=True)
     result.warnings += _warnings(spec, result)
     return result
 
