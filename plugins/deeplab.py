@@ -14,7 +14,7 @@ from pydantic import Field
 from tlc import hookimpl
 from tlc.errors import FieldError
 from tlc.plan.graph import HEAD_INPUT, BackboneMap
-from tlc.plan.layers import Activation, Concatenate, Conv2D, GlobalPooling2D, Layer, SkipConcatenate, UpSampling2D
+from tlc.plan.layers import Concatenate, GlobalPooling2D, Layer, SkipConcatenate, UpSampling2D
 from tlc.plugin.fields import Count
 
 from .unet import AUTO_TAPS, TAPS, DecoderHead, TapRef, resolve_taps, stride_of
@@ -75,9 +75,7 @@ class DeepLabV3PlusHead(DecoderHead):
         x = conv("decoder_stage0", "decoder_concat", self.filters, 3)
         x = conv("decoder_stage1", x, self.filters, 3)
         out.append(UpSampling2D("final_upsampling", inputs=(x,), size=(low, low), interpolation="bilinear"))
-        out.append(Conv2D("final_conv", inputs=("final_upsampling",), filters=self.classes, kernel_size=(1, 1),
-                          padding="same"))
-        out.append(Activation(self.activation, inputs=("final_conv",), activation=self.activation))
+        self.classify(out, "final_upsampling", kernel=1)
         return out
 
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from tlc import hookimpl
 from tlc.errors import FieldError
 from tlc.plan.graph import HEAD_INPUT, BackboneMap
-from tlc.plan.layers import Activation, Add, Concatenate, Conv2D, Layer, SkipAdd, SpatialDropout2D, UpSampling2D
+from tlc.plan.layers import Add, Concatenate, Conv2D, Layer, SkipAdd, SpatialDropout2D, UpSampling2D
 from tlc.plugin.fields import Count, Rate
 
 from .unet import DecoderHead, resolve_taps, stride_of
@@ -78,9 +78,7 @@ class FpnHead(DecoderHead):
         x = conv("final_stage", half, x)
         up = 2 ** (finest - 1)
         out.append(UpSampling2D("final_upsampling", inputs=(x,), size=(up, up), interpolation="bilinear"))
-        out.append(Conv2D("head_conv", inputs=("final_upsampling",), filters=self.classes, kernel_size=(3, 3),
-                          padding="same"))
-        out.append(Activation(self.activation, inputs=("head_conv",), activation=self.activation))
+        self.classify(out, "final_upsampling", "head_conv")
         return out
 
 

@@ -104,6 +104,11 @@ class DecoderHead(Head):
                           kernel_initializer=initializer))
         return self.bn_relu(out, name, f"{name}_conv")
 
+    def classify(self, out: list[Layer], source: str, name: str = "final_conv", kernel: int = 3) -> None:
+        """The last convolution to `classes` per pixel (`name`) and the output activation after it."""
+        out.append(Conv2D(name, inputs=(source,), filters=self.classes, kernel_size=(kernel, kernel), padding="same"))
+        out.append(Activation(self.activation, inputs=(name,), activation=self.activation))
+
     def bn_relu(self, out: list[Layer], name: str, source: str) -> str:
         """`{name}_bn` (with batch norm) and `{name}_relu` after `source`."""
         if self.batch_norm:
@@ -168,8 +173,7 @@ class UnetHead(DecoderHead):
             if self.block == "upsampling":
                 x = conv(f"decoder_stage{i}a", width, x)
             x = conv(f"decoder_stage{i}b", width, x)
-        out.append(Conv2D("final_conv", inputs=(x,), filters=self.classes, kernel_size=(3, 3), padding="same"))
-        out.append(Activation(self.activation, inputs=("final_conv",), activation=self.activation))
+        self.classify(out, x)
         return out
 
 

@@ -111,22 +111,19 @@ def placement(width: int, height: int, size: tuple[int, int], fit: str = "stretc
     return top, left, top + tall, left + wide
 
 
-def stored_and_orientation(path: str) -> tuple[tuple[int, int], int]:
-    """((width, height) as stored, the EXIF orientation 1..8), from the header only."""
+def stored_and_orientation(source: str | bytes) -> tuple[tuple[int, int], int]:
+    """((width, height) as stored, the EXIF orientation 1..8), from the header only; `source` is a
+    file's path or an encoded image."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
         return image.size, _orientation(image)
 
 
 def oriented_size(source: str | bytes) -> tuple[int, int]:
-    """(width, height) as the photo is shown (EXIF orientation applied), from its header only;
-    `source` is a file's path or an encoded image."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        width, height = image.size
-        return (height, width) if _orientation(image) in ROTATED else (width, height)
+    """(width, height) as the photo is shown (EXIF orientation applied), from its header only."""
+    (width, height), orientation = stored_and_orientation(source)
+    return (height, width) if orientation in ROTATED else (width, height)
 
 
 def _too_large(name: str, what: str) -> ImageError:

@@ -187,24 +187,23 @@ class Feed:
 
 
 def row_reader(mapped: np.memmap) -> Callable:
-    """ids -> those rows of a memory-mapped .npy as float32, read with `pread`: pages read through
-    a memory map count in the process's resident memory (a 5 GB cache of a decoder's taps would
-    look like 5 GB more), pages read into a buffer stay in the page cache, which the kernel owns."""
+    """ids -> those rows of a memory-mapped float32 .npy (cached features), read with `pread`
+    straight into the batch: pages read through a memory map count in the process's resident
+    memory (a 5 GB cache of a decoder's taps would look like 5 GB more), pages read into a buffer
+    stay in the page cache, which the kernel owns."""
     import os
     import weakref
 
+    assert mapped.dtype == np.float32, mapped.dtype  # (what `write_npy_columns` writes for features)
     fd = os.open(mapped.filename, os.O_RDONLY)
-    shape, dtype = tuple(mapped.shape[1:]), mapped.dtype
-    row_bytes, start = int(np.prod(shape)) * dtype.itemsize, int(mapped.offset)
+    shape = tuple(mapped.shape[1:])
+    row_bytes, start = int(np.prod(shape)) * 4, int(mapped.offset)
 
     def read(ids) -> np.ndarray:
         ids = np.asarray(ids)
         out = aligned_empty((len(ids), *shape))
         for j, i in enumerate(ids):
-            if dtype == np.float32:  # straight into the batch, no intermediate copy
-                os.preadv(fd, [memoryview(out[j]).cast("B")], start + int(i) * row_bytes)
-            else:
-                out[j] = np.frombuffer(os.pread(fd, row_bytes, start + int(i) * row_bytes), dtype).reshape(shape)
+            os.preadv(fd, [memoryview(out[j]).cast("B")], start + int(i) * row_bytes)
         return out
 
     weakref.finalize(read, os.close, fd)

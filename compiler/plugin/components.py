@@ -263,6 +263,12 @@ class Task(_Typed):
         """The Keras loss between the targets (as the sources give them) and the model's outputs."""
         raise NotImplementedError
 
+    def distillation_loss(self, spec, from_logits: bool, record: dict) -> Any:
+        """The loss against distillation's targets (the task's, then the teacher's answers), when
+        the task has its own; its `keras_metrics` then read such targets themselves. None: the
+        built-in distillation losses of classes, tags and values (`train.losses`)."""
+        return None
+
     def keras_metrics(self, outputs: int, from_logits: bool, record: dict) -> list:
         """Keras metrics named as `metrics` (history columns)."""
         raise NotImplementedError

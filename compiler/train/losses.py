@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tlc.plugin.components import Task
 from tlc.task.classification import cross_entropy
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before their log, as Keras's cross-entropy does
@@ -45,13 +46,14 @@ def loss_for(spec, model, dataset, record: dict) -> Any:
     t, from_logits = spec.train, getattr(spec.head, "output_activation", "softmax") == "linear"
     if t.distill is None:
         return spec.task.loss_function(spec, from_logits, record)
+    own = spec.task.distillation_loss(spec, from_logits, record)
+    if own is not None:
+        return own
     d = t.distill
     if spec.task.type == "multi_label":
         return task_distillation_classes()[0](d.temperature, d.alpha, wanted, t.label_smoothing, from_logits)
     if spec.task.type == "regression":
         return task_distillation_classes()[1](spec.task.loss, record["mean"], record["std"], d.alpha)
-    if spec.task.type == "segmentation":
-        return spec.task.distillation_loss(spec, from_logits, record)
     return distillation_classes()[0](d.temperature, d.alpha, t.label_smoothing, from_logits)
 
 
@@ -61,8 +63,9 @@ def metrics_for(spec, loss, record: dict, outputs: int):
     from_logits = getattr(spec.head, "output_activation", "softmax") == "linear"
     if is_distillation(loss):
         return lambda: [distillation_classes()[1]()]
-    if spec.train.distill is not None and spec.task.type != "segmentation":  # the task's metrics, on the
-        # labelled part of the targets (segmentation's read the masks' channel themselves)
+    if spec.train.distill is not None and type(spec.task).distillation_loss is Task.distillation_loss:
+        # the task's metrics, on the labelled part of the targets (a task with its own distillation
+        # loss has metrics that read its targets themselves)
         labelled = task_distillation_classes()[2]
         return lambda: [labelled(m, outputs, spec.task.no_label)
                         for m in spec.task.keras_metrics(outputs, from_logits, record)]
