@@ -79,7 +79,6 @@ class Feed:
         import tensorflow as tf
 
         ex = self.examples
-        labels = tf.constant(ex.labels)
         n = len(self)
         if ex.files is not None:
             read, (h, w, c) = self.file_reader(), self.hwc
@@ -98,13 +97,15 @@ class Feed:
         augment = self.augment if training else None
         preprocess = self.preprocess
         if self.targets is not None and training:
-            targets, target_views = tf.constant(self.targets), len(self.targets) // max(n, 1)
+            targets, target_views = self._answer_rows(self.targets), len(self.targets) // max(n, 1)
 
             def answers(epoch, ids):
-                return tf.gather(targets, ids + self._offset(epoch, n, target_views))
+                return targets(ids + self._offset(epoch, n, target_views))
         else:
+            labels = self._answer_rows(ex.labels)
+
             def answers(epoch, ids):
-                return tf.gather(labels, ids)
+                return labels(ids)
 
         # Segmentation: geometric augmentation moves the masks too (a teacher's targets came moved)
         moves_masks = ex.labels.ndim == 3 and not (self.targets is not None and training)
@@ -120,6 +121,26 @@ class Feed:
             return x, y
 
         return load
+
+    @staticmethod
+    def _answer_rows(array: np.ndarray) -> Callable:
+        """ids -> those rows of the labels or targets: gathered from a constant, or, for masks
+        (an image's worth of answers each), read from the array when the batch asks: a constant is
+        a second copy of them all, and a memory map's pages count as the process's."""
+        import tensorflow as tf
+
+        if array.ndim < 3:
+            held = tf.constant(array)
+            return lambda ids: tf.gather(held, ids)
+        shape, dtype = tuple(array.shape[1:]), tf.as_dtype(array.dtype)
+        read = row_reader(array) if isinstance(array, np.memmap) else lambda ids: array[np.asarray(ids)]
+
+        def rows(ids):
+            out = tf.numpy_function(read, [ids], dtype, stateful=False)
+            out.set_shape((None, *shape))
+            return out
+
+        return rows
 
     def _array_rows(self, array: np.ndarray, n: int) -> Callable:
         """(epoch, ids) -> those rows of `array` (of the epoch's view): gathered from a constant,
@@ -187,21 +208,20 @@ class Feed:
 
 
 def row_reader(mapped: np.memmap) -> Callable:
-    """ids -> those rows of a memory-mapped float32 .npy (cached features), read with `pread`
+    """ids -> those rows of a memory-mapped .npy (cached features, moved masks), read with `pread`
     straight into the batch: pages read through a memory map count in the process's resident
     memory (a 5 GB cache of a decoder's taps would look like 5 GB more), pages read into a buffer
     stay in the page cache, which the kernel owns."""
     import os
     import weakref
 
-    assert mapped.dtype == np.float32, mapped.dtype  # (what `write_npy_columns` writes for features)
     fd = os.open(mapped.filename, os.O_RDONLY)
-    shape = tuple(mapped.shape[1:])
-    row_bytes, start = int(np.prod(shape)) * 4, int(mapped.offset)
+    shape, dtype = tuple(mapped.shape[1:]), mapped.dtype
+    row_bytes, start = int(np.prod(shape)) * dtype.itemsize, int(mapped.offset)
 
     def read(ids) -> np.ndarray:
         ids = np.asarray(ids)
-        out = aligned_empty((len(ids), *shape))
+        out = aligned_empty((len(ids), *shape), dtype)
         for j, i in enumerate(ids):
             os.preadv(fd, [memoryview(out[j]).cast("B")], start + int(i) * row_bytes)
         return out
@@ -210,14 +230,15 @@ def row_reader(mapped: np.memmap) -> Callable:
     return read
 
 
-def aligned_empty(shape: tuple) -> np.ndarray:
-    """An uninitialised float32 array whose data start on a 64-byte boundary: TensorFlow wraps such
-    an array as a tensor without copying it (Eigen's alignment), where a plain one (16-byte aligned
+def aligned_empty(shape: tuple, dtype=np.float32) -> np.ndarray:
+    """An uninitialised array whose data start on a 64-byte boundary: TensorFlow wraps such an
+    array as a tensor without copying it (Eigen's alignment), where a plain one (16-byte aligned
     by malloc) is copied, a second batch of cached taps held at once."""
-    size = int(np.prod(shape)) * 4
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(size + 64, np.uint8)
     start = -raw.ctypes.data % 64
-    return raw[start:start + size].view(np.float32).reshape(shape)
+    return raw[start:start + size].view(dtype).reshape(shape)
 
 
 def _parallel(batches, load, heavy: bool = False):
