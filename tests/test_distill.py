@@ -68,7 +68,7 @@ def _soft(p, t):
 
 @pytest.mark.parametrize("from_logits", [False, True])
 def test_the_loss_is_alpha_t2_kl_plus_cross_entropy_on_labelled_images_only(from_logits):
-    from tlc.train.losses import distillation_classes
+    from tlc.task.classification import distillation_classes
 
     loss_class, accuracy_class = distillation_classes()
     rng = np.random.default_rng(0)

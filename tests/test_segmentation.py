@@ -89,20 +89,27 @@ def test_masks_are_kept_in_the_store_beside_the_images_and_a_changed_mask_is_rea
 COLOURS = {"background": [0, 0, 0], "circle": [200, 30, 30], "square": [30, 30, 200], "ignore": [255, 255, 255]}
 
 
+def draw_rgb_masks(indexed, rgb) -> None:
+    """`rgb/`: the images of `indexed/` (moved) and its masks drawn in COLOURS."""
+    from PIL import Image
+
+    (rgb / "masks").mkdir(parents=True)
+    (indexed / "images").rename(rgb / "images")
+    by_value = {0: COLOURS["background"], 1: COLOURS["circle"], 2: COLOURS["square"], 255: COLOURS["ignore"]}
+    for mask in sorted((indexed / "masks").iterdir()):
+        values = np.asarray(Image.open(mask))
+        drawn = np.zeros((*values.shape, 3), "uint8")
+        for value, colour in by_value.items():
+            drawn[values == value] = colour
+        Image.fromarray(drawn, "RGB").save(rgb / "masks" / mask.name)
+
+
 def test_rgb_masks_are_read_through_colors_and_a_stray_colour_is_named(tmp_path):
     from PIL import Image
 
     draw_masks(tmp_path / "indexed", 4)
     indexed = loaded(masks_spec(tmp_path / "indexed", classes=["background", "circle", "square"], validation_split=0))
-    (tmp_path / "rgb" / "masks").mkdir(parents=True)
-    (tmp_path / "indexed" / "images").rename(tmp_path / "rgb" / "images")
-    by_value = {0: COLOURS["background"], 1: COLOURS["circle"], 2: COLOURS["square"], 255: COLOURS["ignore"]}
-    for mask in sorted((tmp_path / "indexed" / "masks").iterdir()):
-        values = np.asarray(Image.open(mask))
-        rgb = np.zeros((*values.shape, 3), "uint8")
-        for value, colour in by_value.items():
-            rgb[values == value] = colour
-        Image.fromarray(rgb, "RGB").save(tmp_path / "rgb" / "masks" / mask.name)
+    draw_rgb_masks(tmp_path / "indexed", tmp_path / "rgb")
     spec = masks_spec(tmp_path / "rgb", classes=["background", "circle", "square"], validation_split=0,
                       colors=COLOURS)
     np.testing.assert_array_equal(loaded(spec).train.labels, indexed.train.labels)
@@ -111,6 +118,27 @@ def test_rgb_masks_are_read_through_colors_and_a_stray_colour_is_named(tmp_path)
     Image.fromarray(stray, "RGB").save(tmp_path / "rgb" / "masks" / "0002.png")
     with pytest.raises(tlc.SpecError, match=r"masks/0002.png: colour \(1, 2, 3\) at \(9, 5\) is no class's"):
         loaded(spec)
+
+
+@pytest.mark.slow
+def test_a_run_on_rgb_masks_draws_its_masks_in_their_colours(tmp_path):
+    from PIL import Image
+
+    draw_masks(tmp_path / "indexed", 12)
+    draw_rgb_masks(tmp_path / "indexed", tmp_path / "rgb")
+    spec = {**SEG_SPEC, "name": "rgb", "train": {
+        "data": {"type": "masks", "path": str(tmp_path / "rgb"), "classes": ["background", "circle", "square"],
+                 "colors": COLOURS, "validation_split": 0.25}, "epochs": 1, "batch_size": 4}}
+    (tmp_path / "rgb.yaml").write_text(yaml.safe_dump(spec))
+    done = run_cli("train", tmp_path / "rgb.yaml", "--runs", tmp_path / "runs")
+    assert done.exit_code == 0, done.output
+    run = tmp_path / "runs" / "rgb"
+    own = [COLOURS["background"], COLOURS["circle"], COLOURS["square"]]
+    assert json.loads((run / "metrics.json").read_text())["task"]["colors"] == own
+    result = run_cli("predict", run, tmp_path / "rgb" / "images" / "0001.png", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    mask = Image.open(json.loads(result.stdout)[0]["mask"])
+    assert mask.getpalette()[:9] == [v for colour in own for v in colour]
 
 
 def test_balanced_class_weights_weigh_pixels_as_scikit_learn_weighs_them():

@@ -17,6 +17,7 @@ import pytest
 
 import tlc
 from tlc.plugin import registry
+from tlc.task.regression import Regression
 
 from .conftest import tlc as run_cli
 from .helpers import draw_tagged, spec_from_data, unboxed
@@ -208,6 +209,34 @@ def test_a_plugin_task_registers_through_tlc_tasks_and_validates(write):
                      "head: {type: dense, pooling: avg, classes: 1}\n")
         spec = tlc.load_spec(path)
         assert isinstance(spec.task, Count) and spec.head.output_activation == "linear"
+        done = run_cli("check", path)  # the dense head serves the built-in tasks only
+        assert done.exit_code == 2 and "the dense head serves classification, multi_label, regression, not count" \
+            in unboxed(done.output)
+    finally:
+        registry.reset()
+
+
+class Tally(Regression):
+    """regression under another name, without a distillation loss (a plugin's)"""
+
+    type: Literal["tally"] = "tally"
+    distillation_loss = tlc.Task.distillation_loss
+
+
+def test_a_plugin_task_derived_from_a_built_in_takes_its_heads_and_distills_only_with_a_loss(write):
+    module = types.ModuleType("tally_plugin")
+    module.tlc_tasks = tlc.hookimpl(lambda: [Tally])
+    registry.register_module(module)
+    try:
+        text = ("task: {type: tally, targets: [size]}\ninput: {shape: [48, 48, 3]}\n"
+                "backbone: {type: conv_stack, blocks: [{filters: 4}]}\nhead: {type: dense, pooling: avg}\n")
+        done = run_cli("check", write(text, "tally.yaml"))
+        assert done.exit_code == 0, done.output
+        taught = write(text + "train: {data: {type: digits}, epochs: 1, distill: {teacher: nowhere}}\n", "taught.yaml")
+        done = run_cli("check", taught)
+        assert done.exit_code == 2, done.output
+        assert "taught.yaml:" in done.output and "train.distill: the tally task cannot learn from a teacher" in \
+            unboxed(done.output)
     finally:
         registry.reset()
 

@@ -280,6 +280,17 @@ def _masks(data, spec):
     return Examples(targets, files=np.array(images)), names
 
 
+def given_colours(spec, names: list[str]) -> dict:
+    """{"colors": each class's [r, g, b]} when the masks were drawn in colours (`train.data.colors`;
+    tlc's colour for a class they leave out), for the run to draw its masks in; else {}."""
+    given = getattr(spec.train.data, "colors", None) if spec.train is not None else None
+    if not given:
+        return {}
+    from tlc.show.figures import mask_colours
+
+    return {"colors": [list(given.get(name, default.tolist())) for name, default in zip(names, mask_colours(len(names)))]}
+
+
 def _stored_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, colors) -> np.ndarray:
     """(n, h, w) class indices of the mask `files`: from the store beside the images when this
     process keeps one (`store.store_folder`), decoding only what it lacks; else decoded here."""

@@ -86,7 +86,7 @@ class Plan:
                 stride, below, above = self.aligned
                 sizes = " or ".join(format_shape(s) for s in (below, above) if s is not None)
                 text += f"; the input must be a multiple of {stride}: {sizes}" if sizes else \
-                    f"; no input near it aligns them (a backbone whose maps shrink, as unpadded convolutions do, " \
+                    "; no input near it aligns them (a backbone whose maps shrink, as unpadded convolutions do, " \
                     "never meets its decoder's upsampled sizes)"
             return text
         if f.input_shape is not None:

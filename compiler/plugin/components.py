@@ -121,6 +121,12 @@ class Head(_Typed):
 
     tasks: ClassVar[tuple[str, ...]] = IMAGE_TASKS
 
+    def serves(self, task) -> bool:
+        """Whether the head gives what `task` needs: a task it names, or a plugin's subclass of one
+        (a `count` task derived from `regression` takes the heads regression takes)."""
+        return any(getattr(getattr(cls, "model_fields", {}).get("type"), "default", None) in self.tasks
+                   for cls in type(task).__mro__)
+
     def layers(self, feature_shape: Shape) -> list[Layer] | None:
         """Static description of the head's layers, or None to be planned by building."""
         return None
@@ -263,11 +269,19 @@ class Task(_Typed):
         """The Keras loss between the targets (as the sources give them) and the model's outputs."""
         raise NotImplementedError
 
+    # How the distillation loss reads in the run's note (`{a}` alpha, `{b}` 1 - alpha, `{t}` T).
+    distillation_note: ClassVar[str] = "{a:g} * the teacher's loss + {b:g} * the task's"
+
     def distillation_loss(self, spec, from_logits: bool, record: dict) -> Any:
-        """The loss against distillation's targets (the task's, then the teacher's answers), when
-        the task has its own; its `keras_metrics` then read such targets themselves. None: the
-        built-in distillation losses of classes, tags and values (`train.losses`)."""
+        """The Keras loss against distillation's training targets (the task's targets, `no_label`
+        for an unlabeled image, then the teacher's answers; validation targets are the task's
+        own), or None: the task cannot learn from a teacher (`train.distill` is refused)."""
         return None
+
+    def distillation_metrics(self, outputs: int, from_logits: bool, record: dict) -> list:
+        """`keras_metrics` for distillation's targets; by default the task's own (metrics that
+        read such targets themselves)."""
+        return self.keras_metrics(outputs, from_logits, record)
 
     def keras_metrics(self, outputs: int, from_logits: bool, record: dict) -> list:
         """Keras metrics named as `metrics` (history columns)."""
@@ -302,7 +316,8 @@ class Task(_Typed):
         Grad-CAM to draw), worst first."""
         return []
 
-    def worst_grid(self, images, picked, targets, answers, names: list[str], captions: list[str], title: str):
+    def worst_grid(self, images, picked, targets, answers, names: list[str], captions: list[str], title: str,
+                   record: dict):
         """A writer of evaluate's grid of the `picked` examples (their [0, 1] `images`), or None for
         the images with the Grad-CAM of the output `worst` names."""
         return None

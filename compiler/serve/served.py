@@ -97,9 +97,11 @@ class Served:
     def mask(self, data: bytes, outputs: np.ndarray) -> bytes:
         """The PNG of the predicted classes at the photo's own size (palette indices; background
         and ignored pixels transparent)."""
+        from tlc.task.segmentation import class_colours
         from tlc.use.masks import mask_image, png_bytes
 
-        return png_bytes(mask_image(data, outputs, outputs.shape[-1], self.predictor.fit, self.run.spec.task.ignore_index))
+        colours = class_colours(self.predictor.record, outputs.shape[-1])
+        return png_bytes(mask_image(data, outputs, colours, self.predictor.fit, self.run.spec.task.ignore_index))
 
     def mask_png(self, parts: list, decoded: list, scores: np.ndarray):
         """`/predict?format=png`: the first image's mask as a PNG (a 400 for another task)."""
@@ -132,9 +134,9 @@ class Served:
     def metadata(self) -> dict:
         task = {"type": self.run.spec.task.type, **self.predictor.record}
         if self.segmenting:
-            from tlc.show.figures import mask_colours
+            from tlc.task.segmentation import class_colours
 
-            task["colors"] = mask_colours(len(self.run.classes)).tolist()
+            task["colors"] = class_colours(self.predictor.record, len(self.run.classes)).tolist()
         return {"name": self.run.spec.name, "task": task,
                 "classes": self.run.classes, "input_shape": list(self.run.spec.input.hwc),
                 "sha256": self.sha256, "spec": self.resolved_spec,

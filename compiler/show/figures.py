@@ -125,7 +125,6 @@ def pr_curves_plot(targets, probabilities, names: list[str], per_class: list[dic
     in the legend and its threshold's point marked; past 12 tags, the 12 of most support."""
 
     def write(path: Path) -> None:
-        import numpy as np
         from sklearn.metrics import precision_recall_curve
 
         plt = _pyplot()
@@ -179,7 +178,8 @@ def predicted_vs_true_plot(targets, predicted, names: list[str], per_target: lis
     return write
 
 
-def masks_grid(images, truth, predicted, captions: list[str], names: list[str], title: str, ignore: int = 255):
+def masks_grid(images, truth, predicted, captions: list[str], names: list[str], title: str, colours,
+               ignore: int = 255):
     """A writer for `worst.png` of a segmentation: per image a row of the image, its true mask and
     the predicted mask (coloured by class; ignored pixels grey), with a legend of the classes."""
 
@@ -188,7 +188,6 @@ def masks_grid(images, truth, predicted, captions: list[str], names: list[str], 
         from matplotlib.patches import Patch
 
         plt = _pyplot()
-        colours = mask_colours(len(names))
         n = len(images)
         fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n + 0.8), dpi=110, squeeze=False)
         for row, (image, true, guess, caption) in enumerate(zip(images, truth, predicted, captions)):

@@ -18,6 +18,7 @@ from tlc.errors import EXIT_OK, InfeasibleError, SpecError
 from tlc.layout import RunLayout
 from tlc.plan.planner import Plan, plan as make_plan
 from tlc.plan.report import Report
+from tlc.plugin.components import Task
 from tlc.plugin.registry import get_registry
 
 from .models import SpecBase
@@ -97,13 +98,13 @@ def check_task(spec: SpecBase) -> None:
     ends as it needs; the training options, monitored and tuned metrics are the task's."""
     task, head = spec.task, spec.head
     said = "task" in spec.model_fields_set
-    if task.type not in head.tasks and said:  # (without `task:`, a `none` head is a feature extractor)
+    if not head.serves(task) and said:  # (without `task:`, a `none` head is a feature extractor)
         raise spec.error(("task",),
                          f"the {head.type} head serves {', '.join(head.tasks) or 'no task'}, not {task.type}; "
                          "use head: {type: dense, ...}")
     activation = getattr(head, "output_activation", None)
     trains = said or spec.train is not None  # (a spec only built may end as it likes)
-    if activation is not None and trains and task.type in head.tasks and activation not in task.activations:
+    if activation is not None and trains and head.serves(task) and activation not in task.activations:
         why = {"classification": "one class per image takes softmax or linear (logits); several tags per image "
                                  "is task: multi_label",
                "multi_label": "each tag has its own probability: sigmoid, or linear (logits, finished by a sigmoid)",
@@ -130,6 +131,8 @@ def _check_training_for(spec: SpecBase, task) -> None:
         raise spec.error(("tune", "metric"), f"{task.type} records {', '.join(named)} (val_ for validation); "
                                              f"not {spec.tune.metric}")
     checks = [
+        (("train", "distill"), t.distill is not None and type(task).distillation_loss is Task.distillation_loss,
+         f"the {task.type} task cannot learn from a teacher (its Task has no distillation_loss)"),
         (("train", "class_weight"), t.class_weight is not None and not one_class and task.type != "segmentation",
          "balanced class weights are for a class per image or per pixel (task: classification or segmentation)"),
         (("train", "label_smoothing"), t.label_smoothing > 0 and task.type == "regression",

@@ -10,6 +10,7 @@ import numpy as np
 from tlc.plugin.components import Task
 from tlc.plugin.hookspecs import hookimpl
 
+from .distilling import EPSILON
 from .reading import label_column, looks_like_numbers, looks_like_tags
 from .splits import stratified
 
@@ -89,6 +90,15 @@ class Classification(Task):
 
     def keras_metrics(self, outputs, from_logits, record):
         return ["accuracy"]
+
+    distillation_note = "{a:g} * T^2 * KL + {b:g} * CE at T = {t:g}"
+
+    def distillation_loss(self, spec, from_logits, record):
+        d = spec.train.distill
+        return distillation_classes()[0](d.temperature, d.alpha, spec.train.label_smoothing, from_logits)
+
+    def distillation_metrics(self, outputs, from_logits, record):
+        return [distillation_classes()[1]()]
 
     def measured(self, targets, outputs, record):
         return {"accuracy": float(np.mean(np.argmax(outputs, axis=-1) == targets))}
@@ -196,6 +206,70 @@ def smoothed_class():
                     "from_logits": self.from_logits}
 
     return SparseSmoothedCrossentropy
+
+
+@functools.cache
+def distillation_classes():
+    """(DistillationLoss, LabelledAccuracy), defined and registered with Keras on first use.
+
+    A training target row is (label, the teacher's probabilities...), the label -1 for an
+    unlabeled image, which the teacher alone teaches. The loss is the contract's
+    alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(label), the KL term from
+    `keras.distillation.LogitsDistillation` (the teacher's logits are its log-probabilities, which
+    differ from its logits by a constant per image, so softmax(logits / T) is the same); accuracy
+    counts labelled images only."""
+    import keras
+
+    def split(y_true):
+        """(labels with -1 as 0, 1.0 where labelled) and the teacher's probabilities, or None for plain labels."""
+        if len(y_true.shape) != 2 or y_true.shape[-1] == 1:
+            return None
+        labels = y_true[:, 0]
+        labelled = keras.ops.cast(labels >= 0, y_true.dtype)
+        return keras.ops.maximum(labels, 0), labelled, y_true[:, 1:]
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class DistillationLoss(keras.losses.Loss):
+        def __init__(self, temperature=4.0, alpha=0.9, label_smoothing=0.0, from_logits=False,
+                     reduction="sum_over_batch_size", name="distillation", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.temperature, self.alpha = float(temperature), float(alpha)
+            self.label_smoothing, self.from_logits = label_smoothing, from_logits
+            self.hard = cross_entropy(label_smoothing, from_logits, reduction="none")
+            # The KL loss as an instance: the default, the string "kl_divergence", resolves to a
+            # function that LogitsDistillation applies to the scaled logits themselves (Keras
+            # 3.15), which are negative here and clip to a loss of 0.
+            self.soft = keras.distillation.LogitsDistillation(temperature=self.temperature,
+                                                              loss=keras.losses.KLDivergence())
+
+        def call(self, y_true, y_pred):
+            parts = split(y_true)
+            if parts is None:
+                return self.hard(y_true, y_pred)
+            labels, labelled, teacher = parts
+            student_logits = y_pred if self.from_logits else keras.ops.log(keras.ops.clip(y_pred, EPSILON, 1.0))
+            teacher_logits = keras.ops.log(keras.ops.clip(teacher, EPSILON, 1.0))
+            soft = self.soft.compute_loss(teacher_logits, student_logits)  # the batch's mean, times T^2
+            return (1 - self.alpha) * self.hard(labels, y_pred) * labelled + self.alpha * soft
+
+        def get_config(self):
+            return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha,
+                    "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class LabelledAccuracy(keras.metrics.SparseCategoricalAccuracy):
+        """`accuracy` over the labelled images of a batch of distillation targets (or plain labels)."""
+
+        def __init__(self, name="accuracy", dtype=None):
+            super().__init__(name=name, dtype=dtype)
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            parts = split(y_true)
+            if parts is not None:
+                y_true, sample_weight, _ = parts
+            return super().update_state(y_true, y_pred, sample_weight)
+
+    return DistillationLoss, LabelledAccuracy
 
 
 @hookimpl

@@ -14,6 +14,7 @@ from tlc.plugin.components import Task
 from tlc.plugin.fields import by_kind
 from tlc.plugin.hookspecs import hookimpl
 
+from .distilling import EPSILON, labelled_metrics, labelled_parts
 from .reading import PATH, needed, numbers
 from .splits import iterative
 
@@ -105,6 +106,16 @@ class MultiLabel(Task):
         return [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=outputs, from_logits=from_logits,
                                   name="map"),
                 f1_class()(threshold=self.fixed, from_logits=from_logits, name="f1")]
+
+    distillation_note = "{a:g} * T^2 * BCE(teacher_T, student_T) + {b:g} * BCE at T = {t:g}"
+
+    def distillation_loss(self, spec, from_logits, record):
+        d = spec.train.distill
+        return tag_distillation_class()(d.temperature, d.alpha, label_smoothing=spec.train.label_smoothing,
+                                        from_logits=from_logits)
+
+    def distillation_metrics(self, outputs, from_logits, record):
+        return labelled_metrics(self, outputs, from_logits, record)
 
     @property
     def fixed(self) -> float:
@@ -241,6 +252,44 @@ def f1_class():
             return {**super().get_config(), "from_logits": self.from_logits}
 
     return TagF1
+
+
+@functools.cache
+def tag_distillation_class():
+    """TagDistillation, defined and registered with Keras on first use (for `--resume`)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class TagDistillation(keras.losses.Loss):
+        """alpha * T^2 * BCE(sigmoid(teacher logits / T), sigmoid(student logits / T)) + (1 - alpha) * BCE(tags),
+        each the mean over tags; an unlabeled image has the first term only."""
+
+        def __init__(self, temperature=4.0, alpha=0.9, width=None, label_smoothing=0.0, from_logits=False,
+                     reduction="sum_over_batch_size", name="tag_distillation", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            # (`width`, the tags', is the outputs' now; kept so that older checkpoints load)
+            self.temperature, self.alpha = float(temperature), float(alpha)
+            self.label_smoothing, self.from_logits = label_smoothing, from_logits
+
+        def call(self, y_true, y_pred):
+            hard = keras.losses.binary_crossentropy
+            split = labelled_parts(y_true, y_pred.shape[-1])
+            if split is None:
+                return hard(y_true, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+            targets, labelled, teacher = split
+            logit = lambda p: keras.ops.log(keras.ops.clip(p, EPSILON, 1 - EPSILON)) - \
+                keras.ops.log(keras.ops.clip(1 - p, EPSILON, 1 - EPSILON))  # noqa: E731
+            student = y_pred if self.from_logits else logit(y_pred)
+            t = self.temperature
+            soft = hard(keras.ops.sigmoid(logit(teacher) / t), student / t, from_logits=True) * t * t
+            return self.alpha * soft + (1 - self.alpha) * labelled * hard(
+                targets, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+
+        def get_config(self):
+            return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha,
+                    "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}
+
+    return TagDistillation
 
 
 @hookimpl

@@ -6,6 +6,7 @@ Huber; MAE, RMSE and R² (in the targets' units)."""
 from __future__ import annotations
 
 import functools
+import math
 from typing import Annotated, Literal
 
 import numpy as np
@@ -14,6 +15,7 @@ from pydantic import Field
 from tlc.plugin.components import Task
 from tlc.plugin.hookspecs import hookimpl
 
+from .distilling import labelled_metrics, labelled_parts
 from .reading import PATH, needed, numbers
 from .splits import by_quantiles
 
@@ -75,6 +77,14 @@ class Regression(Task):
         """The loss on standardised targets (the model learns values of deviation 1; the targets
         stay in their units everywhere else)."""
         return standardized_class()(self.loss, record["mean"], record["std"])
+
+    distillation_note = "{a:g} * L(teacher's values) + {b:g} * L(targets)"
+
+    def distillation_loss(self, spec, from_logits, record):
+        return value_distillation_class()(self.loss, record["mean"], record["std"], spec.train.distill.alpha)
+
+    def distillation_metrics(self, outputs, from_logits, record):
+        return labelled_metrics(self, outputs, from_logits, record)
 
     def keras_metrics(self, outputs, from_logits, record):
         mae, rmse, r2 = in_units_classes()
@@ -202,6 +212,37 @@ def in_units_classes():
 
     return (in_units_of(keras.metrics.MeanAbsoluteError), in_units_of(keras.metrics.RootMeanSquaredError),
             in_units_of(keras.metrics.R2Score))
+
+
+@functools.cache
+def value_distillation_class():
+    """ValueDistillation, defined and registered with Keras on first use (for `--resume`)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tlc")
+    class ValueDistillation(keras.losses.Loss):
+        """alpha * L(the teacher's values) + (1 - alpha) * L(the targets), L the task's loss on
+        standardised values; an unlabeled image (NaN targets) has the first term only."""
+
+        def __init__(self, kind="mse", mean=(0.0,), std=(1.0,), alpha=0.9, reduction="sum_over_batch_size",
+                     name="value_distillation", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.kind, self.mean, self.std, self.alpha = kind, [float(m) for m in mean], [float(s) for s in std], \
+                float(alpha)
+            self.base = standardized_class()(kind, self.mean, self.std, reduction="none")
+
+        def call(self, y_true, y_pred):
+            width = len(self.mean)
+            if y_true.shape[-1] != 2 * width:
+                return self.base.call(y_true, y_pred)
+            targets, labelled, teacher = labelled_parts(y_true, width, math.nan)
+            return self.alpha * self.base.call(teacher, y_pred) + (1 - self.alpha) * labelled * \
+                self.base.call(targets, y_pred)
+
+        def get_config(self):
+            return {**super().get_config(), "kind": self.kind, "mean": self.mean, "std": self.std, "alpha": self.alpha}
+
+    return ValueDistillation
 
 
 @hookimpl

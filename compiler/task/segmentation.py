@@ -103,6 +103,8 @@ class Segmentation(Task):
                                        name="miou"),
                 pixel_accuracy_class()(self.ignore_index, name="pixel_accuracy")]
 
+    distillation_note = "{a:g} * T^2 * KL per pixel + {b:g} * the task's loss at T = {t:g}"
+
     def distillation_loss(self, spec, from_logits, record):
         """alpha * T^2 * KL(teacher_T || student_T) per pixel + (1 - alpha) * the task's loss on the
         labelled pixels (an unlabeled photo's are all ignored)."""
@@ -158,11 +160,11 @@ class Segmentation(Task):
                      for t, p in zip(targets, predicted)]
         return per_image, np.argsort(np.nan_to_num(per_image, nan=1.0), kind="stable")
 
-    def worst_grid(self, images, picked, targets, answers, names, captions, title):
+    def worst_grid(self, images, picked, targets, answers, names, captions, title, record):
         from tlc.show.figures import masks_grid
 
         return masks_grid(images, targets[picked], answers[picked].argmax(axis=-1), captions, names,
-                          title.replace(" (Grad-CAM", " ("), self.ignore_index)
+                          title.replace(" (Grad-CAM", " ("), class_colours(record, len(names)), self.ignore_index)
 
     def figures(self, result, targets, answers, names, title):
         from tlc.show.figures import confusion_plot
@@ -175,6 +177,15 @@ class Segmentation(Task):
 
 def _number(value) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
+
+
+def class_colours(record: dict, k: int) -> np.ndarray:
+    """(k, 3) uint8 colours of the classes in masks, legends and overlays: those the run recorded
+    (the masks' own, `train.data.colors`), else tlc's (`mask_colours`)."""
+    from tlc.show.figures import mask_colours
+
+    given = record.get("colors")
+    return np.asarray(given, np.uint8) if given is not None and len(given) == k else mask_colours(k)
 
 
 def pixel_class_weights(pixels: list[int], classes: int) -> list[float]:

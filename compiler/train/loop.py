@@ -19,6 +19,7 @@ import numpy as np
 
 from tlc import data as datasets
 from tlc.build.emit import set_frozen
+from tlc.data.sources import given_colours
 from tlc.data.split import split_record
 from tlc.data.store import keeping_in
 from tlc.errors import RunError
@@ -179,9 +180,9 @@ class PhaseRunner:
                 for note in weights_notes:
                     reporter.note(note)
                 state.weights_notes = weights_notes
-            record = spec.task.record(dataset.train.labels)
+            record = {**spec.task.record(dataset.train.labels), **given_colours(spec, dataset.class_names)}
             loss = losses.loss_for(spec, model, dataset, record)
-        metrics = losses.metrics_for(spec, loss, record, spec.task.outputs(dataset.class_names))
+        metrics = losses.metrics_for(spec, record, spec.task.outputs(dataset.class_names))
         feeds, distilled = datasets.feeds(spec, dataset, store), None
         if spec.train.distill is not None:
             feeds, distilled = cls.taught(ready, dataset, feeds, folder, state, options, reporter)

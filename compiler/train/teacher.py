@@ -73,14 +73,6 @@ class Teacher:
         return int(self.predictor.serving.output.shape[-1])
 
 
-LOSS_NOTES = {  # the loss in words, per task
-    "classification": "{a:g} * T^2 * KL + {b:g} * CE at T = {t:g}",
-    "multi_label": "{a:g} * T^2 * BCE(teacher_T, student_T) + {b:g} * BCE at T = {t:g}",
-    "regression": "{a:g} * L(teacher's values) + {b:g} * L(targets)",
-    "segmentation": "{a:g} * T^2 * KL per pixel + {b:g} * the task's loss at T = {t:g}",
-}
-
-
 @dataclass
 class Taught:
     """The targets of the training feed and what the run records about its teacher."""
@@ -129,7 +121,7 @@ def teach(spec, dataset, cache_dir: Path, images_dir: Path, *, safe_mode: bool =
     how = "reused from the cache" if reused else "computed once"
     on = f"{len(train):,} training images" + (f" x {views} augmented views" if views > 1 else "")
     agree = f"; the teacher's val_{task.metric} {record[metric]:.4f}" if len(val) else ""
-    what, loss = task.noun[1], LOSS_NOTES.get(task.type, LOSS_NOTES["classification"])
+    what, loss = task.noun[1], task.distillation_note
     note = (f"distillation: teacher {teacher.where} ({classes} {what} at "
             f"{'x'.join(map(str, teacher.predictor.input_shape))}), its {'values' if what == 'targets' else 'probabilities'} "
             f"for {on} {how}{agree}; loss " + loss.format(a=d.alpha, b=1 - d.alpha, t=d.temperature))

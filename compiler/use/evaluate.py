@@ -80,7 +80,7 @@ def evaluate(run, split: str | None = None, *, data: str | os.PathLike | None = 
         images = run.images(examples.take(picked), 16)
         captions = [f"{_short_name(files[i])}\n{caption}" for i, caption, _ in worst]
         writer = task.worst_grid(images, picked, examples.labels, answers, names, captions,
-                                 f"{spec.name}: {task.worst_title}")
+                                 f"{spec.name}: {task.worst_title}", record)
         if writer is None:
             heats = heat_maps(predictor, spec, images, [output for _, _, output in worst])
             title = f"{spec.name}: {task.worst_title}" + (f" (Grad-CAM of {task.worst_heat})" if heats is not None

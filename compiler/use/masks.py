@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 
-def mask_image(source, outputs: np.ndarray, classes: int, fit: str, ignore: int = 255):
+def mask_image(source, outputs: np.ndarray, colours: np.ndarray, fit: str, ignore: int = 255):
     """The PIL palette image of the predicted classes (from per-pixel outputs (h, w, classes)) over
-    the upright photo `source` (a path or encoded bytes), at its own size."""
+    the upright photo `source` (a path or encoded bytes), at its own size, in the classes' `colours`."""
     from PIL import Image
 
     from tlc.data.images import oriented_size, placement
-    from tlc.show.figures import mask_colours
 
     predicted = outputs.argmax(axis=-1).astype(np.uint8)
     width, height = oriented_size(source if isinstance(source, bytes) else str(source))
@@ -27,7 +26,6 @@ def mask_image(source, outputs: np.ndarray, classes: int, fit: str, ignore: int 
     canvas = Image.new("L", (width, height), ignore)
     canvas.paste(region, (round(left), round(top)))
     mask = canvas.convert("P")
-    colours = mask_colours(classes)
     mask.putpalette([int(v) for v in colours.reshape(-1)] + [128, 128, 128] * (256 - len(colours)))
     mask.info["transparency"] = bytes([0] + [255] * (ignore - 1) + [0] * (256 - ignore))
     return mask
@@ -39,14 +37,14 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def write_masks(file: Path, outputs: np.ndarray, folder: Path, stem: str, classes: int, fit: str,
+def write_masks(file: Path, outputs: np.ndarray, folder: Path, stem: str, colours: np.ndarray, fit: str,
                 ignore: int = 255) -> tuple[Path, Path]:
     """(mask, overlay) written for one photo from the model's per-pixel outputs (h, w, classes)."""
     from PIL import Image, ImageOps
 
     from tlc.atomic import write_with
 
-    mask = mask_image(file, outputs, classes, fit, ignore)
+    mask = mask_image(file, outputs, colours, fit, ignore)
     folder.mkdir(parents=True, exist_ok=True)
     mask_path, overlay_path = folder / f"{stem}.mask.png", folder / f"{stem}.overlay.png"
     write_with(mask_path, lambda path: Path(path).write_bytes(png_bytes(mask)))

@@ -85,9 +85,12 @@ def predict(predictor: Predictor, files: list[Path], top: int, batch_size: int =
                 continue
             answer, row = next(given)
             if masks:
+                from tlc.task.segmentation import class_colours
+
                 from .masks import write_masks
 
-                written = write_masks(file, row, Path(output or "predict"), stem, row.shape[-1], predictor.fit,
+                written = write_masks(file, row, Path(output or "predict"), stem,
+                                      class_colours(predictor.record, row.shape[-1]), predictor.fit,
                                       predictor.task.ignore_index)
                 answer = {"mask": str(written[0]), "overlay": str(written[1]), **answer}
             out.append({"image": str(file), "file": str(file), **answer})
