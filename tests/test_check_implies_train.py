@@ -131,13 +131,30 @@ def test_a_task_spec_check_accepts_builds_trains_and_answers(kind, task, tmp_pat
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("kind, decoder", [("conv_stack", "unet"), ("vgg16", "unet"), ("mobilenet_v2", "deeplab_v3_plus")])
+DECODED = [("conv_stack", "unet"), ("vgg16", "unet"), ("mobilenet_v2", "deeplab_v3_plus"), ("resnet50", "fpn"),
+           ("densenet121", "unet"), ("efficientnet_b0", "fpn"), ("efficientnet_v2_b0", "unet"), ("mobilenet", "unet"),
+           ("mobilenet_v3_small", "deeplab_v3_plus"), ("convnext_tiny", "fpn"), ("nasnet_mobile", "deeplab_v3_plus")]
+UNALIGNED = ("inception_v3", "xception")  # unpadded convolutions: no decoder's skips ever align
+
+
+def test_every_backbone_family_is_decoded_or_refused_by_check(tmp_path):
+    """Each family has a decoder here that trains (below), or check refuses every decoder on it."""
+    assert sorted([kind for kind, _ in DECODED] + list(UNALIGNED)) == BACKBONES
+    for kind in UNALIGNED:
+        for decoder in ("unet", "fpn", "deeplab_v3_plus"):
+            spec = tmp_path / f"{kind}_{decoder}.yaml"
+            spec.write_text(f"task: segmentation\ninput: {{shape: [224, 224, 3]}}\nbackbone: {{type: {kind}, "
+                            f"weights: null}}\nhead: {{type: {decoder}, classes: 3}}\n")
+            done = tlc("check", spec)
+            assert done.exit_code == 1 and "no input near it aligns them" in " ".join(done.output.split()), \
+                done.output
+
+
+@pytest.mark.parametrize("kind, decoder", DECODED)
 def test_a_decoder_check_accepts_builds_trains_and_segments(kind, decoder, tmp_path):
-    """A decoder over three families' taps (a stack of its own, a chain with a center block, an
-    inverted-residual net under DeepLabV3+; test_decoders plans every decoder on more families
-    against Keras), at the smallest input
-    check names: trained a step on npz masks (the frozen encoder runs whole: its taps cross the
-    feature cache's boundary), its masks at the input's size."""
+    """A decoder over every family's taps at the smallest input check names (test_decoders plans
+    every decoder on more backbones against Keras): trained a step on npz masks (the frozen encoder
+    runs whole: its taps cross the feature cache's boundary), its masks at the input's size."""
     import keras
 
     from tlc.train.loop import train
