@@ -124,7 +124,6 @@ class Run:
 
         from tlc.data import load
         from tlc.data.sources import Examples
-        from tlc.data.store import keeping_in
 
         files = self.split.get(f"{part}_files")
         if files is not None and any(y is None for _, y in files):  # masks are read again from the source
@@ -135,7 +134,7 @@ class Run:
                 raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
                                + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
             return Examples(self.spec.task.from_json([y for _, y in files]), files=np.array([f for f, _ in files]))
-        with keeping_in(self.store_folder):
+        with self.reading():
             return getattr(self._checked(load(self.spec, check_files=False), part), part)
 
     def other_source(self, path: str | os.PathLike):
@@ -143,7 +142,6 @@ class Run:
         `train.data` with `path` in place of its path, the other options kept; refused when the
         run's source has no path, or when the new one's classes are not the run's."""
         from tlc.data.sources import read, source_of
-        from tlc.data.store import keeping_in
 
         data = self.spec.train.data
         if not source_of(data).needs_path:
@@ -152,7 +150,7 @@ class Run:
         where = Path(path).resolve()
         if not where.exists():
             raise UsageError(f"--data: {path}: not found")
-        with keeping_in(self.store_folder):
+        with self.reading():
             examples, names, _ = read(self.spec.with_train(data=data.model_copy(update={"path": str(where)})))
         targets = self.spec.task.aligned(examples.labels, names, self.classes)
         if targets is None:
@@ -189,12 +187,11 @@ class Run:
         Opened once per `Run` (opening lists the source's files)."""
         from tlc.data import image_store
         from tlc.data.sources import read, source_of
-        from tlc.data.store import keeping_in
 
         if not source_of(self.spec.train.data).files or self.store_folder is None:
             return None
         try:
-            with keeping_in(self.store_folder):
+            with self.reading():
                 files = read(self.spec)[0].files
         except (SpecError, RunError, OSError):  # the source moved or changed: decode the held-out files
             return None
@@ -207,6 +204,12 @@ class Run:
         if not self.spec.train.data.decode_cache:
             return None
         return Path(self.metrics.get("image_store", {}).get("folder") or self.folder.parent / ".cache" / "images")
+
+    def reading(self):
+        """A block in which reading the run's source keeps its masks in the run's store."""
+        from tlc.data.store import keeping_in
+
+        return keeping_in(self.store_folder)
 
     def _checked(self, dataset, part: str):
         """An in-memory source read again, refused when its `part` is not what was recorded."""
@@ -222,9 +225,8 @@ class Run:
         import numpy as np
 
         from tlc.data import load
-        from tlc.data.store import keeping_in
 
-        with keeping_in(self.store_folder):
+        with self.reading():
             dataset = load(self.spec, check_files=False)
         if dataset.train.files is None:
             return self._checked(dataset, "val" if self.split["counts"].get("val") else "test").train
