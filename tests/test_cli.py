@@ -22,7 +22,7 @@ head: {type: dense, units: [8], classes: 3}
 @pytest.mark.parametrize("command", ["check", "summarize"])
 def test_check_and_summarize_never_import_tensorflow(command):
     results, imported = in_fresh_interpreter([command, EXAMPLES / "vgg16_too_small_48.yaml", "--json"],
-                                             modules=("tensorflow", "keras", "sklearn", "matplotlib"))
+                                             modules=("tensorflow", "keras", "sklearn", "matplotlib", "numpy"))
     assert results[0]["exit_code"] == 1, results[0]["output"]
     assert imported == []
 

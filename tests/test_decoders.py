@@ -291,9 +291,9 @@ def test_taps_from_the_plan_build_as_planned(backbone):
 
 
 def test_check_refuses_a_misaligned_unet_naming_the_sizes_that_work_without_tensorflow(write):
-    path = write("input: {shape: [250, 250, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+    path = write("task: segmentation\ninput: {shape: [250, 250, 3]}\nbackbone: {type: vgg16, weights: null}\n"
                  "head: {type: unet, classes: 3}\n", "unet.yaml")
-    [result], imported = in_fresh_interpreter(["check", path])
+    [result], imported = in_fresh_interpreter(["check", path], modules=("tensorflow", "keras", "numpy"))
     assert result["exit_code"] == 1
     assert ("unet.yaml: infeasible: decoder_stage0_concat joins 14x14 (block5_pool 7x7 upsampled) with 15x15 from "
             "block5_conv3 (input 250x250); the input must be a multiple of 32: 224x224 or 256x256") in result["output"]

@@ -3,9 +3,7 @@ cross-entropy, accuracy; evaluate's per-class report, confusion matrix and worst
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from tlc.plugin.components import Task
 from tlc.plugin.hookspecs import hookimpl
@@ -13,6 +11,9 @@ from tlc.plugin.hookspecs import hookimpl
 from .distilling import EPSILON
 from .reading import label_column, looks_like_numbers, looks_like_tags
 from .splits import stratified
+
+if TYPE_CHECKING:
+    import numpy as np  # (imported where used: `tlc check` loads the task without NumPy)
 
 
 class Classification(Task):
@@ -33,6 +34,8 @@ class Classification(Task):
     def from_columns(self, rows, columns, spec, where):
         """`path,label`: labels are names, or integers 0..k-1; a column that looks like numbers
         or tags trains as asked, with a located warning naming the task that fits."""
+        import numpy as np
+
         raw = label_column(rows, columns, spec, where)
         if all(label.isdigit() for label in raw):
             labels = np.array([int(label) for label in raw], dtype="int64")
@@ -56,6 +59,8 @@ class Classification(Task):
         return labels, names, warnings
 
     def from_array(self, y, spec, where):
+        import numpy as np
+
         if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
             raise spec.error(("train", "data", "path"), f"{where}: y must be (n,) class indices for classification; "
                                                         f"got {y.shape} (tags are task: multi_label)")
@@ -72,6 +77,8 @@ class Classification(Task):
     def split_warnings(self, spec, targets, parts):
         """A located warning for each split the spec asks for that came out empty: every class is
         too small for a share of it to round to one example."""
+        import numpy as np
+
         out = []
         for key, indices in parts.items():
             share = getattr(spec.train.data, key)
@@ -83,6 +90,8 @@ class Classification(Task):
         return out
 
     def from_json(self, targets):
+        import numpy as np
+
         return np.array([int(y) for y in targets], dtype="int64")
 
     def loss_function(self, spec, from_logits, record):
@@ -101,6 +110,8 @@ class Classification(Task):
         return [distillation_classes()[1]()]
 
     def measured(self, targets, outputs, record):
+        import numpy as np
+
         return {"accuracy": float(np.mean(np.argmax(outputs, axis=-1) == targets))}
 
     def finishing(self, activation, record):
@@ -109,6 +120,8 @@ class Classification(Task):
         return keras.layers.Softmax(name="probabilities") if activation == "linear" else None
 
     def answer(self, row, names, record, top):
+        import numpy as np
+
         best = np.argsort(-row, kind="stable")[:top]
         return {"top": [{"class": names[i] if names else str(i), "index": int(i), "probability": float(row[i])}
                         for i in best]}
@@ -123,12 +136,16 @@ class Classification(Task):
     def figures(self, result, targets, answers, names, title):
         from tlc.show.figures import confusion_plot
 
+        import numpy as np
+
         return {"confusion.png": confusion_plot(np.array(result["confusion"]), names, title)}
 
 
 def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
     """Accuracy, loss, top-k, per-class precision/recall/F1/support and the confusion matrix."""
     from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support, top_k_accuracy_score
+
+    import numpy as np
 
     k = len(names)
     predicted = probabilities.argmax(axis=1)
@@ -154,6 +171,8 @@ def scores(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> d
 def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 16) -> np.ndarray:
     """Up to `limit` misclassified examples, the most confident mistakes first, taken in turn from
     each true class (so one confused class does not fill the grid)."""
+    import numpy as np
+
     wrong = np.flatnonzero(probabilities.argmax(axis=1) != labels)
     wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]
     per_class = [list(wrong[labels[wrong] == c]) for c in np.unique(labels[wrong])]
@@ -166,6 +185,8 @@ def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 1
 def mistakes(labels: np.ndarray, probabilities: np.ndarray, names: list[str], files: list[str]) -> list[dict]:
     """Every misclassified example, the most confident mistake first: what `evaluation.json`
     lists and the console names."""
+    import numpy as np
+
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]

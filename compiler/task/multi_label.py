@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import numpy as np
 from pydantic import Field
 
 from tlc.plugin.components import Task
@@ -17,6 +16,9 @@ from tlc.plugin.hookspecs import hookimpl
 from .distilling import EPSILON, labelled_metrics, labelled_parts
 from .reading import PATH, needed, numbers
 from .splits import iterative
+
+if TYPE_CHECKING:
+    import numpy as np  # (imported where used: `tlc check` loads the task without NumPy)
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -43,6 +45,8 @@ class MultiLabel(Task):
 
     def from_columns(self, rows, columns, spec, where):
         """A tags column (`tags`, split at `delimiter`; empty: no tag) or 0/1 `columns`."""
+        import numpy as np
+
         data = spec.train.data
         if data.columns:
             needed(columns, list(data.columns), spec, where, "one 0/1 column per tag")
@@ -69,6 +73,8 @@ class MultiLabel(Task):
         return targets, names, []
 
     def from_array(self, y, spec, where):
+        import numpy as np
+
         if y.ndim != 2 or not np.isin(y, (0, 1)).all():
             raise spec.error(PATH, f"{where}: y must be an (n, tags) matrix of 0 and 1 for multi_label; got "
                                    f"{y.dtype} {y.shape}")
@@ -83,6 +89,8 @@ class MultiLabel(Task):
 
     def aligned(self, targets, names, known):
         """A new csv need not use every tag the run knows (those absent are 0 for every image)."""
+        import numpy as np
+
         if not set(names) <= set(known):
             return None
         out = np.zeros((len(targets), len(known)), "float32")
@@ -90,6 +98,8 @@ class MultiLabel(Task):
         return out
 
     def from_json(self, targets):
+        import numpy as np
+
         return np.array(targets, dtype="float32").reshape(len(targets), -1)
 
     def loss_function(self, spec, from_logits, record):
@@ -123,6 +133,8 @@ class MultiLabel(Task):
         return DEFAULT_THRESHOLD if self.threshold == "tuned" else float(self.threshold)
 
     def measured(self, targets, outputs, record):
+        import numpy as np
+
         probabilities = outputs if outputs.min() >= 0 and outputs.max() <= 1 else 1 / (1 + np.exp(-outputs))
         return {"map": mean_ap(targets, probabilities),
                 "f1": f1_scores(targets, probabilities >= self.fixed)[1]}
@@ -142,9 +154,13 @@ class MultiLabel(Task):
                 "tuned_on": int(len(targets))}
 
     def thresholds(self, record, k: int) -> np.ndarray:
+        import numpy as np
+
         return np.array(record.get("thresholds") or [self.fixed] * k, dtype="float32")
 
     def answer(self, row, names, record, top):
+        import numpy as np
+
         limits = self.thresholds(record, len(row))
         return {"tags": [names[j] for j in range(len(row)) if row[j] >= limits[j]],
                 "scores": [{"class": names[j], "probability": float(row[j]), "threshold": float(limits[j])}
@@ -152,6 +168,8 @@ class MultiLabel(Task):
 
     def evaluate(self, targets, answers, names, files, record):
         from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+
+        import numpy as np
 
         limits = self.thresholds(record, len(names))
         given = answers >= limits
@@ -177,6 +195,8 @@ class MultiLabel(Task):
         }
 
     def worst(self, targets, answers, names, record, limit=16):
+        import numpy as np
+
         given = answers >= self.thresholds(record, len(names))
         wrong = np.abs(answers - targets).sum(axis=1)
         out = []
@@ -204,6 +224,8 @@ def mean_ap(targets: np.ndarray, probabilities: np.ndarray) -> float:
     """The mean over tags (those with a positive) of scikit-learn's average precision."""
     from sklearn.metrics import average_precision_score
 
+    import numpy as np
+
     present = np.flatnonzero(targets.any(axis=0))
     if not len(present):
         return 0.0
@@ -222,6 +244,8 @@ def f1_scores(targets: np.ndarray, given: np.ndarray) -> tuple[float, float]:
 def best_threshold(truth: np.ndarray, probabilities: np.ndarray) -> float:
     """The threshold of a tag's best F1 over its precision-recall curve (ties: the highest)."""
     from sklearn.metrics import precision_recall_curve
+
+    import numpy as np
 
     if not truth.any():
         return DEFAULT_THRESHOLD

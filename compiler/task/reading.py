@@ -2,9 +2,13 @@
 the column, and the hints that keep a mismatched task from training silently."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np  # (imported where used: `tlc check` loads the task without NumPy)
+
 
 PATH = ("train", "data", "path")
 DELIMITERS = (" ", ",", ";", "|")
@@ -25,6 +29,8 @@ def label_column(rows: list[tuple[dict, int]], columns: list[str], spec, where: 
 
 def numbers(rows: list[tuple[dict, int]], columns: list[str], spec, where: str) -> np.ndarray:
     """(n, len(columns)) float32 of the named columns; a cell that is not a number is named."""
+    import numpy as np
+
     out = np.zeros((len(rows), len(columns)), "float32")
     for i, (row, line) in enumerate(rows):
         for j, column in enumerate(columns):
@@ -41,6 +47,8 @@ def numbers(rows: list[tuple[dict, int]], columns: list[str], spec, where: str) 
 def looks_like_numbers(labels: list[str]) -> str:
     """A few of the labels when they read as numbers that are not class indices (fractions, numbers
     written with a decimal point, or more distinct values than classes usually are); '' otherwise."""
+    import numpy as np
+
     try:
         values = np.array([float(label) for label in labels])
     except ValueError:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import numpy as np
 from pydantic import Field
 
 from tlc.plugin.components import Task
@@ -18,6 +17,9 @@ from tlc.plugin.hookspecs import hookimpl
 from .distilling import labelled_metrics, labelled_parts
 from .reading import PATH, needed, numbers
 from .splits import by_quantiles
+
+if TYPE_CHECKING:
+    import numpy as np  # (imported where used: `tlc check` loads the task without NumPy)
 
 
 class Regression(Task):
@@ -49,6 +51,8 @@ class Regression(Task):
         return numbers(rows, list(self.targets), spec, where), list(self.targets), []
 
     def from_array(self, y, spec, where):
+        import numpy as np
+
         if not np.issubdtype(y.dtype, np.number):
             raise spec.error(PATH, f"{where}: y must be numbers for regression; got {y.dtype}")
         y = y.reshape(len(y), -1).astype("float32")
@@ -67,9 +71,13 @@ class Regression(Task):
         return by_quantiles(targets[:, 0], validation, test, seed)
 
     def from_json(self, targets):
+        import numpy as np
+
         return np.array(targets, dtype="float32").reshape(len(targets), -1)
 
     def record(self, train_targets):
+        import numpy as np
+
         mean, std = train_targets.mean(axis=0), train_targets.std(axis=0)
         return {"mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
 
@@ -91,12 +99,16 @@ class Regression(Task):
         return [cls(record["mean"], record["std"], name=name) for cls, name in ((mae, "mae"), (rmse, "rmse"), (r2, "r2"))]
 
     def measured(self, targets, outputs, record):
+        import numpy as np
+
         scores = per_target(targets, in_units(outputs, record))
         return {"mae": float(np.mean(scores["mae"])), "rmse": float(np.sqrt(np.mean(scores["mse"]))),
                 "r2": float(np.mean(scores["r2"]))}
 
     def finishing(self, activation, record):
         import keras
+
+        import numpy as np
 
         return keras.layers.Rescaling(scale=np.array(record["std"], "float32"),
                                       offset=np.array(record["mean"], "float32"), name="in_units")
@@ -105,6 +117,8 @@ class Regression(Task):
         return {"values": {name: float(v) for name, v in zip(names, row)}}
 
     def evaluate(self, targets, answers, names, files, record):
+        import numpy as np
+
         scores = per_target(targets, answers)
         error = np.abs(answers - targets).mean(axis=1)
         order = np.argsort(-error, kind="stable")[:20]
@@ -124,6 +138,8 @@ class Regression(Task):
         }
 
     def worst(self, targets, answers, names, record, limit=16):
+        import numpy as np
+
         error = np.abs(answers - targets).mean(axis=1)
         return [(int(i), f"true {_short(targets[i])}\npredicted {_short(answers[i])}", 0)
                 for i in np.argsort(-error, kind="stable")[:limit]]
@@ -145,6 +161,8 @@ def per_target(truth: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray
     """Per target (columns): mae, mse and r2 (scikit-learn's)."""
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
+    import numpy as np
+
     if not len(truth):
         nan = np.full(truth.shape[1], np.nan)
         return {"mae": nan, "mse": nan, "r2": nan}
@@ -156,6 +174,8 @@ def per_target(truth: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray
 
 def in_units(outputs: np.ndarray, record: dict) -> np.ndarray:
     """The model's standardised outputs in the targets' units."""
+    import numpy as np
+
     return outputs * np.array(record["std"], "float32") + np.array(record["mean"], "float32")
 
 

@@ -5,9 +5,8 @@ precision and recall with the pixel confusion matrix and the images of lowest Io
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import numpy as np
 from pydantic import Field
 
 from tlc.plugin.components import Task
@@ -15,6 +14,9 @@ from tlc.plugin.hookspecs import hookimpl
 
 from .reading import PATH
 from .splits import iterative
+
+if TYPE_CHECKING:
+    import numpy as np  # (imported where used: `tlc check` loads the task without NumPy)
 
 
 class Segmentation(Task):
@@ -52,6 +54,8 @@ class Segmentation(Task):
     def from_array(self, y, spec, where, files=None):
         """(n, h, w) class indices, each a class (0..k-1) or `ignore_index`; another value is named
         with the file (or the npz's index) it is in."""
+        import numpy as np
+
         y = np.asarray(y)
         if y.ndim == 4 and y.shape[-1] == 1:
             y = y[..., 0]
@@ -80,6 +84,8 @@ class Segmentation(Task):
 
     def split(self, targets, validation, test, seed):
         """Every class's share of images kept (iterative stratification on which classes each mask holds)."""
+        import numpy as np
+
         k = int(targets[targets != self.ignore_index].max(initial=0)) + 1
         present = np.stack([(targets == c).any(axis=(1, 2)) for c in range(k)], axis=1).astype("float32")
         return iterative(present, validation, test, seed)
@@ -89,6 +95,8 @@ class Segmentation(Task):
 
     def record(self, train_targets):
         """Each class's pixels in the training split (what `class_weight: balanced` weighs by)."""
+        import numpy as np
+
         counted = train_targets[train_targets != self.ignore_index]
         return {"pixels": np.bincount(counted.reshape(-1), minlength=2).tolist()}
 
@@ -113,6 +121,8 @@ class Segmentation(Task):
                                   temperature=d.temperature, alpha=d.alpha)
 
     def measured(self, targets, outputs, record):
+        import numpy as np
+
         confusion = pixel_confusion(targets, outputs.argmax(axis=-1), outputs.shape[-1], self.ignore_index)
         return {"miou": float(np.nanmean(iou(confusion))),
                 "pixel_accuracy": float(np.trace(confusion) / max(confusion.sum(), 1))}
@@ -123,12 +133,16 @@ class Segmentation(Task):
         return keras.layers.Softmax(name="probabilities") if activation == "linear" else None
 
     def answer(self, row, names, record, top):
+        import numpy as np
+
         predicted = row.argmax(axis=-1)
         counts = np.bincount(predicted.reshape(-1), minlength=len(names))
         return {"classes": [{"class": names[c], "fraction": float(counts[c] / predicted.size)}
                             for c in np.argsort(-counts, kind="stable") if counts[c]]}
 
     def evaluate(self, targets, answers, names, files, record):
+        import numpy as np
+
         k = len(names)
         predicted = answers.argmax(axis=-1)
         confusion = pixel_confusion(targets, predicted, k, self.ignore_index)
@@ -156,6 +170,8 @@ class Segmentation(Task):
 
     def lowest_iou(self, targets, predicted, k: int) -> tuple[list[float], np.ndarray]:
         """(each image's mIoU, the images ordered from the lowest; an image of no counted pixel last)."""
+        import numpy as np
+
         per_image = [float(np.nanmean(iou(pixel_confusion(t, p, k, self.ignore_index))))
                      for t, p in zip(targets, predicted)]
         return per_image, np.argsort(np.nan_to_num(per_image, nan=1.0), kind="stable")
@@ -169,6 +185,8 @@ class Segmentation(Task):
     def figures(self, result, targets, answers, names, title):
         from tlc.show.figures import confusion_plot
 
+        import numpy as np
+
         return {"confusion.png": confusion_plot(np.array(result["confusion"]), names, title)}
 
     def headline(self, result):
@@ -176,6 +194,8 @@ class Segmentation(Task):
 
 
 def _number(value) -> float | None:
+    import numpy as np
+
     return None if value is None or np.isnan(value) else float(value)
 
 
@@ -184,6 +204,8 @@ def class_colours(record: dict, k: int) -> np.ndarray:
     (the masks' own, `train.data.colors`), else tlc's (`mask_colours`)."""
     from tlc.show.figures import mask_colours
 
+    import numpy as np
+
     given = record.get("colors")
     return np.asarray(given, np.uint8) if given is not None and len(given) == k else mask_colours(k)
 
@@ -191,6 +213,8 @@ def class_colours(record: dict, k: int) -> np.ndarray:
 def pixel_class_weights(pixels: list[int], classes: int) -> list[float]:
     """`class_weight: balanced` per pixel: n / (k * pixels of c) over the k classes present, as
     scikit-learn's `compute_class_weight` computes it; 1 for a class with no pixel."""
+    import numpy as np
+
     counts = np.zeros(classes, "float64")
     counts[:min(classes, len(pixels))] = pixels[:classes]
     present = counts > 0
@@ -201,6 +225,8 @@ def pixel_class_weights(pixels: list[int], classes: int) -> list[float]:
 
 def pixel_confusion(targets: np.ndarray, predicted: np.ndarray, k: int, ignore: int) -> np.ndarray:
     """(k, k) pixel counts, rows true, columns predicted, without the ignored pixels."""
+    import numpy as np
+
     truth, guess = np.asarray(targets).reshape(-1).astype("int64"), np.asarray(predicted).reshape(-1).astype("int64")
     keep = truth != ignore
     return np.bincount(truth[keep] * k + guess[keep], minlength=k * k).reshape(k, k)
@@ -208,6 +234,8 @@ def pixel_confusion(targets: np.ndarray, predicted: np.ndarray, k: int, ignore: 
 
 def iou(confusion: np.ndarray) -> np.ndarray:
     """Per class: intersection over union (NaN for a class in neither the truth nor the prediction)."""
+    import numpy as np
+
     hits = np.diag(confusion).astype("float64")
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - hits
     with np.errstate(invalid="ignore", divide="ignore"):

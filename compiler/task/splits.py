@@ -3,7 +3,11 @@ stratification (tags: every tag's share, Sechidis et al., through `iterative-str
 and by quantile bins of a number (regression). A split depends only on the seed and the targets."""
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np  # (imported where used: `tlc check` loads the task without NumPy)
+
 
 SALT = 20261125  # (mixed into every split's seed, so a split does not repeat the training seed's draws)
 
@@ -11,6 +15,8 @@ SALT = 20261125  # (mixed into every split's seed, so a split does not repeat th
 def stratified(labels: np.ndarray, validation: float, test: float, seed: int):
     """(train, validation, test) index arrays, each sorted; per class, `round(n * fraction)`
     examples go to the test split, then to validation, the rest to training."""
+    import numpy as np
+
     rng = np.random.default_rng([seed, SALT])
     parts: tuple[list, list, list] = ([], [], [])
     for label in np.unique(labels):
@@ -35,6 +41,8 @@ def iterative(tags: np.ndarray, validation: float, test: float, seed: int):
     """(train, validation, test) of a 0/1 matrix (n, k), each split keeping every tag's share."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
+    import numpy as np
+
     n = len(tags)
     every = np.arange(n)
 
@@ -53,6 +61,8 @@ def iterative(tags: np.ndarray, validation: float, test: float, seed: int):
 def by_quantiles(values: np.ndarray, validation: float, test: float, seed: int, bins: int = 10):
     """(train, validation, test) of numbers, each split drawing from every quantile bin (of the
     values) in proportion, the totals `asked`: a requested split is never empty."""
+    import numpy as np
+
     n = len(values)
     bins = max(1, min(bins, n // 5))
     edges = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]) if bins > 1 else np.zeros(0)
@@ -73,6 +83,8 @@ def by_quantiles(values: np.ndarray, validation: float, test: float, seed: int, 
 
 def _apportioned(sizes: np.ndarray, total: int) -> np.ndarray:
     """`total` shared among groups of `sizes` in proportion (largest remainders), none over its size."""
+    import numpy as np
+
     if total == 0 or sizes.sum() == 0:
         return np.zeros(len(sizes), "int64")
     exact = sizes * total / sizes.sum()
@@ -83,4 +95,6 @@ def _apportioned(sizes: np.ndarray, total: int) -> np.ndarray:
 
 
 def _seed(seed: int, salt: int) -> int:
+    import numpy as np
+
     return int(np.random.default_rng([seed, SALT, salt]).integers(2**31))
