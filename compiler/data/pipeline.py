@@ -122,42 +122,18 @@ class Feed:
 
         return load
 
+    def _array_rows(self, array: np.ndarray, n: int) -> Callable:
+        """(epoch, ids) -> those rows of `array` (of the epoch's view): gathered from a constant,
+        or read from its file batch by batch when it is memory-mapped (large)."""
+        read = rows_of(array, held=not isinstance(array, np.memmap))
+        return lambda epoch, ids: read(ids + self._offset(epoch, n))
+
     @staticmethod
     def _answer_rows(array: np.ndarray) -> Callable:
         """ids -> those rows of the labels or targets: gathered from a constant, or, for masks
         (an image's worth of answers each), read from the array when the batch asks: a constant is
         a second copy of them all, and a memory map's pages count as the process's."""
-        import tensorflow as tf
-
-        if array.ndim < 3:
-            held = tf.constant(array)
-            return lambda ids: tf.gather(held, ids)
-        shape, dtype = tuple(array.shape[1:]), tf.as_dtype(array.dtype)
-        read = row_reader(array) if isinstance(array, np.memmap) else lambda ids: array[np.asarray(ids)]
-
-        def rows(ids):
-            out = tf.numpy_function(read, [ids], dtype, stateful=False)
-            out.set_shape((None, *shape))
-            return out
-
-        return rows
-
-    def _array_rows(self, array: np.ndarray, n: int) -> Callable:
-        """(epoch, ids) -> those rows of `array` (of the epoch's view): gathered from a constant,
-        or read from its file batch by batch when it is memory-mapped (large)."""
-        import tensorflow as tf
-
-        if not isinstance(array, np.memmap):
-            held = tf.constant(np.asarray(array))
-            return lambda epoch, ids: tf.gather(held, ids + self._offset(epoch, n))
-        shape, read = tuple(array.shape[1:]), row_reader(array)
-
-        def rows(epoch, ids):
-            out = tf.numpy_function(read, [ids + self._offset(epoch, n)], tf.float32)
-            out.set_shape((None, *shape))
-            return out
-
-        return rows
+        return rows_of(array, held=array.ndim < 3)
 
     def file_reader(self) -> Callable:
         """ids -> (n, h, w, c) uint8 images of those files: from the store, or decoded."""
@@ -205,6 +181,25 @@ class Feed:
         ids = tf.data.Dataset.range(len(self)).batch(batch_size)
         batches = ids.enumerate().map(lambda b, i: (tf.constant(view, tf.int64), b, i))
         return _parallel(batches, self.loader(training=True))
+
+
+def rows_of(array: np.ndarray, held: bool) -> Callable:
+    """ids (a tensor) -> those rows of `array` as a tensor: gathered from a constant copy (`held`),
+    else read when asked, with `pread` from a memory-mapped file or indexed from the array."""
+    import tensorflow as tf
+
+    if held:
+        constant = tf.constant(np.asarray(array))
+        return lambda ids: tf.gather(constant, ids)
+    shape, dtype = tuple(array.shape[1:]), tf.as_dtype(array.dtype)
+    read = row_reader(array) if isinstance(array, np.memmap) else lambda ids: array[np.asarray(ids)]
+
+    def rows(ids):
+        out = tf.numpy_function(read, [ids], dtype, stateful=False)
+        out.set_shape((None, *shape))
+        return out
+
+    return rows
 
 
 def row_reader(mapped: np.memmap) -> Callable:
