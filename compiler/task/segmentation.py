@@ -12,6 +12,7 @@ from pydantic import Field
 from tlc.plugin.components import Task
 from tlc.plugin.hookspecs import hookimpl
 
+from .distilling import EPSILON
 from .reading import PATH
 from .splits import iterative
 
@@ -266,10 +267,10 @@ def pixel_loss_class():
             if self.temperature is None or y_true.shape[-1] != self.classes + 1 or len(y_true.shape) != 4:
                 return self.labelled(y_true, y_pred)
             teacher, t = y_true[..., 1:], self.temperature  # distillation: the mask, then the teacher's probabilities
-            student_log = ops.log_softmax(y_pred / t if self.from_logits else ops.log(ops.clip(y_pred, 1e-7, 1.0)) / t,
+            student_log = ops.log_softmax(y_pred / t if self.from_logits else ops.log(ops.clip(y_pred, EPSILON, 1.0)) / t,
                                           axis=-1)
-            teacher_p = ops.softmax(ops.log(ops.clip(teacher, 1e-7, 1.0)) / t, axis=-1)
-            kl = ops.sum(teacher_p * (ops.log(ops.clip(teacher_p, 1e-7, 1.0)) - student_log), axis=-1)
+            teacher_p = ops.softmax(ops.log(ops.clip(teacher, EPSILON, 1.0)) / t, axis=-1)
+            kl = ops.sum(teacher_p * (ops.log(ops.clip(teacher_p, EPSILON, 1.0)) - student_log), axis=-1)
             soft = ops.mean(kl, axis=(1, 2)) * t * t
             return self.alpha * soft + (1 - self.alpha) * self.labelled(y_true[..., 0], y_pred)
 
@@ -280,7 +281,7 @@ def pixel_loss_class():
             counted = ops.cast(ops.not_equal(labels, self.ignore_index), y_pred.dtype)
             one_hot = ops.one_hot(ops.where(labels == self.ignore_index, 0, labels), self.classes) * counted[..., None]
             probabilities = ops.softmax(y_pred, axis=-1) if self.from_logits else y_pred
-            log_p = ops.log_softmax(y_pred, axis=-1) if self.from_logits else ops.log(ops.clip(y_pred, 1e-7, 1.0))
+            log_p = ops.log_softmax(y_pred, axis=-1) if self.from_logits else ops.log(ops.clip(y_pred, EPSILON, 1.0))
             pixels = ops.maximum(ops.sum(counted, axis=(1, 2)), 1.0)
             loss = 0.0
             if self.kind in ("ce", "ce_dice", "focal"):

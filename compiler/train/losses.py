@@ -27,8 +27,8 @@ def loss_for(spec, model, dataset, record: dict) -> Any:
         raise spec.error(("head", "classes") if "classes" in type(spec.head).model_fields else ("head",),
                          f"the head has {out[-1]} {noun} but the data has {wanted} ({shown}); "
                          f"set head.classes: {wanted}")
-    t, from_logits = spec.train, getattr(spec.head, "output_activation", "softmax") == "linear"
-    if t.distill is None:
+    from_logits = getattr(spec.head, "output_activation", "softmax") == "linear"
+    if spec.train.distill is None:
         return spec.task.loss_function(spec, from_logits, record)
     return spec.task.distillation_loss(spec, from_logits, record)  # (check refuses a task without one)
 

@@ -51,8 +51,8 @@ def write_masks(file: Path, outputs: np.ndarray, folder: Path, stem: str, colour
     with Image.open(file) as photo:
         upright = ImageOps.exif_transpose(photo).convert("RGB")
     indices = np.asarray(mask)
-    colours = np.asarray(mask.getpalette(), np.uint8).reshape(-1, 3)  # (not convert(): its transparency warns)
-    drawn = np.asarray(Image.blend(upright, Image.fromarray(colours[indices]), 0.5))
+    palette = np.asarray(mask.getpalette(), np.uint8).reshape(-1, 3)  # (not convert(): its transparency warns)
+    drawn = np.asarray(Image.blend(upright, Image.fromarray(palette[indices]), 0.5))
     counted = ((indices > 0) & (indices != ignore))[..., None]
     blend = Image.fromarray(np.where(counted, drawn, np.asarray(upright)))
     write_with(overlay_path, lambda path: blend.save(path, format="PNG"))
