@@ -234,14 +234,55 @@ def test_a_coco_spec_that_check_accepts_trains(tmp_path):
     assert result.metrics["classes"] == ["background", "circle", "square"] and 0 <= result.metrics["final"]["miou"] <= 1
 
 
+def test_coco_masks_are_kept_in_the_store_and_a_changed_json_is_drawn_again(tmp_path, monkeypatch):
+    """The second load rasterizes nothing (the masks come from the store); editing the JSON (a new
+    version, another key) draws them all again, with the edit."""
+    import json as jsonlib
+    import os
+
+    from tlc.data import coco
+    from tlc.data.store import keeping_in
+
+    path = write_coco(tmp_path)
+    spec = spec_from_data({**SEG_SPEC, "train": {"data": {"type": "coco", "path": str(path), "validation_split": 0}}},
+                          "coco")
+    drawn = []
+    rasterized = coco._rasterized
+    monkeypatch.setattr(coco, "_rasterized", lambda *a: (drawn.append(a[1]["id"]), rasterized(*a))[1])
+    plain = loaded(spec).train
+    with keeping_in(tmp_path / "store"):
+        first = loaded(spec).train
+        assert len(drawn) == 12
+        again = loaded(spec).train
+    assert len(drawn) == 12  # all six read from the store
+    np.testing.assert_array_equal(first.labels, plain.labels)
+    np.testing.assert_array_equal(again.labels, plain.labels)
+    [kept] = (tmp_path / "store").glob("*.json")
+    assert f"|from {path.resolve()}|" in jsonlib.loads(kept.read_text())["decode"]
+
+    document = jsonlib.loads(path.read_text())
+    document["annotations"] = [a for a in document["annotations"] if a["category_id"] != 7]  # no squares
+    path.write_text(jsonlib.dumps(document))
+    os.utime(path, ns=(10**18, 10**18))
+    with keeping_in(tmp_path / "store"):
+        edited = loaded(spec).train
+    assert len(drawn) == 18 and len(list((tmp_path / "store").glob("*.json"))) == 2
+    assert 2 in plain.labels and 2 not in edited.labels
+
+
 @pytest.mark.parametrize("change, message", [
     ({"classes": ["background", "triangle"]}, "has no category 'triangle'; it has circle, square"),
     ({"missing": True}, "image 3.png (id 4) is neither beside the JSON nor in images/"),
+    ({"twice": True}, "image 2.png is listed twice (ids 3 and 7)"),
 ])
 def test_a_coco_file_that_does_not_fit_is_named(tmp_path, change, message):
     path = write_coco(tmp_path)
     if change.pop("missing", None):
         (tmp_path / "images" / "3.png").unlink()
+    if change.pop("twice", None):
+        document = json.loads(path.read_text())
+        document["images"].append({**document["images"][2], "id": 7})
+        path.write_text(json.dumps(document))
     head = {**SEG_SPEC["head"], "classes": 2} if "classes" in change else SEG_SPEC["head"]
     spec = spec_from_data({**SEG_SPEC, "head": head, "train": {"data": {"type": "coco", "path": str(path), **change}}},
                           "coco")

@@ -292,20 +292,11 @@ def given_colours(spec, names: list[str]) -> dict:
 
 
 def _stored_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, colors) -> np.ndarray:
-    """(n, h, w) class indices of the mask `files`: from the store beside the images when this
-    process keeps one (`store.store_folder`), decoding only what it lacks; else decoded here."""
+    """(n, h, w) class indices of the mask `files`, kept in the store when this process keeps one."""
     from .images import decode_mask
-    from .store import MaskStore, store_folder
+    from .store import kept_masks
 
-    folder = store_folder.get()
-    store = MaskStore.open(folder, files, (*size, 1), fit, fill=fill, colors=colors)[0] if folder else None
-    if store is None:
-        return np.stack([decode_mask(f, size, fit, fill, colors) for f in files]) if len(files) else \
-            np.zeros((0, *size), np.uint8)
-    try:
-        return store.read(np.arange(len(files)))[..., 0]
-    finally:
-        store.close()
+    return kept_masks(files, size, fit, fill, lambda file: decode_mask(file, size, fit, fill, colors), colors=colors)
 
 
 def _coco(data, spec):

@@ -191,24 +191,39 @@ def store_key(files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch"
 
 
 class MaskStore(ImageStore):
-    """Segmentation masks kept beside their images: each mask file decoded once (class indices at
-    the input size, met to it as its image is), rows of (h, w, 1) uint8. `fill` (the ignored
-    value, what padding takes) and `colors` (an RGB mask's colour -> class) are in the key."""
+    """Segmentation masks kept beside their images: each image's mask drawn once (class indices at
+    the input size, met to it as its image is), rows of (h, w, 1) uint8. `draw(file)` makes one
+    (a mask file decoded, a COCO JSON's shapes rasterized); what else decides it is in the key:
+    `fill` (the ignored value, what padding takes), `colors` (an RGB mask's colour -> class),
+    `source` (the COCO JSON's version and classes)."""
 
     def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch",
-                 fill: int = 255, colors: dict | None = None):
+                 fill: int = 255, colors: dict | None = None, source: str | None = None, draw=None):
         super().__init__(path, files, hwc, fit)
-        self.fill, self.colors = fill, colors
+        self.fill, self.colors, self.draw = fill, colors, draw
 
     @staticmethod
     def rule(fit: str, settings: dict) -> str:
         colors = sorted((settings.get("colors") or {}).items())
-        return f"mask|{decode_rule(fit)}|fill {settings.get('fill', 255)}|colors {colors}"
+        source = f"|from {settings['source']}" if settings.get("source") else ""
+        return f"mask|{decode_rule(fit)}|fill {settings.get('fill', 255)}|colors {colors}{source}"
 
     def decode(self, path: str) -> np.ndarray:
-        from .images import decode_mask
+        return self.draw(path)[..., None]
 
-        return decode_mask(path, self.hwc[:2], self.fit, self.fill, self.colors)[..., None]
+
+def kept_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, draw, **settings) -> np.ndarray:
+    """(n, h, w) class indices of `files` (`draw(file)`: one's mask): from the store in this
+    process's store folder (`store_folder`), drawing only what it lacks; else drawn here.
+    `settings`: `MaskStore`'s `colors` or `source`."""
+    folder = store_folder.get()
+    store = MaskStore.open(folder, files, (*size, 1), fit, fill=fill, draw=draw, **settings)[0] if folder else None
+    if store is None:
+        return np.stack([draw(str(f)) for f in files]) if len(files) else np.zeros((0, *size), np.uint8)
+    try:
+        return store.read(np.arange(len(files)))[..., 0]
+    finally:
+        store.close()
 
 
 #: Where this process keeps decoded files (`<runs>/.cache/images`), set around a run's data
