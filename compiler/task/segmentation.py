@@ -264,7 +264,7 @@ def pixel_loss_class():
 
         def call(self, y_true, y_pred):
             ops = keras.ops
-            if self.temperature is None or y_true.shape[-1] != self.classes + 1 or len(y_true.shape) != 4:
+            if self.temperature is None or not carries_teacher(y_true, y_pred):
                 return self.labelled(y_true, y_pred)
             teacher, t = y_true[..., 1:], self.temperature  # distillation: the mask, then the teacher's probabilities
             student_log = ops.log_softmax(y_pred / t if self.from_logits else ops.log(ops.clip(y_pred, EPSILON, 1.0)) / t,
@@ -313,12 +313,16 @@ def pixel_loss_class():
     return PixelLoss
 
 
+def carries_teacher(y_true, y_pred) -> bool:
+    """Whether a batch of targets is distillation's: (n, h, w, 1 + classes), the mask, then the
+    teacher's probabilities per pixel (a mask alone is (n, h, w) or (n, h, w, 1))."""
+    return len(y_true.shape) == 4 and y_true.shape[-1] == y_pred.shape[-1] + 1
+
+
 def masks_of(y_true, y_pred):
     """The masks of a batch of targets: the targets, or their first channel when distillation put
     the teacher's probabilities after it."""
-    if len(y_true.shape) == 4 and y_true.shape[-1] == y_pred.shape[-1] + 1:
-        return y_true[..., 0]
-    return y_true
+    return y_true[..., 0] if carries_teacher(y_true, y_pred) else y_true
 
 
 @functools.cache
