@@ -86,6 +86,25 @@ def test_masks_are_kept_in_the_store_beside_the_images_and_a_changed_mask_is_rea
     assert (again.labels[stems.index("0004")][:8, :8] == 2).all()
 
 
+def test_a_mask_that_does_not_decode_is_named_or_skipped_with_its_image(tmp_path):
+    """`on_error: error` names the mask; `skip` leaves the pair out, named, and the store does not
+    keep its row, so a second (stored) load says so again."""
+    from tlc.data.store import keeping_in
+
+    draw_masks(tmp_path / "pets", 6)
+    broken = tmp_path / "pets" / "masks" / "0002.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(tlc.SpecError, match=re.escape(f"{broken}: not a readable mask (") + ".*"
+                       + re.escape("; remove it and its image, or set train.data.on_error: skip")):
+        loaded(masks_spec(tmp_path / "pets", validation_split=0))
+    for _ in range(2):
+        with keeping_in(tmp_path / "store"):
+            dataset = loaded(masks_spec(tmp_path / "pets", validation_split=0, on_error="skip"))
+        assert [f.split("/")[-1] for f in dataset.skipped] == ["0002.png"] and len(dataset.train) == 5
+        assert dataset.skipped_why == [f"{broken}: not a readable mask (not an image format Pillow reads)"]
+        assert "0002" not in " ".join(dataset.train.files)
+
+
 COLOURS = {"background": [0, 0, 0], "circle": [200, 30, 30], "square": [30, 30, 200], "ignore": [255, 255, 255]}
 
 
@@ -234,6 +253,16 @@ def test_a_coco_spec_that_check_accepts_trains(tmp_path):
     assert result.metrics["classes"] == ["background", "circle", "square"] and 0 <= result.metrics["final"]["miou"] <= 1
 
 
+def test_an_unreadable_coco_photo_costs_only_itself(tmp_path):
+    """With `on_error: skip`, the photo is skipped and named, the others keep their masks."""
+    path = write_coco(tmp_path)
+    (tmp_path / "images" / "2.png").write_bytes(b"not a png")
+    dataset = loaded(spec_from_data({**SEG_SPEC, "train": {"data": {
+        "type": "coco", "path": str(path), "validation_split": 0, "on_error": "skip"}}}, "coco"))
+    assert [f.split("/")[-1] for f in dataset.skipped] == ["2.png"] and len(dataset.train) == 5
+    assert all({1, 2} <= set(np.unique(mask)) for mask in dataset.train.labels)
+
+
 def test_coco_masks_are_kept_in_the_store_and_a_changed_json_is_drawn_again(tmp_path, monkeypatch):
     """The second load rasterizes nothing (the masks come from the store); editing the JSON (a new
     version, another key) draws them all again, with the edit."""
@@ -367,14 +396,19 @@ def test_geometric_augmentation_moves_each_mask_with_its_image(augment, geometri
 
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
-    """A U-Net on generated masks (a circle and a square over noise; 160 images), trained once (~10 s)."""
+    """A U-Net on generated masks (a circle and a square over noise; 160 images, and a broken one
+    that `on_error: skip` leaves out), trained once (~10 s)."""
+    import shutil
+
     from tlc.train.loop import train
 
     folder = tmp_path_factory.mktemp("seg")
     draw_masks(folder / "pets", 160)
+    (folder / "pets" / "images" / "zz_broken.png").write_bytes(b"not a png")
+    shutil.copy(folder / "pets" / "masks" / "0000.png", folder / "pets" / "masks" / "zz_broken.png")
     spec = {**SEG_SPEC, "name": "seg", "train": {
         "data": {"type": "masks", "path": "pets", "classes": ["background", "circle", "square"],
-                 "validation_split": 0.2, "test_split": 0.15},
+                 "validation_split": 0.2, "test_split": 0.15, "on_error": "skip"},
         "epochs": 8, "batch_size": 16, "optimizer": {"learning_rate": 0.003}}}
     (folder / "seg.yaml").write_text(yaml.safe_dump(spec))
     result = train(tlc.load_spec(folder / "seg.yaml"), folder / "runs")
@@ -402,7 +436,8 @@ def test_a_unet_trains_and_evaluates_as_scikit_learns_jaccard(seg_run):
     folder, run = seg_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"miou", "pixel_accuracy", "val_miou", "val_pixel_accuracy"} <= set(metrics["final"])
-    result = run_cli("evaluate", run, "--json")
+    assert [f.split("/")[-1] for f in metrics["skipped_files"]] == ["zz_broken.png"]
+    result = run_cli("evaluate", run, "--json")  # (the source still lists the broken file)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     split = json.loads((run / "split.json").read_text())

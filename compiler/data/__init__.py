@@ -54,7 +54,9 @@ def load(spec, *, check_files: bool = True, unlabeled: bool = False) -> Dataset:
     examples, names, ignored = read(spec)
     listed = examples.files
     skipping = check_files and data.on_error == "skip"
+    left_out = examples.skipped  # (by the source: a mask that does not decode)
     examples, skipped = _readable(examples) if examples.streamed and skipping else (examples, {})
+    skipped = {**left_out, **skipped}
     train, val, test = spec.task.split(examples.labels, data.validation_split, data.test_split, spec.train.seed)
     if len(train) == 0:
         raise spec.error(("train", "data", "validation_split"), "leaves no training examples")

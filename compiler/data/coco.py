@@ -66,8 +66,8 @@ def read_coco(path: Path, names: list[str] | None, size: tuple[int, int], fit: s
         record = records[row_of[file]]
         try:
             stored, orientation = stored_and_orientation(file)
-        except Exception as exc:  # (the pipeline names unreadable photos; here only the mask's frame is needed)
-            raise error(f"{file}: not a readable image ({exc})") from None
+        except Exception:  # unreadable: every pixel ignored; the pipeline names the photo, or skips it (`on_error`)
+            return np.full(size, ignore, np.uint8)
         values = _upright(_rasterized(coco, record, index_of, ignore), record, stored, orientation, file, error)
         try:
             return fit_mask(values, size, fit, ignore)
@@ -75,7 +75,7 @@ def read_coco(path: Path, names: list[str] | None, size: tuple[int, int], fit: s
             raise error(str(exc)) from None
 
     source = f"{path.resolve()}|{_stamp(path)}|{names}"
-    return files, kept_masks(np.array(files), size, fit, ignore, draw, source=source), names
+    return files, kept_masks(np.array(files), size, fit, ignore, draw, source=source)[0], names
 
 
 def _stamp(path: Path) -> str:

@@ -47,6 +47,11 @@ class ImageError(ValueError):
     """A file that is not a decodable image, or is too large to decode; the message names it."""
 
 
+class UnreadableMask(ImageError):
+    """A mask file that does not decode at all (what `on_error: skip` leaves out, with its image),
+    as against one that decodes to values that are wrong (always an error)."""
+
+
 def decode_rule(fit: str = "stretch") -> str:
     """The decoder's settings as the image store keys them (a store made before `fit` existed
     stretched, and keeps its key)."""
@@ -197,7 +202,7 @@ def decode_mask(path: str, size: tuple[int, int], fit: str = "stretch", fill: in
     except ImageError:
         raise
     except Exception as exc:
-        raise ImageError(f"{path}: not a readable mask ({_reason(exc)})") from None
+        raise UnreadableMask(f"{path}: not a readable mask ({_reason(exc)})") from None
     if values.max(initial=0) > 255:
         raise ImageError(f"{path}: mask values go up to {int(values.max())}; class indices are 0..254 (255: ignored)")
     return fit_mask(values, size, fit, fill)

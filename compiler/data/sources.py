@@ -39,6 +39,9 @@ class Examples:
     #: further input arrays, row for row with `images` (a frozen encoder's cached taps: a decoder's
     #: tail takes several tensors)
     more: tuple = ()
+    #: what the source itself left out with `on_error: skip` ({image file: why}: a mask file that
+    #: does not decode), reported with the unreadable images
+    skipped: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -273,11 +276,20 @@ def _masks(data, spec):
         tuple(rgb): spec.task.ignore_index if name == "ignore" else names.index(name) for name, rgb in data.colors.items()}
     files = np.array([masks[stem] for stem in stems])
     try:
-        y = _stored_masks(files, (h, w), data.fit, spec.task.ignore_index, colors)
+        y, unreadable = _stored_masks(files, (h, w), data.fit, spec.task.ignore_index, colors)
     except ImageError as exc:
         raise spec.error(PATH, str(exc)) from None
+    skipped = {}
+    if unreadable:
+        if data.on_error != "skip":
+            first = unreadable[min(unreadable)]
+            more = f" (and {len(unreadable) - 1} more unreadable masks)" if len(unreadable) > 1 else ""
+            raise spec.error(PATH, f"{first}{more}; remove it and its image, or set train.data.on_error: skip")
+        readable = np.array([str(f) not in unreadable for f in files])
+        skipped = {image: unreadable[str(mask)] for image, mask in zip(images, files) if str(mask) in unreadable}
+        images, files, y = list(np.array(images)[readable]), files[readable], y[readable]
     targets, names = spec.task.from_array(y, spec, str(root / "masks"), files=list(files))
-    return Examples(targets, files=np.array(images)), names
+    return Examples(targets, files=np.array(images), skipped=skipped), names
 
 
 def given_colours(spec, names: list[str]) -> dict:
@@ -291,8 +303,9 @@ def given_colours(spec, names: list[str]) -> dict:
     return {"colors": [list(given.get(name, default.tolist())) for name, default in zip(names, mask_colours(len(names)))]}
 
 
-def _stored_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, colors) -> np.ndarray:
-    """(n, h, w) class indices of the mask `files`, kept in the store when this process keeps one."""
+def _stored_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, colors):
+    """((n, h, w) class indices of the mask `files`, {file: why} for those that do not decode),
+    kept in the store when this process keeps one."""
     from .images import decode_mask
     from .store import kept_masks
 

@@ -195,12 +195,14 @@ class MaskStore(ImageStore):
     the input size, met to it as its image is), rows of (h, w, 1) uint8. `draw(file)` makes one
     (a mask file decoded, a COCO JSON's shapes rasterized); what else decides it is in the key:
     `fill` (the ignored value, what padding takes), `colors` (an RGB mask's colour -> class),
-    `source` (the COCO JSON's version and classes)."""
+    `source` (the COCO JSON's version and classes). A mask file that does not decode is in
+    `unreadable` ({file: why}); its row, all `fill`, is not kept."""
 
     def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch",
                  fill: int = 255, colors: dict | None = None, source: str | None = None, draw=None):
         super().__init__(path, files, hwc, fit)
         self.fill, self.colors, self.draw = fill, colors, draw
+        self.unreadable: dict[str, str] = {}
 
     @staticmethod
     def rule(fit: str, settings: dict) -> str:
@@ -209,19 +211,37 @@ class MaskStore(ImageStore):
         return f"mask|{decode_rule(fit)}|fill {settings.get('fill', 255)}|colors {colors}{source}"
 
     def decode(self, path: str) -> np.ndarray:
-        return self.draw(path)[..., None]
+        return drawn(self.draw, path, self.hwc[:2], self.fill, self.unreadable)[..., None]
+
+    def _write(self, i: int, row: np.ndarray, stamp: np.ndarray) -> None:
+        if str(self.files[i]) not in self.unreadable:
+            super()._write(i, row, stamp)
 
 
-def kept_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, draw, **settings) -> np.ndarray:
-    """(n, h, w) class indices of `files` (`draw(file)`: one's mask): from the store in this
-    process's store folder (`store_folder`), drawing only what it lacks; else drawn here.
-    `settings`: `MaskStore`'s `colors` or `source`."""
+def drawn(draw, file: str, size: tuple[int, int], fill: int, unreadable: dict[str, str]) -> np.ndarray:
+    """`draw(file)`, or, for a mask file that does not decode, every pixel `fill`, noted in `unreadable`."""
+    from .images import UnreadableMask
+
+    try:
+        return draw(file)
+    except UnreadableMask as exc:
+        unreadable[file] = str(exc)
+        return np.full(size, fill, np.uint8)
+
+
+def kept_masks(files: np.ndarray, size: tuple[int, int], fit: str, fill: int, draw,
+               **settings) -> tuple[np.ndarray, dict[str, str]]:
+    """((n, h, w) class indices of `files`, {file: why} for mask files that do not decode);
+    `draw(file)` makes one's mask. From the store in this process's store folder (`store_folder`),
+    drawing only what it lacks; else drawn here. `settings`: `MaskStore`'s `colors` or `source`."""
     folder = store_folder.get()
     store = MaskStore.open(folder, files, (*size, 1), fit, fill=fill, draw=draw, **settings)[0] if folder else None
     if store is None:
-        return np.stack([draw(str(f)) for f in files]) if len(files) else np.zeros((0, *size), np.uint8)
+        unreadable: dict[str, str] = {}
+        masks = [drawn(draw, str(f), size, fill, unreadable) for f in files]
+        return (np.stack(masks) if masks else np.zeros((0, *size), np.uint8)), unreadable
     try:
-        return store.read(np.arange(len(files)))[..., 0]
+        return store.read(np.arange(len(files)))[..., 0], store.unreadable
     finally:
         store.close()
 

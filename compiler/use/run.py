@@ -126,16 +126,33 @@ class Run:
         from tlc.data.sources import Examples
 
         files = self.split.get(f"{part}_files")
-        if files is not None and any(y is None for _, y in files):  # masks are read again from the source
-            files = None
-        if files is not None:
-            missing = [f for f, _ in files if not Path(f).is_file()]
-            if missing:
-                raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
-                               + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-            return Examples(self.spec.task.from_json([y for _, y in files]), files=np.array([f for f, _ in files]))
+        if files is None:
+            with self.reading():
+                return getattr(self._checked(load(self.spec, check_files=False), part), part)
+        missing = [f for f, _ in files if not Path(f).is_file()]
+        if missing:
+            raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
+                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        if any(y is None for _, y in files):  # masks: not in split.json, read again from the source
+            return self._from_source([f for f, _ in files])
+        return Examples(self.spec.task.from_json([y for _, y in files]), files=np.array([f for f, _ in files]))
+
+    def _from_source(self, files: list[str]):
+        """The source's examples of `files` (a file source whose answers split.json does not keep),
+        in that order, picked by file: the source may list files since skipped as unreadable,
+        or new ones, which leave the recorded split as it was."""
+        import numpy as np
+
+        from tlc.data.sources import read
+
         with self.reading():
-            return getattr(self._checked(load(self.spec, check_files=False), part), part)
+            examples = read(self.spec)[0]
+        row = {os.path.abspath(f): i for i, f in enumerate(examples.files)}
+        lost = [f for f in files if os.path.abspath(f) not in row]
+        if lost:
+            raise RunError(f"{lost[0]}: held-out image no longer in the source {self.spec.train.data.path} "
+                           "(its mask moved since training?)" + (f" and {len(lost) - 1} more" if len(lost) > 1 else ""))
+        return examples.take(np.array([row[os.path.abspath(f)] for f in files]))
 
     def other_source(self, path: str | os.PathLike):
         """Every example of another source of the run's kind (`tlc evaluate --data`): the spec's
