@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/segment_check.py
 	$(BIN)/python bench/segment.py
+	$(BIN)/python bench/coco_store.py
 
 clean:
 	rm -rf $(VENV) models runs bench/out .pytest_cache
