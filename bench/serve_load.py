@@ -56,7 +56,7 @@ import keras, uvicorn
 import tensorflow as tf
 from fastapi import FastAPI, UploadFile
 from PIL import Image
-from tlc.validation import load_spec
+from tlc import load_spec
 
 run, port = sys.argv[1], int(sys.argv[2])
 if sys.argv[3:] == ["one-thread"]:

@@ -125,3 +125,21 @@ def test_no_stage_imports_the_built_in_plugins():
     offenders = [name for name, path in _modules().items() if not name.startswith("tlc.plugins")
                  and any(m.startswith("tlc.plugins") for m in _imports(name, path, set(_modules())))]
     assert offenders == []
+
+
+def test_what_the_benchmarks_and_docs_import_from_tlc_exists():
+    """bench/ scripts (and the code they run in other processes, kept in strings) and the docs'
+    examples name tlc's modules by path: a module moved into a stage package breaks them without
+    a test failing (bench/serve_load.py's baseline imported tlc.validation, gone since)."""
+    import importlib
+    import re
+
+    pattern = re.compile(r"^\s*from (tlc(?:\.\w+)*) import ([\w, ]+)|^\s*import (tlc(?:\.\w+)*)", re.M)
+    texts = {p: p.read_text() for p in [*(REPO / "bench").glob("*.py"), *(REPO / "docs").glob("*.md"), REPO / "README.md"]}
+    named = [(path.name, m) for path, text in texts.items() for m in pattern.finditer(text)]
+    assert len(named) > 10  # (the pattern finds them)
+    for where, match in named:
+        module = importlib.import_module(match.group(1) or match.group(3))
+        for name in (match.group(2) or "").replace(" ", "").split(","):
+            assert not name or hasattr(module, name) or importlib.util.find_spec(f"{module.__name__}.{name}"), \
+                f"{where}: {match.group(0).strip()}"
