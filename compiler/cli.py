@@ -515,12 +515,20 @@ def _said_evaluation(run: Path, opened, result: dict) -> None:
         f"wrote {', '.join(map(str, written))}")
 
 
+def _shares(classes: list[dict]) -> str:
+    """A mask's classes by their share of its pixels; those under 0.05% (a few stray pixels, "0.0%")
+    counted, not listed (`--json` lists them all)."""
+    shown = [c for c in classes if c["fraction"] >= 0.0005] or classes[:1]
+    rest = len(classes) - len(shown)
+    return ", ".join(f"{c['class']} {c['fraction']:.1%}" for c in shown) + (f" (+{rest} under 0.1%)" if rest else "")
+
+
 def said(answer: dict) -> str:
     """A predict answer in one line: the top classes, the tags given, or the values."""
     if "top" in answer:
         return ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in answer["top"])
     if "mask" in answer:
-        return ", ".join(f"{c['class']} {c['fraction']:.1%}" for c in answer["classes"]) + f"; wrote {answer['mask']}"
+        return _shares(answer["classes"]) + f"; wrote {answer['mask']}"
     if "tags" in answer:
         given = ", ".join(f"{s['class']} ({s['probability']:.3f})" for s in answer["scores"]
                           if s["class"] in answer["tags"])

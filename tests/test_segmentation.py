@@ -673,3 +673,12 @@ def test_masks_and_segmentation_go_together(write, task, data, message):
     path = write(yaml.safe_dump({**SEG_SPEC, "task": task, "head": head, "train": {"data": data}}))
     result = run_cli("check", path)
     assert result.exit_code == 2 and message in unboxed(result.output), result.output
+
+
+def test_predicts_console_line_lists_the_classes_a_mask_shows_and_counts_stray_pixels():
+    from tlc.cli import said
+
+    answer = {"mask": "m.png", "classes": [{"class": "background", "fraction": 0.9989},
+                                           {"class": "box", "fraction": 0.0007}, {"class": "disc", "fraction": 0.0004}]}
+    assert said(answer) == "background 99.9%, box 0.1% (+1 under 0.1%); wrote m.png"
+    assert said({"mask": "m.png", "classes": [{"class": "disc", "fraction": 0.0001}]}) == "disc 0.0%; wrote m.png"
