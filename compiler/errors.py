@@ -53,6 +53,19 @@ class UsageError(TlcError):
     exit_code = EXIT_INVALID
 
 
+def hides_interrupt(exc: BaseException) -> bool:
+    """Whether `exc` was raised while a Ctrl-C was being handled: a `finally` or `except` that
+    failed in its turn (Optuna's journal lock, released after the interrupt, finds its file gone)
+    would otherwise turn the interrupt into an ordinary error, and the work would go on."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one readable line for a message: its first informative line, without
     Keras's `Exception encountered when calling ...` wrapper or terminal colour codes."""

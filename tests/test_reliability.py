@@ -70,6 +70,28 @@ def test_ctrl_c_says_how_to_resume(write, tmp_path, monkeypatch):
         in result.output
 
 
+def test_a_ctrl_c_that_a_failing_cleanup_hides_is_still_a_ctrl_c(write, tmp_path, monkeypatch):
+    """A lock released after the interrupt that finds its file gone (Optuna's journal, seen in a
+    tune trial) raised an OSError in place of the KeyboardInterrupt: the trial was told 'cannot
+    write', and the study went on through Ctrl-C. The interrupt under such an error still stops."""
+    from tlc.errors import hides_interrupt
+
+    def interrupted_then_cleanup_fails(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise FileNotFoundError(2, "No such file or directory", "study.journal.lock.rename")
+
+    monkeypatch.setattr(loop, "_train", interrupted_then_cleanup_fails)
+    result = run("train", write(SPEC), "--runs", tmp_path / "r")
+    assert result.exit_code == 130 and "cannot write" not in result.output
+    try:
+        interrupted_then_cleanup_fails()
+    except OSError as exc:
+        assert hides_interrupt(exc) and not hides_interrupt(RuntimeError("later"))
+        assert not hides_interrupt(OSError(28, "No space left on device"))
+
+
 def test_unwritable_run_folder_is_a_clear_error_and_keeps_the_old_run(write, tmp_path):
     blocker = tmp_path / "runs"
     blocker.write_text("a file where the runs folder should be")

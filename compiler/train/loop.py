@@ -22,7 +22,7 @@ from tlc.build.emit import set_frozen
 from tlc.data.sources import given_colours
 from tlc.data.split import split_record
 from tlc.data.store import keeping_in
-from tlc.errors import RunError
+from tlc.errors import RunError, hides_interrupt
 from tlc.show.figures import accuracy_plot, import_in_background
 from tlc.show.progress import Reporter
 from tlc.spec.preflight import Ready, prepare
@@ -80,6 +80,8 @@ def train(source, runs_dir: str | Path = "runs", *, epochs: int | None = None, r
     try:
         return _train(ready, runs_dir, options, reporter or Reporter())
     except OSError as exc:  # disk full, unwritable folder: the previous run folder is untouched
+        if hides_interrupt(exc):
+            raise KeyboardInterrupt from exc
         where = exc.filename or runs_dir
         raise RunError(f"cannot write {where}: {exc.strerror or exc}; "
                        f"{Path(runs_dir) / ready.spec.name} (if any) is untouched") from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlc.errors import InfeasibleError, SpecError, TlcError, one_line
+from tlc.errors import InfeasibleError, SpecError, TlcError, hides_interrupt, one_line
 from tlc.show.progress import Reporter
 from tlc.spec import space as spaces
 from tlc.spec.loader import Document
@@ -106,6 +106,11 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
         outcome.state, outcome.message = "infeasible", str(exc)
         return _tell(study, trial, outcome, TrialState.FAIL, started)
     progress = TrialReporter(trial, tune.metric, heartbeat, reporter)
+
+    def interrupted() -> None:
+        outcome.message, outcome.epochs = "interrupted (Ctrl-C)", progress.epochs
+        _tell(study, trial, outcome, TrialState.FAIL, started)
+
     try:
         result = train(ready, trial_dir, reporter=progress, features_dir=features_dir, checkpoints=False,
                        images_dir=images_dir, pool=pool,
@@ -118,14 +123,14 @@ def run_trial(study, trial, base: Document, tune, trial_dir: Path, features_dir:
         outcome.state, outcome.message, outcome.epochs = "pruned", str(exc), progress.epochs
         return _tell(study, trial, outcome, TrialState.PRUNED, started, progress)
     except KeyboardInterrupt:
-        outcome.message, outcome.epochs = "interrupted (Ctrl-C)", progress.epochs
-        _tell(study, trial, outcome, TrialState.FAIL, started)
+        interrupted()
         raise
-    except TlcError as exc:
-        outcome.message, outcome.epochs = str(exc), progress.epochs
-        return _tell(study, trial, outcome, TrialState.FAIL, started)
-    except Exception as exc:  # a bug or a Keras error in this trial; the study goes on
-        outcome.message, outcome.epochs = f"{type(exc).__name__}: {one_line(exc)}", progress.epochs
+    except Exception as exc:  # the trial's data or disk, a bug or a Keras error in it; the study goes on
+        if hides_interrupt(exc):
+            interrupted()
+            raise KeyboardInterrupt from exc
+        message = str(exc) if isinstance(exc, TlcError) else f"{type(exc).__name__}: {one_line(exc)}"
+        outcome.message, outcome.epochs = message, progress.epochs
         return _tell(study, trial, outcome, TrialState.FAIL, started)
 
 
