@@ -305,8 +305,9 @@ def unreadable(files: np.ndarray) -> dict[int, str]:
     return {i: str(r) for i, r in enumerate(decode_each(files, (8, 8), 3)) if isinstance(r, ImageError)}
 
 
-def naming(bad: dict[int, str], fix: str = "") -> str:
-    """The first unreadable file's message, how many more there are, and what to do."""
+def naming(bad: dict, fix: str = "", what: str = "files") -> str:
+    """The first unreadable file's message (`bad`: {index or file: message}), how many more there
+    are, and what to do."""
     first = bad[min(bad)]
-    more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+    more = f" (and {len(bad) - 1} more unreadable {what})" if len(bad) > 1 else ""
     return f"{first}{more}" + (f"; {fix}" if fix else "")

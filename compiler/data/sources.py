@@ -249,7 +249,7 @@ def _csv(data, spec):
 def _masks(data, spec):
     """`images/` and `masks/` under `path`, paired by file stem: each image's mask of class
     indices, decoded at the input size as the image will be (`fit`, nearest neighbour)."""
-    from .images import ImageError
+    from .images import ImageError, naming
 
     root = _required_path(data, spec)
     folders = {part: root / part for part in ("images", "masks")}
@@ -282,9 +282,8 @@ def _masks(data, spec):
     skipped = {}
     if unreadable:
         if data.on_error != "skip":
-            first = unreadable[min(unreadable)]
-            more = f" (and {len(unreadable) - 1} more unreadable masks)" if len(unreadable) > 1 else ""
-            raise spec.error(PATH, f"{first}{more}; remove it and its image, or set train.data.on_error: skip")
+            raise spec.error(PATH, naming(unreadable, "remove it and its image, or set train.data.on_error: skip",
+                                          "masks"))
         readable = np.array([str(f) not in unreadable for f in files])
         skipped = {image: unreadable[str(mask)] for image, mask in zip(images, files) if str(mask) in unreadable}
         images, files, y = list(np.array(images)[readable]), files[readable], y[readable]

@@ -201,7 +201,7 @@ class MaskStore(ImageStore):
     def __init__(self, path: Path, files: np.ndarray, hwc: tuple[int, int, int], fit: str = "stretch",
                  fill: int = 255, colors: dict | None = None, source: str | None = None, draw=None):
         super().__init__(path, files, hwc, fit)
-        self.fill, self.colors, self.draw = fill, colors, draw
+        self.fill, self.draw = fill, draw  # (`colors`, `source`: in the key only; `draw` applies them)
         self.unreadable: dict[str, str] = {}
 
     @staticmethod
