@@ -80,3 +80,10 @@ def did_you_mean(word: str, options) -> str:
 
     hint = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def and_more(items, what: str = "") -> str:
+    """' (and 3 more <what>)' after a message naming the first of `items`, or '' for one: a
+    message names one bad file and counts the rest rather than listing thousands."""
+    extra = len(items) - 1
+    return f" (and {extra} more{' ' + what if what else ''})" if extra > 0 else ""

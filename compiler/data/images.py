@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tlc.errors import and_more
+
 from . import guard
 
 #: Pillow's `Image.MAX_IMAGE_PIXELS` (~89.5 MP, "a decompression bomb" above it); a 12-MP phone
@@ -309,5 +311,4 @@ def naming(bad: dict, fix: str = "", what: str = "files") -> str:
     """The first unreadable file's message (`bad`: {index or file: message}), how many more there
     are, and what to do."""
     first = bad[min(bad)]
-    more = f" (and {len(bad) - 1} more unreadable {what})" if len(bad) > 1 else ""
-    return f"{first}{more}" + (f"; {fix}" if fix else "")
+    return f"{first}{and_more(bad, 'unreadable ' + what)}" + (f"; {fix}" if fix else "")

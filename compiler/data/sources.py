@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlc.errors import RunError
+from tlc.errors import RunError, and_more
 from tlc.plugin.components import DataSource
 from tlc.plugin.hookspecs import hookimpl
 
@@ -266,8 +266,7 @@ def _masks(data, spec):
                                + (f", nor have {len(missing) - 1} more images" if len(missing) > 1 else ""))
     extra = sorted(set(masks) - set(stems))
     if extra:
-        raise spec.error(PATH, f"{masks[extra[0]]} is a mask of no image" + (f" (and {len(extra) - 1} more)"
-                                                                           if len(extra) > 1 else ""))
+        raise spec.error(PATH, f"{masks[extra[0]]} is a mask of no image{and_more(extra)}")
     if not images:
         raise spec.error(PATH, f"{folders['images']} has no images ({', '.join(IMAGE_SUFFIXES)})")
     h, w, _ = spec.input.hwc

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from tlc.errors import RunError, SpecError, UsageError
+from tlc.errors import RunError, SpecError, UsageError, and_more
 from tlc.layout import RunLayout
 
 
@@ -131,8 +131,7 @@ class Run:
                 return getattr(self._checked(load(self.spec, check_files=False), part), part)
         missing = [f for f, _ in files if not Path(f).is_file()]
         if missing:
-            raise RunError(f"{missing[0]}: held-out image not found (moved since training?)"
-                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+            raise RunError(f"{missing[0]}: held-out image not found (moved since training?){and_more(missing)}")
         if any(y is None for _, y in files):  # masks: not in split.json, read again from the source
             return self._from_source([f for f, _ in files])
         return Examples(self.spec.task.from_json([y for _, y in files]), files=np.array([f for f, _ in files]))
@@ -151,7 +150,7 @@ class Run:
         lost = [f for f in files if os.path.abspath(f) not in row]
         if lost:
             raise RunError(f"{lost[0]}: held-out image no longer in the source {self.spec.train.data.path} "
-                           "(its mask moved since training?)" + (f" and {len(lost) - 1} more" if len(lost) > 1 else ""))
+                           f"(its mask moved since training?){and_more(lost)}")
         return examples.take(np.array([row[os.path.abspath(f)] for f in files]))
 
     def other_source(self, path: str | os.PathLike):
