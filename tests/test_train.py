@@ -240,9 +240,19 @@ def test_cache_is_reused_and_invalidated(write, tmp_path):
         cache.split(model, *feeds, folder / "cache", enabled=True)
         assert calls == [True, True]  # same weights and data: reused
     assert len(list((folder / "cache").glob("*.npy"))) == 4  # kept until the run ends
-    cache.drop_unused(folder / "cache", [part.key])
+    kept = cache.drop_unused(folder / "cache", [part.key])
     assert sorted(p.name for p in (folder / "cache").glob("*.npy")) == [
         f"{part.key}-train.npy", f"{part.key}-val.npy"]
+    assert kept == sum(p.stat().st_size for p in (folder / "cache").glob("*.npy"))
+
+
+def test_a_cache_of_gigabytes_is_named_with_how_to_reclaim_it(tmp_path):
+    from tlc.train import cache
+
+    assert cache.kept_note(2**30 - 1, tmp_path / "cache") is None  # a head's features: not worth a line
+    line = cache.kept_note(int(8.9 * 2**30), tmp_path / "runs" / "shapes" / "cache")
+    assert line == (f"feature cache: 8.9 GB kept in {tmp_path / 'runs' / 'shapes' / 'cache'} so the next run of "
+                    "this spec skips the frozen part; delete that folder to reclaim the space")
 
 
 def test_a_rerun_with_another_head_reuses_the_finished_runs_features(write, tmp_path):

@@ -252,9 +252,23 @@ def _name(function) -> str:
     return f"{getattr(function, '__qualname__', function)}:{owner.model_dump_json() if owner is not None else ''}"
 
 
-def drop_unused(cache_dir: Path, keys: list[str]) -> None:
-    """At the end of a run: keep the features its phases used, drop the rest. (Not earlier: a
-    run's later phases may still need features carried over from the previous run.)"""
+def drop_unused(cache_dir: Path, keys: list[str]) -> int:
+    """At the end of a run: keep the features its phases used, drop the rest, and say how many
+    bytes are kept. (Not earlier: a run's later phases may still need features carried over from
+    the previous run.)"""
+    kept = 0
     for old in cache_dir.glob("*.npy"):
         if old.name.split("-")[0] not in keys:
             old.unlink(missing_ok=True)
+        else:
+            kept += old.stat().st_size
+    return kept
+
+
+def kept_note(size: int, final_cache_dir: Path) -> str | None:
+    """A line for a cache worth knowing about (>= 1 GB: a segmentation's taps): where it stays
+    and how to get the space back; smaller ones go unsaid."""
+    if size < 2**30:
+        return None
+    return (f"feature cache: {_amount(size)} kept in {final_cache_dir} so the next run of this spec skips the "
+            "frozen part; delete that folder to reclaim the space")

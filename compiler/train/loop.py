@@ -292,7 +292,10 @@ class PhaseRunner:
         spec, state, folder, store = self.ready.spec, self.state, self.folder, self.store
         self.log.close()
         if folder.writer and self.options.features_dir is None:
-            cache.drop_unused(folder.cache_dir, state.cache_keys)
+            kept = cache.kept_note(cache.drop_unused(folder.cache_dir, state.cache_keys),
+                                   folder.final / folder.cache_dir.name)
+            if kept:
+                self.reporter.note(kept)
         recalibrated = self.recalibrate_bn()
         metrics = metrics_record(spec, self.model, state, self.ready.phases, self.dataset, self.options.resume,
                                  self.strategy, self.class_weight)
