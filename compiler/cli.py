@@ -203,7 +203,7 @@ def summarize(spec: SpecArg, as_json: JsonOpt = False) -> None:
 def build(
     spec: SpecArg,
     output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
-        "-o", "--output", help="Where to write the .keras model [default: models/<name>.keras].")] = None,
+        "-o", "--output", help="Where to write the .keras model (default: models/<name>.keras).")] = None,
     unsafe: UnsafeOpt = False,
 ) -> None:
     """Compile a spec and save the Keras model (written atomically)."""
@@ -319,7 +319,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 3,
     output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
-        "-o", "--output", help="segmentation: where the masks and overlays go [default: the run's predict/]")] = None,
+        "-o", "--output", help="segmentation: where the masks and overlays go (default: the run's predict/)")] = None,
     tta: TtaOpt = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,
@@ -377,19 +377,19 @@ def extract(
 def tune(
     spec: SpecArg,
     trials: Annotated[Optional[int], typer.Option(  # noqa: UP007
-        "--trials", min=1, help="Trials in the whole study [default: tune.trials].")] = None,
+        "--trials", min=1, help="Trials in the whole study (default: tune.trials).")] = None,
     timeout: Annotated[Optional[float], typer.Option(  # noqa: UP007
-        "--timeout", min=1, help="Seconds per worker [default: tune.timeout].")] = None,
+        "--timeout", min=1, help="Seconds per worker (default: tune.timeout).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes on this machine.")] = 1,
     storage: Annotated[Optional[str], typer.Option(  # noqa: UP007
         "--storage", help="An Optuna RDB URL (e.g. postgresql://user@host/db) shared by many machines "
-                          "[default: runs/<name>/tune/study.journal].")] = None,
+                          "(default: runs/<name>/tune/study.journal).")] = None,
     study: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        "--study", help="The study's name in the storage [default: the spec's name].")] = None,
+        "--study", help="The study's name in the storage (default: the spec's name).")] = None,
     runs: Annotated[Path, typer.Option("--runs", help="Folder for run folders.")] = Path("runs"),
     keep_trials: Annotated[bool, typer.Option(
         "--keep-trials", help="Keep every trial's run folder (model, history, plot, TensorBoard log) in "
-                              "tune/trials/ [default: only the best trial's, as tune/best/].")] = False,
+                              "tune/trials/ (default: only the best trial's, as tune/best/).")] = False,
     as_json: JsonOpt = False,
     worker: Annotated[Optional[int], typer.Option("--worker", hidden=True)] = None,  # noqa: UP007
 ) -> None:
@@ -452,7 +452,7 @@ def nearby(path: str) -> str:
 def evaluate(
     run: RunArg,
     split: Annotated[Optional[Split], typer.Option(  # noqa: UP007
-        "--split", help="The held-out split [default: test, or val when the run has no test split].")] = None,
+        "--split", help="The held-out split (default: test, or val when the run has no test split).")] = None,
     data: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "--data", help="Every example of another source of the run's kind (a new labelled folder, csv or "
                        "npz) in place of the held-out split.")] = None,
@@ -551,7 +551,7 @@ def export(
     run: RunArg,
     format: Annotated[Format, typer.Option("--format", help="The artifact's format.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
-        "-o", "--output", help="Where to write [default: RUN/export/model.<ext>].")] = None,
+        "-o", "--output", help="Where to write (default: RUN/export/model.<ext>).")] = None,
     quantize: Annotated[Optional[Quantize], typer.Option(  # noqa: UP007
         "--quantize", help="tflite only; int8 is calibrated, with float32 in and out.")] = None,
     calibration: Annotated[int, typer.Option(
@@ -597,11 +597,11 @@ def explain(
     run: RunArg,
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(  # noqa: UP007
-        "-o", "--output", help="Where to write the PNGs [default: RUN/explain/].")] = None,
+        "-o", "--output", help="Where to write the PNGs (default: RUN/explain/).")] = None,
     class_name: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        "--class", help="Explain this class [default: each image's top prediction].")] = None,
+        "--class", help="Explain this class (default: each image's top prediction).")] = None,
     layer: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        "--layer", help="The feature map to explain [default: the backbone's last spatial one].")] = None,
+        "--layer", help="The feature map to explain (default: the backbone's last spatial one).")] = None,
     tta: TtaOpt = None,
     as_json: JsonOpt = False,
     unsafe: UnsafeOpt = False,

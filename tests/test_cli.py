@@ -177,6 +177,23 @@ def test_schema_is_json_schema_with_every_type():
     assert set(schema["required"]) >= {"input", "backbone", "head"}
 
 
+def test_every_help_text_is_shown_whole(monkeypatch):
+    """Typer renders help as rich markup, where '[default: x]' is a tag that vanishes: every
+    command's and option's text must reach the screen as written."""
+    import re
+
+    import typer.main
+
+    from tlc.cli import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    squeeze = lambda text: re.sub(r"[\s│]+", "", text)  # noqa: E731 (rich wraps and boxes the cells)
+    for name, command in typer.main.get_command(app).commands.items():
+        shown = squeeze(tlc(name, "--help").stdout)
+        for text in [command.help or ""] + [param.help for param in command.params if getattr(param, "help", None)]:
+            assert squeeze(text.split("\f")[0]) in shown, (name, text)
+
+
 def test_version():
     result = tlc("--version")
     assert result.exit_code == 0 and result.stdout.startswith("tlc 0.")
