@@ -324,6 +324,8 @@ def test_a_coco_file_that_does_not_fit_is_named(tmp_path, change, message):
     ("extra", r"masks/9999.png is a mask of no image"),
     ("value", r"masks/0002.png: mask value 7 is neither a class \(0..2: 0, 1, 2\) nor ignored \(255\)"),
     ("rgb", r"masks/0001.png: a mask must be greyscale or palette indices; this one is RGB"),
+    ("jpeg", r"masks/0002.jpg: mask value \d+ is neither a class \(0..2: 0, 1, 2\) nor ignored \(255\); JPEG "
+             r"compression blurs a mask's edges into values of no class: save masks as PNG"),
 ])
 def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
     from PIL import Image
@@ -338,6 +340,9 @@ def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
         values = np.asarray(Image.open(masks / "0002.png")).copy()
         values[0, 0] = 7
         Image.fromarray(values, "L").save(masks / "0002.png")
+    elif damage == "jpeg":
+        Image.fromarray(np.asarray(Image.open(masks / "0002.png")), "L").save(masks / "0002.jpg", quality=90)
+        (masks / "0002.png").unlink()
     else:
         Image.open(masks / "0001.png").convert("RGB").save(masks / "0001.png")
     with pytest.raises(tlc.SpecError, match=message):

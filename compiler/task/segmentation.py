@@ -68,8 +68,11 @@ class Segmentation(Task):
             i = int(np.flatnonzero(bad.reshape(len(y), -1).any(axis=1))[0])
             value = int(y[i][bad[i]][0])
             which = files[i] if files is not None else f"{where}[{i}]"
+            lossy = str(which).lower().endswith((".jpg", ".jpeg"))  # a mask saved as JPEG: edges blurred into new values
             raise spec.error(PATH, f"{which}: mask value {value} is neither a class (0..{len(names) - 1}: "
-                                   f"{', '.join(names)}) nor ignored ({self.ignore_index})")
+                                   f"{', '.join(names)}) nor ignored ({self.ignore_index})"
+                                   + ("; JPEG compression blurs a mask's edges into values of no class: save masks "
+                                      "as PNG" if lossy else ""))
         h, w, _ = spec.input.hwc
         if y.shape[1:] != (h, w):
             raise spec.error(PATH, f"{where}: masks are {y.shape[1]}x{y.shape[2]}; the input is {h}x{w}")
