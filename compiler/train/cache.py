@@ -53,7 +53,7 @@ def _cut_tensors(model, k: int) -> list:
     make them: one in a chain (layer k-1's output) or between two residual blocks; a decoder's
     taps and its encoder's output when k is the decoder's first layer. Empty when a model's graph
     cannot be read."""
-    position = {id(layer): i for i, layer in enumerate(model.layers)}
+    position = _positions(model)
     needed = {}
     try:  # Keras private API (the model's own graph nodes), guarded
         for nodes in model._nodes_by_depth.values():
@@ -65,7 +65,16 @@ def _cut_tensors(model, k: int) -> list:
                         needed[id(tensor)] = tensor
     except AttributeError:  # pragma: no cover
         return []
-    return sorted(needed.values(), key=lambda t: (position[id(t._keras_history[0])], t._keras_history[2]))
+    return _in_model_order(needed.values(), position)
+
+
+def _positions(model) -> dict[int, int]:
+    return {id(layer): i for i, layer in enumerate(model.layers)}
+
+
+def _in_model_order(tensors, position: dict[int, int]) -> list:
+    """Tensors in the order of the layers that make them (the cache's files and the tail's inputs)."""
+    return sorted(tensors, key=lambda t: (position[id(t._keras_history[0])], t._keras_history[2]))
 
 
 def _smallest_cut(model, k: int) -> tuple[int, list]:
@@ -96,7 +105,6 @@ def _narrowed(cuts: list, model) -> list:
     (a 1x1 convolution, its batch norm and activation): the cache holds that, and the tail runs
     those layers again, forward only (nothing before a trainable layer needs a gradient), at ~1%
     of a decoder's step. MobileNetV2's taps at 256x256: 9.9 MB a photo, 1.7 MB narrowed."""
-    position = {id(layer): i for i, layer in enumerate(model.layers)}
     chosen = {}
     for tensor in cuts:
         best = walk = tensor
@@ -112,7 +120,7 @@ def _narrowed(cuts: list, model) -> list:
             if _bytes([walk]) < _bytes([best]):
                 best = walk
         chosen[id(best)] = best
-    return sorted(chosen.values(), key=lambda t: (position[id(t._keras_history[0])], t._keras_history[2]))
+    return _in_model_order(chosen.values(), _positions(model))
 
 
 def _largest_output(model) -> int:
@@ -195,9 +203,9 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     per_example = max(1, _bytes(cuts), _largest_output(tail))
     eval_batch_size = max(batch_size, EVAL_BATCH_BYTES // per_example)
     upto = ", ".join(t._keras_history[0].name for t in cuts)
-    position = {id(layer): i for i, layer in enumerate(model.layers)}
+    position = _positions(model)
     rerun = sum(position[id(layer)] < k for layer in tail.layers if type(layer).__name__ != "InputLayer")
-    upto += f"; {rerun} cheap frozen layers after it run at each step" if rerun else ""
+    upto += f"; {rerun} cheap frozen layers after {'it' if len(cuts) == 1 else 'them'} run at each step" if rerun else ""
     note = f"feature cache: on, layers 1..{k - 1} {how} (up to {upto}; {why})"
     if views:
         stored = sum(array.nbytes for array in trained[:len(cuts)]) / 2**20
