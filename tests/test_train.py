@@ -67,6 +67,9 @@ def test_run_folder_is_complete(write, tmp_path):
     assert metrics["params"] == {"total": 1243, "trainable": 1243, "non_trainable": 0}
     assert metrics["classes"] == ["0", "1", "2"]
     assert (folder / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from tlc.train import allocator
+
+    assert allocator._done  # training fixed malloc's mmap threshold (tests/test_allocator.py)
     relocked = tlc.load_spec(folder / "spec.lock.yaml")  # the lock file is itself a valid spec
     assert relocked.model_dump() == tlc.load_spec(digits(write)).model_dump()
     assert not (tmp_path / "runs" / "src.partial").exists()
@@ -401,3 +404,19 @@ train: {data: {type: digits, classes: [0, 1, 2], resize: [32, 32]}, epochs: 2, s
     for a, b in zip(rows_of(crossed.folder), rows_of(whole.folder)):
         for key in ("accuracy", "loss", "val_accuracy", "val_loss"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=2e-3), key
+
+
+def test_features_of_a_megabyte_an_example_are_read_from_their_files(write, tmp_path, monkeypatch):
+    """A decoder's taps (megabytes an example) stay in the page cache, read batch by batch:
+    loaded, the validation set's alone held 160 MB of a U-Net's training."""
+    from tlc.train import cache
+
+    model = tlc.compile(tlc.load_spec(digits(write, dropout="", extra="freeze: all\n")))
+    x = np.zeros((40, 8, 8, 1), "float32")
+    held = cache.split(model, Feed.of(x), Feed.of(x[:8]), tmp_path / "c", enabled=True)
+    assert not isinstance(held.train.examples.images, np.memmap)  # small rows: in memory
+    monkeypatch.setattr(cache, "READ_ROWS_FROM", 4)  # every row counts as large
+    part = cache.split(model, Feed.of(x), Feed.of(x[:8]), tmp_path / "c", enabled=True)
+    assert isinstance(part.train.examples.images, np.memmap) and isinstance(part.val.examples.images, np.memmap)
+    for a, b in zip(part.val.in_order(3), held.val.in_order(3), strict=True):
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())

@@ -22,6 +22,7 @@ from tlc.data.pipeline import HEAVY_BATCH, IN_MEMORY_LIMIT, Feed
 
 STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
               "GaussianDropout", "AlphaDropout")
+READ_ROWS_FROM = 2**20  # features of this size an example are never loaded whole
 EVAL_BATCH_BYTES = 64 * 2**20  # validating the tail on features: batches up to this size
 
 
@@ -277,7 +278,10 @@ def _features(forward, shapes: list[tuple], batches, rows: int, paths: list[Path
         dtypes = ["float32"] * len(shapes) + (["uint8"] if mask_shape is not None else [])
         write_npy_columns(paths, all_shapes, dtypes, chunks())
     arrays = []
-    mapped = sum(path.stat().st_size for path in paths) > IN_MEMORY_LIMIT  # (all of them: one budget)
+    # Large sets, and rows of a megabyte or more (a decoder's taps), are read from the files batch
+    # by batch (the kernel's page cache, not the process, holds them); small rows are held.
+    mapped = (sum(path.stat().st_size for path in paths) > IN_MEMORY_LIMIT  # (all of them: one budget)
+              or sum(int(np.prod(shape)) * 4 for shape in shapes) >= READ_ROWS_FROM)
     for path in paths:
         array = np.load(path, mmap_mode="r" if mapped else None)
         if memory is not None:

@@ -28,6 +28,7 @@ from tlc.show.progress import Reporter
 from tlc.spec.preflight import Ready, prepare
 
 from . import cache, losses, optimizing, precise_bn
+from .allocator import return_large_blocks
 from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit, outputs_of, reseed_random_layers, validate
 from .runs import RunFolder
@@ -74,6 +75,7 @@ def train(source, runs_dir: str | Path = "runs", *, epochs: int | None = None, r
     `pool` and `keep` are for a process that trains many runs (`Options`).
     """
     ready = source if isinstance(source, Ready) else prepare(source, training=True, epochs=epochs)
+    return_large_blocks()
     options = Options(resume, use_cache, safe_mode, devices, Path(features_dir) if features_dir else None,
                       checkpoints, Path(images_dir) if images_dir else Path(runs_dir) / ".cache" / "images",
                       pool, keep)
