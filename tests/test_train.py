@@ -298,7 +298,7 @@ def test_cached_features_equal_the_prefix_output_for_any_length(write, tmp_path)
     assert empty.val.examples.images.shape == (0, *prefix_out.shape[1:])
 
 
-def test_features_over_the_memory_limit_are_memory_mapped_and_train_the_same(write, tmp_path, monkeypatch):
+def test_features_over_the_memory_limits_are_memory_mapped_or_gathered_and_train_the_same(write, tmp_path, monkeypatch):
     from tlc.train import cache
 
     spec = tlc.load_spec(digits(write, dropout="", extra="freeze: all\n"))
@@ -313,6 +313,10 @@ def test_features_over_the_memory_limit_are_memory_mapped_and_train_the_same(wri
     assert isinstance(part.train.examples.images, np.memmap) and len(part.train) == 40
     mapped = train(spec, tmp_path / "mm", epochs=2)
     assert rows_of(mapped.folder) == rows_of(in_memory.folder)
+    monkeypatch.setattr(cache, "IN_MEMORY_LIMIT", 2**30)
+    monkeypatch.setattr(pipeline, "HELD_LIMIT", 0)  # in memory, gathered batch by batch, not held as a tensor
+    gathered = train(spec, tmp_path / "g", epochs=2)
+    assert rows_of(gathered.folder) == rows_of(in_memory.folder)
 
 
 def test_dropout_stops_the_cached_prefix(write, tmp_path):

@@ -20,6 +20,7 @@ from .sources import Examples
 from .tfdata import without_autotune
 
 IN_MEMORY_LIMIT = 512 * 2**20  # larger arrays are read from their memory map batch by batch
+HELD_LIMIT = 64 * 2**20  # smaller arrays in memory are held as a tensor too (`rows_of`)
 HEAVY_BATCH = 64 * 2**20  # a batch of inputs above this is loaded one at a time (`Feed._heavy`)
 
 
@@ -123,9 +124,10 @@ class Feed:
         return load
 
     def _array_rows(self, array: np.ndarray, n: int) -> Callable:
-        """(epoch, ids) -> those rows of `array` (of the epoch's view), copied out batch by batch
-        (read from its file when it is memory-mapped): never a whole copy of the array."""
-        read = rows_of(array, held=False)
+        """(epoch, ids) -> those rows of `array` (of the epoch's view): gathered from a constant
+        when it is small, else copied out batch by batch (read from its file when it is
+        memory-mapped)."""
+        read = rows_of(array, held=not isinstance(array, np.memmap) and array.nbytes <= HELD_LIMIT)
         return lambda epoch, ids: read(ids + self._offset(epoch, n))
 
     @staticmethod
@@ -185,11 +187,10 @@ class Feed:
 
 def rows_of(array: np.ndarray, held: bool) -> Callable:
     """ids (a tensor) -> those rows of `array` as a tensor: gathered from a constant copy (`held`:
-    small arrays, such as labels), else read when asked, with `pread` from a memory-mapped file or
-    gathered from the array in memory. A constant is a second copy of the array, and a third for
-    each tf.data pipeline that captures it (cached features: 3x their size held); gathering a
-    batch from NumPy is as fast (VGG16's 7x7x512 features, 32 a batch: 2,900 batches a second
-    against 3,100)."""
+    small arrays), else read when asked, with `pread` from a memory-mapped file or gathered from
+    the array in memory. A constant is a second copy of the array; a NumPy gather runs in Python
+    and waits for the training loop's GIL (~2 ms a batch: a small head's 8 epochs on cached
+    features took 3.4 s instead of 2.6), so only arrays over `HELD_LIMIT` are gathered so."""
     import tensorflow as tf
 
     if held:
