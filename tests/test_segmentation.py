@@ -687,3 +687,30 @@ def test_predicts_console_line_lists_the_classes_a_mask_shows_and_counts_stray_p
                                            {"class": "box", "fraction": 0.0007}, {"class": "disc", "fraction": 0.0004}]}
     assert said(answer) == "background 99.9%, box 0.1% (+1 under 0.1%); wrote m.png"
     assert said({"mask": "m.png", "classes": [{"class": "disc", "fraction": 0.0001}]}) == "disc 0.0%; wrote m.png"
+
+
+def test_the_training_miou_counts_as_keras_meaniou_and_scikit_learn():
+    """tlc's MeanIoU counts its confusion matrix with a bincount (2.7x faster than Keras's): the
+    same matrix as Keras's MeanIoU, ignored pixels left out, over several batches, and the same
+    mean as scikit-learn's Jaccard."""
+    import keras
+    from sklearn.metrics import jaccard_score
+
+    from tlc.task.segmentation import pixel_mean_iou_class
+
+    rng = np.random.default_rng(3)
+    ours = pixel_mean_iou_class()(4, ignore_class=255, sparse_y_pred=False)
+    theirs = keras.metrics.MeanIoU(4, ignore_class=255, sparse_y_pred=False)
+    truths, picks = [], []
+    for _ in range(3):
+        truth = rng.integers(0, 4, (2, 8, 8)).astype("uint8")
+        truth[rng.random(truth.shape) < 0.2] = 255
+        scores = rng.random((2, 8, 8, 4)).astype("float32")
+        ours.update_state(truth, scores)
+        theirs.update_state(truth, scores)
+        truths.append(truth.ravel())
+        picks.append(scores.argmax(-1).ravel())
+    np.testing.assert_array_equal(np.asarray(ours.total_cm), np.asarray(theirs.total_cm))
+    truth, picked = np.concatenate(truths), np.concatenate(picks)
+    kept = truth != 255
+    assert float(ours.result()) == pytest.approx(jaccard_score(truth[kept], picked[kept], average="macro"), abs=1e-6)
