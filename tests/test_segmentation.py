@@ -714,3 +714,34 @@ def test_the_training_miou_counts_as_keras_meaniou_and_scikit_learn():
     truth, picked = np.concatenate(truths), np.concatenate(picks)
     kept = truth != 255
     assert float(ours.result()) == pytest.approx(jaccard_score(truth[kept], picked[kept], average="macro"), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tune_searches_a_decoder_on_val_miou_over_a_frozen_encoders_cached_taps(tmp_path):
+    """`tlc tune` of a segmentation spec: trials are scored on val_miou, share the frozen
+    encoder's taps (computed once, then reused, including by a trial with other decoder filters),
+    and the best trial's run evaluates to the value it was chosen for."""
+    draw_masks(tmp_path / "few", 32, (32, 32), seed=7)
+    spec = {**SEG_SPEC, "name": "segtune", "input": {"shape": [32, 32, 3]}, "freeze": "all",
+            "train": {"data": {"type": "masks", "path": str(tmp_path / "few"),
+                               "classes": ["background", "circle", "square"]},
+                      "epochs": 2, "batch_size": 8, "seed": 1, "recalibrate_bn": False},
+            "tune": {"trials": 3, "sampler": "random", "pruner": "none", "seed": 2, "space": {
+                "train.optimizer.learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2},
+                "head.decoder_filters": {"type": "choice", "values": [[32, 16], [16, 8]]}}}}
+    (tmp_path / "segtune.yaml").write_text(yaml.safe_dump(spec))
+    result = run_cli("tune", tmp_path / "segtune.yaml", "--runs", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    folder = tmp_path / "runs" / "segtune" / "tune"
+    import csv
+
+    with open(folder / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["state"] for r in rows] == ["complete"] * 3 and [t["state"] for t in summary["trials"]] == ["complete"] * 3
+    assert [r["features"] for r in rows] == ["computed", "reused", "reused"]
+    assert {r["head.decoder_filters"] for r in rows} == {"[32, 16]", "[16, 8]"}  # (seed 2 draws both)
+    best = summary["best"]
+    assert best["value"] == max(t["value"] for t in summary["trials"])
+    evaluated = json.loads(run_cli("evaluate", folder / "best", "--split", "val", "--json").stdout)
+    assert evaluated["miou"] == pytest.approx(best["value"], abs=1e-5)  # chosen on val_miou
