@@ -104,7 +104,7 @@ RERUN_DEPTH = 4  # layers walked back from a tap, at most
 def _narrowed(cuts: list, model) -> list:
     """The cut with each tensor replaced by the smallest one a few cheap frozen layers before it
     (a 1x1 convolution, its batch norm and activation): the cache holds that, and the tail runs
-    those layers again, forward only (nothing before a trainable layer needs a gradient), at ~1%
+    those layers again, forward only (nothing before a trainable layer needs a gradient), at ~7%
     of a decoder's step. MobileNetV2's taps at 256x256: 9.9 MB a photo, 1.7 MB narrowed."""
     chosen = {}
     for tensor in cuts:
