@@ -4,6 +4,7 @@ scikit-learn's Jaccard on what model.keras gives in plain Keras, and answered as
 photo's own size; what segmentation cannot train with yet is refused by `check`, located."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -734,8 +735,6 @@ def test_tune_searches_a_decoder_on_val_miou_over_a_frozen_encoders_cached_taps(
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     folder = tmp_path / "runs" / "segtune" / "tune"
-    import csv
-
     with open(folder / "trials.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["state"] for r in rows] == ["complete"] * 3 and [t["state"] for t in summary["trials"]] == ["complete"] * 3

@@ -169,7 +169,7 @@ class Feed:
         cache) takes a few percent of the step it feeds."""
         if self.examples.images is None:
             return False
-        row = sum(int(np.prod(a.shape[1:])) * 4 for a in (self.examples.images, *self.examples.more))
+        row = float32_bytes(a.shape[1:] for a in (self.examples.images, *self.examples.more))
         return row * batch_size > HEAVY_BATCH
 
     def array(self, batch_size: int = 32) -> np.ndarray:
@@ -183,6 +183,11 @@ class Feed:
         ids = tf.data.Dataset.range(len(self)).batch(batch_size)
         batches = ids.enumerate().map(lambda b, i: (tf.constant(view, tf.int64), b, i))
         return _parallel(batches, self.loader(training=True))
+
+
+def float32_bytes(shapes) -> int:
+    """Bytes of one example of float32 tensors of these shapes (a batch's row of inputs)."""
+    return 4 * sum(int(np.prod(shape)) for shape in shapes)
 
 
 def rows_of(array: np.ndarray, held: bool) -> Callable:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlc.atomic import write_npy_columns
-from tlc.data.pipeline import HEAVY_BATCH, IN_MEMORY_LIMIT, Feed
+from tlc.data.pipeline import HEAVY_BATCH, IN_MEMORY_LIMIT, Feed, float32_bytes
 
 STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
               "GaussianDropout", "AlphaDropout")
@@ -138,7 +138,7 @@ def _largest_output(model) -> int:
 
 
 def _bytes(cuts: list) -> int:
-    return 4 * sum(int(np.prod(t.shape[1:])) for t in cuts)
+    return float32_bytes(t.shape[1:] for t in cuts)
 
 
 def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
@@ -281,7 +281,7 @@ def _features(forward, shapes: list[tuple], batches, rows: int, paths: list[Path
     # Large sets, and rows of a megabyte or more (a decoder's taps), are read from the files batch
     # by batch (the kernel's page cache, not the process, holds them); small rows are held.
     mapped = (sum(path.stat().st_size for path in paths) > IN_MEMORY_LIMIT  # (all of them: one budget)
-              or sum(int(np.prod(shape)) * 4 for shape in shapes) >= READ_ROWS_FROM)
+              or float32_bytes(shapes) >= READ_ROWS_FROM)
     for path in paths:
         array = np.load(path, mmap_mode="r" if mapped else None)
         if memory is not None:
