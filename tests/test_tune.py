@@ -194,7 +194,9 @@ def _wait_for_running_trial(folder, process, deadline=240):
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_leaves_it_failed_and_running_again_completes_the_study(write, tmp_path):
-    spec = write(SPEC.replace("trials: 5", "trials: 3").replace("epochs: 3", "epochs: 30"))
+    # A trial on cached features runs 30 epochs in under a second, faster than the test looks
+    # (CI once saw the whole study end first): a thousand epochs keep the victim's trial running.
+    spec = write(SPEC.replace("trials: 5", "trials: 3").replace("epochs: 3", "epochs: 1000"))
     folder = tmp_path / "runs" / "search" / "tune"
     victim = _tune_process(spec, tmp_path / "runs")
     killed = _wait_for_running_trial(folder, victim)
@@ -210,7 +212,7 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_running_again_completes_
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_still_writes_the_outputs(write, tmp_path):
-    spec = write(SPEC.replace("epochs: 3", "epochs: 40").replace("trials: 5", "trials: 20"))
+    spec = write(SPEC.replace("epochs: 3", "epochs: 1000").replace("trials: 5", "trials: 20"))
     folder = tmp_path / "runs" / "search" / "tune"
     process = _tune_process(spec, tmp_path / "runs")
     number = _wait_for_running_trial(folder, process)
