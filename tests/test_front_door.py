@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -313,3 +314,8 @@ def test_evaluate_data_takes_every_example_of_a_new_labelled_folder(photos_run, 
     assert refused.exit_code == 2 and "has the classes circle, hexagon, square" in refused.output
     both = run("evaluate", result.folder, "--data", tmp_path / "new", "--split", "val")
     assert both.exit_code == 2 and "--split and --data: choose one" in both.output
+    (tmp_path / "flat").mkdir()  # images without class folders: the message is about --data, not the lock file
+    shutil.copy(next((tmp_path / "new" / "circle").iterdir()), tmp_path / "flat")
+    flat = run("evaluate", result.folder, "--data", tmp_path / "flat")
+    assert flat.exit_code == 2 and "spec.lock.yaml" not in flat.output, flat.output
+    assert f"--data: {tmp_path / 'flat'} needs one sub-folder per class, at least 2 (found 0)" in flat.output

@@ -267,6 +267,13 @@ class SpecBase(StrictModel):
         copy._document = self._document
         return copy
 
+    def unlocated(self) -> "SpecBase":
+        """The spec without its file: its errors name fields, not lines (a source given on the
+        command line is not in the file)."""
+        copy = self.model_copy()
+        copy._document = None
+        return copy
+
     def error(self, loc: Loc, message: str) -> SpecError:
         if self._document is None:
             return SpecError(f"{format_loc(loc)}: {message}")

@@ -8,6 +8,7 @@ import csv
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 from tlc.errors import RunError, SpecError, UsageError, and_more
@@ -166,8 +167,12 @@ class Run:
         where = Path(path).resolve()
         if not where.exists():
             raise UsageError(f"--data: {path}: not found")
-        with self.reading():
-            examples, names, _ = read(self.spec.with_train(data=data.model_copy(update={"path": str(where)})))
+        other = self.spec.with_train(data=data.model_copy(update={"path": str(where)})).unlocated()
+        try:
+            with self.reading():
+                examples, names, _ = read(other)
+        except SpecError as exc:  # about the folder given, not spec.lock.yaml's line
+            raise UsageError(f"--data: {re.sub(r'^train[.]data([.]path)?: ', '', str(exc))}") from None
         targets = self.spec.task.aligned(examples.labels, names, self.classes)
         if targets is None:
             what = "tags" if self.spec.task.type == "multi_label" else "classes"
