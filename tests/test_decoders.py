@@ -184,7 +184,8 @@ def test_deeplab_v3_plus_takes_the_stride_4_tap_and_refuses_a_coarse_one(write):
 
 
 def unet_spec(backbone: str, side: int = 64, **head):
-    return spec_from_data({"input": {"shape": [side, side, 3]}, "backbone": {"type": backbone, "weights": None},
+    return spec_from_data({"task": "segmentation", "input": {"shape": [side, side, 3]},
+                           "backbone": {"type": backbone, "weights": None},
                            "head": {"type": "unet", "classes": 3, **head}}, f"unet_{backbone}")
 
 
@@ -216,8 +217,8 @@ def test_unet_equals_segmentation_models_and_its_plan(backbone, block):
 def test_fpn_equals_segmentation_models_and_its_plan(backbone, aggregation):
     import keras
 
-    spec = spec_from_data({"input": {"shape": [64, 64, 3]}, "backbone": {"type": backbone, "weights": None},
-                           "head": {"type": "fpn", "classes": 3, "aggregation": aggregation}}, f"fpn_{backbone}")
+    spec = spec_from_data({"task": "segmentation", "input": {"shape": [64, 64, 3]},
+                           "backbone": {"type": backbone, "weights": None}, "head": {"type": "fpn", "classes": 3, "aggregation": aggregation}}, f"fpn_{backbone}")
     planned = plan(spec)
     assert planned.ok, planned.failure_message()
     model = tlc.compile(spec)
@@ -279,7 +280,7 @@ def test_taps_from_the_plan_build_as_planned(backbone):
 
     extra = {"blocks": [{"filters": 4, "padding": "same"}, {"filters": 8, "padding": "same"},
                         {"filters": 8, "padding": "same"}]} if backbone == "conv_stack" else {}
-    spec = spec_from_data({"input": {"shape": [side, side, 3]},
+    spec = spec_from_data({"task": "segmentation", "input": {"shape": [side, side, 3]},
                            "backbone": {"type": backbone, "weights": None, **extra},
                            "head": {"type": "unet", "classes": 2}}, "taps")
     planned = plan(spec)

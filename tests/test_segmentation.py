@@ -352,7 +352,8 @@ def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
 
 @pytest.mark.parametrize("change, field, message", [
     ({"head": {"type": "dense", "pooling": "avg", "classes": 3}}, "task",
-     "the dense head serves classification, multi_label, regression, not segmentation"),
+     "the dense head serves classification, multi_label, regression, not segmentation; use head: {type: unet, ...} "
+     "(or fpn, deeplab_v3_plus)"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat"]}}}, "train.data.classes",
      "names 2 classes; head.classes is 3"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat", "dog"],
@@ -366,6 +367,17 @@ def test_check_refuses_what_segmentation_cannot_train_with(write, change, field,
     result = run_cli("check", path)
     said = unboxed(result.output)
     assert result.exit_code == 2 and f"{field}: " in said and message in said, result.output
+
+
+def test_a_decoder_head_without_task_means_segmentation(write):
+    said = {**SEG_SPEC, "train": {"data": {"type": "masks", "path": "pets"}}}
+    unsaid = {k: v for k, v in said.items() if k != "task"}
+    spec = tlc.load_spec(write(yaml.safe_dump(unsaid), "unsaid.yaml"))
+    assert spec.task.type == "segmentation"
+    assert spec.model_dump(exclude={"name"}) == tlc.load_spec(write(yaml.safe_dump(said), "said.yaml")).model_dump(
+        exclude={"name"})  # the same spec: it builds, trains and answers as one that says task: segmentation
+    result = run_cli("check", write(yaml.safe_dump(unsaid), "unsaid.yaml"))
+    assert result.exit_code == 0 and "output 64x64x3" in result.output, result.output
 
 
 @pytest.mark.parametrize("augment, geometric", [

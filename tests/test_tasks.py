@@ -241,6 +241,34 @@ def test_a_plugin_task_derived_from_a_built_in_takes_its_heads_and_distills_only
         registry.reset()
 
 
+def test_a_spec_without_task_takes_its_heads_one_task_and_names_the_choice_when_it_serves_several(write):
+    from tlc.plugins.dense_head import DenseHead
+
+    class Scores(DenseHead):
+        """a plugin's head for tags or numbers, not one class"""
+
+        type: Literal["scores"] = "scores"
+        tasks = ("multi_label", "regression")
+
+    class Sizes(Scores):
+        type: Literal["sizes"] = "sizes"
+        tasks = ("regression",)
+
+    module = types.ModuleType("scores_plugin")
+    module.tlc_heads = tlc.hookimpl(lambda: [Scores, Sizes])
+    registry.register_module(module)
+    try:
+        text = "input: {shape: [48, 48, 3]}\nbackbone: {type: conv_stack, blocks: [{filters: 4}]}\n"
+        done = run_cli("check", write(text + "head: {type: scores, pooling: avg, classes: 3}\n", "scores.yaml"))
+        assert done.exit_code == 2 and "scores.yaml:3:14: head.type: the scores head serves multi_label, regression, " \
+            "not classification (the default task); add task: multi_label or regression" in unboxed(done.output)
+        sizes = tlc.load_spec(write(text + "head: {type: sizes, pooling: avg}\n", "sizes.yaml"))
+        assert sizes.task.type == "regression" and sizes.head.output_activation == "linear"
+        assert tlc.check(sizes).ok
+    finally:
+        registry.reset()
+
+
 # --- trained runs ------------------------------------------------------------------------------
 
 def model_outputs(run, files) -> np.ndarray:

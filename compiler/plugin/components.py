@@ -121,11 +121,12 @@ class Head(_Typed):
 
     tasks: ClassVar[tuple[str, ...]] = IMAGE_TASKS
 
-    def serves(self, task) -> bool:
+    @classmethod
+    def serves(cls, task) -> bool:
         """Whether the head gives what `task` needs: a task it names, or a plugin's subclass of one
         (a `count` task derived from `regression` takes the heads regression takes)."""
-        return any(getattr(getattr(cls, "model_fields", {}).get("type"), "default", None) in self.tasks
-                   for cls in type(task).__mro__)
+        return any(getattr(getattr(kind, "model_fields", {}).get("type"), "default", None) in cls.tasks
+                   for kind in type(task).__mro__)
 
     def layers(self, feature_shape: Shape) -> list[Layer] | None:
         """Static description of the head's layers, or None to be planned by building."""

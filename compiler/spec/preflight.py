@@ -98,10 +98,14 @@ def check_task(spec: SpecBase) -> None:
     ends as it needs; the training options, monitored and tuned metrics are the task's."""
     task, head = spec.task, spec.head
     said = "task" in spec.model_fields_set
-    if not head.serves(task) and said:  # (without `task:`, a `none` head is a feature extractor)
-        raise spec.error(("task",),
-                         f"the {head.type} head serves {', '.join(head.tasks) or 'no task'}, not {task.type}; "
-                         "use head: {type: dense, ...}")
+    if not head.serves(task) and said:
+        raise spec.error(("task",), f"the {head.type} head serves {', '.join(head.tasks) or 'no task'}, not "
+                                    f"{task.type}; {_heads_serving(task)}")
+    meant = [] if head.serves(task) else _tasks_of(head)  # (several: validation took none of them for the
+    # spec; a `none` head's `features` is no task to train)
+    if meant:
+        raise spec.error(("head", "type"), f"the {head.type} head serves {', '.join(head.tasks)}, not "
+                                           f"{task.type} (the default task); add task: {' or '.join(meant)}")
     activation = getattr(head, "output_activation", None)
     trains = said or spec.train is not None  # (a spec only built may end as it likes)
     if activation is not None and trains and head.serves(task) and activation not in task.activations:
@@ -117,6 +121,23 @@ def check_task(spec: SpecBase) -> None:
                                               f"({', '.join(task.targets)}); leave classes out")
     if spec.train is not None:
         _check_training_for(spec, task)
+
+
+def _tasks_of(head) -> list[str]:
+    """The registered tasks among those `head` serves."""
+    from tlc.plugin.registry import get_registry
+
+    return [name for name in head.tasks if name in get_registry().tasks]
+
+
+def _heads_serving(task) -> str:
+    """What to write instead, for a head that does not serve `task`: the registered heads that do."""
+    from tlc.plugin.registry import get_registry
+
+    names = [name for name, info in get_registry().heads.items() if info.cls.serves(task)]
+    if not names:
+        return "no registered head serves it (`tlc plugins` lists them)"
+    return f"use head: {{type: {names[0]}, ...}}" + (f" (or {', '.join(names[1:])})" if names[1:] else "")
 
 
 def _check_training_for(spec: SpecBase, task) -> None:

@@ -29,6 +29,8 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     task = data.get("task")
     if isinstance(task, str):  # `task: multi_label` is short for `{type: multi_label}`
         data["task"] = task = {"type": task}
+    if task is None and (meant := _task_of_head(data.get("head"), registry)) is not None:
+        data["task"] = task = meant
     _head_defaults(data, registry)
     model = spec_model(registry, _type_of(data.get("backbone")), _type_of(data.get("head")),
                        _type_of(task) if task is not None else "classification")
@@ -40,6 +42,16 @@ def validate(doc: Document, registry: Registry | None = None) -> SpecBase:
     if spec.tune is not None:
         _check_tune(spec, data)
     return spec
+
+
+def _task_of_head(head: Any, registry: Registry) -> dict | None:
+    """The task a spec without `task:` means: classification (the default), or the one task its
+    head serves when that is not classification (`head: {type: unet}` segments)."""
+    info = registry.heads.get(_type_of(head)) if isinstance(head, dict) else None
+    served = [name for name in info.cls.tasks if name in registry.tasks] if info is not None else []
+    if len(served) == 1 and served[0] != "classification" and "classification" not in info.cls.tasks:
+        return {"type": served[0]}
+    return None
 
 
 def _head_defaults(data: dict, registry: Registry) -> None:
