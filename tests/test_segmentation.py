@@ -756,3 +756,17 @@ def test_tune_searches_a_decoder_on_val_miou_over_a_frozen_encoders_cached_taps(
     assert best["value"] == max(t["value"] for t in summary["trials"])
     evaluated = json.loads(run_cli("evaluate", folder / "best", "--split", "val", "--json").stdout)
     assert evaluated["miou"] == pytest.approx(best["value"], abs=1e-5)  # chosen on val_miou
+
+
+def test_the_worst_masks_legend_names_ignored_pixels_only_when_a_true_mask_has_them():
+    from tlc.show.figures import mask_legend, paint
+
+    colours = np.array([[0, 0, 0], [31, 119, 180], [255, 127, 14]], np.uint8)
+    plain = np.zeros((4, 4), np.uint8)
+    ringed = plain.copy()
+    ringed[0, 0] = 255
+    assert [label for label, _ in mask_legend([plain], ["bg", "cat", "dog"], colours)] == ["bg", "cat", "dog"]
+    legend = dict(mask_legend([plain, ringed], ["bg", "cat", "dog"], colours))
+    assert list(legend) == ["bg", "cat", "dog", "ignored (255)"]
+    assert np.allclose(np.array(legend["ignored (255)"]) * 255, paint(ringed, colours)[0, 0])  # the grey drawn
+    assert np.allclose(np.array(legend["cat"]) * 255, colours[1])

@@ -196,8 +196,8 @@ def masks_grid(images, truth, predicted, captions: list[str], names: list[str], 
                 ax.imshow(np.clip(shown, 0, 1) if shown.dtype != np.uint8 else shown, cmap="gray" if shown.ndim == 2 else None)
                 ax.set_title(label, fontsize=8)
                 ax.axis("off")
-        fig.legend(handles=[Patch(color=colours[c] / 255, label=name) for c, name in enumerate(names)],
-                   loc="lower center", ncol=min(len(names), 6), fontsize=8)
+        handles = [Patch(color=colour, label=label) for label, colour in mask_legend(truth, names, colours, ignore)]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
         fig.suptitle(title, fontsize=10)
         fig.tight_layout(rect=(0, 0.6 / (2.5 * n + 0.8), 1, 1 - 0.4 / (2.5 * n + 0.8)))
         fig.savefig(path, format="png")
@@ -213,6 +213,16 @@ def mask_colours(k: int):
 
     cycle = (np.array(colormaps["tab10"].colors) * 255).astype(np.uint8)
     return np.concatenate([np.zeros((1, 3), np.uint8), np.resize(cycle, (max(k - 1, 0), 3))])[:k]
+
+
+def mask_legend(truth, names: list[str], colours, ignore: int = 255) -> list[tuple[str, tuple]]:
+    """(label, RGB in [0, 1]) per class, and the grey of ignored pixels when a true mask has any."""
+    import numpy as np
+
+    rows = [(name, tuple(np.asarray(colours[c]) / 255)) for c, name in enumerate(names)]
+    if any((np.asarray(true) == ignore).any() for true in truth):
+        rows.append((f"ignored ({ignore})", (128 / 255,) * 3))
+    return rows
 
 
 def paint(mask, colours, ignore: int = 255):
