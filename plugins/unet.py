@@ -72,6 +72,22 @@ def resolve_taps(taps, backbone: BackboneMap, stages: int) -> list[str]:
     return out
 
 
+def upsamplings(backbone: BackboneMap) -> int:
+    """How many x2 upsamplings bring the backbone's output back to the input's size."""
+    return int(math.log2(stride_of(backbone, backbone.shape)))
+
+
+def check_stages(filters: list, backbone: BackboneMap) -> list:
+    """`decoder_filters`, refused (located) when it has another number of stages than upsamplings."""
+    needed = upsamplings(backbone)
+    if len(filters) != needed:
+        raise FieldError(("head", "decoder_filters"),
+                         f"{len(filters)} stage{'s' if len(filters) != 1 else ''} of x2 upsampling; the "
+                         f"backbone's output ({backbone.layers[-1][0]}, stride {stride_of(backbone, backbone.shape)})"
+                         f" needs {needed} to come back to the input's size")
+    return filters
+
+
 def tap_field():
     return Field("auto", description="the backbone layers the decoder reads, deepest first (names or indices); "
                                      "auto: segmentation_models' where it covers the backbone, else the last layer "
@@ -134,16 +150,11 @@ class UnetHead(DecoderHead):
     def stages(self, backbone: BackboneMap) -> list[int]:
         """Each stage's filters: as many stages as x2 upsamplings bring the backbone's output back
         to the input's size."""
-        needed = int(math.log2(stride_of(backbone, backbone.shape)))
+        needed = upsamplings(backbone)
         filters = list(self.decoder_filters) if self.decoder_filters is not None else \
             list(DECODER_FILTERS[len(DECODER_FILTERS) - needed:]) if needed <= len(DECODER_FILTERS) else \
             [DECODER_FILTERS[0]] * (needed - len(DECODER_FILTERS)) + list(DECODER_FILTERS)
-        if len(filters) != needed:
-            raise FieldError(("head", "decoder_filters"),
-                             f"{len(filters)} stage{'s' if len(filters) != 1 else ''} of x2 upsampling; the "
-                             f"backbone's output ({backbone.layers[-1][0]}, stride {stride_of(backbone, backbone.shape)})"
-                             f" needs {needed} to come back to the input's size")
-        return filters
+        return check_stages(filters, backbone)
 
     def layers_over(self, backbone: BackboneMap) -> list[Layer]:
         filters = self.stages(backbone)

@@ -15,7 +15,7 @@ from .test_check_implies_train import BACKBONES
 pytestmark = pytest.mark.slow
 
 DECODED = [("conv_stack", "unet"), ("vgg16", "unet"), ("mobilenet_v2", "deeplab_v3_plus"), ("resnet50", "fpn"),
-           ("densenet121", "unet"), ("efficientnet_b0", "fpn"), ("efficientnet_v2_b0", "unet"), ("mobilenet", "unet"),
+           ("densenet121", "unet"), ("efficientnet_b0", "fpn"), ("efficientnet_v2_b0", "unet"), ("mobilenet", "linknet"),
            ("mobilenet_v3_small", "deeplab_v3_plus"), ("convnext_tiny", "fpn"), ("nasnet_mobile", "deeplab_v3_plus")]
 UNALIGNED = ("inception_v3", "xception")  # unpadded convolutions: no decoder's skips ever align
 
@@ -24,7 +24,7 @@ def test_every_backbone_family_is_decoded_or_refused_by_check(tmp_path):
     """Each family has a decoder here that trains (below), or check refuses every decoder on it."""
     assert sorted([kind for kind, _ in DECODED] + list(UNALIGNED)) == BACKBONES
     for kind in UNALIGNED:
-        for decoder in ("unet", "fpn", "deeplab_v3_plus"):
+        for decoder in ("unet", "fpn", "linknet", "deeplab_v3_plus"):
             spec = tmp_path / f"{kind}_{decoder}.yaml"
             spec.write_text(f"task: segmentation\ninput: {{shape: [224, 224, 3]}}\nbackbone: {{type: {kind}, "
                             f"weights: null}}\nhead: {{type: {decoder}, classes: 3}}\n")

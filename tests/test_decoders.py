@@ -72,6 +72,49 @@ def segmentation_models_unet(backbone, skips, block="upsampling", filters=(256, 
     return keras.Model(backbone.input, x)
 
 
+def segmentation_models_linknet(backbone, skips, block="upsampling", filters=(None, None, None, None, 16), classes=3,
+                                batch_norm=True):
+    """segmentation_models.models.linknet.build_linknet, line for line, in Keras 3 (its last
+    convolution, unnamed there, named `final_conv` as tlc names it)."""
+    import keras
+    from keras import layers
+
+    def conv(width, kernel, name):
+        def apply(x):
+            x = layers.Conv2D(width, kernel, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
+                              name=name + "_conv")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
+            return layers.Activation("relu", name=name + "_relu")(x)
+        return apply
+
+    x = backbone.output
+    taps = [backbone.get_layer(name).output for name in skips]
+    if isinstance(backbone.layers[-1], layers.MaxPooling2D):
+        x = conv(512, 3, "center_block1")(x)
+        x = conv(512, 3, "center_block2")(x)
+    for i, width in enumerate(filters):
+        skip = taps[i] if i < len(taps) else None
+        quarter = x.shape[-1] // 4
+        out = skip.shape[-1] if skip is not None else width
+        x = conv(quarter, 1, f"decoder_stage{i}a")(x)
+        if block == "upsampling":
+            x = layers.UpSampling2D((2, 2), name=f"decoder_stage{i}_upsampling")(x)
+            x = conv(quarter, 3, f"decoder_stage{i}b")(x)
+        else:
+            x = layers.Conv2DTranspose(quarter, (4, 4), strides=(2, 2), padding="same", use_bias=not batch_norm,
+                                       name=f"decoder_stage{i}b_transpose")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(axis=3, name=f"decoder_stage{i}b_bn")(x)
+            x = layers.Activation("relu", name=f"decoder_stage{i}b_relu")(x)
+        x = conv(out, 1, f"decoder_stage{i}c")(x)
+        if skip is not None:
+            x = layers.Add(name=f"decoder_stage{i}_add")([x, skip])
+    x = layers.Conv2D(classes, (3, 3), padding="same", use_bias=True, kernel_initializer="glorot_uniform",
+                      name="final_conv")(x)
+    return keras.Model(backbone.input, layers.Activation("softmax", name="softmax")(x))
+
+
 def segmentation_models_fpn(backbone, skips, pyramid=256, classes=3, aggregation="concat", batch_norm=True):
     """segmentation_models.models.fpn.build_fpn, line for line, in Keras 3 (segmentation
     channels: half the pyramid's, as its `FPN` passes them)."""
@@ -232,6 +275,51 @@ def test_fpn_equals_segmentation_models_and_its_plan(backbone, aggregation):
     assert sorted(layer.name for layer in model.layers if layer.name.startswith(decoder)) == \
         sorted(layer.name for layer in reference.layers if layer.name.startswith(decoder))
     keras.backend.clear_session()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone, block", [(b, "upsampling") for b in sorted(SM_TAPS)] + [("vgg16", "transpose")])
+def test_linknet_equals_segmentation_models_and_its_plan(backbone, block):
+    import keras
+
+    spec = spec_from_data({"input": {"shape": [64, 64, 3]}, "backbone": {"type": backbone, "weights": None},
+                           "head": {"type": "linknet", "classes": 3, "block": block}}, f"linknet_{backbone}")
+    assert spec.task.type == "segmentation"
+    planned = plan(spec)
+    assert planned.ok, planned.failure_message()
+    model = tlc.compile(spec)
+    planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
+                       "params": p.params, "trainable": p.trainable} for p in planned.layers]
+    assert planned_layers == keras_layers(model)
+    assert tuple(model.output.shape[1:]) == (64, 64, 3)
+    keras.backend.clear_session()
+    reference = segmentation_models_linknet(spec.backbone.build((64, 64, 3)), SM_TAPS[backbone], block)
+    assert model.count_params() == reference.count_params()
+    decoder = ("decoder", "center", "final")
+    assert [layer.name for layer in model.layers if layer.name.startswith(decoder)] == \
+        [layer.name for layer in reference.layers if layer.name.startswith(decoder)]
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("head, message", [
+    ("decoder_filters: [null, 64, null, null, null]",
+     "head.decoder_filters[1]: 64, but stage 1 adds its tap block4_conv3, of 512 channels: leave it null"),
+    ("taps: [block5_conv3]", "head.decoder_filters[1]: stage 1 has no tap to take its width from: give a number"),
+    ("decoder_filters: [null, null, 16]", "head.decoder_filters: 3 stages of x2 upsampling; the backbone's output "
+                                          "(block5_pool, stride 32) needs 5"),
+])
+def test_check_names_a_linknet_stage_whose_width_cannot_be(write, head, message):
+    path = write(f"input: {{shape: [64, 64, 3]}}\nbackbone: {{type: vgg16, weights: null}}\n"
+                 f"head: {{type: linknet, classes: 3, {head}}}\n")
+    done = run_cli("check", path)
+    assert done.exit_code == 2 and message in unboxed(done.output), done.output
+
+
+def test_check_refuses_a_misaligned_linknet_as_a_unet(write):
+    done = run_cli("check", write("input: {shape: [250, 250, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                                  "head: {type: linknet, classes: 3}\n"))
+    assert done.exit_code == 1 and "decoder_stage0_add adds 14x14 (block5_pool 7x7 upsampled) to 15x15 from " \
+        "block5_conv3 (input 250x250); the input must be a multiple of 32: 224x224 or 256x256" in unboxed(done.output)
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ BUILTIN_TYPES = {
     "tlc.plugins.no_head": {"head": ("none",)},
     "tlc.plugins.unet": {"head": ("unet",)},
     "tlc.plugins.fpn": {"head": ("fpn",)},
+    "tlc.plugins.linknet": {"head": ("linknet",)},
     "tlc.plugins.deeplab": {"head": ("deeplab_v3_plus",)},
     **{f"tlc.task.{name}": {"task": (name,)} for name in ("classification", "multi_label", "regression",
                                                          "segmentation")},
