@@ -111,6 +111,9 @@ class DecoderHead(Head):
     def activation(self) -> str:
         return self.output_activation or ("sigmoid" if self.classes == 1 else "softmax")
 
+    def input_period(self, stride: int) -> int | None:
+        return stride
+
     def conv_bn_relu(self, out: list[Layer], name: str, source: str, width: int, kernel: int = 3, *, rate: int = 1,
                      bias: bool = False, initializer: str = "he_uniform") -> str:
         """segmentation_models' Conv2dBn with ReLU: `{name}_conv` (no bias under batch norm, unless

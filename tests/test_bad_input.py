@@ -16,7 +16,7 @@ BAD = {
         r"registered backbone types: conv_stack, convnext_base, .*, vgg16, vgg19, xception\. "),
     "unknown_head_type": (
         "input: {shape: [32, 32, 3]}\nbackbone: {type: vgg16}\nhead: {type: softmax}\n",
-        r"spec\.yaml:3:14: head\.type: unknown head type 'softmax'.*registered head types: deeplab_v3_plus, dense, fpn, linknet, none, unet"),
+        r"spec\.yaml:3:14: head\.type: unknown head type 'softmax'.*registered head types: deeplab_v3_plus, dense, fpn, linknet, none, pspnet, unet"),
     "unknown_key": (
         "input: {shape: [32, 32, 3]}\nbackbone:\n  type: conv_stack\n  blocks:\n    - {filters: 3, kernal_size: 3}\n"
         + GOOD_TAIL,

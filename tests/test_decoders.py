@@ -115,6 +115,34 @@ def segmentation_models_linknet(backbone, skips, block="upsampling", filters=(No
     return keras.Model(backbone.input, layers.Activation("softmax", name="softmax")(x))
 
 
+def segmentation_models_psp(backbone, psp_layer, factor=8, filters=512, classes=3, pooling="avg", batch_norm=True):
+    """segmentation_models.models.pspnet.build_psp (with its SpatialContextBlock), line for line,
+    in Keras 3."""
+    import keras
+    from keras import layers
+
+    def conv1x1(x, name):
+        x = layers.Conv2D(filters, 1, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
+                          name=name + "_conv")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
+        return layers.Activation("relu", name=name + "_relu")(x)
+
+    def level(x, k):
+        size = [x.shape[1] // k, x.shape[2] // k]
+        pool = layers.MaxPool2D if pooling == "max" else layers.AveragePooling2D
+        y = pool(size, strides=size, padding="same", name=f"psp_level{k}_pooling")(x)
+        y = conv1x1(y, f"psp_level{k}")
+        return layers.UpSampling2D(size, interpolation="bilinear", name=f"psp_level{k}_upsampling")(y)
+
+    x = backbone.get_layer(psp_layer).output
+    x = layers.Concatenate(axis=3, name="psp_concat")([x, level(x, 1), level(x, 2), level(x, 3), level(x, 6)])
+    x = conv1x1(x, "aggregation")
+    x = layers.Conv2D(classes, (3, 3), padding="same", kernel_initializer="glorot_uniform", name="final_conv")(x)
+    x = layers.UpSampling2D(factor, name="final_upsampling", interpolation="bilinear")(x)
+    return keras.Model(backbone.input, layers.Activation("softmax", name="softmax")(x))
+
+
 def segmentation_models_fpn(backbone, skips, pyramid=256, classes=3, aggregation="concat", batch_norm=True):
     """segmentation_models.models.fpn.build_fpn, line for line, in Keras 3 (segmentation
     channels: half the pyramid's, as its `FPN` passes them)."""
@@ -298,6 +326,70 @@ def test_linknet_equals_segmentation_models_and_its_plan(backbone, block):
     decoder = ("decoder", "center", "final")
     assert [layer.name for layer in model.layers if layer.name.startswith(decoder)] == \
         [layer.name for layer in reference.layers if layer.name.startswith(decoder)]
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone, pooling", [(b, "avg") for b in sorted(SM_TAPS)] + [("vgg16", "max")])
+def test_pspnet_equals_segmentation_models_and_its_plan(backbone, pooling):
+    import keras
+
+    cut = SM_TAPS[backbone][1]  # segmentation_models' PSPNet layer for downsample_factor 8
+    spec = spec_from_data({"input": {"shape": [96, 96, 3]}, "backbone": {"type": backbone, "weights": None,
+                                                                        "output": cut},
+                           "head": {"type": "pspnet", "classes": 3, "pooling": pooling}}, f"psp_{backbone}")
+    planned = plan(spec)
+    assert planned.ok, planned.failure_message()
+    model = tlc.compile(spec)
+    planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
+                       "params": p.params, "trainable": p.trainable} for p in planned.layers]
+    assert planned_layers == keras_layers(model)
+    assert tuple(model.output.shape[1:]) == (96, 96, 3)
+    keras.backend.clear_session()
+    reference = segmentation_models_psp(spec.backbone.model_copy(update={"output": None}).build((96, 96, 3)), cut,
+                                        pooling=pooling)
+    assert model.count_params() == reference.count_params()
+    decoder = ("psp", "aggregation", "final")
+    assert [layer.name for layer in model.layers if layer.name.startswith(decoder)] == \
+        [layer.name for layer in reference.layers if layer.name.startswith(decoder)]
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("input: {shape: [250, 250, 3]}\nbackbone: {type: vgg16, weights: null, output: block4_conv3}\n", (
+        1, "psp_level2_pooling pools 31x31 into 2x2 bins: the feature map's sides must divide by 2 (input 250x250); "
+           "the input must be a multiple of 48: 240x240 or 288x288")),
+    ("input: {shape: [384, 384, 3]}\nbackbone: {type: vgg16, weights: null}\n", (
+        2, "head.downsample_factor: 8, but the backbone's output block5_pool is at stride 32: cut it there with "
+           "backbone: {output: block4_conv3} (segmentation_models' PSPNet layer for 8)")),
+])
+def test_check_refuses_a_pspnet_it_cannot_build_saying_what_would_do_without_tensorflow(write, text, message):
+    path = write(text + "head: {type: pspnet, classes: 3}\n", "psp.yaml")
+    [result], imported = in_fresh_interpreter(["check", path], modules=("tensorflow", "keras", "numpy"))
+    code, said = message
+    assert result["exit_code"] == code and said in " ".join(result["output"].split()), result["output"]
+    assert not imported, imported
+
+
+def test_a_pspnet_check_accepts_builds_trains_and_segments_at_the_smallest_input_it_names(write, tmp_path):
+    import keras
+    import numpy as np
+
+    from tlc.train.loop import train
+
+    text = ("input: {shape: [96, 96, 3]}\nbackbone: {type: mobilenet_v2, weights: null, alpha: 0.35, "
+            "output: block_6_expand_relu}\nhead: {type: pspnet, classes: 3, filters: 16, dropout: 0.1}\n")
+    report = json.loads(run_cli("check", write(text, "probe.yaml"), "--json").stdout)
+    assert report["ok"] and report["min_input"] == [48, 48], report
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 48, 48, 3), dtype=np.float32)
+    np.savez(tmp_path / "tiny.npz", x=x, y=rng.integers(0, 3, (6, 48, 48)).astype("uint8"))
+    spec = write(text.replace("[96, 96, 3]", "[48, 48, 3]") + "freeze: all\ntrain: {data: {type: npz, path: tiny.npz, "
+                 "validation_split: 0.34}, epochs: 1, batch_size: 2}\n", "psp.yaml")
+    planned = json.loads(run_cli("check", spec, "--json").stdout)
+    result = train(spec, tmp_path / "runs")
+    assert result.metrics["params"] == planned["params"] and 0 <= result.metrics["final"]["val_miou"] <= 1
+    assert np.asarray(result.model(x[:1], training=False)).shape == (1, 48, 48, 3)
     keras.backend.clear_session()
 
 

@@ -124,6 +124,7 @@ def _keys(model, prefix="", skip=()):
     ("### `unet`", lambda: _keys(get_registry().types["head"]["unet"].cls, skip=("type",))),
     ("### `fpn`", lambda: _keys(get_registry().types["head"]["fpn"].cls, skip=("type",))),
     ("### `linknet`", lambda: _keys(get_registry().types["head"]["linknet"].cls, skip=("type",))),
+    ("### `pspnet`", lambda: _keys(get_registry().types["head"]["pspnet"].cls, skip=("type",))),
     ("### `deeplab_v3_plus`", lambda: _keys(get_registry().types["head"]["deeplab_v3_plus"].cls, skip=("type",))),
     ("## `train`", lambda: {**_keys(TrainSpec, skip=("data",)), **_keys(DataSpec, "data.")}),
     ("## `tune`", lambda: _keys(TuneSpec)),

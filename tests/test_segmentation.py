@@ -353,7 +353,7 @@ def test_a_mask_that_does_not_fit_is_named(tmp_path, damage, message):
 @pytest.mark.parametrize("change, field, message", [
     ({"head": {"type": "dense", "pooling": "avg", "classes": 3}}, "task",
      "the dense head serves classification, multi_label, regression, not segmentation; use head: {type: unet, ...} "
-     "(or fpn, deeplab_v3_plus)"),
+     "(or fpn, linknet, pspnet, deeplab_v3_plus)"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat"]}}}, "train.data.classes",
      "names 2 classes; head.classes is 3"),
     ({"train": {"data": {"type": "masks", "path": "pets", "classes": ["background", "cat", "dog"],

@@ -111,12 +111,12 @@ def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = Tru
     except FieldError as exc:
         raise spec.error(exc.loc, exc.message) from None
     feasible = functools.cache(lambda h, w: _feasible(spec, (h, w, shape[2])))
-    if _upsamples(result):  # a decoder: feasible sizes are multiples of the backbone's stride, not a range
-        stride = _stride(result, shape)
+    period = _period(spec, result, shape) if result.ok or result.failure.misaligned else None
+    if period is not None:  # a decoder: feasible sizes are multiples of a period, not a range
         if result.failure is not None and result.failure.misaligned and search:
-            result.aligned = (stride, *_multiples_around(feasible, shape, stride))
+            result.aligned = (period, *_multiples_around(feasible, shape, period))
         elif result.ok and min_input:
-            result.min_input = _smallest_multiple(feasible, shape, stride)
+            result.min_input = _smallest_multiple(feasible, shape, period)
         return result
     if (result.failure and search and result.failure.size_limited) or (result.ok and min_input):
         result.min_input = smallest_input(feasible, shape)
@@ -125,9 +125,14 @@ def plan(spec: SpecBase, *, input_shape: Shape | None = None, search: bool = Tru
     return result
 
 
-def _upsamples(result: Plan) -> bool:
-    """A head that joins backbone taps (or failed to): its feasible inputs are periodic."""
-    return bool(result.taps) or bool(result.failure and result.failure.misaligned)
+def _period(spec: SpecBase, result: Plan, shape: Shape) -> int | None:
+    """The period of the feasible inputs of a head that gives a map per pixel or joins backbone
+    taps (or failed to): the head's (`Head.input_period`), else the backbone's stride."""
+    stride = _stride(result, shape)
+    period = spec.head.input_period(stride)
+    if period is None and (result.taps or (result.failure and result.failure.misaligned)):
+        return stride
+    return period
 
 
 def _stride(result: Plan, shape: Shape) -> int:
@@ -215,7 +220,8 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
     result.taps = {name: layer.name for layer in ordered for name in layer.inputs if name in set(seen.names)}
     _walk(result, ordered, current, "head", lambda i, layer: True, wired, known)
     out = result.layers[-1].output_shape if result.ok and result.layers else ()
-    if result.taps and len(out) == 3 and tuple(out[:2]) != tuple(shape[:2]):  # a mask per pixel of the input
+    per_pixel = result.taps or spec.head.input_period(1) is not None
+    if per_pixel and len(out) == 3 and tuple(out[:2]) != tuple(shape[:2]):  # a mask per pixel of the input
         result.failure = Failure(None, None, f"the decoder gives {format_shape(out[:2])} masks, not the input's "
                                              "size", size_limited=False, misaligned=True)
     result.warnings += _warnings(spec, result)

@@ -137,6 +137,12 @@ class Head(_Typed):
         layers (its taps) in `inputs`. By default `layers(backbone.shape)`."""
         return self.layers(backbone.shape)
 
+    def input_period(self, stride: int) -> int | None:
+        """For a head that gives a map per pixel: the inputs it fits are multiples of this (the
+        backbone's output `stride` for a decoder), and `check` names the nearest ones. None: any
+        input the backbone takes."""
+        return None
+
     def build_over(self, model: Any, backbone: BackboneMap) -> Any:
         """The model's output tensor on a built backbone `model` (planned as `backbone`): the
         layers `layers_over` describes, fed the backbone's output and the tensors of the layers

@@ -32,6 +32,7 @@ BUILTIN_TYPES = {
     "tlc.plugins.unet": {"head": ("unet",)},
     "tlc.plugins.fpn": {"head": ("fpn",)},
     "tlc.plugins.linknet": {"head": ("linknet",)},
+    "tlc.plugins.pspnet": {"head": ("pspnet",)},
     "tlc.plugins.deeplab": {"head": ("deeplab_v3_plus",)},
     **{f"tlc.task.{name}": {"task": (name,)} for name in ("classification", "multi_label", "regression",
                                                          "segmentation")},
