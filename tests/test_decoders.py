@@ -25,12 +25,13 @@ SM_TAPS = {  # segmentation_models' Backbones._default_feature_layers, first fou
 }
 
 
-def sm_conv3x3(width, name, batch_norm=True):
-    """segmentation_models' Conv3x3BnReLU (its Conv2dBn with he_uniform, same padding, ReLU)."""
+def sm_conv3x3(width, name, batch_norm=True, kernel=3):
+    """segmentation_models' Conv3x3BnReLU (its Conv2dBn with he_uniform, same padding, ReLU), or
+    with `kernel=1` its Conv1x1BnReLU."""
     from keras import layers
 
     def apply(x):
-        x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
+        x = layers.Conv2D(width, kernel, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
                           name=name + "_conv")(x)
         if batch_norm:
             x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
@@ -80,13 +81,7 @@ def segmentation_models_linknet(backbone, skips, block="upsampling", filters=(No
     from keras import layers
 
     def conv(width, kernel, name):
-        def apply(x):
-            x = layers.Conv2D(width, kernel, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
-                              name=name + "_conv")(x)
-            if batch_norm:
-                x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
-            return layers.Activation("relu", name=name + "_relu")(x)
-        return apply
+        return sm_conv3x3(width, name, batch_norm, kernel)
 
     x = backbone.output
     taps = [backbone.get_layer(name).output for name in skips]
@@ -122,11 +117,7 @@ def segmentation_models_psp(backbone, psp_layer, factor=8, filters=512, classes=
     from keras import layers
 
     def conv1x1(x, name):
-        x = layers.Conv2D(filters, 1, padding="same", use_bias=not batch_norm, kernel_initializer="he_uniform",
-                          name=name + "_conv")(x)
-        if batch_norm:
-            x = layers.BatchNormalization(axis=3, name=name + "_bn")(x)
-        return layers.Activation("relu", name=name + "_relu")(x)
+        return sm_conv3x3(filters, name, batch_norm, kernel=1)(x)
 
     def level(x, k):
         size = [x.shape[1] // k, x.shape[2] // k]
@@ -264,22 +255,29 @@ def unet_spec(backbone: str, side: int = 64, **head):
 @pytest.mark.parametrize("block", ["upsampling", "transpose"])
 @pytest.mark.parametrize("backbone", sorted(SM_TAPS))
 def test_unet_equals_segmentation_models_and_its_plan(backbone, block):
+    assert_plan_and_reference_equal(unet_spec(backbone, block=block), 64, ("decoder", "center", "final"),
+                                    lambda encoder: segmentation_models_unet(encoder, SM_TAPS[backbone], block))
+
+
+def assert_plan_and_reference_equal(spec, side: int, decoder: tuple[str, ...], reference) -> None:
+    """The plan equals the built model layer for layer (names, order, shapes, params, trainable
+    flags), a mask per input pixel comes out, and the parameters and the decoder's layer names (by
+    prefix) equal `reference`'s: segmentation_models' build, given the whole encoder model."""
     import keras
 
-    spec = unet_spec(backbone, block=block)
     planned = plan(spec)
     assert planned.ok, planned.failure_message()
     model = tlc.compile(spec)
     planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
                        "params": p.params, "trainable": p.trainable} for p in planned.layers]
-    assert planned_layers == keras_layers(model)  # names, order, shapes, params, trainable flags
+    assert planned_layers == keras_layers(model)
     assert planned.params()["trainable"] == trainable_count(model)
-    assert tuple(model.output.shape[1:]) == (64, 64, 3)
+    assert tuple(model.output.shape[1:]) == (side, side, 3)
     keras.backend.clear_session()
-    reference = segmentation_models_unet(spec.backbone.build((64, 64, 3)), SM_TAPS[backbone], block)
-    assert model.count_params() == reference.count_params()
-    ours = [layer.name for layer in model.layers if layer.name.startswith(("decoder", "center", "final"))]
-    assert ours == [layer.name for layer in reference.layers if layer.name.startswith(("decoder", "center", "final"))]
+    built = reference(spec.backbone.model_copy(update={"output": None}).build((side, side, 3)))
+    assert model.count_params() == built.count_params()
+    assert [layer.name for layer in model.layers if layer.name.startswith(decoder)] == \
+        [layer.name for layer in built.layers if layer.name.startswith(decoder)]
     keras.backend.clear_session()
 
 
@@ -308,51 +306,22 @@ def test_fpn_equals_segmentation_models_and_its_plan(backbone, aggregation):
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone, block", [(b, "upsampling") for b in sorted(SM_TAPS)] + [("vgg16", "transpose")])
 def test_linknet_equals_segmentation_models_and_its_plan(backbone, block):
-    import keras
-
     spec = spec_from_data({"input": {"shape": [64, 64, 3]}, "backbone": {"type": backbone, "weights": None},
                            "head": {"type": "linknet", "classes": 3, "block": block}}, f"linknet_{backbone}")
     assert spec.task.type == "segmentation"
-    planned = plan(spec)
-    assert planned.ok, planned.failure_message()
-    model = tlc.compile(spec)
-    planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
-                       "params": p.params, "trainable": p.trainable} for p in planned.layers]
-    assert planned_layers == keras_layers(model)
-    assert tuple(model.output.shape[1:]) == (64, 64, 3)
-    keras.backend.clear_session()
-    reference = segmentation_models_linknet(spec.backbone.build((64, 64, 3)), SM_TAPS[backbone], block)
-    assert model.count_params() == reference.count_params()
-    decoder = ("decoder", "center", "final")
-    assert [layer.name for layer in model.layers if layer.name.startswith(decoder)] == \
-        [layer.name for layer in reference.layers if layer.name.startswith(decoder)]
-    keras.backend.clear_session()
+    assert_plan_and_reference_equal(spec, 64, ("decoder", "center", "final"),
+                                    lambda encoder: segmentation_models_linknet(encoder, SM_TAPS[backbone], block))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone, pooling", [(b, "avg") for b in sorted(SM_TAPS)] + [("vgg16", "max")])
 def test_pspnet_equals_segmentation_models_and_its_plan(backbone, pooling):
-    import keras
-
     cut = SM_TAPS[backbone][1]  # segmentation_models' PSPNet layer for downsample_factor 8
     spec = spec_from_data({"input": {"shape": [96, 96, 3]}, "backbone": {"type": backbone, "weights": None,
                                                                         "output": cut},
                            "head": {"type": "pspnet", "classes": 3, "pooling": pooling}}, f"psp_{backbone}")
-    planned = plan(spec)
-    assert planned.ok, planned.failure_message()
-    model = tlc.compile(spec)
-    planned_layers = [{"name": p.name, "kind": p.kind, "output_shape": p.output_shape,
-                       "params": p.params, "trainable": p.trainable} for p in planned.layers]
-    assert planned_layers == keras_layers(model)
-    assert tuple(model.output.shape[1:]) == (96, 96, 3)
-    keras.backend.clear_session()
-    reference = segmentation_models_psp(spec.backbone.model_copy(update={"output": None}).build((96, 96, 3)), cut,
-                                        pooling=pooling)
-    assert model.count_params() == reference.count_params()
-    decoder = ("psp", "aggregation", "final")
-    assert [layer.name for layer in model.layers if layer.name.startswith(decoder)] == \
-        [layer.name for layer in reference.layers if layer.name.startswith(decoder)]
-    keras.backend.clear_session()
+    assert_plan_and_reference_equal(spec, 96, ("psp", "aggregation", "final"),
+                                    lambda encoder: segmentation_models_psp(encoder, cut, pooling=pooling))
 
 
 @pytest.mark.parametrize("text, message", [
