@@ -49,12 +49,21 @@ class PspHead(DecoderHead):
     type: Literal["pspnet"] = "pspnet"
     taps: Literal["auto"] = Field("auto", description="none: the pyramid reads the backbone's output")
     downsample_factor: Literal[4, 8, 16] = Field(
-        8, description="the backbone's output stride: cut it there with backbone.output (segmentation_models' "
-                       "PSPNet layer for the factor)")
+        8, description="the backbone's output stride: cut there (backbone.output), by default at segmentation_models' "
+                       "PSPNet layer for the factor where its table has the backbone")
     filters: Count = Field(512, description="filters of each level's 1x1 convolution and of the aggregation "
                                             "(segmentation_models' psp_conv_filters)")
     pooling: Literal["avg", "max"] = Field("avg", description="each level's pooling (psp_pooling_type)")
     dropout: Rate | None = Field(None, description="SpatialDropout2D rate before the last convolution (psp_dropout)")
+
+    @classmethod
+    def backbone_defaults(cls, head: dict, backbone_type: str | None) -> dict:
+        """segmentation_models' cut for the factor, where its table has the backbone (VGG16 at 8:
+        block4_conv3); elsewhere `check` names the layer to write."""
+        factor = head.get("downsample_factor", 8)
+        if backbone_type in AUTO_TAPS and factor in FACTORS:
+            return {"output": AUTO_TAPS[backbone_type][FACTORS[factor]]}
+        return {}
 
     def input_period(self, stride: int) -> int | None:
         return LEVELS[-1] * stride
@@ -88,16 +97,12 @@ class PspHead(DecoderHead):
 
     @staticmethod
     def _cut(backbone: BackboneMap, factor: int) -> str:
-        """What to write so the backbone ends at stride `factor`: segmentation_models' layer for
-        the factor where its table has the backbone, else the last layer at that stride."""
-        if backbone.type in AUTO_TAPS:
-            name = AUTO_TAPS[backbone.type][FACTORS[factor]]
-        else:
-            found = [n for n in auto_taps(backbone, 5) if stride_of(backbone, backbone.shape_of(n)) == factor]
-            name = found[0] if found else None
-        if name is None or name not in backbone.names:
+        """What to write so the backbone ends at stride `factor`: the last layer at that stride
+        (a backbone in segmentation_models' table is cut at its layer without being told)."""
+        found = [n for n in auto_taps(backbone, 5) if stride_of(backbone, backbone.shape_of(n)) == factor]
+        if not found:
             return f"PSPNet reads features at stride {factor}; cut the backbone there (backbone.output)"
-        return f"cut it there with backbone: {{output: {name}}} (segmentation_models' PSPNet layer for {factor})"
+        return f"cut it there with backbone: {{output: {found[0]}}} (its last layer at stride {factor})"
 
 
 @hookimpl

@@ -328,9 +328,12 @@ def test_pspnet_equals_segmentation_models_and_its_plan(backbone, pooling):
     ("input: {shape: [250, 250, 3]}\nbackbone: {type: vgg16, weights: null, output: block4_conv3}\n", (
         1, "psp_level2_pooling pools 31x31 into 2x2 bins: the feature map's sides must divide by 2 (input 250x250); "
            "the input must be a multiple of 48: 240x240 or 288x288")),
-    ("input: {shape: [384, 384, 3]}\nbackbone: {type: vgg16, weights: null}\n", (
-        2, "head.downsample_factor: 8, but the backbone's output block5_pool is at stride 32: cut it there with "
-           "backbone: {output: block4_conv3} (segmentation_models' PSPNet layer for 8)")),
+    ("input: {shape: [384, 384, 3]}\nbackbone: {type: resnet50, weights: null}\n", (
+        2, "head.downsample_factor: 8, but the backbone's output conv5_block3_out is at stride 32: cut it there with "
+           "backbone: {output: conv3_block4_out} (its last layer at stride 8)")),
+    ("input: {shape: [384, 384, 3]}\nbackbone: {type: vgg16, weights: null, output: block5_conv3}\n", (
+        2, "head.downsample_factor: 8, but the backbone's output block5_conv3 is at stride 16: cut it there with "
+           "backbone: {output: block4_conv3} (its last layer at stride 8)")),
 ])
 def test_check_refuses_a_pspnet_it_cannot_build_saying_what_would_do_without_tensorflow(write, text, message):
     path = write(text + "head: {type: pspnet, classes: 3}\n", "psp.yaml")
@@ -338,6 +341,13 @@ def test_check_refuses_a_pspnet_it_cannot_build_saying_what_would_do_without_ten
     code, said = message
     assert result["exit_code"] == code and said in " ".join(result["output"].split()), result["output"]
     assert not imported, imported
+
+
+@pytest.mark.parametrize("factor, cut", [(None, "block4_conv3"), (16, "block5_conv3"), (4, "block3_conv3")])
+def test_a_pspnet_cuts_a_backbone_of_segmentation_models_table_at_its_layer_for_the_factor(write, factor, cut):
+    head = "{type: pspnet, classes: 3" + (f", downsample_factor: {factor}" if factor else "") + "}"
+    spec = tlc.load_spec(write(f"input: {{shape: [384, 384, 3]}}\nbackbone: {{type: vgg16, weights: null}}\nhead: {head}\n"))
+    assert spec.backbone.output == cut and plan(spec).ok
 
 
 def test_a_pspnet_check_accepts_builds_trains_and_segments_at_the_smallest_input_it_names(write, tmp_path):

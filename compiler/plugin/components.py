@@ -137,6 +137,12 @@ class Head(_Typed):
         layers (its taps) in `inputs`. By default `layers(backbone.shape)`."""
         return self.layers(backbone.shape)
 
+    @classmethod
+    def backbone_defaults(cls, head: dict, backbone_type: str | None) -> dict:
+        """Backbone keys this head decides when the spec leaves them out, from the head's mapping
+        as written (PSPNet's cut at its downsample factor). None by default."""
+        return {}
+
     def input_period(self, stride: int) -> int | None:
         """For a head that gives a map per pixel: the inputs it fits are multiples of this (the
         backbone's output `stride` for a decoder), and `check` names the nearest ones. None: any

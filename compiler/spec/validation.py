@@ -56,7 +56,8 @@ def _task_of_head(head: Any, registry: Registry) -> dict | None:
 
 def _head_defaults(data: dict, registry: Registry) -> None:
     """What the task decides for a head that leaves it out (`Task.head_defaults`): the output
-    activation (sigmoid for tags, linear for numbers), and a regression's units, one per target."""
+    activation (sigmoid for tags, linear for numbers), and a regression's units, one per target;
+    and what the head decides for the backbone (`Head.backbone_defaults`: PSPNet's cut)."""
     task, head = data.get("task") or {"type": "classification"}, data.get("head")
     task_info = registry.tasks.get(_type_of(task)) if isinstance(task, dict) else None
     head_info = registry.heads.get(_type_of(head)) if isinstance(head, dict) else None
@@ -66,6 +67,12 @@ def _head_defaults(data: dict, registry: Registry) -> None:
     defaults = {k: v for k, v in task_info.cls.head_defaults(task).items() if k in fields and k not in head}
     if defaults:
         data["head"] = {**head, **defaults}  # (a copy: the document's mapping stays as written)
+    backbone = data.get("backbone")
+    if isinstance(backbone, dict):
+        decided = {k: v for k, v in head_info.cls.backbone_defaults(head, _type_of(backbone)).items()
+                   if k not in backbone}
+        if decided:
+            data["backbone"] = {**backbone, **decided}
     tune = data.get("tune")
     if isinstance(tune, dict) and "direction" not in tune:  # which way the task's metric is better
         metric = tune.get("metric", f"val_{task_info.cls.metrics[0]}")
