@@ -758,6 +758,25 @@ def test_tune_searches_a_decoder_on_val_miou_over_a_frozen_encoders_cached_taps(
     assert evaluated["miou"] == pytest.approx(best["value"], abs=1e-5)  # chosen on val_miou
 
 
+@pytest.mark.slow
+def test_tune_searches_the_decoder_itself_on_one_computation_of_the_taps(tmp_path):
+    """U-Net, Linknet and FPN read the same taps: a search over `head.type` computes them once."""
+    draw_masks(tmp_path / "few", 24, (32, 32), seed=5)
+    spec = {**SEG_SPEC, "name": "decoders", "input": {"shape": [32, 32, 3]}, "freeze": "all",
+            "head": {"type": "unet", "classes": 3},
+            "train": {"data": {"type": "masks", "path": str(tmp_path / "few")}, "epochs": 1, "batch_size": 8},
+            "tune": {"trials": 3, "sampler": "grid", "space": {
+                "head.type": {"type": "choice", "values": ["unet", "linknet", "fpn"]}}}}
+    (tmp_path / "decoders.yaml").write_text(yaml.safe_dump(spec))
+    result = run_cli("tune", tmp_path / "decoders.yaml", "--runs", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "runs" / "decoders" / "tune" / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["head.type"] for r in rows) == ["fpn", "linknet", "unet"]
+    assert [r["state"] for r in rows] == ["complete"] * 3
+    assert [r["features"] for r in rows] == ["computed", "reused", "reused"]
+
+
 def test_the_worst_masks_legend_names_ignored_pixels_only_when_a_true_mask_has_them():
     from tlc.show.figures import mask_legend, paint
 
