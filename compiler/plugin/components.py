@@ -140,7 +140,7 @@ class Head(_Typed):
     @classmethod
     def backbone_defaults(cls, head: dict, backbone_type: str | None) -> dict:
         """Backbone keys this head decides when the spec leaves them out, from the head's mapping
-        as written (PSPNet's cut at its downsample factor). None by default."""
+        as written (PSPNet's cut at its downsample factor). Nothing by default."""
         return {}
 
     def input_period(self, stride: int) -> int | None:

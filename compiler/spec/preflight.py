@@ -101,9 +101,8 @@ def check_task(spec: SpecBase) -> None:
     if not head.serves(task) and said:
         raise spec.error(("task",), f"the {head.type} head serves {', '.join(head.tasks) or 'no task'}, not "
                                     f"{task.type}; {_heads_serving(task)}")
-    meant = [] if head.serves(task) else _tasks_of(head)  # (several: validation took none of them for the
-    # spec; a `none` head's `features` is no task to train)
-    if meant:
+    meant = [] if head.serves(task) else _tasks_of(head)
+    if meant:  # a head of several tasks, none of them the default (`none`'s `features` is no task to train)
         raise spec.error(("head", "type"), f"the {head.type} head serves {', '.join(head.tasks)}, not "
                                            f"{task.type} (the default task); add task: {' or '.join(meant)}")
     activation = getattr(head, "output_activation", None)
