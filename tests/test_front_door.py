@@ -299,7 +299,7 @@ def test_evaluate_names_its_mistakes_worst_first(photos_run):
 
 
 @pytest.mark.slow
-def test_evaluate_data_takes_every_example_of_a_new_labelled_folder(photos_run, tmp_path):
+def test_evaluate_data_takes_every_example_of_a_new_labelled_folder(photos_run, tmp_path, monkeypatch):
     result, _ = photos_run
     draw_shapes(tmp_path / "new", 5, (40, 56), seed=7)
     done = run("evaluate", result.folder, "--data", tmp_path / "new", "--json")
@@ -319,3 +319,6 @@ def test_evaluate_data_takes_every_example_of_a_new_labelled_folder(photos_run, 
     flat = run("evaluate", result.folder, "--data", tmp_path / "flat")
     assert flat.exit_code == 2 and "spec.lock.yaml" not in flat.output, flat.output
     assert f"--data: {tmp_path / 'flat'} needs one sub-folder per class, at least 2 (found 0)" in flat.output
+    monkeypatch.chdir(tmp_path)  # named as typed
+    typed = run("evaluate", result.folder, "--data", "flat")
+    assert "--data: flat needs one sub-folder per class" in typed.output, typed.output

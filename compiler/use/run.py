@@ -171,8 +171,9 @@ class Run:
         try:
             with self.reading():
                 examples, names, _ = read(other)
-        except SpecError as exc:  # about the folder given, not spec.lock.yaml's line
-            raise UsageError(f"--data: {re.sub(r'^train[.]data([.]path)?: ', '', str(exc))}") from None
+        except SpecError as exc:  # about the folder given (named as typed), not spec.lock.yaml's line
+            said = re.sub(r"^train[.]data([.]path)?: ", "", str(exc)).replace(str(where), str(path))
+            raise UsageError(f"--data: {said}") from None
         targets = self.spec.task.aligned(examples.labels, names, self.classes)
         if targets is None:
             what = "tags" if self.spec.task.type == "multi_label" else "classes"
