@@ -184,6 +184,32 @@ def test_balanced_class_weights_weigh_pixels_as_scikit_learn_weighs_them():
     assert loss.get_config()["class_weights"] == weights  # (saved with a checkpoint for --resume)
 
 
+@pytest.mark.parametrize("kind", ["ce", "dice", "ce_dice", "jaccard", "ce_jaccard", "focal"])
+def test_each_pixel_loss_is_its_formula_over_the_counted_pixels_of_each_image(kind):
+    """Each loss against NumPy, per image over the pixels not ignored, then the batch's mean: the
+    soft Dice and Jaccard scores smoothed by 1 and averaged over the classes."""
+    import keras
+
+    from tlc.task.segmentation import pixel_loss_class
+
+    rng = np.random.default_rng(1)
+    masks = rng.choice([0, 0, 1, 2, 255], size=(3, 8, 8)).astype("uint8")
+    probabilities = keras.ops.softmax(rng.normal(size=(3, 8, 8, 3)).astype("float32")).numpy().astype("float64")
+    got = float(pixel_loss_class()(kind, 3, 255, False)(masks, probabilities.astype("float32")))
+    keep = masks != 255
+    one_hot = np.eye(3)[np.where(keep, masks, 0)] * keep[..., None]
+    p_true = (probabilities * one_hot).sum(-1)
+    ce = -np.log(np.clip(p_true, 1e-7, 1)) * keep * ((1 - p_true) ** 2 if kind == "focal" else 1)
+    counted = probabilities * keep[..., None]
+    overlap, total = (counted * one_hot).sum(axis=(1, 2)), (counted + one_hot).sum(axis=(1, 2))
+    dice = 1 - ((2 * overlap + 1) / (total + 1)).mean(-1)
+    jaccard = 1 - ((overlap + 1) / (total - overlap + 1)).mean(-1)
+    per_image = {"ce": 0, "focal": 0, "dice": dice, "ce_dice": dice, "jaccard": jaccard, "ce_jaccard": jaccard}[kind]
+    if kind in ("ce", "focal", "ce_dice", "ce_jaccard"):
+        per_image = per_image + ce.sum(axis=(1, 2)) / keep.sum(axis=(1, 2))
+    np.testing.assert_allclose(got, np.mean(per_image), rtol=1e-5)
+
+
 def write_coco(folder, portrait_stored_size: bool = True):
     """Five 64x64 photos and one portrait phone photo stored 80x60 with EXIF 6: a bright square
     (category "square", id 7, a polygon) and a bright disk ("circle", id 3, RLE) in each, a crowd

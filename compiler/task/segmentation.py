@@ -26,8 +26,9 @@ class Segmentation(Task):
     type: Literal["segmentation"] = "segmentation"
     ignore_index: Annotated[int, Field(ge=0, le=255)] = Field(
         255, description="the mask value of pixels that count in no loss or metric (also what padding fills)")
-    loss: Literal["ce", "dice", "ce_dice", "focal"] = Field(
-        "ce", description="per-pixel cross-entropy, Dice, their sum, or focal cross-entropy")
+    loss: Literal["ce", "dice", "ce_dice", "jaccard", "ce_jaccard", "focal"] = Field(
+        "ce", description="per-pixel cross-entropy, Dice, their sum, Jaccard (soft IoU), its sum with "
+                          "cross-entropy (the pairing of segmentation_models' cce_jaccard_loss), or focal cross-entropy")
 
     @property
     def no_label(self) -> int:
@@ -248,9 +249,10 @@ def iou(confusion: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def pixel_loss_class():
-    """The per-pixel loss (cross-entropy, Dice, both, focal) without the ignored pixels, each
-    image's mean over its counted pixels; `class_weights` weigh each pixel's cross-entropy by its
-    class and Dice's mean over classes; registered for `--resume`."""
+    """The per-pixel loss (cross-entropy, Dice, Jaccard, cross-entropy with either, focal) without
+    the ignored pixels, each image's mean over its counted pixels; `class_weights` weigh each
+    pixel's cross-entropy by its class and Dice's or Jaccard's mean over classes; registered for
+    `--resume`."""
     import keras
 
     @keras.saving.register_keras_serializable(package="tlc")
@@ -287,7 +289,7 @@ def pixel_loss_class():
             log_p = ops.log_softmax(y_pred, axis=-1) if self.from_logits else ops.log(ops.clip(y_pred, EPSILON, 1.0))
             pixels = ops.maximum(ops.sum(counted, axis=(1, 2)), 1.0)
             loss = 0.0
-            if self.kind in ("ce", "ce_dice", "focal"):
+            if self.kind in ("ce", "ce_dice", "ce_jaccard", "focal"):
                 per_pixel = -ops.sum(one_hot * log_p, axis=-1)
                 if self.kind == "focal":
                     p_true = ops.sum(one_hot * probabilities, axis=-1)
@@ -296,16 +298,19 @@ def pixel_loss_class():
                     per_pixel = per_pixel * ops.sum(one_hot * ops.convert_to_tensor(self.class_weights, y_pred.dtype),
                                                     axis=-1)
                 loss = loss + ops.sum(per_pixel, axis=(1, 2)) / pixels
-            if self.kind in ("dice", "ce_dice"):
+            if self.kind in ("dice", "ce_dice", "jaccard", "ce_jaccard"):
                 p = probabilities * counted[..., None]
                 overlap = ops.sum(p * one_hot, axis=(1, 2))
                 total = ops.sum(p + one_hot, axis=(1, 2))
-                dice = (2.0 * overlap + 1.0) / (total + 1.0)
+                if self.kind.endswith("dice"):
+                    score = (2.0 * overlap + 1.0) / (total + 1.0)
+                else:  # soft intersection over union
+                    score = (overlap + 1.0) / (total - overlap + 1.0)
                 if self.class_weights is None:
-                    loss = loss + 1.0 - ops.mean(dice, axis=-1)
+                    loss = loss + 1.0 - ops.mean(score, axis=-1)
                 else:
                     weights = ops.convert_to_tensor(self.class_weights, y_pred.dtype)
-                    loss = loss + 1.0 - ops.sum(dice * weights, axis=-1) / ops.sum(weights)
+                    loss = loss + 1.0 - ops.sum(score * weights, axis=-1) / ops.sum(weights)
             return loss
 
         def get_config(self):
