@@ -350,6 +350,18 @@ def test_a_pspnet_cuts_a_backbone_of_segmentation_models_table_at_its_layer_for_
     assert spec.backbone.output == cut and plan(spec).ok
 
 
+def test_summarize_marks_the_taps_and_the_cut_the_decoder_reads(write):
+    psp = run_cli("summarize", write("input: {shape: [96, 96, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                                     "head: {type: pspnet, classes: 3}\n", "psp.yaml"))
+    unet = run_cli("summarize", write("input: {shape: [64, 64, 3]}\nbackbone: {type: vgg16, weights: null}\n"
+                                      "head: {type: unet, classes: 3}\n", "unet.yaml"))
+    assert psp.exit_code == unet.exit_code == 0
+    rows = {line.split("│")[2].strip() for line in psp.output.splitlines() if line.count("│") > 3}
+    assert "block4_conv3 ◂ cut here (backbone.output)" in rows and "◂ tap of" not in psp.output
+    rows = {line.split("│")[2].strip() for line in unet.output.splitlines() if line.count("│") > 3}
+    assert "block5_conv3 ◂ tap of decoder_stage0_concat" in rows and "cut here" not in unet.output
+
+
 def test_a_pspnet_check_accepts_builds_trains_and_segments_at_the_smallest_input_it_names(write, tmp_path):
     import keras
     import numpy as np

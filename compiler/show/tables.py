@@ -22,11 +22,14 @@ def summary_table(plan: Plan) -> Table:
                             ("output shape", "left"), ("params", "right"), ("trainable", "center")):
         table.add_column(column, justify=justify)
     head_started = False
+    backbone = [layer.name for layer in plan.layers if layer.part == "backbone"]
+    cut = backbone[-1] if backbone and getattr(plan.spec.backbone, "output", None) is not None else None
     for layer in plan.layers:
         if layer.part == "head" and not head_started:
             table.add_section()
             head_started = True
         tapped = f" [magenta]◂ tap of {plan.taps[layer.name]}[/]" if layer.name in plan.taps else ""
+        tapped += " [magenta]◂ cut here (backbone.output)[/]" if layer.name == cut else ""
         table.add_row("" if layer.index is None else str(layer.index), layer.name + tapped, layer.kind,
                       format_shape(layer.output_shape), f"{layer.params:,}",
                       "[green]yes[/]" if layer.trainable else "[blue]frozen[/]")
