@@ -220,7 +220,7 @@ def _plan(spec: SpecBase, shape: Shape) -> Plan:
     result.taps = {name: layer.name for layer in ordered for name in layer.inputs if name in set(seen.names)}
     _walk(result, ordered, current, "head", lambda i, layer: True, wired, known)
     out = result.layers[-1].output_shape if result.ok and result.layers else ()
-    per_pixel = result.taps or spec.head.input_period(1) is not None
+    per_pixel = _period(spec, result, shape) is not None
     if per_pixel and len(out) == 3 and tuple(out[:2]) != tuple(shape[:2]):  # a mask per pixel of the input
         result.failure = Failure(None, None, f"the decoder gives {format_shape(out[:2])} masks, not the input's "
                                              "size", size_limited=False, misaligned=True)

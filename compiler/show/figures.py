@@ -215,13 +215,16 @@ def mask_colours(k: int):
     return np.concatenate([np.zeros((1, 3), np.uint8), np.resize(cycle, (max(k - 1, 0), 3))])[:k]
 
 
+IGNORED_GREY = 128  # the grey of ignored pixels in a painted mask (and its legend)
+
+
 def mask_legend(truth, names: list[str], colours, ignore: int = 255) -> list[tuple[str, tuple]]:
     """(label, RGB in [0, 1]) per class, and the grey of ignored pixels when a true mask has any."""
     import numpy as np
 
     rows = [(name, tuple(np.asarray(colours[c]) / 255)) for c, name in enumerate(names)]
     if any((np.asarray(true) == ignore).any() for true in truth):
-        rows.append((f"ignored ({ignore})", (128 / 255,) * 3))
+        rows.append((f"ignored ({ignore})", (IGNORED_GREY / 255,) * 3))
     return rows
 
 
@@ -229,7 +232,7 @@ def paint(mask, colours, ignore: int = 255):
     """A mask of class indices as an RGB picture (ignored pixels grey)."""
     import numpy as np
 
-    out = np.full((*mask.shape, 3), 128, np.uint8)
+    out = np.full((*mask.shape, 3), IGNORED_GREY, np.uint8)
     known = mask != ignore
     out[known] = colours[np.minimum(mask[known], len(colours) - 1)]
     return out

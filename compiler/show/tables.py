@@ -23,7 +23,7 @@ def summary_table(plan: Plan) -> Table:
         table.add_column(column, justify=justify)
     head_started = False
     backbone = [layer.name for layer in plan.layers if layer.part == "backbone"]
-    cut = backbone[-1] if backbone and getattr(plan.spec.backbone, "output", None) is not None else None
+    cut = backbone[-1] if backbone and plan.spec.backbone.output is not None else None
     for layer in plan.layers:
         if layer.part == "head" and not head_started:
             table.add_section()

@@ -49,7 +49,7 @@ def _task_of_head(head: Any, registry: Registry) -> dict | None:
     head serves when that is not classification (`head: {type: unet}` segments)."""
     info = registry.heads.get(_type_of(head)) if isinstance(head, dict) else None
     served = [name for name in info.cls.tasks if name in registry.tasks] if info is not None else []
-    if len(served) == 1 and served[0] != "classification" and "classification" not in info.cls.tasks:
+    if len(served) == 1 and served[0] != "classification":
         return {"type": served[0]}
     return None
 

@@ -17,6 +17,7 @@ def mask_image(source, outputs: np.ndarray, colours: np.ndarray, fit: str, ignor
     from PIL import Image
 
     from tlc.data.images import oriented_size, placement
+    from tlc.show.figures import IGNORED_GREY
 
     predicted = outputs.argmax(axis=-1).astype(np.uint8)
     width, height = oriented_size(source if isinstance(source, bytes) else str(source))
@@ -26,7 +27,7 @@ def mask_image(source, outputs: np.ndarray, colours: np.ndarray, fit: str, ignor
     canvas = Image.new("L", (width, height), ignore)
     canvas.paste(region, (round(left), round(top)))
     mask = canvas.convert("P")
-    mask.putpalette([int(v) for v in colours.reshape(-1)] + [128, 128, 128] * (256 - len(colours)))
+    mask.putpalette([int(v) for v in colours.reshape(-1)] + [IGNORED_GREY] * 3 * (256 - len(colours)))
     mask.info["transparency"] = bytes([0] + [255] * (ignore - 1) + [0] * (256 - ignore))
     return mask
 
