@@ -20,6 +20,8 @@ import numpy as np
 from tlc.atomic import write_npy_columns
 from tlc.data.pipeline import HEAVY_BATCH, IN_MEMORY_LIMIT, Feed, float32_bytes
 
+from .rewrite import faster
+
 STOCHASTIC = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
               "GaussianDropout", "AlphaDropout")
 READ_ROWS_FROM = 2**20  # features of this size an example are never loaded whole
@@ -169,7 +171,7 @@ def split(model, train: Feed, val: Feed, cache_dir: Path, *, enabled: bool,
     import keras
     import tensorflow as tf
 
-    prefix = keras.Model(model.input, cuts)
+    prefix = faster(keras.Model(model.input, cuts))  # (in the kernels the tail and an uncached run use)
     key = _key(model.layers[1:k], cuts, train, val)
     # One graph, traced once for one batch shape, for train and validation alike (`predict`
     # costs ~5% more here, mostly per-batch overhead).

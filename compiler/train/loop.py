@@ -27,7 +27,7 @@ from tlc.show.figures import accuracy_plot, import_in_background
 from tlc.show.progress import Reporter
 from tlc.spec.preflight import Ready, prepare
 
-from . import cache, losses, optimizing, precise_bn
+from . import cache, losses, optimizing, precise_bn, rewrite
 from .allocator import return_large_blocks
 from .distribute import Strategy, fit_multi_worker
 from .epochs import EpochHooks, fit, outputs_of, reseed_random_layers, validate
@@ -153,7 +153,7 @@ class PhaseRunner:
     log: Any
     distilled: dict | None = None  # train.distill's record (metrics.json `distill`)
     last: Any = None  # the last phase's trainable part (`_split`), when it ran in this process
-    lent: Any = None  # the phase's own head while the pool's compiled copy trains in its place
+    lent: Any = None  # (the phase's own head, the pool's compiled copy that trains in its place)
 
     @classmethod
     def start(cls, ready: Ready, dataset, folder: RunFolder, state: State, options: Options, reporter,
@@ -241,8 +241,9 @@ class PhaseRunner:
                     if self.lent is not None else None
                 fit(part, spec, epochs, hooks, self.class_weight, batches)
         if self.lent is not None:  # the run's own head takes the trained weights, and is the phase's part again
-            self.options.pool.give_back(part.model, self.lent)
-            part, self.lent = dataclasses.replace(part, model=self.lent), None
+            tail, head = self.lent
+            self.options.pool.give_back(head, tail)
+            part, self.lent = dataclasses.replace(part, model=tail), None
         self.last = part
         stopping = spec.train.early_stopping
         if stopping and stopping.restore_best and self.folder.best_exists():
@@ -264,13 +265,17 @@ class PhaseRunner:
                                off_because="multi_worker: each worker trains the whole model" if multi_worker
                                else "--no-cache", memory=options.pool.features if options.pool is not None else None)
             steps = -(-len(part.train) // spec.train.batch_size)
-            if part.model is not self.model:  # a head on cached features: a whole epoch per call, at most 64 steps
-                copy = self._borrow(part.model, min(steps, 64))
-                if copy is not None:
-                    part, self.lent = dataclasses.replace(part, model=copy), part.model
-                else:
-                    optimizing.compile_model(part.model, self.loss, self.metrics, self.model.optimizer,
-                                           steps_per_execution=min(steps, 64))
+            head = self._borrow(part.model, min(steps, 64)) if part.model is not self.model else None
+            if head is not None:  # the pool's compiled copy trains, the run's own head gets its weights back
+                part, self.lent = dataclasses.replace(part, model=head.model), (part.model, head)
+            else:  # the part's own function in faster kernels (`rewrite`), over the same variables
+                twin = rewrite.faster(part.model)
+                if twin is not self.model:  # (a head on cached features: a whole epoch per call, up to 64 steps)
+                    optimizing.compile_model(twin, self.loss, self.metrics, self.model.optimizer,
+                                             steps_per_execution=min(steps, 64) if part.model is not self.model else 1)
+                    part = dataclasses.replace(part, model=twin)
+                if not self.model.optimizer.built:  # its state in the model's order, as checkpoints save it
+                    self.model.optimizer.build(self.model.trainable_variables)
         state.train_seconds += time.perf_counter() - started
         self.reporter.note(part.note)
         if part.note not in state.notes:
@@ -281,7 +286,7 @@ class PhaseRunner:
         return part, steps
 
     def _borrow(self, tail, steps_per_execution: int):
-        """The pool's compiled copy of `tail` (`pool`), when the run may train it in place of its
+        """The pool's compiled copy of `tail` (`pool._Head`), when the run may train it in place of its
         own head: nothing saves the run's model while it trains (no checkpoint, no best epoch
         kept), on one device."""
         pool, stopping = self.options.pool, self.ready.spec.train.early_stopping

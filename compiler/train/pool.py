@@ -125,9 +125,9 @@ class Pool:
             self.datasets[key] = load()
         return self.datasets[key]
 
-    def borrow(self, tail, loss, metrics, optimizer, steps_per_execution: int):
-        """The compiled copy of `tail`'s structure, holding `tail`'s weights, `optimizer`'s
-        learning rate and fresh optimizer state; None when the head cannot be pooled."""
+    def borrow(self, tail, loss, metrics, optimizer, steps_per_execution: int) -> _Head | None:
+        """The compiled copy of `tail`'s structure (its `model` trains), holding `tail`'s weights,
+        `optimizer`'s learning rate and fresh optimizer state; None when the head cannot be pooled."""
         try:
             signature = _signature(tail, loss, metrics, optimizer, steps_per_execution)
         except (NotImplementedError, TypeError, ValueError):  # a plugin layer without a usable config
@@ -144,12 +144,12 @@ class Pool:
         if head is None:
             return None
         head.take(tail, optimizer)
-        return head.model
+        return head
 
     @staticmethod
-    def give_back(copy, tail) -> None:
+    def give_back(head: _Head, tail) -> None:
         """The trained weights into the run's own head."""
-        tail.set_weights(copy.get_weights())
+        tail.set_weights(head.holder.get_weights())
 
 
 def _keep(kept: dict, key, value) -> None:
@@ -162,7 +162,8 @@ def _keep(kept: dict, key, value) -> None:
 
 @dataclass
 class _Head:
-    model: Any
+    model: Any  # what trains: the copy's faster twin (`rewrite`), over the copy's variables
+    holder: Any  # the copy itself, its weights in the order of the run's head
     optimizer: Any
     initial: list  # the optimizer's variables as built: what each run starts from
 
@@ -171,6 +172,7 @@ class _Head:
         import keras
 
         from .optimizing import compile_model
+        from .rewrite import faster
 
         tunable = tunable_dropout()
 
@@ -179,15 +181,16 @@ class _Head:
                 return tunable.from_config(layer.get_config())
             return layer.__class__.from_config(layer.get_config())
 
-        model = keras.models.clone_model(tail, clone_function=clone)
+        holder = keras.models.clone_model(tail, clone_function=clone)
+        model = faster(holder)
         copy = type(optimizer).from_config(optimizer.get_config())
         compile_model(model, loss, metrics, copy, steps_per_execution=steps_per_execution)
-        copy.build(model.trainable_variables)
-        return cls(model, copy, [v.numpy() for v in copy.variables])
+        copy.build(holder.trainable_variables)
+        return cls(model, holder, copy, [v.numpy() for v in copy.variables])
 
     def take(self, tail, optimizer) -> None:
-        self.model.set_weights(tail.get_weights())
-        for mine, theirs in zip(self.model.layers, tail.layers):
+        self.holder.set_weights(tail.get_weights())
+        for mine, theirs in zip(self.holder.layers, tail.layers):
             if hasattr(mine, "hold_rate"):
                 mine.hold_rate(theirs.rate)
         for variable, value in zip(self.optimizer.variables, self.initial):
