@@ -23,11 +23,11 @@ def faster(model):
     import keras
     from keras import tree
 
-    layers = _layers()
+    twin_of = _twin_of()
     swapped = []
 
     def call(layer, *args, **kwargs):
-        found = layers.twin_of(layer, args, kwargs)
+        found = twin_of(layer, args, kwargs)
         if found is None:
             return layer(*args, **kwargs)
         twin, arguments = found
@@ -50,8 +50,9 @@ def replaced(twin) -> list[str]:
 
 
 @functools.cache
-def _layers():
-    """The replacing layers (built on first use: they need Keras and TensorFlow)."""
+def _twin_of():
+    """`twin_of(layer, args, kwargs)`: (the layer that replaces this call of `layer`, its argument), or
+    None to call `layer` itself. Made on first use: the replacing layers need Keras and TensorFlow."""
     import keras
     import tensorflow as tf
 
@@ -152,15 +153,12 @@ def _layers():
         parts = [(s is not None, int(t.shape[-1])) for s, t in zip(sources, tensors)]
         return UpsampledConv(layer, parts), [s if s is not None else t for s, t in zip(sources, tensors)]
 
-    class Layers:
-        @staticmethod
-        def twin_of(layer, args, kwargs):
-            """(the layer that replaces this call of `layer`, its argument), or None to call `layer`."""
-            if len(args) != 1 or set(kwargs) - {"training", "mask"} or kwargs.get("mask") is not None \
-                    or not hasattr(args[0], "_keras_history"):
-                return None
-            if fusable_norm(layer, args[0]):
-                return FusedBatchNorm(layer), args[0]
-            return upsampled_conv(layer, args[0])
+    def twin_of(layer, args, kwargs):
+        if len(args) != 1 or set(kwargs) - {"training", "mask"} or kwargs.get("mask") is not None \
+                or not hasattr(args[0], "_keras_history"):
+            return None
+        if fusable_norm(layer, args[0]):
+            return FusedBatchNorm(layer), args[0]
+        return upsampled_conv(layer, args[0])
 
-    return Layers
+    return twin_of
