@@ -265,14 +265,16 @@ class PhaseRunner:
                                off_because="multi_worker: each worker trains the whole model" if multi_worker
                                else "--no-cache", memory=options.pool.features if options.pool is not None else None)
             steps = -(-len(part.train) // spec.train.batch_size)
-            head = self._borrow(part.model, min(steps, 64)) if part.model is not self.model else None
+            on_features = part.model is not self.model  # a head on cached features: a whole epoch per call
+            per_call = min(steps, 64) if on_features else 1  # (up to 64 steps)
+            head = self._borrow(part.model, per_call) if on_features else None
             if head is not None:  # the pool's compiled copy trains, the run's own head gets its weights back
                 part, self.lent = dataclasses.replace(part, model=head.model), (part.model, head)
             else:  # the part's own function in faster kernels (`rewrite`), over the same variables
                 twin = rewrite.faster(part.model)
-                if twin is not self.model:  # (a head on cached features: a whole epoch per call, up to 64 steps)
+                if twin is not self.model:  # (the whole model was compiled by `run`)
                     optimizing.compile_model(twin, self.loss, self.metrics, self.model.optimizer,
-                                             steps_per_execution=min(steps, 64) if part.model is not self.model else 1)
+                                             steps_per_execution=per_call)
                     part = dataclasses.replace(part, model=twin)
                 if not self.model.optimizer.built:  # its state in the model's order, as checkpoints save it
                     self.model.optimizer.build(self.model.trainable_variables)
